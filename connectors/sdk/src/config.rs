@@ -1,0 +1,116 @@
+//! Parsing a connector's typed config table, with errors that name the key path.
+
+use crate::error::ConfigIssue;
+use serde::de::DeserializeOwned;
+
+/// Formats one key for a path: bare when it is a plain word, quoted when it holds a dot or space.
+pub fn path_key(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// Deserializes `table` into `T`. On failure, the issue's path names the offending key relative to
+/// the table (`server`, `channels[2]`), and serde's "missing field" and "unknown field" messages are
+/// turned into the path of that field with the message `missing` or `unknown key`.
+pub fn parse_table<T: DeserializeOwned>(table: serde_json::Value) -> Result<T, ConfigIssue> {
+    serde_path_to_error::deserialize::<_, T>(table).map_err(|err| {
+        let mut path = String::new();
+        for segment in err.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                serde_path_to_error::Segment::Map { key } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&path_key(key));
+                }
+                serde_path_to_error::Segment::Enum { variant } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&path_key(variant));
+                }
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let inner = err.into_inner().to_string();
+        let (field, message) = if let Some(name) = field_in(&inner, "missing field `") {
+            (Some(name), "missing".to_owned())
+        } else if let Some(name) = field_in(&inner, "unknown field `") {
+            let expected = inner
+                .split_once(", expected ")
+                .map(|(_, rest)| format!(" (expected {rest})"))
+                .unwrap_or_default();
+            (Some(name), format!("unknown key{expected}"))
+        } else {
+            (None, inner)
+        };
+        // serde_path_to_error already ends the path with an unknown key's name, not a missing one's.
+        if let Some(field) = field.filter(|f| !path.ends_with(&path_key(f))) {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&path_key(&field));
+        }
+        ConfigIssue::new(path, message)
+    })
+}
+
+fn field_in(message: &str, marker: &str) -> Option<String> {
+    let start = message.find(marker)? + marker.len();
+    let rest = &message[start..];
+    let end = rest.find('`')?;
+    Some(rest[..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        server: String,
+        port: Option<u16>,
+        #[serde(default)]
+        channels: Vec<Chan>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Chan {
+        name: String,
+    }
+
+    #[test]
+    fn missing_unknown_and_wrong_type_name_their_path() {
+        let e = parse_table::<Sample>(serde_json::json!({})).unwrap_err();
+        assert_eq!(e.to_string(), "server: missing");
+        let e = parse_table::<Sample>(serde_json::json!({"server": "x", "sever": 1})).unwrap_err();
+        assert!(e.to_string().starts_with("sever: unknown key"), "{e}");
+        let e =
+            parse_table::<Sample>(serde_json::json!({"server": "x", "port": "many"})).unwrap_err();
+        assert!(e.to_string().starts_with("port: invalid type"), "{e}");
+        let e = parse_table::<Sample>(
+            serde_json::json!({"server": "x", "channels": [{"name": "a"}, {}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "channels[1].name: missing");
+    }
+
+    #[test]
+    fn keys_with_dots_are_quoted() {
+        assert_eq!(path_key("irc.main"), "\"irc.main\"");
+        assert_eq!(path_key("server"), "server");
+    }
+}

@@ -1,0 +1,223 @@
+//! The connector contract: a factory per kind builds a [`Connector`] from its typed config table;
+//! the daemon runs it with a [`ConnectorIo`].
+//!
+//! A connector:
+//! - owns its network client inside [`Connector::run`] and reconnects by itself where it can;
+//! - emits each inbound event with [`Emitter::emit`] and, where its network lets it, acknowledges the
+//!   event to the network only after `emit` returned (the daemon has then stored it durably);
+//! - answers every [`Outbound`] with [`Outbound::respond`]: a [`Receipt`] or a typed [`SendError`]
+//!   (an outbound dropped without an answer counts as a lost connection and is retried);
+//! - reports its [`ConnectionState`] through [`StatusReporter`];
+//! - returns `Ok(())` soon after [`ConnectorIo::shutdown`] is cancelled.
+
+use crate::caps::{Capabilities, Limits};
+use crate::error::{ConfigIssue, ConnectorError, EmitError, SendError};
+use crate::event::Event;
+use crate::ids::{AccountId, RemoteMessageId, RoomId};
+use crate::state::StateHandle;
+use futures::future::BoxFuture;
+use std::path::PathBuf;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What a factory knows when it builds a connector.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    /// The account being built (the `[accounts.NAME]` key).
+    pub account: AccountId,
+    /// A directory the connector may keep files in (crypto stores and the like), private to the
+    /// account. It may not exist yet.
+    pub data_dir: PathBuf,
+}
+
+/// Builds connectors of one kind (`kind = "irc"`).
+pub trait ConnectorFactory: Send + Sync + 'static {
+    /// The `kind` value this factory answers to.
+    fn kind(&self) -> &'static str;
+    /// Parses the account's own config table (the keys other than `kind`, `rights`, `enabled` and
+    /// the core's own) and builds a connector. No network I/O here: `passerelle check` calls this.
+    /// Every problem is returned at once, each with a key path relative to the account table.
+    fn build(
+        &self,
+        ctx: &BuildContext,
+        table: serde_json::Value,
+    ) -> Result<Box<dyn Connector>, Vec<ConfigIssue>>;
+}
+
+/// A configured connection to one network account.
+pub trait Connector: Send + 'static {
+    /// What the network can carry.
+    fn capabilities(&self) -> Capabilities;
+    /// The network's size limits.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
+    /// Runs until shutdown is signalled (then `Ok`) or a failure the connector can't mend itself
+    /// (then the error; the daemon rebuilds and restarts it with backoff when it is retryable).
+    fn run<'a>(
+        self: Box<Self>,
+        io: &'a mut ConnectorIo,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+}
+
+/// Everything a running connector talks to.
+pub struct ConnectorIo {
+    /// This connector's account.
+    pub account: AccountId,
+    /// The rooms the links place on this account, which the connector should join or watch.
+    pub rooms: Vec<RoomId>,
+    /// Hands inbound events to the daemon.
+    pub emitter: Emitter,
+    /// Events the daemon asks the connector to send. Kept by the daemon across restarts of the
+    /// connector, so nothing queued is lost when it reconnects.
+    pub outbound: mpsc::Receiver<Outbound>,
+    /// Connector-private persistent state.
+    pub state: StateHandle,
+    /// Where the connector reports its connection state.
+    pub status: StatusReporter,
+    /// Cancelled when the daemon shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// What the daemon did with an inbound event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// Stored durably and queued for this many destinations.
+    Queued {
+        /// How many rooms it will be sent to.
+        destinations: usize,
+    },
+    /// Seen before (same account, room and remote id), or our own message coming back: dropped.
+    Duplicate,
+    /// The room is linked nowhere (or only as a destination): nothing to do.
+    Unrouted,
+    /// Refused by rights or policy; the reason is content-free.
+    Refused {
+        /// Why, for logs and metrics.
+        reason: &'static str,
+    },
+}
+
+/// One inbound event on its way to the daemon, with the channel its disposition comes back on.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The account it came from.
+    pub account: AccountId,
+    /// The event, with ids of the origin account.
+    pub event: Event,
+    /// Answered once the event is durably stored (or refused).
+    pub ack: oneshot::Sender<Result<Disposition, EmitError>>,
+}
+
+/// Hands inbound events to the daemon. Cheap to clone, for connectors that read in several tasks.
+#[derive(Clone, Debug)]
+pub struct Emitter {
+    account: AccountId,
+    tx: mpsc::Sender<Inbound>,
+}
+
+impl Emitter {
+    /// An emitter for `account` sending into `tx` (the daemon's and the testkit's constructor).
+    pub fn new(account: AccountId, tx: mpsc::Sender<Inbound>) -> Self {
+        Self { account, tx }
+    }
+
+    /// Hands `event` to the daemon and waits until it is durably stored or refused. Waits (applying
+    /// backpressure) while the daemon's inbound queue is full.
+    pub async fn emit(&self, event: Event) -> Result<Disposition, EmitError> {
+        let (ack, answer) = oneshot::channel();
+        let inbound = Inbound {
+            account: self.account.clone(),
+            event,
+            ack,
+        };
+        self.tx
+            .send(inbound)
+            .await
+            .map_err(|_| EmitError::ShuttingDown)?;
+        answer.await.map_err(|_| EmitError::ShuttingDown)?
+    }
+}
+
+/// The answer to a successful send.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The id the destination gave the message, when it gives one. With it, later replies, edits,
+    /// deletes and reactions can be translated to this message.
+    pub remote_id: Option<RemoteMessageId>,
+}
+
+/// One event the daemon asks a connector to send.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The event, already translated to the destination: `room` is the destination room, relations
+    /// are ids on this account, and content is adapted to the connector's capabilities.
+    pub event: Event,
+    /// The account the event came from.
+    pub origin: AccountId,
+    /// The name of the link that carries it (matterbridge's "gateway").
+    pub link: String,
+    reply: oneshot::Sender<Result<Receipt, SendError>>,
+}
+
+impl Outbound {
+    /// A request and the receiver its answer arrives on.
+    pub fn new(
+        event: Event,
+        origin: AccountId,
+        link: String,
+    ) -> (Self, oneshot::Receiver<Result<Receipt, SendError>>) {
+        let (reply, answer) = oneshot::channel();
+        (
+            Self {
+                event,
+                origin,
+                link,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    /// Answers the request. The daemon may have stopped waiting; that is not an error.
+    pub fn respond(self, result: Result<Receipt, SendError>) {
+        let _ = self.reply.send(result);
+    }
+}
+
+/// A connector's connection state, shown by `/readyz` and `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Not yet connected, or reconnecting.
+    Connecting,
+    /// Connected and in its rooms.
+    Connected,
+    /// Lost and not currently trying (waiting for backoff).
+    Disconnected,
+    /// Stopped for good (fatal error or shutdown).
+    Stopped,
+}
+
+/// Where a connector reports its [`ConnectionState`].
+#[derive(Clone, Debug)]
+pub struct StatusReporter {
+    tx: watch::Sender<ConnectionState>,
+}
+
+impl StatusReporter {
+    /// A reporter and the receiver the daemon watches.
+    pub fn new() -> (Self, watch::Receiver<ConnectionState>) {
+        let (tx, rx) = watch::channel(ConnectionState::Connecting);
+        (Self { tx }, rx)
+    }
+    /// Reports a new state.
+    pub fn set(&self, state: ConnectionState) {
+        self.tx.send_replace(state);
+    }
+    /// The last reported state.
+    pub fn get(&self) -> ConnectionState {
+        *self.tx.borrow()
+    }
+}

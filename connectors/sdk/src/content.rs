@@ -1,0 +1,148 @@
+//! Message content. Text is wrapped in [`Text`], whose `Debug` and `Display` print only its length,
+//! so that content cannot reach a log line by accident.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A piece of message content (a body, a topic, an attachment name). Printing it with `{}` or `{:?}`
+/// shows only its size; [`Text::as_str`] is the one deliberate way to read it.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Text(String);
+
+impl Text {
+    /// Wraps a string.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The text itself. Never pass this to a log macro.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Unwraps the string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Text(len={})", self.0.len())
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl From<&str> for Text {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl From<String> for Text {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+/// How a message is meant: said, acted (`/me`), or a notice from a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// An ordinary message.
+    #[default]
+    Normal,
+    /// An action, IRC's `/me` or Matrix's `m.emote`: the text continues the sender's name.
+    Emote,
+    /// A notice (IRC NOTICE, Matrix `m.notice`): service output, never answered by bots.
+    Notice,
+}
+
+/// A rich-text form of the body, in the subset the core understands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "format", content = "body")]
+#[non_exhaustive]
+pub enum Formatted {
+    /// A safe HTML subset: `b i u s code pre a blockquote br p ul ol li`.
+    Html(Text),
+    /// CommonMark.
+    Markdown(Text),
+}
+
+/// A file that travels with a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file's name; content, so it never prints.
+    pub name: Text,
+    /// MIME type, when known.
+    pub mime: Option<String>,
+    /// Size in bytes, when known.
+    pub size: Option<u64>,
+    /// Where the destination can fetch the file; content, so it never prints.
+    pub url: Text,
+}
+
+/// What a message says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    /// The plain-text body; always present, the fallback every network can show.
+    pub text: Text,
+    /// A rich form of the same body, when the origin had one.
+    pub formatted: Option<Formatted>,
+    /// Normal, emote or notice.
+    pub kind: MessageKind,
+    /// Files sent with the message.
+    pub attachments: Vec<Attachment>,
+}
+
+impl Content {
+    /// A plain-text message.
+    pub fn plain(text: impl Into<String>) -> Self {
+        Self {
+            text: Text::new(text),
+            ..Self::default()
+        }
+    }
+    /// An action (`/me`).
+    pub fn emote(text: impl Into<String>) -> Self {
+        Self {
+            text: Text::new(text),
+            kind: MessageKind::Emote,
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_never_prints_its_content() {
+        let t = Text::new("canary-secret-words");
+        let content = Content::plain("canary-secret-words");
+        for printed in [
+            format!("{t}"),
+            format!("{t:?}"),
+            format!("{content:?}"),
+            format!("{content:#?}"),
+        ] {
+            assert!(!printed.contains("canary"), "printed: {printed}");
+        }
+        assert_eq!(format!("{t}"), "<19 bytes>");
+        assert_eq!(t.as_str(), "canary-secret-words");
+    }
+}

@@ -1,0 +1,49 @@
+//! # passerelle-sdk
+//!
+//! The one crate a passerelle connector depends on. It defines the vocabulary that the daemon's core
+//! and every network connector share, and nothing else: it depends on no module of the core.
+//!
+//! ## Layout
+//! - [`ids`]: typed, opaque identifiers, each documented with how far it must be unique.
+//! - [`content`]: message content; [`Text`] never prints what it holds.
+//! - [`event`]: the event model ([`Event`], [`EventKind`]) carried on the bus.
+//! - [`caps`]: [`Capabilities`] and [`Limits`] a connector declares.
+//! - [`connector`]: the [`ConnectorFactory`] and [`Connector`] contract and the [`ConnectorIo`] a
+//!   connector runs with.
+//! - [`error`]: typed errors for running, sending and configuring.
+//! - [`state`]: a key-value handle for connector-private state kept in the daemon's store.
+//! - [`secret`]: [`Secret`], a string that never prints, and the `*_file` resolution rule.
+//! - [`config`]: parsing a connector's typed config table with errors that name the key path.
+//!
+//! ## Writing a connector
+//! Implement [`ConnectorFactory`] for your kind; its `build` parses the account's table into a
+//! `#[serde(deny_unknown_fields)]` struct and returns a [`Connector`]. The daemon calls
+//! [`Connector::run`] with a [`ConnectorIo`]: emit inbound events with [`Emitter::emit`], answer each
+//! [`Outbound`] with a [`Receipt`] or a [`SendError`], report your connection state, and return when
+//! [`ConnectorIo::shutdown`] is cancelled. Prove it with `passerelle-testkit`'s conformance suite.
+#![deny(missing_docs)]
+
+pub mod caps;
+pub mod config;
+pub mod connector;
+pub mod content;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod secret;
+pub mod state;
+
+pub use caps::{Capabilities, Limits};
+pub use connector::{
+    BuildContext, ConnectionState, Connector, ConnectorFactory, ConnectorIo, Disposition, Emitter,
+    Inbound, Outbound, Receipt, StatusReporter,
+};
+pub use content::{Attachment, Content, Formatted, MessageKind, Text};
+pub use error::{ConfigIssue, ConnectorError, EmitError, SendError};
+pub use event::{Event, EventKind, MembershipChange, Sender, Timestamp};
+pub use ids::{AccountId, EventKey, RemoteMessageId, RoomId, UserId};
+pub use secret::Secret;
+pub use state::{StateBackend, StateError, StateHandle};
+
+/// Re-exported so connectors name the same cancellation type as the daemon.
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,120 @@
+//! Secrets: values that never print, compared in constant time, read from config, the environment
+//! or a file (`password_file = "/run/secrets/irc"` beside every `password`).
+
+use crate::error::ConfigIssue;
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use subtle::ConstantTimeEq;
+
+/// A secret string (password, token). `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Compares with `other` in time that does not depend on where they differ.
+    pub fn matches(&self, other: &str) -> bool {
+        self.0.as_bytes().ct_eq(other.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+/// Reads a secret from a file: the whole file, less one trailing newline.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
+    let mut value = std::fs::read_to_string(path)?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(Secret(value))
+}
+
+/// Resolves the pair `key` / `key_file`: at most one may be set; the file must be readable.
+/// Returns `Ok(None)` when neither is set. Issues name `key` or `key_file`.
+pub fn resolve(
+    key: &str,
+    value: Option<&Secret>,
+    file: Option<&PathBuf>,
+) -> Result<Option<Secret>, ConfigIssue> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigIssue::new(
+            key,
+            format!("set either {key} or {key}_file, not both"),
+        )),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(path)) => read_secret_file(path).map(Some).map_err(|e| {
+            ConfigIssue::new(
+                format!("{key}_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Like [`resolve`], but one of the two must be set.
+pub fn require(
+    key: &str,
+    value: Option<&Secret>,
+    file: Option<&PathBuf>,
+) -> Result<Secret, ConfigIssue> {
+    resolve(key, value, file)?
+        .ok_or_else(|| ConfigIssue::new(key, format!("missing (set {key} or {key}_file)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print_and_compare() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+        assert!(s.matches("hunter2"));
+        assert!(!s.matches("hunter3"));
+        assert!(!s.matches("hunter"));
+    }
+
+    #[test]
+    fn file_variant_is_read_and_missing_file_names_the_key() {
+        let dir = std::env::temp_dir().join(format!("pss-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "abc\n").unwrap();
+        let got = resolve("token", None, Some(&path)).unwrap().unwrap();
+        assert_eq!(got.expose(), "abc");
+        let missing = dir.join("nope");
+        let err = resolve("token", None, Some(&missing)).unwrap_err();
+        assert_eq!(err.path, "token_file");
+        let err = require("token", None, None).unwrap_err();
+        assert_eq!(err.path, "token");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
