@@ -1,1 +1,30 @@
-//! wip
+//! # passerelle
+//!
+//! A daemon that joins chat networks into one interoperable layer. One process runs one connector
+//! task per configured account; every connector talks to one internal bus; the core maps rooms,
+//! messages and threads across networks and guarantees where each message may and may not go.
+//!
+//! ## Layout
+//! - [`config`]: the typed configuration (`config` crate: TOML file + `PASSERELLE__` overrides).
+//! - [`registry`]: the explicit table from `kind` to connector factory.
+//! - [`supervisor`]: one task per account, restarted with backoff.
+//! - [`router`]: links, rights, the route guard and the degrade rules (no network names).
+//! - [`bus`]: per-room ordered delivery lanes over the durable outbox.
+//! - [`mapping`]: the message map (id translation through the store).
+//! - [`store`]: the `Store` trait, the SQLite backend, sealing of queued payloads, conformance tests.
+//! - [`http`]: the admin endpoints.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`daemon`]: wiring and ordered shutdown.
+//!
+//! Connectors live in their own crates under `connectors/` and depend only on `passerelle-sdk`.
+
+pub mod bus;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod mapping;
+pub mod metrics;
+pub mod registry;
+pub mod router;
+pub mod store;
+pub mod supervisor;

@@ -1,1 +1,144 @@
-fn main() {}
+//! The `passerelle` command line: `run`, `check`, `version`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "passerelle",
+    about = "A cross-network messaging bridge daemon",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// The configuration file.
+        #[arg(short, long, env = "PASSERELLE_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration: report every problem, each with its key path, and exit non-zero
+    /// when there is any. Makes no network connection.
+    Check {
+        /// The configuration file.
+        #[arg(short, long, env = "PASSERELLE_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Print the version and the connectors this build has.
+    Version,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PASSERELLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn report(path: &std::path::Path, issues: &[passerelle_sdk::ConfigIssue]) {
+    eprintln!("{}: {} problem(s):", path.display(), issues.len());
+    for issue in issues {
+        if issue.path.is_empty() {
+            eprintln!("  {}", issue.message);
+        } else {
+            eprintln!("  {issue}");
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            let kinds: Vec<&str> = passerelle::registry::factories()
+                .iter()
+                .map(|f| f.kind())
+                .collect();
+            println!(
+                "passerelle {} (connectors: {})",
+                env!("CARGO_PKG_VERSION"),
+                kinds.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match passerelle::daemon::load(&config) {
+            Ok((c, _)) => {
+                println!(
+                    "{}: ok ({} accounts, {} links)",
+                    config.display(),
+                    c.accounts.len(),
+                    c.links.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(issues) => {
+                report(&config, &issues);
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            init_logging();
+            let (loaded, built) = match passerelle::daemon::load(&config) {
+                Ok(x) => x,
+                Err(issues) => {
+                    report(&config, &issues);
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async move {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(wait_for_signal(shutdown.clone()));
+                match passerelle::daemon::run(loaded, built, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,336 @@
+//! Delivery lanes: one ordered lane per destination room, so a slow room stalls only itself.
+//!
+//! The durable outbox in the store *is* the queue. A lane holds a small bounded channel of rows
+//! the router just stored; when the channel is full the lane is marked *spilled* and the router
+//! stops pushing to it, and the lane reads its rows back from the store, in id order, until it has
+//! caught up. Memory per lane is therefore bounded whatever the backlog, and order per room holds
+//! (rows are delivered strictly by outbox id; a row seen twice is skipped by id).
+//!
+//! Each delivery: open the sealed row, translate relations through the message map, apply the
+//! degrade rules, ask the route guard, hand the event to the destination connector and wait for its
+//! answer. A receipt maps the destination's id and deletes the row in one transaction; a retryable
+//! error retries the same row with backoff (keeping order); a permanent one is counted, logged
+//! without content, and the row deleted.
+
+use crate::config::General;
+use crate::mapping::MessageMap;
+use crate::metrics;
+use crate::router::degrade::{self, DestRelations};
+use crate::router::guard::RouteGuard;
+use crate::router::{AccountPolicy, RoutedEvent};
+use crate::store::seal::Sealer;
+use crate::store::{OutboxEntry, Store};
+use dashmap::DashMap;
+use passerelle_sdk::{AccountId, Outbound, RoomId, SendError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How many rows a lane holds in memory before it spills to reading the store.
+const LANE_CAPACITY: usize = 256;
+/// How many rows a spilled lane reads from the store at once.
+const RELOAD_BATCH: usize = 256;
+
+/// Everything a lane needs to deliver.
+pub struct Delivery {
+    /// The store (outbox and message map).
+    pub store: Arc<dyn Store>,
+    /// Opens sealed rows.
+    pub sealer: Arc<Sealer>,
+    /// The last check before every send.
+    pub guard: RouteGuard,
+    /// Every account's policy.
+    pub policies: Arc<HashMap<AccountId, AccountPolicy>>,
+    /// Each running account's outbound queue.
+    pub outbound: HashMap<AccountId, mpsc::Sender<Outbound>>,
+    /// `[general]`.
+    pub general: General,
+    /// Cancelled when lanes must stop (after the shutdown grace).
+    pub stop: CancellationToken,
+}
+
+struct Lane {
+    tx: mpsc::Sender<OutboxEntry>,
+    spilled: Arc<AtomicBool>,
+}
+
+/// The set of lanes, created on first use.
+#[derive(Clone)]
+pub struct Lanes {
+    lanes: Arc<DashMap<(AccountId, RoomId), Lane>>,
+    delivery: Arc<Delivery>,
+    tracker: TaskTracker,
+}
+
+impl Lanes {
+    /// Lanes delivering through `delivery`; their tasks are tracked by `tracker`.
+    pub fn new(delivery: Arc<Delivery>, tracker: TaskTracker) -> Self {
+        Self {
+            lanes: Arc::new(DashMap::new()),
+            delivery,
+            tracker,
+        }
+    }
+
+    /// Starts the lane for a destination (it first delivers what the store holds for it).
+    pub fn ensure(&self, account: &AccountId, room: &RoomId) {
+        self.lane(account, room);
+    }
+
+    /// Hands a freshly stored row to its lane.
+    pub fn push(&self, entry: OutboxEntry) {
+        let (tx, spilled) = self.lane(&entry.account, &entry.room);
+        if spilled.load(Ordering::SeqCst) {
+            return; // the lane will read it from the store
+        }
+        if tx.try_send(entry).is_err() {
+            spilled.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn lane(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+    ) -> (mpsc::Sender<OutboxEntry>, Arc<AtomicBool>) {
+        if let Some(lane) = self.lanes.get(&(account.clone(), room.clone())) {
+            return (lane.tx.clone(), lane.spilled.clone());
+        }
+        let entry = self
+            .lanes
+            .entry((account.clone(), room.clone()))
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(LANE_CAPACITY);
+                // A new lane starts spilled: its first act is to read what the store holds.
+                let spilled = Arc::new(AtomicBool::new(true));
+                let task = LaneTask {
+                    delivery: self.delivery.clone(),
+                    account: account.clone(),
+                    room: room.clone(),
+                    rx,
+                    spilled: spilled.clone(),
+                    last: 0,
+                };
+                self.tracker.spawn(task.run());
+                Lane { tx, spilled }
+            });
+        (entry.tx.clone(), entry.spilled.clone())
+    }
+}
+
+struct LaneTask {
+    delivery: Arc<Delivery>,
+    account: AccountId,
+    room: RoomId,
+    rx: mpsc::Receiver<OutboxEntry>,
+    spilled: Arc<AtomicBool>,
+    /// The highest outbox id delivered (or dropped) by this lane.
+    last: i64,
+}
+
+enum Outcome {
+    Done,
+    Retry(Duration),
+}
+
+impl LaneTask {
+    async fn run(mut self) {
+        let stop = self.delivery.stop.clone();
+        loop {
+            if self.spilled.swap(false, Ordering::SeqCst) {
+                if !self.catch_up().await {
+                    return;
+                }
+                continue;
+            }
+            let entry = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = self.rx.recv() => match next {
+                    Some(e) => e,
+                    None => return,
+                },
+            };
+            if entry.id <= self.last {
+                continue;
+            }
+            let id = entry.id;
+            if !self.deliver(entry).await {
+                return;
+            }
+            self.last = id;
+        }
+    }
+
+    /// Delivers what the store holds after `last`. False when stopped.
+    async fn catch_up(&mut self) -> bool {
+        loop {
+            let batch = match self
+                .delivery
+                .store
+                .pending(&self.account, &self.room, self.last, RELOAD_BATCH)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(account = %self.account, error = %e, "cannot read the outbox; retrying");
+                    self.spilled.store(true, Ordering::SeqCst);
+                    return self.pause(Duration::from_secs(1)).await;
+                }
+            };
+            if batch.is_empty() {
+                return true;
+            }
+            for entry in batch {
+                let id = entry.id;
+                if !self.deliver(entry).await {
+                    return false;
+                }
+                self.last = id;
+            }
+        }
+    }
+
+    /// Sleeps unless stopped first. False when stopped.
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.delivery.stop.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// Delivers one row, retrying as needed. False when stopped (the row stays queued).
+    async fn deliver(&self, entry: OutboxEntry) -> bool {
+        let mut attempt: u32 = 0;
+        loop {
+            match self.attempt(&entry).await {
+                Some(Outcome::Done) => {
+                    metrics::queue_depth(self.account.as_str(), -1.0);
+                    return true;
+                }
+                Some(Outcome::Retry(after)) => {
+                    attempt = attempt.saturating_add(1);
+                    let backoff = Duration::from_millis(250u64.saturating_mul(1 << attempt.min(7)));
+                    if !self
+                        .pause(after.max(backoff).min(Duration::from_secs(60)))
+                        .await
+                    {
+                        return false;
+                    }
+                }
+                None => return false,
+            }
+        }
+    }
+
+    /// Drops a row for a fixed reason: counted, logged without content, removed.
+    async fn drop_row(&self, entry: &OutboxEntry, reason: &'static str) -> Option<Outcome> {
+        metrics::dropped(self.account.as_str(), reason);
+        tracing::warn!(account = %self.account, room = %self.room, key = %entry.key, reason, "delivery dropped");
+        match self.delivery.store.complete(entry.id, None).await {
+            Ok(()) => Some(Outcome::Done),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot remove a dropped delivery; retrying");
+                Some(Outcome::Retry(Duration::from_secs(1)))
+            }
+        }
+    }
+
+    /// One try. `None` when stopped while waiting.
+    async fn attempt(&self, entry: &OutboxEntry) -> Option<Outcome> {
+        let d = &self.delivery;
+        let routed: RoutedEvent = match d
+            .sealer
+            .open(&entry.payload)
+            .ok()
+            .and_then(|plain| serde_json::from_slice(&plain).ok())
+        {
+            Some(r) => r,
+            None => return self.drop_row(entry, "corrupt_payload").await,
+        };
+        let Some(policy) = d.policies.get(&self.account) else {
+            return self.drop_row(entry, "unknown_account").await;
+        };
+        let rel = match self.relations(&routed).await {
+            Ok(rel) => rel,
+            Err(e) => {
+                tracing::error!(error = %e, "message map lookup failed; retrying");
+                return Some(Outcome::Retry(Duration::from_secs(1)));
+            }
+        };
+        let event = match degrade::adapt(&routed, &self.room, policy, rel, &d.general) {
+            Ok(event) => event,
+            Err(reason) => return self.drop_row(entry, reason).await,
+        };
+        if let Err(refusal) = d.guard.check(
+            (&routed.origin, &routed.event.room),
+            (&self.account, &self.room),
+            &event.kind,
+        ) {
+            tracing::error!(
+                origin = %routed.origin, account = %self.account, room = %self.room,
+                reason = refusal.reason(), "route guard refused a delivery"
+            );
+            return self.drop_row(entry, refusal.reason()).await;
+        }
+        let Some(sender) = d.outbound.get(&self.account) else {
+            return self.drop_row(entry, "account_not_running").await;
+        };
+        let (outbound, answer) = Outbound::new(event, routed.origin.clone(), routed.link.clone());
+        let started = Instant::now();
+        tokio::select! {
+            _ = d.stop.cancelled() => return None,
+            sent = sender.send(outbound) => if sent.is_err() {
+                return Some(Outcome::Retry(Duration::from_secs(1)));
+            },
+        }
+        let result = tokio::select! {
+            _ = d.stop.cancelled() => return None,
+            r = answer => r,
+        };
+        match result {
+            Ok(Ok(receipt)) => {
+                metrics::send_latency(self.account.as_str(), started.elapsed().as_secs_f64());
+                metrics::event_out(self.account.as_str());
+                let mapped = receipt
+                    .remote_id
+                    .map(|id| (entry.key, self.account.clone(), self.room.clone(), id));
+                match d.store.complete(entry.id, mapped).await {
+                    Ok(()) => Some(Outcome::Done),
+                    Err(e) => {
+                        // Delivered but not recorded: retrying would duplicate. Count and move on.
+                        tracing::error!(error = %e, key = %entry.key, "delivered, but the store failed to record it");
+                        Some(Outcome::Done)
+                    }
+                }
+            }
+            Ok(Err(SendError::RateLimited { retry_after })) => Some(Outcome::Retry(retry_after)),
+            Ok(Err(e)) if e.is_retryable() => Some(Outcome::Retry(Duration::from_millis(500))),
+            Ok(Err(e)) => self.drop_row(entry, e.reason()).await,
+            // The connector went away without answering (it is restarting): try again.
+            Err(_) => Some(Outcome::Retry(Duration::from_millis(500))),
+        }
+    }
+
+    async fn relations(
+        &self,
+        routed: &RoutedEvent,
+    ) -> Result<DestRelations, crate::store::StoreError> {
+        let map = MessageMap::new(self.delivery.store.clone());
+        let mut rel = DestRelations::default();
+        if let Some(key) = routed.reply_to {
+            (rel.reply_to, rel.reply_sender) = map.outbound(key, &self.account, &self.room).await?;
+        }
+        if let Some(key) = routed.thread_root {
+            (rel.thread_root, rel.thread_sender) =
+                map.outbound(key, &self.account, &self.room).await?;
+        }
+        if let Some(key) = routed.target {
+            rel.target = map.outbound(key, &self.account, &self.room).await?.0;
+        }
+        Ok(rel)
+    }
+}

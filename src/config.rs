@@ -1,0 +1,610 @@
+//! The daemon's typed configuration.
+//!
+//! Read with the `config` crate: the TOML file first, then environment overrides named
+//! `PASSERELLE__SECTION__KEY` (for example `PASSERELLE__STORE__PATH=/data/passerelle.db`; keys are
+//! lower-cased, so name accounts in lower case to override them). Every secret has a `*_file`
+//! variant. [`load`] reports every problem at once, each named by its key path.
+
+use passerelle_sdk::config::{parse_table, path_key};
+use passerelle_sdk::{AccountId, ConfigIssue, RoomId, Secret};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration, validated.
+#[derive(Debug)]
+pub struct Config {
+    /// `[general]`: behaviour shared by all links.
+    pub general: General,
+    /// `[store]`: where mapping, outbox and connector state live.
+    pub store: StoreConfig,
+    /// `[http]`: the admin listener.
+    pub http: HttpConfig,
+    /// `[accounts.NAME]`, sorted by name.
+    pub accounts: BTreeMap<AccountId, AccountConfig>,
+    /// `[[links]]`, in file order.
+    pub links: Vec<LinkConfig>,
+}
+
+/// `[general]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct General {
+    /// How a sender's name is put before the text on networks without per-message identity.
+    /// Placeholders: `{nick}` (the sender's display name), `{account}` (the origin account).
+    #[serde(default = "default_nick_format")]
+    pub remote_nick_format: String,
+    /// What to do with an edit when the destination can't edit: `resend` the new text marked as
+    /// a correction, or `drop` it (counted).
+    #[serde(default)]
+    pub edit_fallback: EditFallback,
+    /// Seconds to keep delivering queued messages after SIGTERM/SIGINT before stopping anyway
+    /// (what is left stays in the outbox for the next start).
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_nick_format() -> String {
+    "<{nick}> ".to_owned()
+}
+
+fn default_grace() -> u64 {
+    10
+}
+
+impl Default for General {
+    fn default() -> Self {
+        Self {
+            remote_nick_format: default_nick_format(),
+            edit_fallback: EditFallback::default(),
+            shutdown_grace_secs: default_grace(),
+        }
+    }
+}
+
+/// What happens to edits on networks that can't edit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditFallback {
+    /// Send the new text again, marked as a correction.
+    #[default]
+    Resend,
+    /// Drop the edit (counted in `passerelle_drops_total{reason="no_edits"}`).
+    Drop,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite database file. Its directory also holds the outbox key (when generated) and the
+    /// connectors' data directories.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// Days to keep the message map (ids only), which translates replies, edits and deletes.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+    /// Key that encrypts queued messages at rest: 64 hex digits. When neither this nor
+    /// `outbox_key_file` is set, a key is generated once into `outbox.key` beside the database.
+    pub outbox_key: Option<Secret>,
+    /// File holding `outbox_key`.
+    pub outbox_key_file: Option<PathBuf>,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data/passerelle.db")
+}
+
+fn default_retention() -> u32 {
+    30
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+            retention_days: default_retention(),
+            outbox_key: None,
+            outbox_key_file: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The directory beside the database.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`). Keep it on loopback or
+    /// behind a proxy: it is unauthenticated. Empty string: no admin listener.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9180".to_owned()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The parsed listen address, `None` when disabled.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        if self.listen.is_empty() {
+            None
+        } else {
+            self.listen.parse().ok()
+        }
+    }
+}
+
+/// What an account may do. Each right is granted separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rights {
+    /// Its messages may enter the bus.
+    pub read: bool,
+    /// Messages may be posted to it.
+    pub write: bool,
+    /// Edits, deletes and reactions may be applied on it.
+    pub delete: bool,
+}
+
+/// One `[accounts.NAME]`.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// The connector kind (`irc`, `api`, ...).
+    pub kind: String,
+    /// Granted rights; default `["read", "write"]`.
+    pub rights: Rights,
+    /// A disabled account is neither started nor routed to.
+    pub enabled: bool,
+    /// Overrides `general.remote_nick_format` for messages sent to this account.
+    pub remote_nick_format: Option<String>,
+    /// The connector's own keys, checked by its factory.
+    pub table: serde_json::Value,
+}
+
+/// Which way a room takes part in a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Its messages go into the link, and the link's messages come out to it.
+    Inout,
+    /// Its messages go into the link; nothing is sent to it.
+    In,
+    /// The link's messages come out to it; its own messages go nowhere.
+    Out,
+}
+
+impl Direction {
+    /// Messages from this room enter the link.
+    pub fn feeds(self) -> bool {
+        matches!(self, Self::Inout | Self::In)
+    }
+    /// The link's messages are sent to this room.
+    pub fn receives(self) -> bool {
+        matches!(self, Self::Inout | Self::Out)
+    }
+}
+
+/// One `[[links]]`: rooms on several accounts that form one conversation.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The link's name (matterbridge's gateway name), unique.
+    pub name: String,
+    /// Its rooms.
+    pub rooms: Vec<LinkRoom>,
+}
+
+/// One room of a link.
+#[derive(Debug, Clone)]
+pub struct LinkRoom {
+    /// The account the room is on.
+    pub account: AccountId,
+    /// The room on that account's network.
+    pub room: RoomId,
+    /// Which way it takes part.
+    pub direction: Direction,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    name: String,
+    rooms: Vec<RawLinkRoom>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLinkRoom {
+    account: String,
+    room: String,
+    #[serde(default = "default_direction")]
+    direction: Direction,
+}
+
+fn default_direction() -> Direction {
+    Direction::Inout
+}
+
+/// The keys of an account table that the core reads; the rest belongs to the connector.
+const ACCOUNT_CORE_KEYS: [&str; 4] = ["kind", "rights", "enabled", "remote_nick_format"];
+
+/// Reads `path` and the environment, and validates everything but the connectors' own tables
+/// (see [`crate::registry::build_all`]).
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigIssue>> {
+    let raw = read_raw(path).map_err(|issue| vec![issue])?;
+    from_value(raw)
+}
+
+/// Reads the file and the `PASSERELLE__` environment into one JSON value.
+pub fn read_raw(path: &Path) -> Result<serde_json::Value, ConfigIssue> {
+    if !path.exists() {
+        return Err(ConfigIssue::new(
+            "",
+            format!("config file {} not found", path.display()),
+        ));
+    }
+    let built = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("PASSERELLE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .map_err(|e| ConfigIssue::new("", format!("cannot read {}: {e}", path.display())))?;
+    built
+        .try_deserialize::<serde_json::Value>()
+        .map_err(|e| ConfigIssue::new("", format!("cannot read {}: {e}", path.display())))
+}
+
+/// Validates a raw configuration value, collecting every issue.
+pub fn from_value(raw: serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    let serde_json::Value::Object(mut top) = raw else {
+        return Err(vec![ConfigIssue::new(
+            "",
+            "the configuration must be a table",
+        )]);
+    };
+
+    let mut section = |name: &str| top.remove(name);
+    let general = parse_section::<General>(section("general"), "general", &mut issues);
+    let store = parse_section::<StoreConfig>(section("store"), "store", &mut issues);
+    let http = parse_section::<HttpConfig>(section("http"), "http", &mut issues);
+    let raw_accounts = section("accounts");
+    let raw_links = section("links");
+    for key in top.keys() {
+        issues.push(ConfigIssue::new(
+            path_key(key),
+            "unknown key (expected general, store, http, accounts, links)",
+        ));
+    }
+
+    if let Some(http) = &http
+        && !http.listen.is_empty()
+        && http.listen_addr().is_none()
+    {
+        issues.push(ConfigIssue::new(
+            "http.listen",
+            "not a socket address (e.g. 127.0.0.1:9180)",
+        ));
+    }
+
+    let accounts = parse_accounts(raw_accounts, &mut issues);
+    let links = parse_links(raw_links, &accounts, &mut issues);
+
+    if issues.is_empty() {
+        Ok(Config {
+            general: general.unwrap_or_default(),
+            store: store.unwrap_or_default(),
+            http: http.unwrap_or_default(),
+            accounts,
+            links,
+        })
+    } else {
+        Err(issues)
+    }
+}
+
+fn parse_section<T: serde::de::DeserializeOwned + Default>(
+    value: Option<serde_json::Value>,
+    name: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    match value {
+        None => Some(T::default()),
+        Some(v) => match parse_table::<T>(v) {
+            Ok(t) => Some(t),
+            Err(issue) => {
+                issues.push(issue.under(name));
+                None
+            }
+        },
+    }
+}
+
+fn parse_accounts(
+    raw: Option<serde_json::Value>,
+    issues: &mut Vec<ConfigIssue>,
+) -> BTreeMap<AccountId, AccountConfig> {
+    let mut accounts = BTreeMap::new();
+    let Some(raw) = raw else {
+        return accounts;
+    };
+    let serde_json::Value::Object(map) = raw else {
+        issues.push(ConfigIssue::new("accounts", "must be a table of accounts"));
+        return accounts;
+    };
+    for (name, value) in map {
+        let here = format!("accounts.{}", path_key(&name));
+        let serde_json::Value::Object(mut table) = value else {
+            issues.push(ConfigIssue::new(here, "must be a table"));
+            continue;
+        };
+        let kind = match table.remove("kind") {
+            Some(serde_json::Value::String(k)) => Some(k),
+            Some(_) => {
+                issues.push(ConfigIssue::new(format!("{here}.kind"), "must be a string"));
+                None
+            }
+            None => {
+                issues.push(ConfigIssue::new(format!("{here}.kind"), "missing"));
+                None
+            }
+        };
+        let rights = match table.remove("rights") {
+            None => Some(Rights {
+                read: true,
+                write: true,
+                delete: false,
+            }),
+            Some(v) => parse_rights(v, &format!("{here}.rights"), issues),
+        };
+        let enabled = match table.remove("enabled") {
+            None => true,
+            Some(serde_json::Value::Bool(b)) => b,
+            Some(_) => {
+                issues.push(ConfigIssue::new(
+                    format!("{here}.enabled"),
+                    "must be true or false",
+                ));
+                true
+            }
+        };
+        let remote_nick_format = match table.remove("remote_nick_format") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(_) => {
+                issues.push(ConfigIssue::new(
+                    format!("{here}.remote_nick_format"),
+                    "must be a string",
+                ));
+                None
+            }
+        };
+        debug_assert!(ACCOUNT_CORE_KEYS.iter().all(|k| !table.contains_key(*k)));
+        if let (Some(kind), Some(rights)) = (kind, rights) {
+            accounts.insert(
+                AccountId::new(name),
+                AccountConfig {
+                    kind,
+                    rights,
+                    enabled,
+                    remote_nick_format,
+                    table: serde_json::Value::Object(table),
+                },
+            );
+        }
+    }
+    accounts
+}
+
+fn parse_rights(
+    value: serde_json::Value,
+    here: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Rights> {
+    let serde_json::Value::Array(items) = value else {
+        issues.push(ConfigIssue::new(
+            here,
+            "must be a list drawn from \"read\", \"write\", \"delete\"",
+        ));
+        return None;
+    };
+    let mut rights = Rights::default();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str() {
+            Some("read") => rights.read = true,
+            Some("write") => rights.write = true,
+            Some("delete") => rights.delete = true,
+            _ => {
+                issues.push(ConfigIssue::new(
+                    format!("{here}[{i}]"),
+                    "unknown right (expected \"read\", \"write\" or \"delete\")",
+                ));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(rights)
+}
+
+fn parse_links(
+    raw: Option<serde_json::Value>,
+    accounts: &BTreeMap<AccountId, AccountConfig>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<LinkConfig> {
+    let mut links = Vec::new();
+    let Some(raw) = raw else {
+        return links;
+    };
+    let serde_json::Value::Array(items) = raw else {
+        issues.push(ConfigIssue::new(
+            "links",
+            "must be an array of tables ([[links]])",
+        ));
+        return links;
+    };
+    let mut names = BTreeSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let here = format!("links[{i}]");
+        let link = match parse_table::<RawLink>(item) {
+            Ok(l) => l,
+            Err(issue) => {
+                issues.push(issue.under(&here));
+                continue;
+            }
+        };
+        if link.name.is_empty() {
+            issues.push(ConfigIssue::new(
+                format!("{here}.name"),
+                "must not be empty",
+            ));
+        } else if !names.insert(link.name.clone()) {
+            issues.push(ConfigIssue::new(
+                format!("{here}.name"),
+                format!("duplicate link name {:?}", link.name),
+            ));
+        }
+        if link.rooms.len() < 2 {
+            issues.push(ConfigIssue::new(
+                format!("{here}.rooms"),
+                "a link needs at least two rooms",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut rooms = Vec::new();
+        for (j, room) in link.rooms.into_iter().enumerate() {
+            let room_here = format!("{here}.rooms[{j}]");
+            let account = AccountId::new(room.account);
+            if !accounts.contains_key(&account) {
+                issues.push(ConfigIssue::new(
+                    format!("{room_here}.account"),
+                    format!("no account {:?} in [accounts]", account.as_str()),
+                ));
+            }
+            if room.room.is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("{room_here}.room"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert((account.clone(), room.room.clone())) {
+                issues.push(ConfigIssue::new(
+                    format!("{room_here}.room"),
+                    "the same room is listed twice in this link",
+                ));
+            }
+            rooms.push(LinkRoom {
+                account,
+                room: RoomId::new(room.room),
+                direction: room.direction,
+            });
+        }
+        links.push(LinkConfig {
+            name: link.name,
+            rooms,
+        });
+    }
+    links
+}
+
+/// The rooms each account takes part in, over all links.
+pub fn rooms_of(config: &Config, account: &AccountId) -> Vec<RoomId> {
+    let mut rooms: Vec<RoomId> = Vec::new();
+    for link in &config.links {
+        for r in &link.rooms {
+            if &r.account == account && !rooms.contains(&r.room) {
+                rooms.push(r.room.clone());
+            }
+        }
+    }
+    rooms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn issues_of(value: serde_json::Value) -> Vec<String> {
+        from_value(value)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|i| i.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_minimal_config_is_valid_with_defaults() {
+        let c = from_value(json!({
+            "accounts": {"api.a": {"kind": "api"}, "api.b": {"kind": "api", "rights": ["read"]}},
+            "links": [{"name": "l", "rooms": [{"account": "api.a", "room": "x"}, {"account": "api.b", "room": "y", "direction": "in"}]}]
+        }))
+        .unwrap();
+        assert_eq!(c.general.remote_nick_format, "<{nick}> ");
+        let a = &c.accounts[&AccountId::new("api.a")];
+        assert!(a.rights.read && a.rights.write && !a.rights.delete);
+        let b = &c.accounts[&AccountId::new("api.b")];
+        assert!(b.rights.read && !b.rights.write);
+        assert_eq!(c.links[0].rooms[1].direction, Direction::In);
+        assert_eq!(
+            rooms_of(&c, &AccountId::new("api.b")),
+            vec![RoomId::new("y")]
+        );
+    }
+
+    #[test]
+    fn every_issue_is_reported_at_once_with_its_path() {
+        let issues = issues_of(json!({
+            "bogus": 1,
+            "general": {"remote_nick_fromat": "x"},
+            "http": {"listen": "nowhere"},
+            "accounts": {"irc.main": {"rights": ["read", "admin"]}},
+            "links": [{"name": "l", "rooms": [{"account": "ghost", "room": "#a", "direction": "sideways"}]}]
+        }));
+        let joined = issues.join("\n");
+        for expected in [
+            "bogus: unknown key",
+            "general.remote_nick_fromat: unknown key",
+            "http.listen: not a socket address",
+            "accounts.\"irc.main\".kind: missing",
+            "accounts.\"irc.main\".rights[1]: unknown right",
+            "links[0].rooms[0].direction: unknown variant",
+        ] {
+            assert!(
+                joined.contains(expected),
+                "missing {expected:?} in:\n{joined}"
+            );
+        }
+        let issues = issues_of(json!({
+            "accounts": {"a": {"kind": "api"}},
+            "links": [{"name": "l", "rooms": [{"account": "a", "room": "x"}, {"account": "b", "room": "y"}]}]
+        }));
+        assert_eq!(
+            issues,
+            vec!["links[0].rooms[1].account: no account \"b\" in [accounts]"]
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Wiring: builds the store, router, lanes and supervisors from a validated configuration, runs
+//! them, and shuts them down in order on SIGINT or SIGTERM:
+//! 1. stop taking inbound events (connectors' `emit` answers "shutting down");
+//! 2. keep delivering what is queued until the outbox is empty or `shutdown_grace_secs` passes;
+//! 3. stop the lanes and the connectors, and wait for their tasks.
+//! Whatever is still queued stays in the outbox and is delivered on the next start.
+
+use crate::bus::{Delivery, Lanes};
+use crate::config::Config;
+use crate::http::{self, AdminState};
+use crate::metrics;
+use crate::registry::{self, BuiltAccount};
+use crate::router::guard::RouteGuard;
+use crate::router::table::RouteTable;
+use crate::router::{AccountPolicy, Router};
+use crate::store::seal::Sealer;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreState};
+use crate::supervisor;
+use anyhow::Context;
+use passerelle_sdk::{AccountId, ConnectorIo, Emitter, StateHandle, StatusReporter, Timestamp};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Capacity of the inbound queue shared by all connectors (they wait when it is full).
+const INBOUND_CAPACITY: usize = 1024;
+/// Capacity of each account's outbound queue.
+const OUTBOUND_CAPACITY: usize = 64;
+
+/// Runs the daemon until `shutdown` is cancelled (the binary cancels it on SIGINT/SIGTERM).
+pub async fn run(
+    config: Config,
+    built: Vec<BuiltAccount>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let prometheus = metrics::install();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.store.path)
+            .with_context(|| format!("store.path: cannot open {}", config.store.path.display()))?,
+    );
+    let sealer = Arc::new(
+        Sealer::load(
+            config.store.outbox_key.as_ref(),
+            config.store.outbox_key_file.as_deref(),
+            &config.store.data_dir().join("outbox.key"),
+        )
+        .context("store: outbox key")?,
+    );
+
+    let policies: Arc<HashMap<AccountId, AccountPolicy>> = Arc::new(
+        config
+            .accounts
+            .iter()
+            .map(|(id, account)| {
+                let connector = built.iter().find(|b| &b.id == id).map(|b| &b.connector);
+                (
+                    id.clone(),
+                    AccountPolicy {
+                        enabled: account.enabled,
+                        rights: account.rights,
+                        capabilities: connector.map(|c| c.capabilities()).unwrap_or_default(),
+                        limits: connector.map(|c| c.limits()).unwrap_or_default(),
+                        remote_nick_format: account.remote_nick_format.clone(),
+                    },
+                )
+            })
+            .collect(),
+    );
+
+    let intake = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
+
+    let mut outbound = HashMap::new();
+    let mut ios = Vec::new();
+    let mut statuses = Vec::new();
+    for account in built {
+        if !config.accounts.get(&account.id).is_some_and(|a| a.enabled) {
+            tracing::info!(account = %account.id, "account disabled; not started");
+            continue;
+        }
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        outbound.insert(account.id.clone(), tx);
+        let (status, status_rx) = StatusReporter::new();
+        statuses.push((account.id.clone(), status_rx.clone()));
+        let io = ConnectorIo {
+            account: account.id.clone(),
+            rooms: crate::config::rooms_of(&config, &account.id),
+            emitter: Emitter::new(account.id.clone(), inbound_tx.clone()),
+            outbound: rx,
+            state: StateHandle::new(account.id.clone(), Arc::new(StoreState(store.clone()))),
+            status,
+            shutdown: stop.child_token(),
+        };
+        ios.push((account, io, status_rx));
+    }
+    drop(inbound_tx);
+
+    let delivery = Arc::new(Delivery {
+        store: store.clone(),
+        sealer: sealer.clone(),
+        guard: RouteGuard::build(&config.links, &policies),
+        policies: policies.clone(),
+        outbound,
+        general: config.general.clone(),
+        stop: stop.clone(),
+    });
+    let lanes = Lanes::new(delivery, tasks.clone());
+    for (account, room) in store
+        .pending_destinations()
+        .await
+        .context("store: reading the outbox")?
+    {
+        lanes.ensure(&account, &room);
+    }
+    let router = Router::new(
+        RouteTable::build(&config.links, &policies),
+        policies.clone(),
+        store.clone(),
+        sealer,
+        lanes,
+    );
+    tasks.spawn(router.run(inbound_rx, intake.clone()));
+    for (account, io, status_rx) in ios {
+        tasks.spawn(supervisor::supervise(account, io, status_rx));
+    }
+
+    if let Some(addr) = config.http.listen_addr() {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+        let app = http::router(AdminState {
+            accounts: Arc::new(statuses),
+            prometheus,
+        });
+        let http_stop = stop.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+        tracing::info!(%addr, "admin listener up");
+    }
+
+    let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
+    let purge_store = store.clone();
+    let purge_stop = stop.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = purge_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let cutoff = Timestamp(
+                Timestamp::now()
+                    .0
+                    .saturating_sub(retention.as_millis() as u64),
+            );
+            match purge_store.purge_before(cutoff).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(removed = n, "message map rows past retention removed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "retention purge failed"),
+            }
+        }
+    });
+
+    tracing::info!(
+        startup_ms = started.elapsed().as_millis() as u64,
+        "passerelle running"
+    );
+    shutdown.cancelled().await;
+
+    tracing::info!("shutting down: no new events; delivering what is queued");
+    intake.cancel();
+    let grace = Duration::from_secs(config.general.shutdown_grace_secs);
+    let deadline = Instant::now() + grace;
+    loop {
+        match store.pending_count().await {
+            Ok(0) => break,
+            Ok(n) if Instant::now() >= deadline => {
+                tracing::warn!(
+                    queued = n,
+                    "grace period over; the rest stays queued for the next start"
+                );
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox while draining");
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 5 s");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads and fully validates a configuration (core and every connector), returning every issue.
+pub fn load(
+    path: &std::path::Path,
+) -> Result<(Config, Vec<BuiltAccount>), Vec<passerelle_sdk::ConfigIssue>> {
+    let config = crate::config::load(path)?;
+    let built = registry::build_all(&config)?;
+    Ok((config, built))
+}

@@ -1,0 +1,80 @@
+//! The explicit table from `kind` to connector factory: one `cfg(feature)` line per connector.
+//! Adding a network means adding its crate, its feature, and one line here.
+
+use crate::config::Config;
+use passerelle_sdk::{
+    AccountId, BuildContext, ConfigIssue, Connector, ConnectorFactory, config::path_key,
+};
+use std::sync::Arc;
+
+/// Every factory compiled into this build.
+pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
+    #[allow(unused_mut)]
+    let mut all: Vec<Arc<dyn ConnectorFactory>> = Vec::new();
+    #[cfg(feature = "irc")]
+    all.push(Arc::new(passerelle_irc::IrcFactory));
+    #[cfg(feature = "api")]
+    all.push(Arc::new(passerelle_api::ApiFactory));
+    all
+}
+
+/// The factory for `kind`, if this build has it.
+pub fn factory(kind: &str) -> Option<Arc<dyn ConnectorFactory>> {
+    factories().into_iter().find(|f| f.kind() == kind)
+}
+
+/// An account whose connector was built from its config.
+pub struct BuiltAccount {
+    /// The account.
+    pub id: AccountId,
+    /// Its factory, kept to rebuild the connector after a failure.
+    pub factory: Arc<dyn ConnectorFactory>,
+    /// What the factory was given.
+    pub context: BuildContext,
+    /// The connector's own table, kept to rebuild.
+    pub table: serde_json::Value,
+    /// The built connector.
+    pub connector: Box<dyn Connector>,
+}
+
+/// Builds every account's connector (enabled or not, so `check` validates all), collecting every
+/// issue with its full key path.
+pub fn build_all(config: &Config) -> Result<Vec<BuiltAccount>, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    let mut built = Vec::new();
+    let data_dir = config.store.data_dir();
+    for (id, account) in &config.accounts {
+        let here = format!("accounts.{}", path_key(id.as_str()));
+        let Some(factory) = factory(&account.kind) else {
+            let known: Vec<&str> = factories().iter().map(|f| f.kind()).collect();
+            issues.push(ConfigIssue::new(
+                format!("{here}.kind"),
+                format!(
+                    "unknown kind {:?} (this build knows: {})",
+                    account.kind,
+                    known.join(", ")
+                ),
+            ));
+            continue;
+        };
+        let context = BuildContext {
+            account: id.clone(),
+            data_dir: data_dir.join("accounts").join(id.as_str()),
+        };
+        match factory.build(&context, account.table.clone()) {
+            Ok(connector) => built.push(BuiltAccount {
+                id: id.clone(),
+                factory,
+                context,
+                table: account.table.clone(),
+                connector,
+            }),
+            Err(found) => issues.extend(found.into_iter().map(|i| i.under(&here))),
+        }
+    }
+    if issues.is_empty() {
+        Ok(built)
+    } else {
+        Err(issues)
+    }
+}

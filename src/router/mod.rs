@@ -1,0 +1,220 @@
+//! The router: takes each inbound event, decides where it may go, and queues it durably.
+//!
+//! It knows no network by name: every difference between networks comes from the destination's
+//! [`passerelle_sdk::Capabilities`] and the accounts' rights. The steps, for each event:
+//! 1. refuse it when its account lacks `read`;
+//! 2. look up its destinations in the [`table::RouteTable`];
+//! 3. translate its relations (reply, thread, target) into core keys through the message map;
+//! 4. store the event's mapping and one sealed outbox row per destination in one transaction
+//!    (a duplicate origin id stops here), and only then acknowledge the connector;
+//! 5. hand the rows to the per-room delivery lanes ([`crate::bus`]), where the
+//!    [`degrade`] rules and the [`guard::RouteGuard`] run before every send.
+
+pub mod degrade;
+pub mod guard;
+pub mod table;
+
+use crate::bus::Lanes;
+use crate::config::Rights;
+use crate::mapping::MessageMap;
+use crate::metrics;
+use crate::store::seal::Sealer;
+use crate::store::{Accepted, NewDelivery, NewEvent, OutboxEntry, Store};
+use passerelle_sdk::{
+    AccountId, Capabilities, Disposition, EmitError, Event, EventKey, EventKind, Inbound, Limits,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the core knows of an account when routing to or from it.
+#[derive(Clone, Debug)]
+pub struct AccountPolicy {
+    /// A disabled account is neither routed from nor to.
+    pub enabled: bool,
+    /// Its granted rights.
+    pub rights: Rights,
+    /// What its network can carry.
+    pub capabilities: Capabilities,
+    /// Its network's limits.
+    pub limits: Limits,
+    /// Its own `remote_nick_format`, overriding the general one.
+    pub remote_nick_format: Option<String>,
+}
+
+/// An event on its way to one destination, as sealed into the outbox: the event as it arrived,
+/// plus its relations as core keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoutedEvent {
+    /// The event, with the origin's ids.
+    pub event: Event,
+    /// The origin account.
+    pub origin: AccountId,
+    /// The link carrying it to this destination.
+    pub link: String,
+    /// The replied-to event.
+    pub reply_to: Option<EventKey>,
+    /// The thread root.
+    pub thread_root: Option<EventKey>,
+    /// The edited, deleted or reacted-to event.
+    pub target: Option<EventKey>,
+}
+
+/// The ingest side of routing.
+pub struct Router {
+    table: table::RouteTable,
+    policies: Arc<HashMap<AccountId, AccountPolicy>>,
+    store: Arc<dyn Store>,
+    map: MessageMap,
+    sealer: Arc<Sealer>,
+    lanes: Lanes,
+}
+
+impl Router {
+    /// A router over its table, the accounts' policies, the store and the delivery lanes.
+    pub fn new(
+        table: table::RouteTable,
+        policies: Arc<HashMap<AccountId, AccountPolicy>>,
+        store: Arc<dyn Store>,
+        sealer: Arc<Sealer>,
+        lanes: Lanes,
+    ) -> Self {
+        Self {
+            table,
+            policies,
+            map: MessageMap::new(store.clone()),
+            store,
+            sealer,
+            lanes,
+        }
+    }
+
+    /// Takes inbound events until `intake` is cancelled or every sender is gone; then answers
+    /// whatever is still queued with [`EmitError::ShuttingDown`].
+    pub async fn run(self, mut rx: mpsc::Receiver<Inbound>, intake: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = intake.cancelled() => break,
+                next = rx.recv() => match next {
+                    Some(inbound) => {
+                        let answer = self.ingest(&inbound.account, inbound.event).await;
+                        let _ = inbound.ack.send(answer);
+                    }
+                    None => break,
+                },
+            }
+        }
+        rx.close();
+        while let Ok(inbound) = rx.try_recv() {
+            let _ = inbound.ack.send(Err(EmitError::ShuttingDown));
+        }
+    }
+
+    /// Routes one inbound event from `account`.
+    pub async fn ingest(
+        &self,
+        account: &AccountId,
+        event: Event,
+    ) -> Result<Disposition, EmitError> {
+        let kind = event.kind.name();
+        metrics::event_in(account.as_str(), kind);
+        let refuse = |reason: &'static str| {
+            metrics::dropped(account.as_str(), reason);
+            tracing::debug!(account = %account, kind, reason, "inbound event not routed");
+        };
+        match self.policies.get(account) {
+            Some(p) if p.enabled && p.rights.read => {}
+            _ => {
+                refuse("no_read_right");
+                return Ok(Disposition::Refused {
+                    reason: "no_read_right",
+                });
+            }
+        }
+        if matches!(event.kind, EventKind::Typing(_)) {
+            // Typing notices are ephemeral: never queued durably.
+            refuse("typing_not_relayed");
+            return Ok(Disposition::Refused {
+                reason: "typing_not_relayed",
+            });
+        }
+        let dests = self
+            .table
+            .destinations(account.as_str(), event.room.as_str());
+        if dests.is_empty() {
+            refuse("unlinked");
+            return Ok(Disposition::Unrouted);
+        }
+        let rel = self
+            .map
+            .inbound(account, &event)
+            .await
+            .map_err(|e| EmitError::NotStored(e.to_string()))?;
+        if rel.unknown_target {
+            refuse("unknown_target");
+            return Ok(Disposition::Refused {
+                reason: "unknown_target",
+            });
+        }
+
+        let new_event = NewEvent {
+            key: event.key,
+            account: account.clone(),
+            room: event.room.clone(),
+            remote_id: event.remote_id.clone(),
+            sender_name: event.sender.name().to_owned(),
+            thread_root: rel.thread_root,
+            at: event.at,
+        };
+        let mut routed = RoutedEvent {
+            event,
+            origin: account.clone(),
+            link: String::new(),
+            reply_to: rel.reply_to,
+            thread_root: rel.thread_root,
+            target: rel.target,
+        };
+        let mut deliveries = Vec::with_capacity(dests.len());
+        for dest in dests {
+            routed.link.clear();
+            routed.link.push_str(&dest.link);
+            let plain =
+                serde_json::to_vec(&routed).map_err(|e| EmitError::NotStored(e.to_string()))?;
+            deliveries.push(NewDelivery {
+                account: dest.account.clone(),
+                room: dest.room.clone(),
+                payload: self.sealer.seal(&plain),
+            });
+        }
+        let key = routed.event.key;
+        match self
+            .store
+            .accept(new_event, deliveries.clone())
+            .await
+            .map_err(|e| EmitError::NotStored(e.to_string()))?
+        {
+            Accepted::Duplicate => {
+                refuse("duplicate");
+                Ok(Disposition::Duplicate)
+            }
+            Accepted::Stored(ids) => {
+                let n = ids.len();
+                for (id, d) in ids.into_iter().zip(deliveries) {
+                    metrics::queue_depth(d.account.as_str(), 1.0);
+                    self.lanes.push(OutboxEntry {
+                        id,
+                        key,
+                        account: d.account,
+                        room: d.room,
+                        payload: d.payload,
+                    });
+                }
+                tracing::trace!(account = %account, key = %key, destinations = n, kind, "event queued");
+                Ok(Disposition::Queued { destinations: n })
+            }
+        }
+    }
+}

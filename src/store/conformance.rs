@@ -1,0 +1,230 @@
+//! The conformance tests every [`Store`] backend must pass. A backend's test module runs them all
+//! with `crate::store_conformance!(make_store_expression);`.
+
+use super::{Accepted, NewDelivery, NewEvent, Store};
+use passerelle_sdk::{AccountId, EventKey, RemoteMessageId, RoomId, Timestamp};
+
+/// An accepted event for tests.
+pub fn new_event(key: EventKey, account: &str, room: &str, remote: Option<&str>) -> NewEvent {
+    NewEvent {
+        key,
+        account: account.into(),
+        room: room.into(),
+        remote_id: remote.map(RemoteMessageId::from),
+        sender_name: "alice".into(),
+        thread_root: None,
+        at: Timestamp::now(),
+    }
+}
+
+fn delivery(account: &str, room: &str, payload: &[u8]) -> NewDelivery {
+    NewDelivery {
+        account: account.into(),
+        room: room.into(),
+        payload: payload.to_vec(),
+    }
+}
+
+/// Accepting maps the origin id, queues deliveries in order, and a second accept of the same
+/// origin id is a duplicate that writes nothing.
+pub async fn accept_maps_queues_and_dedupes(store: impl Store) {
+    let key = EventKey::new();
+    let got = store
+        .accept(
+            new_event(key, "irc", "#a", Some("m1")),
+            vec![delivery("irc", "#b", b"one"), delivery("api", "x", b"two")],
+        )
+        .await
+        .unwrap();
+    let Accepted::Stored(ids) = got else {
+        panic!("expected stored, got {got:?}")
+    };
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+    assert!(
+        store
+            .is_mapped(&"irc".into(), &"#a".into(), &"m1".into())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .is_mapped(&"irc".into(), &"#b".into(), &"m1".into())
+            .await
+            .unwrap()
+    );
+    let again = store
+        .accept(
+            new_event(EventKey::new(), "irc", "#a", Some("m1")),
+            vec![delivery("irc", "#b", b"x")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Accepted::Duplicate);
+    assert_eq!(store.pending_count().await.unwrap(), 2);
+    // Events without an origin id are never duplicates of each other.
+    for _ in 0..2 {
+        let r = store
+            .accept(new_event(EventKey::new(), "irc", "#a", None), vec![])
+            .await
+            .unwrap();
+        assert!(matches!(r, Accepted::Stored(_)));
+    }
+}
+
+/// Pending deliveries come back per destination in id order, after a given id, and completing
+/// one removes it and maps the destination's id to the event.
+pub async fn outbox_orders_and_completes(store: impl Store) {
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let key = EventKey::new();
+        keys.push(key);
+        let payload = format!("p{i}");
+        store
+            .accept(
+                new_event(key, "irc", "#a", Some(&format!("m{i}"))),
+                vec![
+                    delivery("api", "x", payload.as_bytes()),
+                    delivery("api", "y", b"other"),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let (a, x) = (AccountId::from("api"), RoomId::from("x"));
+    let pending = store.pending(&a, &x, 0, 100).await.unwrap();
+    assert_eq!(pending.len(), 5);
+    assert!(pending.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(pending[0].payload, b"p0");
+    assert_eq!(pending[0].key, keys[0]);
+    let after = store.pending(&a, &x, pending[1].id, 2).await.unwrap();
+    assert_eq!(
+        after.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![pending[2].id, pending[3].id]
+    );
+    let mut destinations = store.pending_destinations().await.unwrap();
+    destinations.sort();
+    assert_eq!(
+        destinations,
+        vec![(a.clone(), x.clone()), (a.clone(), "y".into())]
+    );
+
+    store
+        .complete(
+            pending[0].id,
+            Some((keys[0], a.clone(), x.clone(), "api-1".into())),
+        )
+        .await
+        .unwrap();
+    store.complete(pending[1].id, None).await.unwrap();
+    assert_eq!(store.pending(&a, &x, 0, 100).await.unwrap().len(), 3);
+    assert_eq!(store.pending_count().await.unwrap(), 8);
+    assert_eq!(
+        store.remote_id(keys[0], &a, &x).await.unwrap(),
+        Some("api-1".into())
+    );
+    assert_eq!(store.remote_id(keys[1], &a, &x).await.unwrap(), None);
+    let info = store
+        .find_by_remote(&a, &x, &"api-1".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.key, keys[0]);
+    assert_eq!(info.account, AccountId::from("irc"));
+    assert_eq!(info.sender_name, "alice");
+    // The destination's id now counts as mapped, so its echo is recognised.
+    assert!(store.is_mapped(&a, &x, &"api-1".into()).await.unwrap());
+}
+
+/// Thread roots are kept, and event info is found by key.
+pub async fn threads_and_info(store: impl Store) {
+    let root = EventKey::new();
+    store
+        .accept(new_event(root, "a", "r", Some("root")), vec![])
+        .await
+        .unwrap();
+    let child = EventKey::new();
+    let mut event = new_event(child, "a", "r", Some("child"));
+    event.thread_root = Some(root);
+    store.accept(event, vec![]).await.unwrap();
+    let info = store.event_info(child).await.unwrap().unwrap();
+    assert_eq!(info.thread_root, Some(root));
+    assert!(store.event_info(EventKey::new()).await.unwrap().is_none());
+    assert!(
+        store
+            .find_by_remote(&"a".into(), &"r".into(), &"nope".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Retention removes old map rows but never an event that still has queued deliveries.
+pub async fn purge_respects_age_and_queue(store: impl Store) {
+    let old = EventKey::new();
+    let mut event = new_event(old, "a", "r", Some("old"));
+    event.at = Timestamp(1_000);
+    store.accept(event, vec![]).await.unwrap();
+    let queued = EventKey::new();
+    let mut event = new_event(queued, "a", "r", Some("queued"));
+    event.at = Timestamp(1_000);
+    store
+        .accept(event, vec![delivery("b", "s", b"x")])
+        .await
+        .unwrap();
+    let fresh = EventKey::new();
+    store
+        .accept(new_event(fresh, "a", "r", Some("fresh")), vec![])
+        .await
+        .unwrap();
+    let removed = store.purge_before(Timestamp(2_000)).await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(store.event_info(old).await.unwrap().is_none());
+    assert!(store.event_info(queued).await.unwrap().is_some());
+    assert!(store.event_info(fresh).await.unwrap().is_some());
+}
+
+/// Connector state is per account and key.
+pub async fn connector_state(store: impl Store) {
+    let (a, b) = (AccountId::from("a"), AccountId::from("b"));
+    assert_eq!(store.state_get(&a, "k").await.unwrap(), None);
+    store.state_put(&a, "k", b"1".to_vec()).await.unwrap();
+    store.state_put(&a, "k", b"2".to_vec()).await.unwrap();
+    store.state_put(&b, "k", b"3".to_vec()).await.unwrap();
+    assert_eq!(store.state_get(&a, "k").await.unwrap(), Some(b"2".to_vec()));
+    assert_eq!(store.state_get(&b, "k").await.unwrap(), Some(b"3".to_vec()));
+    store.state_delete(&a, "k").await.unwrap();
+    assert_eq!(store.state_get(&a, "k").await.unwrap(), None);
+    assert_eq!(store.state_get(&b, "k").await.unwrap(), Some(b"3".to_vec()));
+}
+
+/// Runs every store conformance test against the store that `$make` builds (a fresh one each).
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        mod store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test]
+            async fn accept_maps_queues_and_dedupes() {
+                $crate::store::conformance::accept_maps_queues_and_dedupes($make).await;
+            }
+            #[tokio::test]
+            async fn outbox_orders_and_completes() {
+                $crate::store::conformance::outbox_orders_and_completes($make).await;
+            }
+            #[tokio::test]
+            async fn threads_and_info() {
+                $crate::store::conformance::threads_and_info($make).await;
+            }
+            #[tokio::test]
+            async fn purge_respects_age_and_queue() {
+                $crate::store::conformance::purge_respects_age_and_queue($make).await;
+            }
+            #[tokio::test]
+            async fn connector_state() {
+                $crate::store::conformance::connector_state($make).await;
+            }
+        }
+    };
+}

@@ -1,0 +1,228 @@
+//! Persistence: the message map, inbound dedupe, the durable outbox and connector state.
+//!
+//! [`Store`] is the one storage trait; [`sqlite::SqliteStore`] is the embedded default. Any backend
+//! must pass the conformance tests in [`conformance`] (run with [`store_conformance!`]). The store
+//! keeps ids and mapping only; outbox payloads are sealed by [`seal::Sealer`] before they reach it
+//! and deleted on delivery.
+
+pub mod conformance;
+pub mod seal;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use passerelle_sdk::{AccountId, EventKey, RemoteMessageId, RoomId, Timestamp};
+
+/// A storage failure. Carries no message content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("database: {0}")]
+    Database(String),
+    /// The database was written by a newer passerelle.
+    #[error("the store has schema version {found}, newer than this passerelle knows ({known})")]
+    TooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+}
+
+/// Where an event was first seen, recorded when it is accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Its key.
+    pub key: EventKey,
+    /// Origin account.
+    pub account: AccountId,
+    /// Origin room.
+    pub room: RoomId,
+    /// Its id on the origin network, when it has one (dedupe and reply translation use it).
+    pub remote_id: Option<RemoteMessageId>,
+    /// The sender's display name, for quoted-reply fallbacks.
+    pub sender_name: String,
+    /// The thread it belongs to.
+    pub thread_root: Option<EventKey>,
+    /// When it was accepted.
+    pub at: Timestamp,
+}
+
+/// What the map knows of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventInfo {
+    /// Its key.
+    pub key: EventKey,
+    /// Origin account.
+    pub account: AccountId,
+    /// The sender's display name.
+    pub sender_name: String,
+    /// The thread it belongs to.
+    pub thread_root: Option<EventKey>,
+}
+
+/// One queued delivery to one destination room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Assigned by the store, increasing: delivery order within a destination room.
+    pub id: i64,
+    /// The event it delivers.
+    pub key: EventKey,
+    /// Destination account.
+    pub account: AccountId,
+    /// Destination room.
+    pub room: RoomId,
+    /// The sealed event.
+    pub payload: Vec<u8>,
+}
+
+/// A delivery to queue (the store assigns the id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Destination account.
+    pub account: AccountId,
+    /// Destination room.
+    pub room: RoomId,
+    /// The sealed event.
+    pub payload: Vec<u8>,
+}
+
+/// Result of [`Store::accept`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored; the outbox ids of the deliveries, in the order given.
+    Stored(Vec<i64>),
+    /// The (account, room, remote id) is already mapped: a redelivery or our own echo. Nothing
+    /// was written.
+    Duplicate,
+}
+
+/// The storage trait every backend implements.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records `event` and queues its deliveries in one transaction, unless its remote id is
+    /// already mapped on its account and room.
+    async fn accept(
+        &self,
+        event: NewEvent,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<Accepted, StoreError>;
+
+    /// Whether (account, room, remote id) is already mapped.
+    async fn is_mapped(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        remote: &RemoteMessageId,
+    ) -> Result<bool, StoreError>;
+
+    /// The event an id on (account, room) belongs to.
+    async fn find_by_remote(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        remote: &RemoteMessageId,
+    ) -> Result<Option<EventInfo>, StoreError>;
+
+    /// What the map knows of `key`.
+    async fn event_info(&self, key: EventKey) -> Result<Option<EventInfo>, StoreError>;
+
+    /// The id `key` has on (account, room), when it reached it.
+    async fn remote_id(
+        &self,
+        key: EventKey,
+        account: &AccountId,
+        room: &RoomId,
+    ) -> Result<Option<RemoteMessageId>, StoreError>;
+
+    /// Queued deliveries to (account, room) with an id above `after`, oldest first, at most `limit`.
+    async fn pending(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// The distinct destinations that have queued deliveries.
+    async fn pending_destinations(&self) -> Result<Vec<(AccountId, RoomId)>, StoreError>;
+
+    /// How many deliveries are queued in all.
+    async fn pending_count(&self) -> Result<u64, StoreError>;
+
+    /// Ends a delivery: deletes the outbox row and, when the destination gave an id, maps it, in
+    /// one transaction.
+    async fn complete(
+        &self,
+        outbox_id: i64,
+        delivered: Option<(EventKey, AccountId, RoomId, RemoteMessageId)>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes map rows older than `before`; returns how many events were removed.
+    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Reads connector state.
+    async fn state_get(
+        &self,
+        account: &AccountId,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes connector state.
+    async fn state_put(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError>;
+    /// Removes connector state.
+    async fn state_delete(&self, account: &AccountId, key: &str) -> Result<(), StoreError>;
+}
+
+/// Lets connectors reach their state through the SDK's [`passerelle_sdk::StateHandle`].
+pub struct StoreState(pub std::sync::Arc<dyn Store>);
+
+impl passerelle_sdk::StateBackend for StoreState {
+    fn get(
+        &self,
+        account: &AccountId,
+        key: &str,
+    ) -> futures::future::BoxFuture<'static, Result<Option<Vec<u8>>, passerelle_sdk::StateError>>
+    {
+        let (store, account, key) = (self.0.clone(), account.clone(), key.to_owned());
+        Box::pin(async move {
+            store
+                .state_get(&account, &key)
+                .await
+                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
+        })
+    }
+
+    fn put(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
+        let (store, account, key) = (self.0.clone(), account.clone(), key.to_owned());
+        Box::pin(async move {
+            store
+                .state_put(&account, &key, value)
+                .await
+                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
+        })
+    }
+
+    fn delete(
+        &self,
+        account: &AccountId,
+        key: &str,
+    ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
+        let (store, account, key) = (self.0.clone(), account.clone(), key.to_owned());
+        Box::pin(async move {
+            store
+                .state_delete(&account, &key)
+                .await
+                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
+        })
+    }
+}

@@ -1,0 +1,397 @@
+//! The embedded SQLite store (rusqlite, bundled SQLite, WAL). Numbered migrations live in
+//! `migrations/` and are applied in order, tracked by `PRAGMA user_version`.
+
+use super::{Accepted, EventInfo, NewDelivery, NewEvent, OutboxEntry, Store, StoreError};
+use async_trait::async_trait;
+use passerelle_sdk::{AccountId, EventKey, RemoteMessageId, RoomId, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The migrations, in order; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// A store in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Database("store lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+    }
+}
+
+fn key_bytes(key: EventKey) -> Vec<u8> {
+    key.to_bytes().to_vec()
+}
+
+fn key_from(bytes: Vec<u8>) -> Result<EventKey, StoreError> {
+    let array: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Database("malformed event key in store".into()))?;
+    Ok(EventKey::from_bytes(array))
+}
+
+fn info_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(Vec<u8>, String, String, Option<Vec<u8>>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn to_info(raw: (Vec<u8>, String, String, Option<Vec<u8>>)) -> Result<EventInfo, StoreError> {
+    Ok(EventInfo {
+        key: key_from(raw.0)?,
+        account: AccountId::new(raw.1),
+        sender_name: raw.2,
+        thread_root: raw.3.map(key_from).transpose()?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept(
+        &self,
+        event: NewEvent,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<Accepted, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let now = event.at.0 as i64;
+            let key = key_bytes(event.key);
+            if let Some(remote) = &event.remote_id {
+                let inserted = tx.execute(
+                    "INSERT OR IGNORE INTO remote_ids (account, room, remote_id, key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![event.account.as_str(), event.room.as_str(), remote.as_str(), key, now],
+                )?;
+                if inserted == 0 {
+                    return Ok(Accepted::Duplicate);
+                }
+            }
+            tx.execute(
+                "INSERT INTO events (key, account, room, sender_name, thread_root, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key,
+                    event.account.as_str(),
+                    event.room.as_str(),
+                    event.sender_name,
+                    event.thread_root.map(key_bytes),
+                    now
+                ],
+            )?;
+            let mut ids = Vec::with_capacity(deliveries.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO outbox (key, account, room, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for d in &deliveries {
+                    insert.execute(params![key, d.account.as_str(), d.room.as_str(), d.payload, now])?;
+                    ids.push(tx.last_insert_rowid());
+                }
+            }
+            tx.commit()?;
+            Ok(Accepted::Stored(ids))
+        })
+        .await
+    }
+
+    async fn is_mapped(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        remote: &RemoteMessageId,
+    ) -> Result<bool, StoreError> {
+        let (a, r, m) = (account.clone(), room.clone(), remote.clone());
+        self.with(move |conn| {
+            let found = conn
+                .prepare_cached(
+                    "SELECT 1 FROM remote_ids WHERE account = ?1 AND room = ?2 AND remote_id = ?3",
+                )?
+                .query_row(params![a.as_str(), r.as_str(), m.as_str()], |_| Ok(()))
+                .optional()?;
+            Ok(found.is_some())
+        })
+        .await
+    }
+
+    async fn find_by_remote(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        remote: &RemoteMessageId,
+    ) -> Result<Option<EventInfo>, StoreError> {
+        let (a, r, m) = (account.clone(), room.clone(), remote.clone());
+        self.with(move |conn| {
+            conn.prepare_cached(
+                "SELECT e.key, e.account, e.sender_name, e.thread_root FROM remote_ids m JOIN events e ON e.key = m.key
+                 WHERE m.account = ?1 AND m.room = ?2 AND m.remote_id = ?3",
+            )?
+            .query_row(params![a.as_str(), r.as_str(), m.as_str()], info_from_row)
+            .optional()?
+            .map(to_info)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn event_info(&self, key: EventKey) -> Result<Option<EventInfo>, StoreError> {
+        self.with(move |conn| {
+            conn.prepare_cached(
+                "SELECT key, account, sender_name, thread_root FROM events WHERE key = ?1",
+            )?
+            .query_row(params![key_bytes(key)], info_from_row)
+            .optional()?
+            .map(to_info)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn remote_id(
+        &self,
+        key: EventKey,
+        account: &AccountId,
+        room: &RoomId,
+    ) -> Result<Option<RemoteMessageId>, StoreError> {
+        let (a, r) = (account.clone(), room.clone());
+        self.with(move |conn| {
+            let id: Option<String> = conn
+                .prepare_cached("SELECT remote_id FROM remote_ids WHERE key = ?1 AND account = ?2 AND room = ?3 LIMIT 1")?
+                .query_row(params![key_bytes(key), a.as_str(), r.as_str()], |row| row.get(0))
+                .optional()?;
+            Ok(id.map(RemoteMessageId::new))
+        })
+        .await
+    }
+
+    async fn pending(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let (a, r) = (account.clone(), room.clone());
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, key, payload FROM outbox WHERE account = ?1 AND room = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![a.as_str(), r.as_str(), after, limit as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, Vec<u8>>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, key, payload) = row?;
+                out.push(OutboxEntry {
+                    id,
+                    key: key_from(key)?,
+                    account: a.clone(),
+                    room: r.clone(),
+                    payload,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn pending_destinations(&self) -> Result<Vec<(AccountId, RoomId)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT DISTINCT account, room FROM outbox")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (a, r) = row?;
+                out.push((AccountId::new(a), RoomId::new(r)));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        outbox_id: i64,
+        delivered: Option<(EventKey, AccountId, RoomId, RemoteMessageId)>,
+    ) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM outbox WHERE id = ?1", params![outbox_id])?;
+            if let Some((key, account, room, remote)) = delivered {
+                tx.execute(
+                    "INSERT OR REPLACE INTO remote_ids (account, room, remote_id, key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![account.as_str(), room.as_str(), remote.as_str(), key_bytes(key), Timestamp::now().0 as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let cutoff = before.0 as i64;
+            tx.execute(
+                "DELETE FROM remote_ids WHERE created_at < ?1",
+                params![cutoff],
+            )?;
+            let removed = tx.execute(
+                "DELETE FROM events WHERE created_at < ?1 AND key NOT IN (SELECT key FROM outbox)",
+                params![cutoff],
+            )?;
+            tx.commit()?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+
+    async fn state_get(
+        &self,
+        account: &AccountId,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (a, k) = (account.clone(), key.to_owned());
+        self.with(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT value FROM connector_state WHERE account = ?1 AND key = ?2",
+                )?
+                .query_row(params![a.as_str(), k], |row| row.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn state_put(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (a, k) = (account.clone(), key.to_owned());
+        self.with(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO connector_state (account, key, value) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![a.as_str(), k, value])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn state_delete(&self, account: &AccountId, key: &str) -> Result<(), StoreError> {
+        let (a, k) = (account.clone(), key.to_owned());
+        self.with(move |conn| {
+            conn.prepare_cached("DELETE FROM connector_state WHERE account = ?1 AND key = ?2")?
+                .execute(params![a.as_str(), k])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::store_conformance!(SqliteStore::in_memory().expect("in-memory store"));
+
+    #[tokio::test]
+    async fn a_file_store_survives_reopening_and_refuses_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let key = EventKey::new();
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let event = crate::store::conformance::new_event(key, "a", "r", Some("m1"));
+            store.accept(event, vec![]).await.unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let info = store
+            .find_by_remote(&"a".into(), &"r".into(), &"m1".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.key, key);
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}
