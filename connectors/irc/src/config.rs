@@ -1,0 +1,234 @@
+//! The IRC account's config: `[accounts.NAME]` with `kind = "irc"`.
+
+use passerelle_sdk::config::parse_table;
+use passerelle_sdk::{ConfigIssue, Secret, secret};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The keys of an IRC account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrcConfig {
+    /// Server host name or address.
+    pub server: String,
+    /// Port; default 6697 with TLS, 6667 without.
+    pub port: Option<u16>,
+    /// Connect with TLS (rustls, the Mozilla root store plus `tls_ca_file`). Default true.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// A PEM file of extra certificate authorities to trust (a private network's CA).
+    pub tls_ca_file: Option<PathBuf>,
+    /// The nick to use.
+    pub nick: String,
+    /// Nicks to try, in order, when `nick` is taken; after them, `nick` with `_` appended.
+    #[serde(default)]
+    pub alt_nicks: Vec<String>,
+    /// The user name (ident); default the nick.
+    pub username: Option<String>,
+    /// The real name; default "passerelle bridge".
+    pub realname: Option<String>,
+    /// Server password (PASS).
+    pub password: Option<Secret>,
+    /// File holding `password`.
+    pub password_file: Option<PathBuf>,
+    /// SASL PLAIN account name; SASL is required when set.
+    pub sasl_username: Option<String>,
+    /// SASL PLAIN password.
+    pub sasl_password: Option<Secret>,
+    /// File holding `sasl_password`.
+    pub sasl_password_file: Option<PathBuf>,
+    /// Keys of channels that need one, by channel name.
+    #[serde(default)]
+    pub channel_keys: BTreeMap<String, Secret>,
+    /// Lines per second we send at most (the server's flood limits); 0 for no limit. Default 2.
+    #[serde(default = "default_rate")]
+    pub send_rate_per_second: f64,
+    /// Lines we may send at once before the rate applies. Default 5.
+    #[serde(default = "default_burst")]
+    pub send_burst: u32,
+    /// Seconds of silence from the server before we send a PING. Default 60.
+    #[serde(default = "default_ping")]
+    pub ping_interval_secs: u64,
+    /// Seconds of silence after which the link counts as dead and we reconnect. Default 180.
+    #[serde(default = "default_dead")]
+    pub dead_link_secs: u64,
+    /// Seconds to wait for the connection and registration. Default 30.
+    #[serde(default = "default_connect")]
+    pub connect_timeout_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_rate() -> f64 {
+    2.0
+}
+fn default_burst() -> u32 {
+    5
+}
+fn default_ping() -> u64 {
+    60
+}
+fn default_dead() -> u64 {
+    180
+}
+fn default_connect() -> u64 {
+    30
+}
+
+/// The config with secrets read and defaults applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Host.
+    pub server: String,
+    /// Port.
+    pub port: u16,
+    /// TLS on.
+    pub tls: bool,
+    /// Extra CAs (PEM file).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Nicks to try, in order (the last ones with `_` appended).
+    pub nicks: Vec<String>,
+    /// Ident.
+    pub username: String,
+    /// Real name.
+    pub realname: String,
+    /// PASS.
+    pub password: Option<Secret>,
+    /// SASL PLAIN credentials.
+    pub sasl: Option<(String, Secret)>,
+    /// Channel keys, by lower-cased channel name.
+    pub channel_keys: BTreeMap<String, Secret>,
+    /// Lines per second (0: unlimited).
+    pub send_rate: f64,
+    /// Burst.
+    pub send_burst: u32,
+    /// PING after this much silence.
+    pub ping_interval: Duration,
+    /// Dead after this much silence.
+    pub dead_link: Duration,
+    /// Connection and registration timeout.
+    pub connect_timeout: Duration,
+}
+
+impl IrcConfig {
+    /// Parses and checks an account table, reporting every issue.
+    pub fn parse(table: serde_json::Value) -> Result<Settings, Vec<ConfigIssue>> {
+        let raw: IrcConfig = parse_table(table).map_err(|i| vec![i])?;
+        let mut issues = Vec::new();
+        if raw.server.trim().is_empty() {
+            issues.push(ConfigIssue::new("server", "must not be empty"));
+        }
+        let valid_nick = |n: &str| {
+            !n.is_empty()
+                && !n.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_[]\\^{}|`".contains(c))
+        };
+        if !valid_nick(&raw.nick) {
+            issues.push(ConfigIssue::new("nick", "not a valid IRC nick"));
+        }
+        for (i, n) in raw.alt_nicks.iter().enumerate() {
+            if !valid_nick(n) {
+                issues.push(ConfigIssue::new(format!("alt_nicks[{i}]"), "not a valid IRC nick"));
+            }
+        }
+        let password = secret::resolve("password", raw.password.as_ref(), raw.password_file.as_ref())
+            .unwrap_or_else(|i| {
+                issues.push(i);
+                None
+            });
+        let sasl_password = secret::resolve(
+            "sasl_password",
+            raw.sasl_password.as_ref(),
+            raw.sasl_password_file.as_ref(),
+        )
+        .unwrap_or_else(|i| {
+            issues.push(i);
+            None
+        });
+        let sasl = match (raw.sasl_username, sasl_password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            (Some(_), None) => {
+                issues.push(ConfigIssue::new("sasl_password", "missing (sasl_username is set)"));
+                None
+            }
+            (None, Some(_)) => {
+                issues.push(ConfigIssue::new("sasl_username", "missing (sasl_password is set)"));
+                None
+            }
+        };
+        if let Some(ca) = &raw.tls_ca_file
+            && std::fs::metadata(ca).is_err()
+        {
+            issues.push(ConfigIssue::new("tls_ca_file", format!("cannot read {}", ca.display())));
+        }
+        if !(raw.send_rate_per_second >= 0.0 && raw.send_rate_per_second.is_finite()) {
+            issues.push(ConfigIssue::new("send_rate_per_second", "must be 0 or more"));
+        }
+        if raw.send_burst == 0 {
+            issues.push(ConfigIssue::new("send_burst", "must be at least 1"));
+        }
+        if raw.ping_interval_secs == 0 || raw.dead_link_secs <= raw.ping_interval_secs {
+            issues.push(ConfigIssue::new(
+                "dead_link_secs",
+                "must be greater than ping_interval_secs (and both above 0)",
+            ));
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let mut nicks = vec![raw.nick.clone()];
+        nicks.extend(raw.alt_nicks);
+        for n in 1..=3 {
+            nicks.push(format!("{}{}", raw.nick, "_".repeat(n)));
+        }
+        Ok(Settings {
+            port: raw.port.unwrap_or(if raw.tls { 6697 } else { 6667 }),
+            server: raw.server,
+            tls: raw.tls,
+            tls_ca_file: raw.tls_ca_file,
+            username: raw.username.unwrap_or_else(|| raw.nick.clone()),
+            realname: raw.realname.unwrap_or_else(|| "passerelle bridge".to_owned()),
+            nicks,
+            password,
+            sasl,
+            channel_keys: raw
+                .channel_keys
+                .into_iter()
+                .map(|(k, v)| (k.to_lowercase(), v))
+                .collect(),
+            send_rate: raw.send_rate_per_second,
+            send_burst: raw.send_burst,
+            ping_interval: Duration::from_secs(raw.ping_interval_secs),
+            dead_link: Duration::from_secs(raw.dead_link_secs),
+            connect_timeout: Duration::from_secs(raw.connect_timeout_secs.max(1)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_issues() {
+        let s = IrcConfig::parse(json!({"server": "irc.example", "nick": "bridge"})).unwrap();
+        assert_eq!((s.port, s.tls), (6697, true));
+        assert_eq!(s.nicks, vec!["bridge", "bridge_", "bridge__", "bridge___"]);
+        let err = IrcConfig::parse(json!({"nick": "bridge"})).unwrap_err();
+        assert_eq!(err[0].to_string(), "server: missing");
+        let err = IrcConfig::parse(json!({
+            "server": "", "nick": "9bad", "sasl_username": "u", "password_file": "/nonexistent/p",
+            "send_burst": 0
+        }))
+        .unwrap_err();
+        let all: Vec<String> = err.iter().map(|i| i.to_string()).collect();
+        for expected in ["server:", "nick:", "sasl_password: missing", "password_file: cannot read", "send_burst:"] {
+            assert!(all.iter().any(|s| s.starts_with(expected)), "{expected} not in {all:?}");
+        }
+    }
+}
