@@ -114,7 +114,13 @@ impl Connector for ApiConnector {
                     }
                     next = io.outbound.recv() => {
                         let Some(outbound) = next else { break };
-                        let result = message::ApiMessage::from_outbound(&outbound).map(|msg| {
+                        let known = io.rooms.contains(&outbound.event.room);
+                        let result = if !known {
+                            Err(passerelle_sdk::SendError::RoomNotFound)
+                        } else {
+                            message::ApiMessage::from_outbound(&outbound)
+                        }
+                        .map(|msg| {
                             let id = msg.new_id.then(|| msg.id.clone());
                             hub.publish(msg);
                             Receipt { remote_id: id.map(Into::into) }

@@ -124,21 +124,29 @@ impl IrcConfig {
         let valid_nick = |n: &str| {
             !n.is_empty()
                 && !n.starts_with(|c: char| c.is_ascii_digit() || c == '-')
-                && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_[]\\^{}|`".contains(c))
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_[]\\^{}|`".contains(c))
         };
         if !valid_nick(&raw.nick) {
             issues.push(ConfigIssue::new("nick", "not a valid IRC nick"));
         }
         for (i, n) in raw.alt_nicks.iter().enumerate() {
             if !valid_nick(n) {
-                issues.push(ConfigIssue::new(format!("alt_nicks[{i}]"), "not a valid IRC nick"));
+                issues.push(ConfigIssue::new(
+                    format!("alt_nicks[{i}]"),
+                    "not a valid IRC nick",
+                ));
             }
         }
-        let password = secret::resolve("password", raw.password.as_ref(), raw.password_file.as_ref())
-            .unwrap_or_else(|i| {
-                issues.push(i);
-                None
-            });
+        let password = secret::resolve(
+            "password",
+            raw.password.as_ref(),
+            raw.password_file.as_ref(),
+        )
+        .unwrap_or_else(|i| {
+            issues.push(i);
+            None
+        });
         let sasl_password = secret::resolve(
             "sasl_password",
             raw.sasl_password.as_ref(),
@@ -152,21 +160,33 @@ impl IrcConfig {
             (Some(u), Some(p)) => Some((u, p)),
             (None, None) => None,
             (Some(_), None) => {
-                issues.push(ConfigIssue::new("sasl_password", "missing (sasl_username is set)"));
+                issues.push(ConfigIssue::new(
+                    "sasl_password",
+                    "missing (sasl_username is set)",
+                ));
                 None
             }
             (None, Some(_)) => {
-                issues.push(ConfigIssue::new("sasl_username", "missing (sasl_password is set)"));
+                issues.push(ConfigIssue::new(
+                    "sasl_username",
+                    "missing (sasl_password is set)",
+                ));
                 None
             }
         };
         if let Some(ca) = &raw.tls_ca_file
             && std::fs::metadata(ca).is_err()
         {
-            issues.push(ConfigIssue::new("tls_ca_file", format!("cannot read {}", ca.display())));
+            issues.push(ConfigIssue::new(
+                "tls_ca_file",
+                format!("cannot read {}", ca.display()),
+            ));
         }
         if !(raw.send_rate_per_second >= 0.0 && raw.send_rate_per_second.is_finite()) {
-            issues.push(ConfigIssue::new("send_rate_per_second", "must be 0 or more"));
+            issues.push(ConfigIssue::new(
+                "send_rate_per_second",
+                "must be 0 or more",
+            ));
         }
         if raw.send_burst == 0 {
             issues.push(ConfigIssue::new("send_burst", "must be at least 1"));
@@ -191,7 +211,9 @@ impl IrcConfig {
             tls: raw.tls,
             tls_ca_file: raw.tls_ca_file,
             username: raw.username.unwrap_or_else(|| raw.nick.clone()),
-            realname: raw.realname.unwrap_or_else(|| "passerelle bridge".to_owned()),
+            realname: raw
+                .realname
+                .unwrap_or_else(|| "passerelle bridge".to_owned()),
             nicks,
             password,
             sasl,
@@ -227,8 +249,17 @@ mod tests {
         }))
         .unwrap_err();
         let all: Vec<String> = err.iter().map(|i| i.to_string()).collect();
-        for expected in ["server:", "nick:", "sasl_password: missing", "password_file: cannot read", "send_burst:"] {
-            assert!(all.iter().any(|s| s.starts_with(expected)), "{expected} not in {all:?}");
+        for expected in [
+            "server:",
+            "nick:",
+            "sasl_password: missing",
+            "password_file: cannot read",
+            "send_burst:",
+        ] {
+            assert!(
+                all.iter().any(|s| s.starts_with(expected)),
+                "{expected} not in {all:?}"
+            );
         }
     }
 }

@@ -23,7 +23,13 @@ const STRIKE: char = '\x1e';
 const UNDERLINE: char = '\x1f';
 
 /// The styles that map to HTML, in nesting order.
-const STYLES: [(char, &str); 5] = [(BOLD, "b"), (ITALIC, "i"), (UNDERLINE, "u"), (STRIKE, "s"), (MONO, "code")];
+const STYLES: [(char, &str); 5] = [
+    (BOLD, "b"),
+    (ITALIC, "i"),
+    (UNDERLINE, "u"),
+    (STRIKE, "s"),
+    (MONO, "code"),
+];
 
 /// Plain text, and HTML when the text had any style that HTML carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,14 +161,20 @@ mod tests {
         assert_eq!(c.html, None);
         let c = convert("\x04FF00AAhex\x03 and \x0399 2 digits");
         assert_eq!(c.plain, "hex and  2 digits");
-        assert_eq!(convert("\x1funclosed <").html.as_deref(), Some("<u>unclosed &lt;</u>"));
+        assert_eq!(
+            convert("\x1funclosed <").html.as_deref(),
+            Some("<u>unclosed &lt;</u>")
+        );
     }
 
     #[test]
     fn ctcp_is_recognised() {
         assert_eq!(ctcp("\x01ACTION waves\x01"), Some(("ACTION", "waves")));
         assert_eq!(ctcp("\x01VERSION\x01"), Some(("VERSION", "")));
-        assert_eq!(ctcp("\x01ACTION unterminated"), Some(("ACTION", "unterminated")));
+        assert_eq!(
+            ctcp("\x01ACTION unterminated"),
+            Some(("ACTION", "unterminated"))
+        );
         assert_eq!(ctcp("hello"), None);
     }
 }

@@ -27,7 +27,8 @@ pub mod transport;
 
 use futures::future::BoxFuture;
 use passerelle_sdk::{
-    BuildContext, Capabilities, ConfigIssue, Connector, ConnectorError, ConnectorFactory, ConnectorIo,
+    BuildContext, Capabilities, ConfigIssue, Connector, ConnectorError, ConnectorFactory,
+    ConnectorIo,
 };
 
 /// Builds IRC connectors.
@@ -38,7 +39,11 @@ impl ConnectorFactory for IrcFactory {
         "irc"
     }
 
-    fn build(&self, _ctx: &BuildContext, table: serde_json::Value) -> Result<Box<dyn Connector>, Vec<ConfigIssue>> {
+    fn build(
+        &self,
+        _ctx: &BuildContext,
+        table: serde_json::Value,
+    ) -> Result<Box<dyn Connector>, Vec<ConfigIssue>> {
         Ok(Box::new(IrcConnector {
             settings: config::IrcConfig::parse(table)?,
         }))
@@ -56,7 +61,10 @@ impl Connector for IrcConnector {
         Capabilities::default()
     }
 
-    fn run<'a>(self: Box<Self>, io: &'a mut ConnectorIo) -> BoxFuture<'a, Result<(), ConnectorError>> {
+    fn run<'a>(
+        self: Box<Self>,
+        io: &'a mut ConnectorIo,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(async move {
             let rooms = io.rooms.clone();
             let session = tokio::select! {

@@ -186,7 +186,10 @@ pub fn build(command: &str, params: &[&str]) -> String {
     let mut out = String::with_capacity(64);
     out.push_str(command);
     for (i, p) in params.iter().enumerate() {
-        let clean: String = p.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect();
+        let clean: String = p
+            .chars()
+            .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+            .collect();
         if i + 1 == params.len() {
             let _ = write!(out, " :{clean}");
         } else {
@@ -222,7 +225,10 @@ mod tests {
         assert_eq!(l.params, vec!["#chan", "hello there"]);
 
         let l = Line::parse("PING :irc.example").unwrap();
-        assert_eq!((l.command.as_str(), l.param(0)), ("PING", Some("irc.example")));
+        assert_eq!(
+            (l.command.as_str(), l.param(0)),
+            ("PING", Some("irc.example"))
+        );
         let l = Line::parse(":srv 001 me :Welcome").unwrap();
         assert!(!l.prefix.as_ref().unwrap().is_user());
         assert_eq!(l.params, vec!["me", "Welcome"]);
@@ -234,7 +240,16 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_errors_not_panics() {
-        for bad in ["", "   ", "@tags-only", ":prefix-only", ":p !!! x", "PRIV MSG\0", "12 x", "@a :b"] {
+        for bad in [
+            "",
+            "   ",
+            "@tags-only",
+            ":prefix-only",
+            ":p !!! x",
+            "PRIV MSG\0",
+            "12 x",
+            "@a :b",
+        ] {
             assert!(Line::parse(bad).is_err(), "{bad:?} parsed");
         }
         let long = "A".repeat(MAX_INBOUND_LINE + 1);
@@ -243,7 +258,10 @@ mod tests {
 
     #[test]
     fn building_strips_line_breaks() {
-        assert_eq!(build("PRIVMSG", &["#a", "hi\r\nQUIT :x"]), "PRIVMSG #a :hiQUIT :x");
+        assert_eq!(
+            build("PRIVMSG", &["#a", "hi\r\nQUIT :x"]),
+            "PRIVMSG #a :hiQUIT :x"
+        );
         assert_eq!(build("JOIN", &["#a", "key"]), "JOIN #a :key");
         assert_eq!(build("NICK", &["me"]), "NICK :me");
     }

@@ -10,8 +10,8 @@ use crate::transport::{self, LineReader, Read, Stream};
 use base64::Engine;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use passerelle_sdk::{
-    ConnectionState, ConnectorError, ConnectorIo, Content, Event, EventKind, Formatted, MembershipChange,
-    MessageKind, Outbound, Receipt, RoomId, SendError, Sender, Text, Timestamp,
+    ConnectionState, ConnectorError, ConnectorIo, Content, Event, EventKind, Formatted,
+    MembershipChange, MessageKind, Outbound, Receipt, RoomId, SendError, Sender, Text, Timestamp,
 };
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -19,7 +19,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 /// The IRCv3 capabilities we ask for when offered.
-const WANTED_CAPS: [&str; 4] = ["message-tags", "server-time", "echo-message", "multi-prefix"];
+const WANTED_CAPS: [&str; 4] = [
+    "message-tags",
+    "server-time",
+    "echo-message",
+    "multi-prefix",
+];
 /// The protocol's line limit, CR LF included.
 const MAX_LINE: usize = 512;
 /// Assumed host length when the server has not shown us ours.
@@ -51,7 +56,10 @@ pub struct Session<'s> {
 
 impl<'s> Session<'s> {
     /// Connects and registers. Errors say whether a retry could help.
-    pub async fn open(settings: &'s Settings, rooms: &[RoomId]) -> Result<Session<'s>, ConnectorError> {
+    pub async fn open(
+        settings: &'s Settings,
+        rooms: &[RoomId],
+    ) -> Result<Session<'s>, ConnectorError> {
         let stream = transport::connect(settings)
             .await
             .map_err(ConnectorError::Disconnected)?;
@@ -59,7 +67,11 @@ impl<'s> Session<'s> {
         let limiter = (settings.send_rate > 0.0)
             .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / settings.send_rate)))
             .flatten()
-            .map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::new(settings.send_burst).unwrap_or(NonZeroU32::MIN))));
+            .map(|q| {
+                RateLimiter::direct(
+                    q.allow_burst(NonZeroU32::new(settings.send_burst).unwrap_or(NonZeroU32::MIN)),
+                )
+            });
         let mut session = Session {
             settings,
             reader: LineReader::new(r),
@@ -68,7 +80,10 @@ impl<'s> Session<'s> {
             nick: settings.nicks.first().cloned().unwrap_or_default(),
             user_host_len: None,
             caps: HashSet::new(),
-            rooms: rooms.iter().map(|r| (r.as_str().to_lowercase(), r.clone())).collect(),
+            rooms: rooms
+                .iter()
+                .map(|r| (r.as_str().to_lowercase(), r.clone()))
+                .collect(),
             pending_joins: HashSet::new(),
             last_seen: Instant::now(),
             ping_outstanding: false,
@@ -117,7 +132,9 @@ impl<'s> Session<'s> {
                 tracing::warn!("oversized line from the IRC server skipped");
                 Ok(None)
             }
-            Ok(Read::Closed) => Err(ConnectorError::Disconnected("the server closed the connection".into())),
+            Ok(Read::Closed) => Err(ConnectorError::Disconnected(
+                "the server closed the connection".into(),
+            )),
             Err(e) => Err(ConnectorError::Disconnected(format!("read failed: {e}"))),
         }
     }
@@ -126,24 +143,34 @@ impl<'s> Session<'s> {
         let s = self.settings;
         self.write_line("CAP LS 302").await?;
         if let Some(pass) = &s.password {
-            self.write_line(&line::build("PASS", &[pass.expose()])).await?;
+            self.write_line(&line::build("PASS", &[pass.expose()]))
+                .await?;
         }
         let mut nick_index = 0;
-        self.write_line(&line::build("NICK", &[&s.nicks[0]])).await?;
+        self.write_line(&line::build("NICK", &[&s.nicks[0]]))
+            .await?;
         self.write_line(&line::build("USER", &[&s.username, "0", "*", &s.realname]))
             .await?;
         let mut offered: Vec<String> = Vec::new();
         loop {
-            let Some(l) = self.next_line().await? else { continue };
+            let Some(l) = self.next_line().await? else {
+                continue;
+            };
             match l.command.as_str() {
-                "PING" => self.write_line(&line::build("PONG", &[l.param(0).unwrap_or("")])).await?,
+                "PING" => {
+                    self.write_line(&line::build("PONG", &[l.param(0).unwrap_or("")]))
+                        .await?
+                }
                 "CAP" => {
                     let sub = l.param(1).unwrap_or("").to_ascii_uppercase();
                     let more = l.params.len() > 3 && l.param(2) == Some("*");
                     let list = l.params.last().map(String::as_str).unwrap_or("");
                     match sub.as_str() {
                         "LS" => {
-                            offered.extend(list.split_whitespace().map(|c| c.split('=').next().unwrap_or(c).to_owned()));
+                            offered.extend(
+                                list.split_whitespace()
+                                    .map(|c| c.split('=').next().unwrap_or(c).to_owned()),
+                            );
                             if more {
                                 continue;
                             }
@@ -152,19 +179,26 @@ impl<'s> Session<'s> {
                                     "SASL is configured but the server does not offer it".into(),
                                 ));
                             }
-                            let mut want: Vec<&str> =
-                                WANTED_CAPS.iter().copied().filter(|w| offered.iter().any(|o| o == w)).collect();
+                            let mut want: Vec<&str> = WANTED_CAPS
+                                .iter()
+                                .copied()
+                                .filter(|w| offered.iter().any(|o| o == w))
+                                .collect();
                             if s.sasl.is_some() {
                                 want.push("sasl");
                             }
                             if want.is_empty() {
                                 self.write_line("CAP END").await?;
                             } else {
-                                self.write_line(&line::build("CAP", &["REQ", &want.join(" ")])).await?;
+                                self.write_line(&line::build("CAP", &["REQ", &want.join(" ")]))
+                                    .await?;
                             }
                         }
                         "ACK" => {
-                            self.caps.extend(list.split_whitespace().map(|c| c.trim_start_matches('-').to_owned()));
+                            self.caps.extend(
+                                list.split_whitespace()
+                                    .map(|c| c.trim_start_matches('-').to_owned()),
+                            );
                             if s.sasl.is_some() && self.caps.contains("sasl") {
                                 self.write_line("AUTHENTICATE PLAIN").await?;
                             } else {
@@ -173,7 +207,9 @@ impl<'s> Session<'s> {
                         }
                         "NAK" => {
                             if s.sasl.is_some() {
-                                return Err(ConnectorError::AuthRejected("the server refused the SASL capability".into()));
+                                return Err(ConnectorError::AuthRejected(
+                                    "the server refused the SASL capability".into(),
+                                ));
                             }
                             self.write_line("CAP END").await?;
                         }
@@ -201,15 +237,28 @@ impl<'s> Session<'s> {
                 }
                 "903" => self.write_line("CAP END").await?,
                 "902" | "904" | "905" | "906" | "908" => {
-                    return Err(ConnectorError::AuthRejected(format!("SASL failed (numeric {})", l.command)));
+                    return Err(ConnectorError::AuthRejected(format!(
+                        "SASL failed (numeric {})",
+                        l.command
+                    )));
                 }
-                "464" => return Err(ConnectorError::AuthRejected("server password rejected".into())),
+                "464" => {
+                    return Err(ConnectorError::AuthRejected(
+                        "server password rejected".into(),
+                    ));
+                }
                 "465" => return Err(ConnectorError::Fatal("banned from the server".into())),
-                "432" => return Err(ConnectorError::Config("the server refused the nick as invalid".into())),
+                "432" => {
+                    return Err(ConnectorError::Config(
+                        "the server refused the nick as invalid".into(),
+                    ));
+                }
                 "433" | "436" | "437" => {
                     nick_index += 1;
                     let Some(next) = s.nicks.get(nick_index) else {
-                        return Err(ConnectorError::Disconnected("every configured nick is in use".into()));
+                        return Err(ConnectorError::Disconnected(
+                            "every configured nick is in use".into(),
+                        ));
                     };
                     tracing::info!(nick = %next, "nick in use; trying the next one");
                     self.write_line(&line::build("NICK", &[next])).await?;
@@ -221,7 +270,9 @@ impl<'s> Session<'s> {
                     return Ok(());
                 }
                 "ERROR" => {
-                    return Err(ConnectorError::Disconnected("the server closed the link during registration".into()));
+                    return Err(ConnectorError::Disconnected(
+                        "the server closed the link during registration".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -253,7 +304,10 @@ impl<'s> Session<'s> {
         loop {
             if !announced && (self.pending_joins.is_empty() || Instant::now() >= joins_deadline) {
                 if !self.pending_joins.is_empty() {
-                    tracing::warn!(missing = self.pending_joins.len(), "some channels were not joined in time");
+                    tracing::warn!(
+                        missing = self.pending_joins.len(),
+                        "some channels were not joined in time"
+                    );
                 }
                 io.status.set(ConnectionState::Connected);
                 announced = true;
@@ -298,14 +352,23 @@ impl<'s> Session<'s> {
 
     async fn handle(&mut self, l: Line, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
         match l.command.as_str() {
-            "PING" => self.write_line(&line::build("PONG", &[l.param(0).unwrap_or("")])).await?,
-            "ERROR" => return Err(ConnectorError::Disconnected("the server closed the link".into())),
+            "PING" => {
+                self.write_line(&line::build("PONG", &[l.param(0).unwrap_or("")]))
+                    .await?
+            }
+            "ERROR" => {
+                return Err(ConnectorError::Disconnected(
+                    "the server closed the link".into(),
+                ));
+            }
             "PRIVMSG" | "NOTICE" => {
                 if let Some(event) = self.inbound_message(&l) {
                     let room = event.room.clone();
                     match io.emitter.emit(event).await {
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(room = %room, error = %e, "IRC message not handed to the daemon"),
+                        Err(e) => {
+                            tracing::warn!(room = %room, error = %e, "IRC message not handed to the daemon")
+                        }
                     }
                 }
             }
@@ -315,7 +378,11 @@ impl<'s> Session<'s> {
                     && let Some(room) = self.rooms.get(&channel.to_lowercase())
                     && !nick.eq_ignore_ascii_case(&self.nick)
                 {
-                    let event = Event::new(room.clone(), Sender::new(nick), EventKind::Topic(Text::new(topic)));
+                    let event = Event::new(
+                        room.clone(),
+                        Sender::new(nick),
+                        EventKind::Topic(Text::new(topic)),
+                    );
                     let _ = io.emitter.emit(event).await;
                 }
             }
@@ -361,7 +428,11 @@ impl<'s> Session<'s> {
             return;
         }
         if let Some(room) = self.rooms.get(&lower) {
-            let event = Event::new(room.clone(), Sender::new(who), EventKind::Membership(change));
+            let event = Event::new(
+                room.clone(),
+                Sender::new(who),
+                EventKind::Membership(change),
+            );
             let _ = io.emitter.emit(event).await;
         }
     }
@@ -406,8 +477,15 @@ impl<'s> Session<'s> {
         if let Some(id) = l.tag("msgid") {
             event.remote_id = Some(id.into());
         }
-        if let Some(at) = l.tag("time").and_then(|t| humantime::parse_rfc3339_weak(t).ok()) {
-            event.at = Timestamp(at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0));
+        if let Some(at) = l
+            .tag("time")
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        {
+            event.at = Timestamp(
+                at.duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            );
         } else {
             event.at = Timestamp(
                 SystemTime::now()
@@ -421,7 +499,13 @@ impl<'s> Session<'s> {
 
     /// How many bytes of text fit in one `command target :text` line as others will see it.
     fn budget(&self, command: &str, target: &str, emote: bool) -> usize {
-        let source = 1 + self.nick.len() + 2 + self.user_host_len.unwrap_or(self.settings.username.len() + 1 + ASSUMED_HOST_LEN) + 1;
+        let source = 1
+            + self.nick.len()
+            + 2
+            + self
+                .user_host_len
+                .unwrap_or(self.settings.username.len() + 1 + ASSUMED_HOST_LEN)
+            + 1;
         let fixed = 2 + source + command.len() + 1 + target.len() + 2 + if emote { 9 } else { 0 };
         MAX_LINE.saturating_sub(fixed).max(16)
     }
@@ -444,7 +528,11 @@ impl<'s> Session<'s> {
         if !is_channel(target) || !self.rooms.contains_key(&target.to_lowercase()) {
             return Err(SendError::RoomNotFound);
         }
-        let command = if content.kind == MessageKind::Notice { "NOTICE" } else { "PRIVMSG" };
+        let command = if content.kind == MessageKind::Notice {
+            "NOTICE"
+        } else {
+            "PRIVMSG"
+        };
         let emote = content.kind == MessageKind::Emote;
         let budget = self.budget(command, target, emote);
         for text_line in content.text.as_str().split('\n') {

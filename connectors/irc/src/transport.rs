@@ -16,8 +16,18 @@ pub async fn connect(settings: &Settings) -> Result<Box<dyn Stream>, String> {
     let addr = (settings.server.as_str(), settings.port);
     let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| format!("connecting to {}:{} timed out", settings.server, settings.port))?
-        .map_err(|e| format!("cannot connect to {}:{}: {e}", settings.server, settings.port))?;
+        .map_err(|_| {
+            format!(
+                "connecting to {}:{} timed out",
+                settings.server, settings.port
+            )
+        })?
+        .map_err(|e| {
+            format!(
+                "cannot connect to {}:{}: {e}",
+                settings.server, settings.port
+            )
+        })?;
     let _ = tcp.set_nodelay(true);
     if !settings.tls {
         return Ok(Box::new(tcp));
@@ -25,7 +35,8 @@ pub async fn connect(settings: &Settings) -> Result<Box<dyn Stream>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &settings.tls_ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
             roots

@@ -1,1 +1,26 @@
-//! wip
+//! # passerelle-testkit
+//!
+//! What a connector author needs to prove a connector: an in-memory [`harness::Harness`] that runs
+//! a connector as the daemon would, the [`conformance`] suite every connector must pass against its
+//! real server (or a faithful fake), and helpers that start real servers on loopback for tests
+//! ([`servers`]) and speak to them as a plain user would ([`irc_client`]).
+//!
+//! ## Layout
+//! - [`harness`]: runs one connector with in-memory channels and state.
+//! - [`conformance`]: the shared suite and the [`conformance::Peer`] trait a connector's test
+//!   implements to act as a remote user.
+//! - [`servers`]: real servers started per test on a free loopback port, stopped on drop.
+//! - [`irc_client`]: a raw IRC client for tests.
+
+pub mod conformance;
+pub mod harness;
+pub mod irc_client;
+pub mod servers;
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
