@@ -1,0 +1,412 @@
+//! End-to-end: the real `passerelle` binary between a real ngIRCd and the HTTP message API.
+
+mod common;
+
+use common::{Api, Daemon, files_containing, free_port, metric};
+use passerelle_testkit::conformance::long_utf8_text;
+use passerelle_testkit::irc_client::IrcClient;
+use passerelle_testkit::servers::Ngircd;
+use std::time::Duration;
+
+const TOKEN: &str = "e2e-token-0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(15);
+const QUIET: Duration = Duration::from_secs(3);
+
+struct Bridge {
+    irc: Ngircd,
+    dir: tempfile::TempDir,
+    daemon: Daemon,
+    api_port: u16,
+}
+
+/// IRC `#a` and `#b` and API gateway `lobby` are linked; `#c` is linked only to API gateway
+/// `other`, so the bridge sits in `#c` but nothing from `#a` may reach it.
+fn config(irc_port: u16, admin: u16, api_port: u16, dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        r##"
+[general]
+shutdown_grace_secs = 5
+
+[store]
+path = "{data}/passerelle.db"
+
+[http]
+listen = "127.0.0.1:{admin}"
+
+[accounts."irc.main"]
+kind = "irc"
+server = "127.0.0.1"
+port = {irc_port}
+tls = false
+nick = "bridge"
+send_rate_per_second = 0
+
+[accounts."api.main"]
+kind = "api"
+listen = "127.0.0.1:{api_port}"
+token = "{TOKEN}"
+
+[[links]]
+name = "lobby"
+rooms = [
+  {{ account = "irc.main", room = "#a" }},
+  {{ account = "irc.main", room = "#b" }},
+  {{ account = "api.main", room = "lobby" }},
+]
+
+[[links]]
+name = "other"
+rooms = [
+  {{ account = "irc.main", room = "#c" }},
+  {{ account = "api.main", room = "other" }},
+]
+{extra}
+"##,
+        data = dir.join("data").display()
+    )
+}
+
+async fn start(extra: &str) -> Bridge {
+    let irc = Ngircd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, api_port) = (free_port(), free_port());
+    let daemon = Daemon::start(
+        dir.path(),
+        &config(irc.port, admin, api_port, dir.path(), extra),
+        admin,
+    );
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    Bridge {
+        irc,
+        dir,
+        daemon,
+        api_port,
+    }
+}
+
+async fn user(port: u16, nick: &str, channel: &str) -> IrcClient {
+    let mut c = IrcClient::connect(port, nick).await;
+    c.join(channel).await;
+    c
+}
+
+#[tokio::test]
+async fn irc_to_irc_reaches_linked_rooms_only_with_the_senders_name() {
+    let b = start("").await;
+    let mut alice = user(b.irc.port, "alice", "#a").await;
+    let mut bob = user(b.irc.port, "bob", "#b").await;
+    let mut carol = user(b.irc.port, "carol", "#c").await;
+
+    alice.say("#a", "hello from a").await;
+    let got = bob
+        .next_message(WAIT)
+        .await
+        .expect("bob sees alice's message in #b");
+    assert_eq!((got.nick.as_str(), got.target.as_str()), ("bridge", "#b"));
+    assert_eq!(got.text, "<alice> hello from a");
+    assert!(
+        carol.next_message(QUIET).await.is_none(),
+        "#c is not linked to #a and saw something"
+    );
+
+    alice.act("#a", "waves hello").await;
+    let got = bob
+        .next_message(WAIT)
+        .await
+        .expect("bob sees alice's action");
+    assert_eq!(
+        got.action(),
+        Some("alice waves hello"),
+        "got {:?}",
+        got.text
+    );
+
+    // IRC formatting codes become plain text on the way.
+    alice.say("#a", "\x02bold\x02 and \x0304red\x03").await;
+    let got = bob.next_message(WAIT).await.expect("formatted message");
+    assert_eq!(got.text, "<alice> bold and red");
+}
+
+#[tokio::test]
+async fn api_and_irc_reach_each_other_and_long_text_arrives_intact() {
+    let b = start("").await;
+    let api = Api::new(b.api_port, TOKEN);
+    let mut stream = api.stream().await;
+    let mut alice = user(b.irc.port, "alice", "#a").await;
+
+    let (status, answer) = api
+        .post(serde_json::json!({"text": "hi from the api", "username": "scripty", "gateway": "lobby"}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("api-"))
+    );
+    let got = alice
+        .next_message(WAIT)
+        .await
+        .expect("the API post reaches #a");
+    assert_eq!(got.text, "<scripty> hi from the api");
+
+    alice.say("#a", "hi from irc").await;
+    let msg = stream
+        .next(WAIT)
+        .await
+        .expect("the IRC message reaches the API stream");
+    assert_eq!(msg["text"], "hi from irc");
+    assert_eq!(msg["username"], "alice");
+    assert_eq!(msg["gateway"], "lobby");
+    assert_eq!(msg["account"], "irc.main");
+
+    // 1,000 bytes of mixed-width UTF-8: split for IRC, joined back intact.
+    let long = long_utf8_text();
+    let (status, _) = api
+        .post(serde_json::json!({"text": long, "username": "scripty", "gateway": "lobby"}))
+        .await;
+    assert_eq!(status, 200);
+    let expected = format!("<scripty> {long}");
+    let pieces = alice
+        .messages_until(WAIT, |got| {
+            got.iter().map(|m| m.text.len()).sum::<usize>() >= expected.len()
+        })
+        .await;
+    assert!(
+        pieces.len() >= 3,
+        "1,000 bytes need several IRC lines, got {}",
+        pieces.len()
+    );
+    assert!(pieces.iter().all(|p| p.text.len() <= 510));
+    let joined: String = pieces.iter().map(|p| p.text.as_str()).collect();
+    assert_eq!(joined, expected);
+}
+
+#[tokio::test]
+async fn an_api_reply_reaches_irc_as_a_quote_even_after_a_restart() {
+    let mut b = start("").await;
+    let api = Api::new(b.api_port, TOKEN);
+    let mut stream = api.stream().await;
+    let mut alice = user(b.irc.port, "alice", "#a").await;
+
+    alice.say("#a", "first question").await;
+    let first = stream.next(WAIT).await.expect("reaches the API");
+    let first_id = first["id"].as_str().expect("an id").to_owned();
+    let (status, _) = api
+        .post(serde_json::json!({"text": "an answer", "username": "scripty", "gateway": "lobby", "parent_id": first_id}))
+        .await;
+    assert_eq!(status, 200);
+    let got = alice
+        .next_message(WAIT)
+        .await
+        .expect("the reply reaches #a");
+    assert_eq!(got.text, "<scripty> (re alice) an answer");
+
+    alice.say("#a", "second question").await;
+    let second = stream.next(WAIT).await.expect("reaches the API");
+    let second_id = second["id"].as_str().expect("an id").to_owned();
+
+    assert_eq!(b.daemon.stop(), Some(0), "clean exit on SIGTERM");
+    b.daemon.restart();
+    b.daemon.wait_ready(Duration::from_secs(30)).await;
+    let (status, _) = api
+        .post(serde_json::json!({"text": "late answer", "username": "scripty", "gateway": "lobby", "parent_id": second_id}))
+        .await;
+    assert_eq!(status, 200);
+    let got = alice
+        .next_message(WAIT)
+        .await
+        .expect("the reply reaches #a after the restart");
+    assert_eq!(got.text, "<scripty> (re alice) late answer");
+    let _ = &b.dir;
+}
+
+#[tokio::test]
+async fn rights_keep_unwritable_accounts_unposted_and_unreadable_ones_out() {
+    let extra = r##"
+[accounts."api.readonly"]
+kind = "api"
+listen = "127.0.0.1:PORT_RO"
+token = "readonly-token-0123456789"
+rights = ["read"]
+
+[accounts."api.writeonly"]
+kind = "api"
+listen = "127.0.0.1:PORT_WO"
+token = "writeonly-token-0123456789"
+rights = ["write"]
+
+[[links]]
+name = "rights"
+rooms = [
+  { account = "irc.main", room = "#r" },
+  { account = "api.readonly", room = "r" },
+  { account = "api.writeonly", room = "r" },
+]
+"##;
+    let (ro, wo) = (free_port(), free_port());
+    let extra = extra
+        .replace("PORT_RO", &ro.to_string())
+        .replace("PORT_WO", &wo.to_string());
+    let b = start(&extra).await;
+    let readonly = Api::new(ro, "readonly-token-0123456789");
+    let writeonly = Api::new(wo, "writeonly-token-0123456789");
+    let mut ro_stream = readonly.stream().await;
+    let mut wo_stream = writeonly.stream().await;
+    let mut dave = user(b.irc.port, "dave", "#r").await;
+
+    // Read-only account: its posts enter, but nothing is posted to it.
+    let (status, _) = readonly
+        .post(serde_json::json!({"text": "from the reader", "username": "ro", "gateway": "r"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        dave.next_message(WAIT)
+            .await
+            .expect("read right lets it in")
+            .text,
+        "<ro> from the reader"
+    );
+    let wo_got = wo_stream
+        .next(WAIT)
+        .await
+        .expect("the write-only account receives");
+    assert_eq!(wo_got["text"], "from the reader");
+
+    dave.say("#r", "to everyone allowed").await;
+    assert_eq!(
+        wo_stream.next(WAIT).await.expect("write-only receives")["text"],
+        "to everyone allowed"
+    );
+    assert!(
+        ro_stream.next(QUIET).await.is_none(),
+        "an account without write was posted to"
+    );
+
+    // Write-only account: its posts are refused and reach no one.
+    let (status, answer) = writeonly
+        .post(serde_json::json!({"text": "should not pass", "username": "wo", "gateway": "r"}))
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        dave.next_message(QUIET).await.is_none(),
+        "an account without read fed the bus"
+    );
+    let m = b.daemon.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "passerelle_drops_total",
+            &["api.writeonly", "no_read_right"]
+        ) >= 1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn bad_api_input_is_refused_clearly_and_the_daemon_keeps_running() {
+    let mut b = start("").await;
+    let api = Api::new(b.api_port, TOKEN);
+    let mut alice = user(b.irc.port, "alice", "#a").await;
+
+    let (status, answer) = api
+        .post_raw(r#"{"text":"x","gateway":"lobby"}"#, "wrong-token")
+        .await;
+    assert_eq!(status, 401, "{answer}");
+    let (status, answer) = api.post_raw(r#"{"text": "unterminated"#, TOKEN).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("malformed JSON")),
+        "{answer}"
+    );
+    let (status, answer) = api
+        .post_raw(r#"{"text": 42, "gateway": "lobby"}"#, TOKEN)
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = api
+        .post_raw(r#"{"text": "x", "gateway": "nowhere"}"#, TOKEN)
+        .await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        alice.next_message(QUIET).await.is_none(),
+        "a refused post reached IRC"
+    );
+
+    let (status, _) = api
+        .post(serde_json::json!({"text": "still alive", "username": "s", "gateway": "lobby"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        alice.next_message(WAIT).await.expect("delivered").text,
+        "<s> still alive"
+    );
+    assert!(b.daemon.running());
+    let logs = b.daemon.logs();
+    assert!(
+        logs.contains("wrong token refused"),
+        "no log line for the bad token"
+    );
+    assert!(
+        logs.contains("malformed JSON refused"),
+        "no log line for the malformed JSON"
+    );
+}
+
+#[tokio::test]
+async fn no_message_text_in_logs_metrics_or_the_store() {
+    let mut b = start("").await;
+    let api = Api::new(b.api_port, TOKEN);
+    let mut stream = api.stream().await;
+    let mut alice = user(b.irc.port, "alice", "#a").await;
+    let mut bob = user(b.irc.port, "bob", "#b").await;
+
+    let from_irc = "canary-irc-7f3a9c";
+    let from_api = "canary-api-52be1d";
+    let edited = "canary-edit-90aa41";
+    alice.say("#a", &format!("{from_irc} plain")).await;
+    alice.act("#a", &format!("{from_irc} acts")).await;
+    assert!(bob.next_message(WAIT).await.is_some());
+    assert!(bob.next_message(WAIT).await.is_some());
+    let first = stream.next(WAIT).await.expect("reaches the API");
+    let (status, answer) = api
+        .post(serde_json::json!({"text": from_api, "username": "s", "gateway": "lobby", "parent_id": first["id"]}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api
+        .post(serde_json::json!({"text": edited, "username": "s", "gateway": "lobby", "id": answer["id"]}))
+        .await;
+    assert_eq!(status, 200);
+    // The reply and the edit (resent as a correction on IRC) arrive.
+    let got = alice
+        .messages_until(WAIT, |m| m.iter().any(|m| m.text.contains(edited)))
+        .await;
+    assert!(got.iter().any(|m| m.text.contains(from_api)));
+    assert!(
+        got.iter()
+            .any(|m| m.text.contains(&format!("{edited} (edited)")))
+    );
+
+    let metrics = b.daemon.metrics().await;
+    b.daemon.stop();
+    let logs = b.daemon.logs();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "logs were not at the most verbose level"
+    );
+    for canary in [from_irc, from_api, edited] {
+        assert!(
+            !logs.contains(canary),
+            "message text {canary} reached the log"
+        );
+        assert!(
+            !metrics.contains(canary),
+            "message text {canary} reached /metrics"
+        );
+        let leaked = files_containing(&b.dir.path().join("data"), canary);
+        assert!(
+            leaked.is_empty(),
+            "message text {canary} left in {leaked:?}"
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! Shared helpers of the end-to-end tests: the real `passerelle` binary started on a config, and a
+//! client for the HTTP message API.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use passerelle_testkit::free_port;
+
+/// A running daemon (the real binary), stopped by PID when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub admin_port: u16,
+}
+
+impl Daemon {
+    /// Writes `config` into `dir` and starts the daemon on it with trace logging.
+    pub fn start(dir: &Path, config: &str, admin_port: u16) -> Self {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut daemon = Self {
+            child: None,
+            config: path,
+            log: dir.join("daemon.log"),
+            admin_port,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config)
+            .env("PASSERELLE_LOG", "trace")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start passerelle");
+        self.child = Some(child);
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let deadline = Instant::now() + timeout;
+        let http = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "passerelle not ready within {timeout:?}; log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("passerelle did not stop within 30 s of SIGTERM");
+    }
+
+    /// Starts the daemon again on the same config.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The value of a counter line in Prometheus text, summed over label sets containing `labels`.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A client of one API account.
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    pub fn new(port: u16, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{port}"),
+            token: token.to_owned(),
+        }
+    }
+
+    /// Posts a JSON body (as raw text) with a token; returns the status and the answer.
+    pub async fn post_raw(&self, body: &str, token: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/message", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("API reachable");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Posts a message; returns the status and the answer.
+    pub async fn post(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_raw(&body.to_string(), &self.token.clone()).await
+    }
+
+    /// Opens `/api/stream`.
+    pub async fn stream(&self) -> ApiStream {
+        let response = self
+            .http
+            .get(format!("{}/api/stream", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("stream opens");
+        assert_eq!(response.status().as_u16(), 200);
+        ApiStream {
+            response,
+            pending: String::new(),
+        }
+    }
+}
+
+/// An open `/api/stream`.
+pub struct ApiStream {
+    response: reqwest::Response,
+    pending: String,
+}
+
+impl ApiStream {
+    /// The next message (skipping `api_connected`), within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            while let Some(pos) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=pos).collect();
+                let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+                if value["event"] != "api_connected" {
+                    return Some(value);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.pending.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Files under `dir` (recursively) whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
