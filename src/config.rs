@@ -227,7 +227,8 @@ pub struct LinkRoom {
 #[serde(deny_unknown_fields)]
 struct RawLink {
     name: String,
-    rooms: Vec<RawLinkRoom>,
+    /// Parsed one by one, so every room's problems are reported.
+    rooms: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +252,28 @@ const ACCOUNT_CORE_KEYS: [&str; 4] = ["kind", "rights", "enabled", "remote_nick_
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigIssue>> {
     let raw = read_raw(path).map_err(|issue| vec![issue])?;
     from_value(raw)
+}
+
+/// Like [`load`], but always returns the configuration it could make out (broken sections at
+/// their defaults, broken accounts and links left out) beside every issue found, so that callers
+/// can check the connectors' tables too and report everything at once.
+pub fn load_lenient(path: &Path) -> (Config, Vec<ConfigIssue>) {
+    match read_raw(path) {
+        Ok(raw) => parse(raw),
+        Err(issue) => (Config::empty(), vec![issue]),
+    }
+}
+
+impl Config {
+    fn empty() -> Self {
+        Self {
+            general: General::default(),
+            store: StoreConfig::default(),
+            http: HttpConfig::default(),
+            accounts: BTreeMap::new(),
+            links: Vec::new(),
+        }
+    }
 }
 
 /// Reads the file and the `PASSERELLE__` environment into one JSON value.
@@ -278,12 +301,21 @@ pub fn read_raw(path: &Path) -> Result<serde_json::Value, ConfigIssue> {
 
 /// Validates a raw configuration value, collecting every issue.
 pub fn from_value(raw: serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
+    let (config, issues) = parse(raw);
+    if issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(issues)
+    }
+}
+
+fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     let mut issues = Vec::new();
     let serde_json::Value::Object(mut top) = raw else {
-        return Err(vec![ConfigIssue::new(
-            "",
-            "the configuration must be a table",
-        )]);
+        return (
+            Config::empty(),
+            vec![ConfigIssue::new("", "the configuration must be a table")],
+        );
     };
 
     let mut section = |name: &str| top.remove(name);
@@ -312,17 +344,14 @@ pub fn from_value(raw: serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
     let accounts = parse_accounts(raw_accounts, &mut issues);
     let links = parse_links(raw_links, &accounts, &mut issues);
 
-    if issues.is_empty() {
-        Ok(Config {
-            general: general.unwrap_or_default(),
-            store: store.unwrap_or_default(),
-            http: http.unwrap_or_default(),
-            accounts,
-            links,
-        })
-    } else {
-        Err(issues)
-    }
+    let config = Config {
+        general: general.unwrap_or_default(),
+        store: store.unwrap_or_default(),
+        http: http.unwrap_or_default(),
+        accounts,
+        links,
+    };
+    (config, issues)
 }
 
 fn parse_section<T: serde::de::DeserializeOwned + Default>(
@@ -496,6 +525,13 @@ fn parse_links(
         let mut rooms = Vec::new();
         for (j, room) in link.rooms.into_iter().enumerate() {
             let room_here = format!("{here}.rooms[{j}]");
+            let room = match parse_table::<RawLinkRoom>(room) {
+                Ok(r) => r,
+                Err(issue) => {
+                    issues.push(issue.under(&room_here));
+                    continue;
+                }
+            };
             let account = AccountId::new(room.account);
             if !accounts.contains_key(&account) {
                 issues.push(ConfigIssue::new(

@@ -3,6 +3,7 @@
 //! 1. stop taking inbound events (connectors' `emit` answers "shutting down");
 //! 2. keep delivering what is queued until the outbox is empty or `shutdown_grace_secs` passes;
 //! 3. stop the lanes and the connectors, and wait for their tasks.
+//!
 //! Whatever is still queued stays in the outbox and is delivered on the next start.
 
 use crate::bus::{Delivery, Lanes};
@@ -219,7 +220,13 @@ pub async fn run(
 pub fn load(
     path: &std::path::Path,
 ) -> Result<(Config, Vec<BuiltAccount>), Vec<passerelle_sdk::ConfigIssue>> {
-    let config = crate::config::load(path)?;
-    let built = registry::build_all(&config)?;
-    Ok((config, built))
+    let (config, mut issues) = crate::config::load_lenient(path);
+    match registry::build_all(&config) {
+        Ok(built) if issues.is_empty() => Ok((config, built)),
+        Ok(_) => Err(issues),
+        Err(more) => {
+            issues.extend(more);
+            Err(issues)
+        }
+    }
 }

@@ -8,6 +8,7 @@ use passerelle_sdk::{
 use std::sync::Arc;
 
 /// Every factory compiled into this build.
+#[allow(clippy::vec_init_then_push)] // one cfg'd line per connector reads best
 pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     #[allow(unused_mut)]
     let mut all: Vec<Arc<dyn ConnectorFactory>> = Vec::new();

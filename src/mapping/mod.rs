@@ -39,11 +39,11 @@ impl MessageMap {
     ) -> Result<Relations, StoreError> {
         let room = &event.room;
         let mut rel = Relations::default();
-        if let Some(id) = &event.reply_to {
-            if let Some(info) = self.store.find_by_remote(account, room, id).await? {
-                rel.reply_to = Some(info.key);
-                rel.thread_root = info.thread_root;
-            }
+        if let Some(id) = &event.reply_to
+            && let Some(info) = self.store.find_by_remote(account, room, id).await?
+        {
+            rel.reply_to = Some(info.key);
+            rel.thread_root = info.thread_root;
         }
         if let Some(id) = &event.thread_root {
             rel.thread_root = self

@@ -93,13 +93,14 @@ fn key_from(bytes: Vec<u8>) -> Result<EventKey, StoreError> {
     Ok(EventKey::from_bytes(array))
 }
 
-fn info_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(Vec<u8>, String, String, Option<Vec<u8>>)> {
+/// An `events` row as read: key, account, sender name, thread root.
+type InfoRow = (Vec<u8>, String, String, Option<Vec<u8>>);
+
+fn info_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InfoRow> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
-fn to_info(raw: (Vec<u8>, String, String, Option<Vec<u8>>)) -> Result<EventInfo, StoreError> {
+fn to_info(raw: InfoRow) -> Result<EventInfo, StoreError> {
     Ok(EventInfo {
         key: key_from(raw.0)?,
         account: AccountId::new(raw.1),

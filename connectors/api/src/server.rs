@@ -93,7 +93,8 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the bearer token; the error is the 401 answer.
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -103,10 +104,10 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         Ok(())
     } else {
         tracing::warn!("API request with a missing or wrong token refused");
-        Err(error(
+        Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
-        ))
+        )))
     }
 }
 
@@ -155,14 +156,14 @@ async fn post_json(state: &AppState, body: &[u8]) -> Response {
 
 async fn post_message(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     post_json(&state, &body).await
 }
 
 async fn messages(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let items = state.hub.drain();
     let mut body = String::from("[");
@@ -178,7 +179,7 @@ async fn messages(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 async fn stream(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let rx = state.hub.live.subscribe();
     let closed = state.hub.closed.clone();
@@ -219,7 +220,7 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     upgrade.on_upgrade(move |socket| serve_socket(state, socket))
 }

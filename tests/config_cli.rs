@@ -1,0 +1,270 @@
+//! The command line on good and bad configurations: `check` and `run` report every problem with
+//! its key path and refuse to start; the example config is valid; environment overrides apply.
+
+mod common;
+
+use common::free_port;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn passerelle(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_passerelle"));
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run passerelle")
+}
+
+fn bad_config(dir: &std::path::Path, api_port: u16) -> std::path::PathBuf {
+    let path = dir.join("bad.toml");
+    let text = format!(
+        r##"
+colour = "blue"
+
+[store]
+path = "{data}/p.db"
+
+[accounts."irc.main"]
+kind = "irc"
+nick = "bridge"
+tls = false
+sever = "typo.example"
+
+[accounts."api.main"]
+kind = "api"
+listen = "127.0.0.1:{api_port}"
+token_file = "{missing}"
+
+[accounts.mystery]
+rights = ["read", "admin"]
+
+[[links]]
+name = "l"
+rooms = [{{ account = "irc.main", room = "#a" }}, {{ account = "api.gone", room = "x" }}, {{ account = "api.main", room = "y", direction = "both" }}]
+"##,
+        data = dir.display(),
+        missing = dir.join("no-such-secret").display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+const EXPECTED: [&str; 7] = [
+    "colour: unknown key",
+    "accounts.\"irc.main\".sever: unknown key",
+    "accounts.\"api.main\".token_file: cannot read",
+    "accounts.mystery.kind: missing",
+    "accounts.mystery.rights[1]: unknown right",
+    "links[0].rooms[1].account: no account \"api.gone\"",
+    "links[0].rooms[2].direction: unknown variant",
+];
+
+#[test]
+fn check_reports_every_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = bad_config(dir.path(), free_port());
+    let out = passerelle(&["check", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in EXPECTED {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_any_network_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = free_port();
+    let path = bad_config(dir.path(), api_port);
+    let started = Instant::now();
+    let out = passerelle(&["run", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in EXPECTED {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("p.db").exists(),
+        "the store was opened despite the errors"
+    );
+}
+
+#[test]
+fn secrets_are_never_printed_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        r#"
+[accounts.api]
+kind = "api"
+listen = "not an address"
+token = "s3cret-value-never-shown"
+"#,
+    )
+    .unwrap();
+    let out = passerelle(&["check", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("accounts.api.listen: not a socket address"),
+        "{all}"
+    );
+    assert!(!all.contains("s3cret-value-never-shown"), "{all}");
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let out = passerelle(&["check", "-c", example], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn environment_overrides_apply_and_are_checked() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let out = passerelle(
+        &["check", "-c", example],
+        &[
+            ("PASSERELLE__STORE__RETENTION_DAYS", "forever"),
+            ("PASSERELLE__HTTP__LISTEN", "nowhere"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("store.retention_days: invalid type"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("http.listen: not a socket address"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_example_config_runs_on_the_embedded_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let (admin, a, b) = (free_port(), free_port(), free_port());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let store = dir.path().join("data/passerelle.db");
+    // The example's own API ports, moved to free ones so tests can run side by side.
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("127.0.0.1:4242", &format!("127.0.0.1:{a}"))
+        .replace("127.0.0.1:4243", &format!("127.0.0.1:{b}"));
+    let config = dir.path().join("example.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env("PASSERELLE__HTTP__LISTEN", &admin_addr)
+        .env("PASSERELLE__STORE__PATH", store.to_str().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start");
+    let mut daemon = ChildGuard(Some(child));
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready = false;
+    while Instant::now() < deadline && !ready {
+        ready = http
+            .get(format!("http://{admin_addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "the example config did not become ready:\n{}",
+        std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+    );
+    let health = http
+        .get(format!("http://{admin_addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    // The two example API accounts are linked: a post on one reaches the other.
+    let reader = http
+        .get(format!("http://127.0.0.1:{b}/api/messages"))
+        .bearer_auth("change-me-bots-token-0");
+    let posted = http
+        .post(format!("http://127.0.0.1:{a}/api/message"))
+        .bearer_auth("change-me-scripts-token")
+        .json(&serde_json::json!({"text": "hello", "username": "me", "gateway": "lobby"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status().as_u16(), 200);
+    let mut delivered = serde_json::Value::Null;
+    for _ in 0..50 {
+        delivered = reader
+            .try_clone()
+            .unwrap()
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if delivered.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered[0]["text"], "hello", "{delivered}");
+    assert_eq!(delivered[0]["username"], "me");
+    assert!(store.exists());
+    daemon.terminate();
+}
+
+struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "exit status {status}");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            panic!("did not stop on SIGTERM");
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
