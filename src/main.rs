@@ -33,6 +33,38 @@ enum Command {
     },
     /// Print the version and the connectors this build has.
     Version,
+    /// Ask a running daemon's `/healthz` (for container health checks); exit 0 when healthy.
+    Health {
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9180")]
+        addr: std::net::SocketAddr,
+    },
+}
+
+/// A plain HTTP/1.0 GET of `/healthz`, so the container needs no HTTP client.
+fn health(addr: std::net::SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(3);
+    let answer = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut s| {
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        Ok(buf)
+    });
+    match answer {
+        Ok(buf) if buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200") => {
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("{addr}: /healthz did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {
@@ -59,6 +91,7 @@ fn report(path: &std::path::Path, issues: &[passerelle_sdk::ConfigIssue]) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Health { addr } => health(addr),
         Command::Version => {
             let kinds: Vec<&str> = passerelle::registry::factories()
                 .iter()
