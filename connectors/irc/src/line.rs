@@ -179,24 +179,34 @@ impl Line {
     }
 }
 
-/// Builds an outgoing line: `COMMAND p1 p2 :last`. The last parameter is always sent as trailing
-/// (so it may hold spaces). CR, LF and NUL are removed from every parameter, so a parameter can't
-/// smuggle a second command.
+/// Builds an outgoing line: `COMMAND p1 p2 last`. The last parameter is sent as trailing (`:last`)
+/// when it must be (it is empty, holds a space or starts with `:`). CR, LF and NUL are removed from
+/// every parameter, and spaces from the middle ones, so a parameter can't smuggle a second command.
 pub fn build(command: &str, params: &[&str]) -> String {
     let mut out = String::with_capacity(64);
     out.push_str(command);
     for (i, p) in params.iter().enumerate() {
-        let clean: String = p
-            .chars()
-            .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
-            .collect();
+        let clean: String = p.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect();
         if i + 1 == params.len() {
-            let _ = write!(out, " :{clean}");
+            if clean.is_empty() || clean.contains(' ') || clean.starts_with(':') {
+                let _ = write!(out, " :{clean}");
+            } else {
+                let _ = write!(out, " {clean}");
+            }
         } else {
             let _ = write!(out, " {}", clean.replace(' ', ""));
         }
     }
     out
+}
+
+/// Builds `COMMAND target :text` with the text always trailing, as messages are sent.
+pub fn build_message(command: &str, target: &str, text: &str) -> String {
+    let mut line = build(command, &[target, "x"]);
+    line.truncate(line.len() - 1);
+    line.push(':');
+    line.extend(text.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')));
+    line
 }
 
 /// Decodes raw bytes from the server: UTF-8 when valid, else Latin-1 (every byte one character),
@@ -258,12 +268,13 @@ mod tests {
 
     #[test]
     fn building_strips_line_breaks() {
-        assert_eq!(
-            build("PRIVMSG", &["#a", "hi\r\nQUIT :x"]),
-            "PRIVMSG #a :hiQUIT :x"
-        );
-        assert_eq!(build("JOIN", &["#a", "key"]), "JOIN #a :key");
-        assert_eq!(build("NICK", &["me"]), "NICK :me");
+        assert_eq!(build("PRIVMSG", &["#a", "hi\r\nQUIT :x"]), "PRIVMSG #a :hiQUIT :x");
+        assert_eq!(build("JOIN", &["#a", "key"]), "JOIN #a key");
+        assert_eq!(build("NICK", &["me"]), "NICK me");
+        assert_eq!(build("PONG", &[""]), "PONG :");
+        assert_eq!(build("PONG", &[":x"]), "PONG ::x");
+        assert_eq!(build_message("PRIVMSG", "#a", "hi"), "PRIVMSG #a :hi");
+        assert_eq!(build_message("NOTICE", "#a b", "x\r\nQUIT"), "NOTICE #ab :xQUIT");
     }
 
     #[test]

@@ -549,7 +549,7 @@ impl<'s> Session<'s> {
                 if let Some(limiter) = &self.limiter {
                     limiter.until_ready().await;
                 }
-                self.write_line(&line::build(command, &[target, &payload]))
+                self.write_line(&line::build_message(command, target, &payload))
                     .await
                     .map_err(|_| SendError::Disconnected)?;
             }

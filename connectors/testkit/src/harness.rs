@@ -147,6 +147,14 @@ impl Harness {
         tokio::time::timeout(timeout, answer).await.ok()?.ok()
     }
 
+    /// What `run` returned, if it has returned by itself (without shutdown being signalled).
+    pub async fn finished(&mut self) -> Option<Result<(), ConnectorError>> {
+        if !self.task.as_ref()?.is_finished() {
+            return None;
+        }
+        self.task.take()?.await.ok()
+    }
+
     /// Signals shutdown and returns what `run` returned. `None`: it did not return in time.
     pub async fn shutdown(&mut self, timeout: Duration) -> Option<Result<(), ConnectorError>> {
         self.shutdown.cancel();
