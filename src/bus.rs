@@ -32,6 +32,8 @@ use tokio_util::task::TaskTracker;
 
 /// How many rows a lane holds in memory before it spills to reading the store.
 const LANE_CAPACITY: usize = 256;
+/// How long a lane waits for a connector's answer before retrying the row.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many rows a spilled lane reads from the store at once.
 const RELOAD_BATCH: usize = 256;
 
@@ -49,7 +51,7 @@ pub struct Delivery {
     pub outbound: HashMap<AccountId, mpsc::Sender<Outbound>>,
     /// `[general]`.
     pub general: General,
-    /// Cancelled when lanes must stop (after the shutdown grace).
+    /// Cancelled when lanes must stop (after the shutdown grace, before the connectors stop).
     pub stop: CancellationToken,
 }
 
@@ -287,9 +289,14 @@ impl LaneTask {
                 return Some(Outcome::Retry(Duration::from_secs(1)));
             },
         }
-        let result = tokio::select! {
-            _ = d.stop.cancelled() => return None,
-            r = answer => r,
+        // Once handed over, the answer is awaited even while stopping (the daemon stops the
+        // connectors only after the lanes), so a sent message is always recorded as sent.
+        let result = match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(account = %self.account, key = %entry.key, "no answer from the connector in time; retrying");
+                return Some(Outcome::Retry(Duration::from_secs(1)));
+            }
         };
         match result {
             Ok(Ok(receipt)) => {

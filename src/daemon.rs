@@ -2,7 +2,8 @@
 //! them, and shuts them down in order on SIGINT or SIGTERM:
 //! 1. stop taking inbound events (connectors' `emit` answers "shutting down");
 //! 2. keep delivering what is queued until the outbox is empty or `shutdown_grace_secs` passes;
-//! 3. stop the lanes and the connectors, and wait for their tasks.
+//! 3. stop the lanes, letting each finish the send it has handed over;
+//! 4. stop the connectors and everything else, and wait for their tasks.
 //!
 //! Whatever is still queued stays in the outbox and is delivered on the next start.
 
@@ -74,7 +75,9 @@ pub async fn run(
     );
 
     let intake = CancellationToken::new();
+    let lanes_stop = CancellationToken::new();
     let stop = CancellationToken::new();
+    let lane_tasks = TaskTracker::new();
     let tasks = TaskTracker::new();
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
 
@@ -110,9 +113,9 @@ pub async fn run(
         policies: policies.clone(),
         outbound,
         general: config.general.clone(),
-        stop: stop.clone(),
+        stop: lanes_stop.clone(),
     });
-    let lanes = Lanes::new(delivery, tasks.clone());
+    let lanes = Lanes::new(delivery, lane_tasks.clone());
     for (account, room) in store
         .pending_destinations()
         .await
@@ -127,7 +130,7 @@ pub async fn run(
         sealer,
         lanes,
     );
-    tasks.spawn(router.run(inbound_rx, intake.clone()));
+    lane_tasks.spawn(router.run(inbound_rx, intake.clone()));
     for (account, io, status_rx) in ios {
         tasks.spawn(supervisor::supervise(account, io, status_rx));
     }
@@ -203,6 +206,15 @@ pub async fn run(
             }
             Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
+    }
+    // Lanes first: each finishes the send it has handed over and records it.
+    lanes_stop.cancel();
+    lane_tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), lane_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some delivery lanes did not stop within 10 s");
     }
     stop.cancel();
     tasks.close();

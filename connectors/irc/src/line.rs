@@ -186,7 +186,10 @@ pub fn build(command: &str, params: &[&str]) -> String {
     let mut out = String::with_capacity(64);
     out.push_str(command);
     for (i, p) in params.iter().enumerate() {
-        let clean: String = p.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect();
+        let clean: String = p
+            .chars()
+            .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+            .collect();
         if i + 1 == params.len() {
             if clean.is_empty() || clean.contains(' ') || clean.starts_with(':') {
                 let _ = write!(out, " :{clean}");
@@ -268,13 +271,19 @@ mod tests {
 
     #[test]
     fn building_strips_line_breaks() {
-        assert_eq!(build("PRIVMSG", &["#a", "hi\r\nQUIT :x"]), "PRIVMSG #a :hiQUIT :x");
+        assert_eq!(
+            build("PRIVMSG", &["#a", "hi\r\nQUIT :x"]),
+            "PRIVMSG #a :hiQUIT :x"
+        );
         assert_eq!(build("JOIN", &["#a", "key"]), "JOIN #a key");
         assert_eq!(build("NICK", &["me"]), "NICK me");
         assert_eq!(build("PONG", &[""]), "PONG :");
         assert_eq!(build("PONG", &[":x"]), "PONG ::x");
         assert_eq!(build_message("PRIVMSG", "#a", "hi"), "PRIVMSG #a :hi");
-        assert_eq!(build_message("NOTICE", "#a b", "x\r\nQUIT"), "NOTICE #ab :xQUIT");
+        assert_eq!(
+            build_message("NOTICE", "#a b", "x\r\nQUIT"),
+            "NOTICE #ab :xQUIT"
+        );
     }
 
     #[test]

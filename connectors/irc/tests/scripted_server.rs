@@ -46,7 +46,10 @@ impl Script {
     async fn expect(&mut self, prefix: &str) -> String {
         loop {
             let line = self.line().await;
-            assert!(!line.is_empty(), "connection closed while waiting for {prefix:?}");
+            assert!(
+                !line.is_empty(),
+                "connection closed while waiting for {prefix:?}"
+            );
             if line.starts_with(prefix) {
                 return line;
             }
@@ -86,7 +89,11 @@ fn connector(port: u16, extra: serde_json::Value) -> Box<dyn Connector> {
 async fn malformed_lines_are_skipped_and_the_connection_goes_on() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut h = Harness::start(connector(port, serde_json::json!({})), "irc.test", vec!["#chan".into()]);
+    let mut h = Harness::start(
+        connector(port, serde_json::json!({})),
+        "irc.test",
+        vec!["#chan".into()],
+    );
     let mut s = Script::accept(&listener).await;
     s.welcome().await;
     assert!(h.wait_connected(Duration::from_secs(10)).await);
@@ -98,14 +105,24 @@ async fn malformed_lines_are_skipped_and_the_connection_goes_on() {
     s.send(b":alice!a@h PRIVMSG #chan :nul\0inside\r\n").await;
     s.send(&[b'x'; 20_000]).await; // oversized, then its end
     s.send(b"\r\n").await;
-    s.send(b":alice!a@h PRIVMSG #chan :caf\xe9 latin-1\r\n").await;
-    s.send(b":alice!a@h PRIVMSG #chan :\x01VERSION\x01\r\n").await; // CTCP other than ACTION
-    s.send(b":alice!a@h PRIVMSG bridge :a private message\r\n").await; // never bridged
-    s.send(b"@msgid=m-1;time=2026-01-02T03:04:05.000Z :alice!a@h PRIVMSG #chan :still here\r\n").await;
+    s.send(b":alice!a@h PRIVMSG #chan :caf\xe9 latin-1\r\n")
+        .await;
+    s.send(b":alice!a@h PRIVMSG #chan :\x01VERSION\x01\r\n")
+        .await; // CTCP other than ACTION
+    s.send(b":alice!a@h PRIVMSG bridge :a private message\r\n")
+        .await; // never bridged
+    s.send(b"@msgid=m-1;time=2026-01-02T03:04:05.000Z :alice!a@h PRIVMSG #chan :still here\r\n")
+        .await;
 
-    let first = h.next_event(Duration::from_secs(10)).await.expect("the latin-1 message");
+    let first = h
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("the latin-1 message");
     assert!(matches!(&first.kind, EventKind::Message(c) if c.text.as_str() == "café latin-1"));
-    let second = h.next_event(Duration::from_secs(10)).await.expect("the tagged message");
+    let second = h
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("the tagged message");
     match &second.kind {
         EventKind::Message(c) => {
             assert_eq!(c.text.as_str(), "still here");
@@ -115,7 +132,10 @@ async fn malformed_lines_are_skipped_and_the_connection_goes_on() {
     }
     assert_eq!(second.remote_id.as_ref().map(|r| r.as_str()), Some("m-1"));
     assert_eq!(second.at.0, 1_767_323_045_000);
-    assert!(h.next_event(Duration::from_millis(300)).await.is_none(), "something else was emitted");
+    assert!(
+        h.next_event(Duration::from_millis(300)).await.is_none(),
+        "something else was emitted"
+    );
 
     // Still connected: it answers a PING.
     s.send(b"PING :still-there\r\n").await;
@@ -157,19 +177,25 @@ async fn sasl_plain_is_negotiated_with_the_configured_account() {
     let mut h = Harness::start(connector(port, extra), "irc.test", vec!["#chan".into()]);
     let mut s = Script::accept(&listener).await;
     s.expect("CAP LS 302").await;
-    s.send(b":srv CAP * LS * :multi-prefix sasl=PLAIN,EXTERNAL\r\n").await;
+    s.send(b":srv CAP * LS * :multi-prefix sasl=PLAIN,EXTERNAL\r\n")
+        .await;
     s.send(b":srv CAP * LS :message-tags server-time\r\n").await;
     let req = s.expect("CAP REQ").await;
     for cap in ["message-tags", "server-time", "multi-prefix", "sasl"] {
         assert!(req.contains(cap), "{req} lacks {cap}");
     }
-    assert!(!req.contains("echo-message"), "requested a capability that was not offered: {req}");
-    s.send(b":srv CAP bridge ACK :message-tags server-time multi-prefix sasl\r\n").await;
+    assert!(
+        !req.contains("echo-message"),
+        "requested a capability that was not offered: {req}"
+    );
+    s.send(b":srv CAP bridge ACK :message-tags server-time multi-prefix sasl\r\n")
+        .await;
     s.expect("AUTHENTICATE PLAIN").await;
     s.send(b"AUTHENTICATE +\r\n").await;
     // base64("acct\0acct\0pw")
     assert_eq!(s.line().await, "AUTHENTICATE YWNjdABhY2N0AHB3");
-    s.send(b":srv 903 bridge :SASL authentication successful\r\n").await;
+    s.send(b":srv 903 bridge :SASL authentication successful\r\n")
+        .await;
     s.expect("CAP END").await;
     s.send(b":srv 001 bridge :Welcome\r\n").await;
     s.expect("JOIN #chan").await;
@@ -191,7 +217,8 @@ async fn a_refused_sasl_login_stops_the_account() {
     s.expect("AUTHENTICATE PLAIN").await;
     s.send(b"AUTHENTICATE +\r\n").await;
     s.line().await;
-    s.send(b":srv 904 bridge :SASL authentication failed\r\n").await;
+    s.send(b":srv 904 bridge :SASL authentication failed\r\n")
+        .await;
     let result = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let Some(r) = h.finished().await {
@@ -218,15 +245,18 @@ async fn nick_in_use_falls_back_and_channel_keys_are_sent() {
     s.expect("CAP LS").await;
     s.send(b":srv CAP * LS :\r\n").await;
     s.expect("NICK").await;
-    s.send(b":srv 433 * bridge :Nickname is already in use\r\n").await;
+    s.send(b":srv 433 * bridge :Nickname is already in use\r\n")
+        .await;
     assert_eq!(s.expect("NICK").await, "NICK bridge2");
-    s.send(b":srv 433 * bridge2 :Nickname is already in use\r\n").await;
+    s.send(b":srv 433 * bridge2 :Nickname is already in use\r\n")
+        .await;
     assert_eq!(s.expect("NICK").await, "NICK bridge_");
     s.send(b":srv 001 bridge_ :Welcome\r\n").await;
     assert_eq!(s.expect("JOIN").await, "JOIN #chan sesame");
     s.send(b":bridge_!b@host JOIN #chan\r\n").await;
     assert!(h.wait_connected(Duration::from_secs(10)).await);
     // Our own messages (echo) are not emitted back.
-    s.send(b":bridge_!b@host PRIVMSG #chan :echo of ours\r\n").await;
+    s.send(b":bridge_!b@host PRIVMSG #chan :echo of ours\r\n")
+        .await;
     assert!(h.next_event(Duration::from_millis(500)).await.is_none());
 }
