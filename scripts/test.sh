@@ -10,6 +10,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # Test servers from Debian's packages (tests start their own instances on free loopback ports).
 missing=()
 [ -x /usr/sbin/ngircd ] || command -v ngircd >/dev/null 2>&1 || missing+=(ngircd)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # throwaway certificates for TLS tests
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   # Keep the packages' own services from starting: the tests run their own.

@@ -119,3 +119,132 @@ impl RouteGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LinkRoom, Rights};
+    use crate::router::table::RouteTable;
+    use passerelle_sdk::{Capabilities, Content, Limits};
+
+    fn policy(read: bool, write: bool, delete: bool) -> AccountPolicy {
+        AccountPolicy {
+            enabled: true,
+            rights: Rights {
+                read,
+                write,
+                delete,
+            },
+            capabilities: Capabilities::default(),
+            limits: Limits::default(),
+            remote_nick_format: None,
+        }
+    }
+
+    fn room(account: &str, room: &str, direction: Direction) -> LinkRoom {
+        LinkRoom {
+            account: account.into(),
+            room: room.into(),
+            direction,
+        }
+    }
+
+    fn setup() -> (Vec<LinkConfig>, HashMap<AccountId, AccountPolicy>) {
+        let links = vec![
+            LinkConfig {
+                name: "one".into(),
+                rooms: vec![
+                    room("a", "#1", Direction::Inout),
+                    room("b", "x", Direction::In),
+                    room("c", "y", Direction::Out),
+                ],
+            },
+            LinkConfig {
+                name: "two".into(),
+                rooms: vec![
+                    room("a", "#2", Direction::Inout),
+                    room("d", "z", Direction::Inout),
+                ],
+            },
+        ];
+        let policies = [
+            ("a", policy(true, true, true)),
+            ("b", policy(true, true, false)),
+            ("c", policy(true, true, false)),
+            ("d", policy(true, false, false)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (AccountId::new(k), v))
+        .collect();
+        (links, policies)
+    }
+
+    fn msg() -> EventKind {
+        EventKind::Message(Content::plain("x"))
+    }
+
+    #[test]
+    fn the_guard_allows_only_linked_directed_and_permitted_pairs() {
+        let (links, policies) = setup();
+        let guard = RouteGuard::build(&links, &policies);
+        let ok = |o: (&str, &str), d: (&str, &str), k: &EventKind| {
+            guard.check((&o.0.into(), &o.1.into()), (&d.0.into(), &d.1.into()), k)
+        };
+        assert_eq!(ok(("a", "#1"), ("c", "y"), &msg()), Ok(()));
+        assert_eq!(ok(("b", "x"), ("a", "#1"), &msg()), Ok(()));
+        // "in" rooms receive nothing; "out" rooms feed nothing.
+        assert_eq!(ok(("a", "#1"), ("b", "x"), &msg()), Err(Refusal::NotLinked));
+        assert_eq!(ok(("c", "y"), ("a", "#1"), &msg()), Err(Refusal::NotLinked));
+        // Rooms of different links never meet, even on the same account.
+        assert_eq!(
+            ok(("a", "#1"), ("a", "#2"), &msg()),
+            Err(Refusal::NotLinked)
+        );
+        assert_eq!(
+            ok(("b", "x"), ("d", "z"), &msg()),
+            Err(Refusal::DestinationMayNotWrite)
+        );
+        assert_eq!(ok(("a", "#1"), ("a", "#1"), &msg()), Err(Refusal::SameRoom));
+        let edit = EventKind::Edit {
+            target: "m".into(),
+            content: Content::plain("x"),
+        };
+        assert_eq!(
+            ok(("a", "#1"), ("c", "y"), &edit),
+            Err(Refusal::DestinationMayNotDelete)
+        );
+        assert_eq!(ok(("b", "x"), ("a", "#1"), &edit), Ok(()));
+        assert_eq!(
+            ok(("zz", "q"), ("a", "#1"), &msg()),
+            Err(Refusal::OriginMayNotRead)
+        );
+    }
+
+    #[test]
+    fn the_table_and_the_guard_agree() {
+        let (links, policies) = setup();
+        let table = RouteTable::build(&links, &policies);
+        let guard = RouteGuard::build(&links, &policies);
+        let mut routed = 0;
+        for link in &links {
+            for origin in &link.rooms {
+                for dest in table.destinations(origin.account.as_str(), origin.room.as_str()) {
+                    routed += 1;
+                    assert_eq!(
+                        guard.check(
+                            (&origin.account, &origin.room),
+                            (&dest.account, &dest.room),
+                            &msg()
+                        ),
+                        Ok(()),
+                        "{origin:?} -> {dest:?}"
+                    );
+                }
+            }
+        }
+        // a#1 -> c, b -> a#1, b -> c, d -> a#2; d can't be written to, so a#2 goes nowhere.
+        assert_eq!(routed, 4);
+        assert!(table.destinations("a", "#2").is_empty());
+        assert_eq!(table.destinations("b", "x").len(), 2);
+    }
+}

@@ -51,14 +51,17 @@ impl Peer for IrcPeer {
 }
 
 fn connector(port: u16) -> Box<dyn Connector> {
+    build(serde_json::json!({
+        "server": "127.0.0.1", "port": port, "tls": false, "nick": "bridge",
+        "send_rate_per_second": 0, "ping_interval_secs": 5, "dead_link_secs": 15
+    }))
+}
+
+fn build(table: serde_json::Value) -> Box<dyn Connector> {
     let ctx = BuildContext {
         account: "irc.test".into(),
         data_dir: std::env::temp_dir(),
     };
-    let table = serde_json::json!({
-        "server": "127.0.0.1", "port": port, "tls": false, "nick": "bridge",
-        "send_rate_per_second": 0, "ping_interval_secs": 5, "dead_link_secs": 15
-    });
     match IrcFactory.build(&ctx, table) {
         Ok(c) => c,
         Err(issues) => panic!("config refused: {issues:?}"),
@@ -81,4 +84,56 @@ async fn irc_passes_the_conformance_suite_against_ngircd() {
         vec!["#conformance".into()],
     )
     .await;
+}
+
+#[tokio::test]
+async fn irc_passes_the_conformance_suite_over_tls() {
+    let server = Ngircd::start_tls();
+    let Some((tls_port, ca)) = server.tls.clone() else {
+        panic!("no TLS port")
+    };
+    let mut client = IrcClient::connect(server.port, "peer").await;
+    client.join("#tls").await;
+    let mut peer = IrcPeer {
+        client,
+        channel: "#tls".into(),
+    };
+    let make = move || {
+        build(serde_json::json!({
+            "server": "127.0.0.1", "port": tls_port, "tls": true, "tls_ca_file": ca,
+            "nick": "bridge", "send_rate_per_second": 0
+        }))
+    };
+    conformance::run(&make, &mut peer, vec!["#tls".into()]).await;
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused_as_a_retryable_error() {
+    let server = Ngircd::start_tls();
+    let Some((tls_port, _)) = server.tls.clone() else {
+        panic!("no TLS port")
+    };
+    // The Mozilla roots do not include the throwaway CA.
+    let connector = build(serde_json::json!({
+        "server": "127.0.0.1", "port": tls_port, "tls": true, "nick": "bridge", "connect_timeout_secs": 5
+    }));
+    let mut h =
+        passerelle_testkit::harness::Harness::start(connector, "irc.test", vec!["#x".into()]);
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(r) = h.finished().await {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("run ended");
+    match result {
+        Err(e) => {
+            assert!(e.is_retryable(), "{e}");
+            assert!(e.to_string().contains("TLS handshake"), "{e}");
+        }
+        Ok(()) => panic!("connected to a server with an untrusted certificate"),
+    }
 }

@@ -260,3 +260,36 @@ async fn nick_in_use_falls_back_and_channel_keys_are_sent() {
         .await;
     assert!(h.next_event(Duration::from_millis(500)).await.is_none());
 }
+
+#[tokio::test]
+async fn outbound_lines_respect_the_rate_limit() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let extra = serde_json::json!({"send_rate_per_second": 5.0, "send_burst": 1});
+    let mut h = Harness::start(connector(port, extra), "irc.test", vec!["#chan".into()]);
+    let mut s = Script::accept(&listener).await;
+    s.welcome().await;
+    assert!(h.wait_connected(Duration::from_secs(10)).await);
+    // Six lines at five a second with a burst of one: at least a second between first and last.
+    let text = (0..6)
+        .map(|i| format!("line {i}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let event = passerelle_sdk::Event::new(
+        "#chan",
+        passerelle_sdk::Sender::new("x"),
+        EventKind::Message(passerelle_sdk::Content::plain(text)),
+    );
+    let sending = tokio::spawn(async move { h.send(event, Duration::from_secs(20)).await });
+    s.expect("PRIVMSG #chan :line 0").await;
+    let first = std::time::Instant::now();
+    for i in 1..6 {
+        assert_eq!(s.line().await, format!("PRIVMSG #chan :line {i}"));
+    }
+    assert!(
+        first.elapsed() >= Duration::from_millis(900),
+        "six lines in {:?}",
+        first.elapsed()
+    );
+    assert!(matches!(sending.await, Ok(Some(Ok(_)))));
+}

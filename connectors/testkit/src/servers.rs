@@ -39,9 +39,95 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 /// An ngIRCd server on loopback.
 pub struct Ngircd {
     child: Option<Child>,
-    /// Its port on 127.0.0.1.
+    /// Its plain-text port on 127.0.0.1.
     pub port: u16,
+    /// Its TLS port and the CA that signed its certificate, when started with [`Ngircd::start_tls`].
+    pub tls: Option<(u16, PathBuf)>,
     dir: tempfile::TempDir,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// Makes a throwaway CA and a certificate for 127.0.0.1 / localhost signed by it, in `dir`.
+/// Returns the CA file.
+fn make_certificates(dir: &std::path::Path) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=passerelle test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext.cnf");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // ngIRCd reads its key after dropping to an unprivileged user.
+        let _ = std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o644),
+        );
+    }
+    dir.join("ca.pem")
 }
 
 impl Ngircd {
@@ -52,6 +138,21 @@ impl Ngircd {
         let mut server = Self {
             child: None,
             port,
+            tls: None,
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server with a TLS port too, its certificate signed by a throwaway CA.
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ca = make_certificates(dir.path());
+        let mut server = Self {
+            child: None,
+            port: crate::free_port(),
+            tls: Some((crate::free_port(), ca)),
             dir,
         };
         server.spawn();
@@ -67,6 +168,15 @@ impl Ngircd {
              [Options]\nPAM = no\nIdent = no\nDNS = no\n",
             port = self.port
         );
+        let mut text = text;
+        if let Some((tls_port, _)) = &self.tls {
+            let d = self.dir.path();
+            text.push_str(&format!(
+                "[SSL]\nCertFile = {}\nKeyFile = {}\nPorts = {tls_port}\n",
+                d.join("server.pem").display(),
+                d.join("server.key").display()
+            ));
+        }
         std::fs::write(&conf, text).expect("write ngircd.conf");
         #[cfg(unix)]
         {
@@ -86,11 +196,12 @@ impl Ngircd {
             .spawn()
             .expect("start ngircd");
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(10)),
-            "ngircd did not listen on {} within 10 s",
-            self.port
-        );
+        for port in std::iter::once(self.port).chain(self.tls.as_ref().map(|t| t.0)) {
+            assert!(
+                wait_for_port(port, Duration::from_secs(10)),
+                "ngircd did not listen on {port} within 10 s"
+            );
+        }
     }
 
     /// Stops the server (by its PID) and waits for it to exit.
