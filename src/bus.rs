@@ -228,10 +228,20 @@ impl LaneTask {
         }
     }
 
-    /// Drops a row for a fixed reason: counted, logged without content, removed.
+    /// Drops a row for a fixed reason: counted, logged without content, removed. Drops the degrade
+    /// rules decide (the destination can't carry it) are expected and logged at debug level; the
+    /// others (refusals, damaged rows) at warn.
     async fn drop_row(&self, entry: &OutboxEntry, reason: &'static str) -> Option<Outcome> {
         metrics::dropped(self.account.as_str(), reason);
-        tracing::warn!(account = %self.account, room = %self.room, key = %entry.key, reason, "delivery dropped");
+        let expected = matches!(
+            reason,
+            "no_edits" | "no_deletes" | "no_reactions" | "unknown_target" | "not_carried"
+        );
+        if expected {
+            tracing::debug!(account = %self.account, room = %self.room, key = %entry.key, reason, "delivery dropped");
+        } else {
+            tracing::warn!(account = %self.account, room = %self.room, key = %entry.key, reason, "delivery dropped");
+        }
         match self.delivery.store.complete(entry.id, None).await {
             Ok(()) => Some(Outcome::Done),
             Err(e) => {

@@ -106,6 +106,9 @@ pub async fn run(
     }
     drop(inbound_tx);
 
+    // Kept until the connectors have stopped, so that their outbound queues never close under them
+    // while the lanes wind down.
+    let outbound_keepalive = outbound.clone();
     let delivery = Arc::new(Delivery {
         store: store.clone(),
         sealer: sealer.clone(),
@@ -218,12 +221,14 @@ pub async fn run(
     }
     stop.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+    // Connectors may wait for their servers to close the link (IRC relays what we sent first).
+    if tokio::time::timeout(Duration::from_secs(15), tasks.wait())
         .await
         .is_err()
     {
-        tracing::warn!("some tasks did not stop within 5 s");
+        tracing::warn!("some tasks did not stop within 15 s");
     }
+    drop(outbound_keepalive);
     tracing::info!("stopped");
     Ok(())
 }

@@ -67,13 +67,51 @@ fn health(addr: std::net::SocketAddr) -> ExitCode {
     }
 }
 
+/// The crates whose log lines passerelle writes itself, and vouches for: they never log message
+/// text. Other crates (HTTP, TLS, WebSocket libraries) may log payloads at their most verbose
+/// levels, so a bare level in `PASSERELLE_LOG` applies to these crates only, and the others stay
+/// at `info` at most.
+const OWN_CRATES: [&str; 4] = [
+    "passerelle",
+    "passerelle_sdk",
+    "passerelle_irc",
+    "passerelle_api",
+];
+
+/// The log filter for a `PASSERELLE_LOG` value: a bare level (`trace`, `debug`...) applies to
+/// passerelle's own crates; anything else is a full `tracing` filter, taken as written.
+fn log_filter(value: Option<&str>) -> String {
+    let value = value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("info");
+    let bare = ["error", "warn", "info", "debug", "trace", "off"]
+        .contains(&value.to_ascii_lowercase().as_str());
+    if !bare {
+        return value.to_owned();
+    }
+    let deps = match value.to_ascii_lowercase().as_str() {
+        "error" => "error",
+        "warn" => "warn",
+        "off" => "off",
+        _ => "info",
+    };
+    let mut filter = deps.to_owned();
+    for krate in OWN_CRATES {
+        filter.push_str(&format!(",{krate}={value}"));
+    }
+    filter
+}
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PASSERELLE_LOG")
+    let value = std::env::var("PASSERELLE_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(value.as_deref()))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(false)
         .init();
 }
 
@@ -174,4 +212,20 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         let _ = tokio::signal::ctrl_c().await;
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn a_bare_level_reaches_only_our_own_crates() {
+        assert_eq!(
+            log_filter(Some("trace")),
+            "info,passerelle=trace,passerelle_sdk=trace,passerelle_irc=trace,passerelle_api=trace"
+        );
+        assert!(log_filter(None).starts_with("info,passerelle=info"));
+        assert_eq!(log_filter(Some("hyper=debug")), "hyper=debug");
+        assert!(log_filter(Some("warn")).starts_with("warn,"));
+    }
 }

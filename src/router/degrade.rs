@@ -31,6 +31,17 @@ pub struct DestRelations {
     pub target: Option<RemoteMessageId>,
 }
 
+/// Whether a destination with `caps` can carry an event of this kind in any form. Membership,
+/// topics and typing have no fallback, so the router does not queue them where they can't go.
+pub fn carried(kind: &EventKind, caps: &passerelle_sdk::Capabilities) -> bool {
+    match kind {
+        EventKind::Membership(_) => caps.membership,
+        EventKind::Topic(_) => caps.topic,
+        EventKind::Typing(_) => caps.typing,
+        _ => true,
+    }
+}
+
 /// Adapts `routed` for a destination room. `Err` is a content-free drop reason.
 pub fn adapt(
     routed: &RoutedEvent,

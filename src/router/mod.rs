@@ -141,12 +141,26 @@ impl Router {
                 reason: "typing_not_relayed",
             });
         }
-        let dests = self
+        let linked = self
             .table
             .destinations(account.as_str(), event.room.as_str());
-        if dests.is_empty() {
+        if linked.is_empty() {
             refuse("unlinked");
             return Ok(Disposition::Unrouted);
+        }
+        let dests: Vec<&table::Destination> = linked
+            .iter()
+            .filter(|d| {
+                self.policies
+                    .get(&d.account)
+                    .is_some_and(|p| degrade::carried(&event.kind, &p.capabilities))
+            })
+            .collect();
+        if dests.is_empty() {
+            refuse("not_carried");
+            return Ok(Disposition::Refused {
+                reason: "not_carried",
+            });
         }
         let rel = self
             .map

@@ -27,6 +27,8 @@ const WANTED_CAPS: [&str; 4] = [
 ];
 /// The protocol's line limit, CR LF included.
 const MAX_LINE: usize = 512;
+/// How long a QUIT waits for the server to close the link.
+const QUIT_WAIT: Duration = Duration::from_secs(10);
 /// Assumed host length when the server has not shown us ours.
 const ASSUMED_HOST_LEN: usize = 63;
 
@@ -320,34 +322,56 @@ impl<'s> Session<'s> {
                 self.last_seen + self.settings.ping_interval
             };
             tokio::select! {
-                _ = io.shutdown.cancelled() => {
-                    let _ = self.write_line("QUIT :passerelle stopping").await;
-                    let _ = self.writer.flush().await;
-                    return Ok(());
-                }
-                next = self.next_line() => {
-                    if let Some(l) = next? {
-                        self.handle(l, io).await?;
-                    }
-                }
-                outbound = io.outbound.recv(), if announced => {
-                    let Some(outbound) = outbound else { return Ok(()) };
-                    self.send(outbound).await?;
-                }
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    let silent = self.last_seen.elapsed();
-                    if self.ping_outstanding && silent >= self.settings.dead_link {
-                        return Err(ConnectorError::Disconnected(format!(
-                            "no answer from the server for {} s", silent.as_secs()
-                        )));
-                    }
-                    if silent >= self.settings.ping_interval && !self.ping_outstanding {
-                        self.write_line("PING :passerelle").await?;
-                        self.ping_outstanding = true;
-                    }
+                            _ = io.shutdown.cancelled() => {
+                                self.quit().await;
+                                return Ok(());
+                            }
+                            next = self.next_line() => {
+                                if let Some(l) = next? {
+                                    self.handle(l, io).await?;
+                                }
+                            }
+                            outbound = io.outbound.recv(), if announced => {
+            let Some(outbound) = outbound else {
+                                    // The daemon is gone: leave as on shutdown.
+                                    self.quit().await;
+                                    return Ok(());
+                                };
+                                self.send(outbound).await?;
+                            }
+                            _ = tokio::time::sleep_until(wake.into()) => {
+                                let silent = self.last_seen.elapsed();
+                                if self.ping_outstanding && silent >= self.settings.dead_link {
+                                    return Err(ConnectorError::Disconnected(format!(
+                                        "no answer from the server for {} s", silent.as_secs()
+                                    )));
+                                }
+                                if silent >= self.settings.ping_interval && !self.ping_outstanding {
+                                    self.write_line("PING :passerelle").await?;
+                                    self.ping_outstanding = true;
+                                }
+                            }
+                        }
+        }
+    }
+
+    /// Says goodbye and waits (a few seconds at most) for the server to close the link. The
+    /// server handles our lines in order, so once it closes, everything we sent before the QUIT
+    /// has been relayed: a daemon started right after can't overtake it.
+    async fn quit(&mut self) {
+        if self.write_line("QUIT :passerelle stopping").await.is_err() {
+            return;
+        }
+        let _ = self.writer.flush().await;
+        let _ = tokio::time::timeout(QUIT_WAIT, async {
+            loop {
+                match self.reader.next().await {
+                    Ok(Read::Closed) | Err(_) => return,
+                    Ok(_) => {}
                 }
             }
-        }
+        })
+        .await;
     }
 
     async fn handle(&mut self, l: Line, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
