@@ -351,3 +351,155 @@ impl LaneTask {
         Ok(rel)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Direction, LinkConfig, LinkRoom, Rights};
+    use crate::router::table::RouteTable;
+    use crate::router::{Router, guard::RouteGuard};
+    use crate::store::sqlite::SqliteStore;
+    use passerelle_sdk::{Capabilities, Content, Event, EventKind, Limits, Sender};
+
+    /// One origin room `a/in` linked to two rooms on account `b`: `fast` and `slow`.
+    fn setup() -> (Router, Lanes, mpsc::Receiver<Outbound>, Arc<dyn Store>) {
+        let policy = |rights: Rights| AccountPolicy {
+            enabled: true,
+            rights,
+            capabilities: Capabilities {
+                per_message_identity: true,
+                ..Capabilities::default()
+            },
+            limits: Limits::default(),
+            remote_nick_format: None,
+        };
+        let rw = Rights {
+            read: true,
+            write: true,
+            delete: false,
+        };
+        let policies: Arc<HashMap<AccountId, AccountPolicy>> = Arc::new(
+            [("a".into(), policy(rw)), ("b".into(), policy(rw))]
+                .into_iter()
+                .collect(),
+        );
+        let links = vec![LinkConfig {
+            name: "l".into(),
+            rooms: vec![
+                LinkRoom {
+                    account: "a".into(),
+                    room: "in".into(),
+                    direction: Direction::In,
+                },
+                LinkRoom {
+                    account: "b".into(),
+                    room: "fast".into(),
+                    direction: Direction::Out,
+                },
+                LinkRoom {
+                    account: "b".into(),
+                    room: "slow".into(),
+                    direction: Direction::Out,
+                },
+            ],
+        }];
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let sealer = Arc::new(Sealer::new([1; 32]));
+        let (tx, rx) = mpsc::channel(8);
+        let delivery = Arc::new(Delivery {
+            store: store.clone(),
+            sealer: sealer.clone(),
+            guard: RouteGuard::build(&links, &policies),
+            policies: policies.clone(),
+            outbound: [("b".into(), tx)].into_iter().collect(),
+            general: General::default(),
+            stop: CancellationToken::new(),
+        });
+        let lanes = Lanes::new(delivery, TaskTracker::new());
+        let router = Router::new(
+            RouteTable::build(&links, &policies),
+            policies,
+            store.clone(),
+            sealer,
+            lanes.clone(),
+        );
+        (router, lanes, rx, store)
+    }
+
+    fn message(i: usize) -> Event {
+        Event::new(
+            "in",
+            Sender::new("u"),
+            EventKind::Message(Content::plain(format!("{i}"))),
+        )
+        .with_remote_id(format!("m{i}"))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_room_holds_only_itself_and_a_backlog_spills_then_arrives_in_order() {
+        let (router, lanes, mut rx, store) = setup();
+        const N: usize = 1500; // well past the lane's in-memory capacity
+        // The destination answers `fast` at once and holds `slow` until every `fast` has arrived.
+        let consumer = tokio::spawn(async move {
+            let (mut fast, mut slow, mut held) = (Vec::new(), Vec::new(), Vec::new());
+            while fast.len() < N || slow.len() < N {
+                let Some(outbound) = rx.recv().await else {
+                    break;
+                };
+                let text = outbound
+                    .event
+                    .content()
+                    .map(|c| c.text.as_str().to_owned())
+                    .unwrap_or_default();
+                let n: usize = text.parse().unwrap_or(usize::MAX);
+                if outbound.event.room.as_str() == "fast" {
+                    fast.push(n);
+                    let id = format!("f{n}");
+                    outbound.respond(Ok(passerelle_sdk::Receipt {
+                        remote_id: Some(id.into()),
+                    }));
+                } else {
+                    held.push((n, outbound));
+                }
+                if fast.len() == N {
+                    for (n, o) in held.drain(..) {
+                        slow.push(n);
+                        o.respond(Ok(passerelle_sdk::Receipt::default()));
+                    }
+                }
+            }
+            (fast, slow)
+        });
+        for i in 0..N {
+            let d = router.ingest(&"a".into(), message(i)).await.unwrap();
+            assert_eq!(d, passerelle_sdk::Disposition::Queued { destinations: 2 });
+        }
+        // A redelivered origin message is a duplicate, not a second delivery.
+        assert_eq!(
+            router.ingest(&"a".into(), message(7)).await.unwrap(),
+            passerelle_sdk::Disposition::Duplicate
+        );
+        let (fast, slow) = tokio::time::timeout(Duration::from_secs(60), consumer)
+            .await
+            .expect("everything delivered within 60 s")
+            .unwrap();
+        let expected: Vec<usize> = (0..N).collect();
+        assert_eq!(fast, expected, "the fast room lost, repeated or reordered");
+        assert_eq!(slow, expected, "the slow room lost, repeated or reordered");
+        // Delivered rows are gone; the fast room's ids are mapped.
+        for _ in 0..100 {
+            if store.pending_count().await.unwrap() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+        assert!(
+            store
+                .is_mapped(&"b".into(), &"fast".into(), &"f42".into())
+                .await
+                .unwrap()
+        );
+        drop(lanes);
+    }
+}

@@ -370,6 +370,25 @@ mod tests {
     crate::store_conformance!(SqliteStore::in_memory().expect("in-memory store"));
 
     #[tokio::test]
+    async fn connectors_reach_their_state_through_the_sdk_handle() {
+        let store: std::sync::Arc<dyn Store> =
+            std::sync::Arc::new(SqliteStore::in_memory().unwrap());
+        let backend = std::sync::Arc::new(crate::store::StoreState(store.clone()));
+        let mine = passerelle_sdk::StateHandle::new("irc.a".into(), backend.clone());
+        let theirs = passerelle_sdk::StateHandle::new("irc.b".into(), backend);
+        mine.put("offset", b"41".to_vec()).await.unwrap();
+        mine.put("offset", b"42".to_vec()).await.unwrap();
+        assert_eq!(mine.get("offset").await.unwrap(), Some(b"42".to_vec()));
+        assert_eq!(
+            theirs.get("offset").await.unwrap(),
+            None,
+            "state leaked across accounts"
+        );
+        mine.delete("offset").await.unwrap();
+        assert_eq!(mine.get("offset").await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn a_file_store_survives_reopening_and_refuses_newer_schemas() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.db");
