@@ -410,3 +410,82 @@ async fn no_message_text_in_logs_metrics_or_the_store() {
         );
     }
 }
+
+/// A server that completes registration, then sends garbage before one good line. ngIRCd only
+/// relays well-formed lines, so this one is scripted; the daemon is the real binary.
+#[tokio::test]
+async fn malformed_irc_lines_are_logged_and_skipped_and_the_daemon_keeps_bridging() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let irc_port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, api_port) = (free_port(), free_port());
+    let daemon = Daemon::start(
+        dir.path(),
+        &config(irc_port, admin, api_port, dir.path(), ""),
+        admin,
+    );
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("the daemon connects")
+        .unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let mut expect = async |prefix: &str| loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a line")
+            .unwrap()
+            .expect("open");
+        if line.starts_with(prefix) {
+            return line;
+        }
+    };
+    expect("CAP LS").await;
+    w.write_all(b":srv CAP * LS :\r\n").await.unwrap();
+    expect("CAP END").await;
+    w.write_all(b":srv 001 bridge :Welcome\r\n").await.unwrap();
+    for chan in ["#a", "#b", "#c"] {
+        w.write_all(format!(":bridge!b@h JOIN {chan}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    let api = Api::new(api_port, TOKEN);
+    let mut stream = api.stream().await;
+
+    w.write_all(b"@broken-tags-only\r\n:prefix-only\r\n!!!\r\n:x!y@z PRIVMSG #a\r\n")
+        .await
+        .unwrap();
+    w.write_all(b":x!y@z PRIVMSG #a :canary-malformed-\0nul\r\n")
+        .await
+        .unwrap();
+    w.write_all(&[b'z'; 12_000]).await.unwrap();
+    w.write_all(b"\r\n:alice!a@h PRIVMSG #a :after the garbage\r\n")
+        .await
+        .unwrap();
+    let msg = stream.next(WAIT).await.expect("the good line is bridged");
+    assert_eq!(msg["text"], "after the garbage");
+    assert_eq!(msg["username"], "alice");
+
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("malformed line from the IRC server skipped"),
+        "no warning for malformed lines"
+    );
+    assert!(
+        logs.contains("oversized line from the IRC server skipped"),
+        "no warning for the oversized line"
+    );
+    assert!(
+        !logs.contains("canary-malformed"),
+        "a malformed line's text reached the log"
+    );
+    assert!(
+        !logs.contains("zzzzzzzz"),
+        "an oversized line's text reached the log"
+    );
+    // PING still answered: the connection is alive.
+    w.write_all(b"PING :alive\r\n").await.unwrap();
+    assert_eq!(expect("PONG").await, "PONG alive");
+}

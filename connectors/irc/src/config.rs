@@ -42,6 +42,8 @@ pub struct IrcConfig {
     /// Keys of channels that need one, by channel name.
     #[serde(default)]
     pub channel_keys: BTreeMap<String, Secret>,
+    /// A file of channel keys, one `#channel key` pair per line; merged with `channel_keys`.
+    pub channel_keys_file: Option<PathBuf>,
     /// Lines per second we send at most (the server's flood limits); 0 for no limit. Default 2.
     #[serde(default = "default_rate")]
     pub send_rate_per_second: f64,
@@ -174,6 +176,36 @@ impl IrcConfig {
                 None
             }
         };
+        let mut channel_keys: BTreeMap<String, Secret> = raw
+            .channel_keys
+            .into_iter()
+            .map(|(k, v)| (k.to_lowercase(), v))
+            .collect();
+        if let Some(path) = &raw.channel_keys_file {
+            match secret::read_secret_file(path) {
+                Ok(text) => {
+                    for (n, line) in text.expose().lines().enumerate() {
+                        let line = line.trim();
+                        if line.is_empty() {
+                            continue;
+                        }
+                        match line.split_once(char::is_whitespace) {
+                            Some((chan, key)) if !key.trim().is_empty() => {
+                                channel_keys.insert(chan.to_lowercase(), Secret::new(key.trim()));
+                            }
+                            _ => issues.push(ConfigIssue::new(
+                                "channel_keys_file",
+                                format!("line {}: expected \"#channel key\"", n + 1),
+                            )),
+                        }
+                    }
+                }
+                Err(e) => issues.push(ConfigIssue::new(
+                    "channel_keys_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )),
+            }
+        }
         if let Some(ca) = &raw.tls_ca_file
             && std::fs::metadata(ca).is_err()
         {
@@ -217,11 +249,7 @@ impl IrcConfig {
             nicks,
             password,
             sasl,
-            channel_keys: raw
-                .channel_keys
-                .into_iter()
-                .map(|(k, v)| (k.to_lowercase(), v))
-                .collect(),
+            channel_keys,
             send_rate: raw.send_rate_per_second,
             send_burst: raw.send_burst,
             ping_interval: Duration::from_secs(raw.ping_interval_secs),
@@ -235,6 +263,35 @@ impl IrcConfig {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn channel_keys_come_from_the_table_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("irc-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys");
+        std::fs::write(&file, "#Secret  hunter2\n\n#other k2\n").unwrap();
+        let s = IrcConfig::parse(json!({
+            "server": "x", "nick": "n", "channel_keys": {"#Inline": "k1"}, "channel_keys_file": file
+        }))
+        .unwrap();
+        let keys: Vec<(&str, &str)> = s
+            .channel_keys
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![("#inline", "k1"), ("#other", "k2"), ("#secret", "hunter2")]
+        );
+        std::fs::write(&file, "#lonely\n").unwrap();
+        let err = IrcConfig::parse(json!({"server": "x", "nick": "n", "channel_keys_file": file}))
+            .unwrap_err();
+        assert_eq!(
+            err[0].to_string(),
+            "channel_keys_file: line 1: expected \"#channel key\""
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn defaults_and_issues() {
