@@ -264,7 +264,7 @@ mod tests {
         sender.display_name = Some("alice".into());
         RoutedEvent {
             event: Event::new("#a", sender, kind),
-            origin: "irc".into(),
+            origin: "chat.one".into(),
             link: "l".into(),
             reply_to: None,
             thread_root: None,

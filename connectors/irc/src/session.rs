@@ -15,7 +15,7 @@ use passerelle_sdk::{
 };
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 /// The IRCv3 capabilities we ask for when offered.
@@ -501,22 +501,13 @@ impl<'s> Session<'s> {
         if let Some(id) = l.tag("msgid") {
             event.remote_id = Some(id.into());
         }
+        // server-time, when the server tags it; else the time we read it (set by Event::new).
         if let Some(at) = l
             .tag("time")
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            && let Ok(since) = at.duration_since(UNIX_EPOCH)
         {
-            event.at = Timestamp(
-                at.duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-            );
-        } else {
-            event.at = Timestamp(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-            );
+            event.at = Timestamp(since.as_millis() as u64);
         }
         Some(event)
     }
