@@ -315,14 +315,22 @@ impl LaneTask {
                 let mapped = receipt
                     .remote_id
                     .map(|id| (entry.key, self.account.clone(), self.room.clone(), id));
-                match d.store.complete(entry.id, mapped).await {
-                    Ok(()) => Some(Outcome::Done),
-                    Err(e) => {
-                        // Delivered but not recorded: retrying would duplicate. Count and move on.
-                        tracing::error!(error = %e, key = %entry.key, "delivered, but the store failed to record it");
-                        Some(Outcome::Done)
+                // Delivered: record it, retrying the store (never the send, which would repeat
+                // the message). If the store keeps failing, the row stays queued and is sent
+                // again after a restart: the one duplicate this allows is logged.
+                for attempt in 1..=5u32 {
+                    match d.store.complete(entry.id, mapped.clone()).await {
+                        Ok(()) => return Some(Outcome::Done),
+                        Err(e) if attempt == 5 => {
+                            tracing::error!(error = %e, key = %entry.key, "delivered, but the store failed to record it; it may be sent again after a restart");
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt)))
+                                .await
+                        }
                     }
                 }
+                Some(Outcome::Done)
             }
             Ok(Err(SendError::RateLimited { retry_after })) => Some(Outcome::Retry(retry_after)),
             Ok(Err(e)) if e.is_retryable() => Some(Outcome::Retry(Duration::from_millis(500))),

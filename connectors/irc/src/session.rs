@@ -322,36 +322,36 @@ impl<'s> Session<'s> {
                 self.last_seen + self.settings.ping_interval
             };
             tokio::select! {
-                            _ = io.shutdown.cancelled() => {
-                                self.quit().await;
-                                return Ok(());
-                            }
-                            next = self.next_line() => {
-                                if let Some(l) = next? {
-                                    self.handle(l, io).await?;
-                                }
-                            }
-                            outbound = io.outbound.recv(), if announced => {
-            let Some(outbound) = outbound else {
-                                    // The daemon is gone: leave as on shutdown.
-                                    self.quit().await;
-                                    return Ok(());
-                                };
-                                self.send(outbound).await?;
-                            }
-                            _ = tokio::time::sleep_until(wake.into()) => {
-                                let silent = self.last_seen.elapsed();
-                                if self.ping_outstanding && silent >= self.settings.dead_link {
-                                    return Err(ConnectorError::Disconnected(format!(
-                                        "no answer from the server for {} s", silent.as_secs()
-                                    )));
-                                }
-                                if silent >= self.settings.ping_interval && !self.ping_outstanding {
-                                    self.write_line("PING :passerelle").await?;
-                                    self.ping_outstanding = true;
-                                }
-                            }
-                        }
+                _ = io.shutdown.cancelled() => {
+                    self.quit().await;
+                    return Ok(());
+                }
+                next = self.next_line() => {
+                    if let Some(l) = next? {
+                        self.handle(l, io).await?;
+                    }
+                }
+                outbound = io.outbound.recv(), if announced => {
+                    let Some(outbound) = outbound else {
+                        // The daemon is gone: leave as on shutdown.
+                        self.quit().await;
+                        return Ok(());
+                    };
+                    self.send(outbound).await?;
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let silent = self.last_seen.elapsed();
+                    if self.ping_outstanding && silent >= self.settings.dead_link {
+                        return Err(ConnectorError::Disconnected(format!(
+                            "no answer from the server for {} s", silent.as_secs()
+                        )));
+                    }
+                    if silent >= self.settings.ping_interval && !self.ping_outstanding {
+                        self.write_line("PING :passerelle").await?;
+                        self.ping_outstanding = true;
+                    }
+                }
+            }
         }
     }
 
