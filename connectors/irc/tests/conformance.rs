@@ -119,16 +119,10 @@ async fn an_untrusted_certificate_is_refused_as_a_retryable_error() {
     }));
     let mut h =
         passerelle_testkit::harness::Harness::start(connector, "irc.test", vec!["#x".into()]);
-    let result = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(r) = h.finished().await {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("run ended");
+    let result = h
+        .wait_finished(Duration::from_secs(10))
+        .await
+        .expect("run ended");
     match result {
         Err(e) => {
             assert!(e.is_retryable(), "{e}");

@@ -153,16 +153,10 @@ async fn a_silent_server_is_a_dead_link() {
     assert!(h.wait_connected(Duration::from_secs(10)).await);
     assert_eq!(s.expect("PING").await, "PING :passerelle");
     // No PONG: the link must be declared dead, as a retryable error.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(result) = h.finished().await {
-                return result;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the session ended within 10 s");
+    let ended = h
+        .wait_finished(Duration::from_secs(10))
+        .await
+        .expect("the session ended within 10 s");
     match ended {
         Err(e @ ConnectorError::Disconnected(_)) => assert!(e.is_retryable()),
         other => panic!("expected a retryable disconnection, got {other:?}"),
@@ -219,16 +213,10 @@ async fn a_refused_sasl_login_stops_the_account() {
     s.line().await;
     s.send(b":srv 904 bridge :SASL authentication failed\r\n")
         .await;
-    let result = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(r) = h.finished().await {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("run ended");
+    let result = h
+        .wait_finished(Duration::from_secs(10))
+        .await
+        .expect("run ended");
     match result {
         Err(e @ ConnectorError::AuthRejected(_)) => assert!(!e.is_retryable()),
         other => panic!("expected AuthRejected, got {other:?}"),

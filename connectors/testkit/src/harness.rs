@@ -155,6 +155,18 @@ impl Harness {
         self.task.take()?.await.ok()
     }
 
+    /// Waits (up to `timeout`) for `run` to return by itself, and returns what it returned.
+    pub async fn wait_finished(&mut self, timeout: Duration) -> Option<Result<(), ConnectorError>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(result) = self.finished().await {
+                return Some(result);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// Signals shutdown and returns what `run` returned. `None`: it did not return in time.
     pub async fn shutdown(&mut self, timeout: Duration) -> Option<Result<(), ConnectorError>> {
         self.shutdown.cancel();
