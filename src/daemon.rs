@@ -238,12 +238,12 @@ pub fn load(
     path: &std::path::Path,
 ) -> Result<(Config, Vec<BuiltAccount>), Vec<passerelle_sdk::ConfigIssue>> {
     let (config, mut issues) = crate::config::load_lenient(path);
-    match registry::build_all(&config) {
-        Ok(built) if issues.is_empty() => Ok((config, built)),
-        Ok(_) => Err(issues),
-        Err(more) => {
-            issues.extend(more);
-            Err(issues)
-        }
+    let (built, more) = registry::build_all(&config);
+    issues.extend(more);
+    issues.extend(registry::check_rooms(&config, &built));
+    if issues.is_empty() {
+        Ok((config, built))
+    } else {
+        Err(issues)
     }
 }

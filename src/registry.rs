@@ -38,9 +38,9 @@ pub struct BuiltAccount {
     pub connector: Box<dyn Connector>,
 }
 
-/// Builds every account's connector (enabled or not, so `check` validates all), collecting every
-/// issue with its full key path.
-pub fn build_all(config: &Config) -> Result<Vec<BuiltAccount>, Vec<ConfigIssue>> {
+/// Builds every account's connector (enabled or not, so `check` validates all): the ones that
+/// build, and every issue of the others with its full key path.
+pub fn build_all(config: &Config) -> (Vec<BuiltAccount>, Vec<ConfigIssue>) {
     let mut issues = Vec::new();
     let mut built = Vec::new();
     let data_dir = config.store.data_dir();
@@ -73,9 +73,21 @@ pub fn build_all(config: &Config) -> Result<Vec<BuiltAccount>, Vec<ConfigIssue>>
             Err(found) => issues.extend(found.into_iter().map(|i| i.under(&here))),
         }
     }
-    if issues.is_empty() {
-        Ok(built)
-    } else {
-        Err(issues)
+    (built, issues)
+}
+
+/// Asks each account's connector whether the rooms the links give it can be rooms on its network.
+pub fn check_rooms(config: &Config, built: &[BuiltAccount]) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    for (i, link) in config.links.iter().enumerate() {
+        for (j, room) in link.rooms.iter().enumerate() {
+            let Some(account) = built.iter().find(|b| b.id == room.account) else {
+                continue;
+            };
+            if let Err(why) = account.connector.check_room(&room.room) {
+                issues.push(ConfigIssue::new(format!("links[{i}].rooms[{j}].room"), why));
+            }
+        }
     }
+    issues
 }

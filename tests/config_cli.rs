@@ -42,6 +42,15 @@ rights = ["read", "admin"]
 [[links]]
 name = "l"
 rooms = [{{ account = "irc.main", room = "#a" }}, {{ account = "api.gone", room = "x" }}, {{ account = "api.main", room = "y", direction = "both" }}]
+
+[accounts."irc.other"]
+kind = "irc"
+server = "irc.example"
+nick = "bridge"
+
+[[links]]
+name = "m"
+rooms = [{{ account = "irc.other", room = "alice" }}, {{ account = "irc.other", room = "#ok" }}]
 "##,
         data = dir.display(),
         missing = dir.join("no-such-secret").display()
@@ -50,7 +59,8 @@ rooms = [{{ account = "irc.main", room = "#a" }}, {{ account = "api.gone", room 
     path
 }
 
-const EXPECTED: [&str; 7] = [
+const EXPECTED: [&str; 8] = [
+    "links[1].rooms[0].room: an IRC room is a channel name",
     "colour: unknown key",
     "accounts.\"irc.main\".sever: unknown key",
     "accounts.\"api.main\".token_file: cannot read",

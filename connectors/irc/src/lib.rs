@@ -61,6 +61,14 @@ impl Connector for IrcConnector {
         Capabilities::default()
     }
 
+    fn check_room(&self, room: &passerelle_sdk::RoomId) -> Result<(), String> {
+        if session::is_channel(room.as_str()) && !room.as_str().contains([' ', ',', '\x07']) {
+            Ok(())
+        } else {
+            Err("an IRC room is a channel name such as \"#passerelle\" (private messages are never bridged)".into())
+        }
+    }
+
     fn run<'a>(
         self: Box<Self>,
         io: &'a mut ConnectorIo,

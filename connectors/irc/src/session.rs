@@ -32,7 +32,8 @@ const QUIT_WAIT: Duration = Duration::from_secs(10);
 /// Assumed host length when the server has not shown us ours.
 const ASSUMED_HOST_LEN: usize = 63;
 
-fn is_channel(name: &str) -> bool {
+/// Whether `name` is a channel (as opposed to a nick).
+pub fn is_channel(name: &str) -> bool {
     name.starts_with(['#', '&', '+', '!'])
 }
 

@@ -52,6 +52,12 @@ pub trait Connector: Send + 'static {
     fn limits(&self) -> Limits {
         Limits::default()
     }
+    /// Checks a room name from a link before anything runs (`passerelle check` reports the
+    /// answer under the link's key path). `Err` says, without secrets, why it can't be a room here.
+    fn check_room(&self, room: &RoomId) -> Result<(), String> {
+        let _ = room;
+        Ok(())
+    }
     /// Runs until shutdown is signalled (then `Ok`) or a failure the connector can't mend itself
     /// (then the error; the daemon rebuilds and restarts it with backoff when it is retryable).
     fn run<'a>(
