@@ -1,7 +1,8 @@
 //! Wiring: builds the store, router, lanes and supervisors from a validated configuration, runs
 //! them, and shuts them down in order on SIGINT or SIGTERM:
-//! 1. stop taking inbound events (connectors' `emit` answers "shutting down");
-//! 2. keep delivering what is queued until the outbox is empty or `shutdown_grace_secs` passes;
+//! 1. keep taking and delivering events until the outbox is empty or `shutdown_grace_secs`
+//!    passes;
+//! 2. stop taking inbound events (connectors' `emit` answers "shutting down");
 //! 3. stop the lanes, letting each finish the send it has handed over;
 //! 4. stop the connectors and everything else, and wait for their tasks.
 //!
@@ -119,6 +120,13 @@ pub async fn run(
         stop: lanes_stop.clone(),
     });
     let lanes = Lanes::new(delivery, lane_tasks.clone());
+    for (account, queued) in store
+        .pending_by_account()
+        .await
+        .context("store: reading the outbox")?
+    {
+        metrics::queue_depth(account.as_str(), queued as f64);
+    }
     for (account, room) in store
         .pending_destinations()
         .await
@@ -189,8 +197,9 @@ pub async fn run(
     );
     shutdown.cancelled().await;
 
-    tracing::info!("shutting down: no new events; delivering what is queued");
-    intake.cancel();
+    // Inbound events are still taken during the grace period: a network that can't redeliver
+    // (IRC) would otherwise lose what arrives now. They are stored, so nothing taken is lost.
+    tracing::info!("shutting down: delivering what is queued");
     let grace = Duration::from_secs(config.general.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
     loop {
@@ -210,7 +219,8 @@ pub async fn run(
             Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    // Lanes first: each finishes the send it has handed over and records it.
+    intake.cancel();
+    // Lanes next: each finishes the send it has handed over and records it.
     lanes_stop.cancel();
     lane_tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), lane_tasks.wait())

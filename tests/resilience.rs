@@ -115,6 +115,13 @@ async fn a_graceful_stop_mid_burst_loses_nothing_and_repeats_nothing() {
         alice.next_message(Duration::from_secs(2)).await.is_none(),
         "a message was repeated"
     );
+    // The queue gauge counted the rows left from the first run: it is back to zero, not below.
+    let m = daemon.metrics().await;
+    assert_eq!(
+        metric(&m, "passerelle_queue_depth", &["irc.main"]),
+        0.0,
+        "{m}"
+    );
 }
 
 #[tokio::test]

@@ -120,6 +120,10 @@ pub async fn outbox_orders_and_completes(store: impl Store) {
     assert_eq!(store.pending(&a, &x, 0, 100).await.unwrap().len(), 3);
     assert_eq!(store.pending_count().await.unwrap(), 8);
     assert_eq!(
+        store.pending_by_account().await.unwrap(),
+        vec![(AccountId::from("api"), 8)]
+    );
+    assert_eq!(
         store.remote_id(keys[0], &a, &x).await.unwrap(),
         Some("api-1".into())
     );

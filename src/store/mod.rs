@@ -150,6 +150,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many deliveries are queued in all.
     async fn pending_count(&self) -> Result<u64, StoreError>;
 
+    /// How many deliveries are queued for each account that has any.
+    async fn pending_by_account(&self) -> Result<Vec<(AccountId, u64)>, StoreError>;
+
     /// Ends a delivery: deletes the outbox row and, when the destination gave an id, maps it, in
     /// one transaction.
     async fn complete(

@@ -272,6 +272,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn pending_by_account(&self) -> Result<Vec<(AccountId, u64)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT account, COUNT(*) FROM outbox GROUP BY account ORDER BY account",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (a, n) = row?;
+                out.push((AccountId::new(a), n as u64));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn pending_count(&self) -> Result<u64, StoreError> {
         self.with(|conn| {
             let n: i64 = conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?;
