@@ -489,3 +489,82 @@ async fn malformed_irc_lines_are_logged_and_skipped_and_the_daemon_keeps_bridgin
     w.write_all(b"PING :alive\r\n").await.unwrap();
     assert_eq!(expect("PONG").await, "PONG alive");
 }
+
+#[tokio::test]
+async fn the_delete_right_decides_whether_edits_and_deletes_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, src, del, nodel) = (free_port(), free_port(), free_port(), free_port());
+    let config = format!(
+        r##"
+[store]
+path = "{data}/p.db"
+[http]
+listen = "127.0.0.1:{admin}"
+[accounts.src]
+kind = "api"
+listen = "127.0.0.1:{src}"
+token = "{TOKEN}"
+rights = ["read"]
+[accounts.del]
+kind = "api"
+listen = "127.0.0.1:{del}"
+token = "{TOKEN}"
+rights = ["write", "delete"]
+[accounts.nodel]
+kind = "api"
+listen = "127.0.0.1:{nodel}"
+token = "{TOKEN}"
+rights = ["write"]
+[[links]]
+name = "l"
+rooms = [{{ account = "src", room = "g" }}, {{ account = "del", room = "g" }}, {{ account = "nodel", room = "g" }}]
+"##,
+        data = dir.path().display()
+    );
+    let daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    let source = Api::new(src, TOKEN);
+    let mut with_delete = Api::new(del, TOKEN).stream().await;
+    let mut without = Api::new(nodel, TOKEN).stream().await;
+
+    let (_, posted) = source
+        .post(serde_json::json!({"text": "original", "username": "s", "gateway": "g"}))
+        .await;
+    let first_del = with_delete.next(WAIT).await.expect("delivered");
+    let first_nodel = without.next(WAIT).await.expect("delivered");
+
+    let (status, _) = source
+        .post(serde_json::json!({"text": "changed", "username": "s", "gateway": "g", "id": posted["id"]}))
+        .await;
+    assert_eq!(status, 200);
+    let edit = with_delete.next(WAIT).await.expect("the edit");
+    assert_eq!(
+        (edit["text"].as_str(), edit["id"].as_str()),
+        (Some("changed"), first_del["id"].as_str())
+    );
+    let resent = without.next(WAIT).await.expect("the correction");
+    assert_eq!(resent["text"], "changed (edited)");
+    assert_ne!(
+        resent["id"], first_nodel["id"],
+        "an edit was applied without the delete right"
+    );
+
+    let (status, _) = source
+        .post(serde_json::json!({"event": "msg_delete", "gateway": "g", "id": posted["id"]}))
+        .await;
+    assert_eq!(status, 200);
+    let deleted = with_delete.next(WAIT).await.expect("the delete");
+    assert_eq!(
+        (deleted["event"].as_str(), deleted["id"].as_str()),
+        (Some("msg_delete"), first_del["id"].as_str())
+    );
+    assert!(
+        without.next(QUIET).await.is_none(),
+        "a delete reached an account without the delete right"
+    );
+    let m = daemon.metrics().await;
+    assert!(
+        metric(&m, "passerelle_drops_total", &["nodel", "no_deletes"]) >= 1.0,
+        "{m}"
+    );
+}
