@@ -354,7 +354,7 @@ impl LaneTask {
                 map.outbound(key, &self.account, &self.room).await?;
         }
         if let Some(key) = routed.target {
-            rel.target = map.outbound(key, &self.account, &self.room).await?.0;
+            rel.target = map.remote_id(key, &self.account, &self.room).await?;
         }
         Ok(rel)
     }
@@ -504,9 +504,10 @@ mod tests {
         assert_eq!(store.pending_count().await.unwrap(), 0);
         assert!(
             store
-                .is_mapped(&"b".into(), &"fast".into(), &"f42".into())
+                .find_by_remote(&"b".into(), &"fast".into(), &"f42".into())
                 .await
                 .unwrap()
+                .is_some()
         );
         drop(lanes);
     }

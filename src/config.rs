@@ -244,9 +244,6 @@ fn default_direction() -> Direction {
     Direction::Inout
 }
 
-/// The keys of an account table that the core reads; the rest belongs to the connector.
-const ACCOUNT_CORE_KEYS: [&str; 4] = ["kind", "rights", "enabled", "remote_nick_format"];
-
 /// Reads `path` and the environment, and validates everything but the connectors' own tables
 /// (see [`crate::registry::build_all`]).
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigIssue>> {
@@ -430,7 +427,6 @@ fn parse_accounts(
                 None
             }
         };
-        debug_assert!(ACCOUNT_CORE_KEYS.iter().all(|k| !table.contains_key(*k)));
         if let (Some(kind), Some(rights)) = (kind, rights) {
             accounts.insert(
                 AccountId::new(name),

@@ -69,6 +69,16 @@ impl MessageMap {
         Ok(rel)
     }
 
+    /// The id of `key` on (account, room).
+    pub async fn remote_id(
+        &self,
+        key: EventKey,
+        account: &AccountId,
+        room: &RoomId,
+    ) -> Result<Option<passerelle_sdk::RemoteMessageId>, StoreError> {
+        self.store.remote_id(key, account, room).await
+    }
+
     /// The id of `key` on (account, room), and the name of its original sender.
     pub async fn outbound(
         &self,

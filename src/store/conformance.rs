@@ -41,17 +41,22 @@ pub async fn accept_maps_queues_and_dedupes(store: impl Store) {
     };
     assert_eq!(ids.len(), 2);
     assert!(ids[0] < ids[1]);
-    assert!(
-        store
-            .is_mapped(&"irc".into(), &"#a".into(), &"m1".into())
-            .await
-            .unwrap()
+    let origin = store
+        .find_by_remote(&"irc".into(), &"#a".into(), &"m1".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        origin.map(|i| i.key),
+        Some(key),
+        "the origin id maps to the event"
     );
     assert!(
-        !store
-            .is_mapped(&"irc".into(), &"#b".into(), &"m1".into())
+        store
+            .find_by_remote(&"irc".into(), &"#b".into(), &"m1".into())
             .await
             .unwrap()
+            .is_none(),
+        "ids are per room"
     );
     let again = store
         .accept(
@@ -136,8 +141,6 @@ pub async fn outbox_orders_and_completes(store: impl Store) {
     assert_eq!(info.key, keys[0]);
     assert_eq!(info.account, AccountId::from("irc"));
     assert_eq!(info.sender_name, "alice");
-    // The destination's id now counts as mapped, so its echo is recognised.
-    assert!(store.is_mapped(&a, &x, &"api-1".into()).await.unwrap());
 }
 
 /// Thread roots are kept, and event info is found by key.

@@ -108,14 +108,6 @@ pub trait Store: Send + Sync + 'static {
         deliveries: Vec<NewDelivery>,
     ) -> Result<Accepted, StoreError>;
 
-    /// Whether (account, room, remote id) is already mapped.
-    async fn is_mapped(
-        &self,
-        account: &AccountId,
-        room: &RoomId,
-        remote: &RemoteMessageId,
-    ) -> Result<bool, StoreError>;
-
     /// The event an id on (account, room) belongs to.
     async fn find_by_remote(
         &self,

@@ -156,25 +156,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn is_mapped(
-        &self,
-        account: &AccountId,
-        room: &RoomId,
-        remote: &RemoteMessageId,
-    ) -> Result<bool, StoreError> {
-        let (a, r, m) = (account.clone(), room.clone(), remote.clone());
-        self.with(move |conn| {
-            let found = conn
-                .prepare_cached(
-                    "SELECT 1 FROM remote_ids WHERE account = ?1 AND room = ?2 AND remote_id = ?3",
-                )?
-                .query_row(params![a.as_str(), r.as_str(), m.as_str()], |_| Ok(()))
-                .optional()?;
-            Ok(found.is_some())
-        })
-        .await
-    }
-
     async fn find_by_remote(
         &self,
         account: &AccountId,

@@ -50,6 +50,28 @@ fn escape(c: char, out: &mut String) {
     }
 }
 
+/// Skips a colour code's arguments: up to `width` digits, then optionally `,` and up to `width`
+/// more (the `,` only when a digit follows it, as clients do).
+fn skip_colour(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    width: usize,
+    digit: fn(&char) -> bool,
+) {
+    let take_digits = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        for _ in 0..width {
+            if chars.next_if(digit).is_none() {
+                break;
+            }
+        }
+    };
+    take_digits(chars);
+    let mut look = chars.clone();
+    if look.next() == Some(',') && look.peek().is_some_and(digit) {
+        chars.next();
+        take_digits(chars);
+    }
+}
+
 /// Converts IRC-formatted text.
 pub fn convert(text: &str) -> Converted {
     let mut plain = String::with_capacity(text.len());
@@ -77,38 +99,8 @@ pub fn convert(text: &str) -> Converted {
     };
     while let Some(c) = chars.next() {
         match c {
-            COLOR => {
-                for _ in 0..2 {
-                    if chars.peek().is_some_and(|d| d.is_ascii_digit()) {
-                        chars.next();
-                    }
-                }
-                let mut look = chars.clone();
-                if look.next() == Some(',') && look.peek().is_some_and(|d| d.is_ascii_digit()) {
-                    chars.next();
-                    for _ in 0..2 {
-                        if chars.peek().is_some_and(|d| d.is_ascii_digit()) {
-                            chars.next();
-                        }
-                    }
-                }
-            }
-            HEX_COLOR => {
-                for _ in 0..6 {
-                    if chars.peek().is_some_and(|d| d.is_ascii_hexdigit()) {
-                        chars.next();
-                    }
-                }
-                let mut look = chars.clone();
-                if look.next() == Some(',') && look.peek().is_some_and(|d| d.is_ascii_hexdigit()) {
-                    chars.next();
-                    for _ in 0..6 {
-                        if chars.peek().is_some_and(|d| d.is_ascii_hexdigit()) {
-                            chars.next();
-                        }
-                    }
-                }
-            }
+            COLOR => skip_colour(&mut chars, 2, |d| d.is_ascii_digit()),
+            HEX_COLOR => skip_colour(&mut chars, 6, |d| d.is_ascii_hexdigit()),
             REVERSE => {}
             RESET => {
                 close_all(&mut html, &active);

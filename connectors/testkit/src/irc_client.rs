@@ -72,14 +72,6 @@ impl IrcClient {
             .expect("write to the IRC server");
     }
 
-    /// Sends raw bytes as they are (for malformed-input tests).
-    pub async fn raw_bytes(&mut self, bytes: &[u8]) {
-        self.writer
-            .write_all(bytes)
-            .await
-            .expect("write to the IRC server");
-    }
-
     /// Joins `channel` and waits for the end of its names list.
     pub async fn join(&mut self, channel: &str) {
         self.raw(&format!("JOIN {channel}")).await;
@@ -173,12 +165,6 @@ impl IrcClient {
             }
         }
         got
-    }
-
-    /// Disconnects politely.
-    pub async fn quit(mut self) {
-        self.raw("QUIT :bye").await;
-        let _ = self.writer.shutdown().await;
     }
 
     async fn read_line(&mut self) -> Option<String> {
