@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and runs every test:
 # formatting, clippy (warnings are errors) and the whole workspace's tests, the end-to-end tests
-# against a real ngIRCd on loopback included.
+# against a real ngIRCd and a real Synapse on loopback included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   [ "$policy_added" -eq 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+fi
+
+# Synapse from PyPI in a virtual environment kept between runs (tests start throwaway homeservers
+# on loopback from it). Pinned so every run tests against the same homeserver.
+SYNAPSE_VERSION=1.163.2
+export PASSERELLE_SYNAPSE_VENV="${PASSERELLE_SYNAPSE_VENV:-$HOME/.cache/passerelle-venv}"
+if ! "$PASSERELLE_SYNAPSE_VENV/bin/python" -c "import synapse, sys; sys.exit(synapse.__version__ != '$SYNAPSE_VERSION')" 2>/dev/null; then
+  echo "installing matrix-synapse $SYNAPSE_VERSION into $PASSERELLE_SYNAPSE_VENV"
+  python3 -m venv "$PASSERELLE_SYNAPSE_VENV"
+  "$PASSERELLE_SYNAPSE_VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION"
 fi
 
 # One target directory kept between runs, so CI builds incrementally.

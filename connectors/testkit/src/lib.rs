@@ -11,11 +11,15 @@
 //!   implements to act as a remote user.
 //! - [`servers`]: real servers started per test on a free loopback port, stopped on drop.
 //! - [`irc_client`]: a raw IRC client for tests.
+//! - [`synapse`]: a throwaway Synapse homeserver (from the test venv) on loopback.
+//! - [`matrix_client`]: a plain client-server API user for tests.
 
 pub mod conformance;
 pub mod harness;
 pub mod irc_client;
+pub mod matrix_client;
 pub mod servers;
+pub mod synapse;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {

@@ -1,0 +1,1 @@
+//! Matrix connector (placeholder while the crate is built up).

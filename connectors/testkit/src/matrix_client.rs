@@ -1,0 +1,361 @@
+//! A plain Matrix client-server API user for tests: raw HTTP with reqwest, so tests see exactly what
+//! a homeserver holds, independent of the connector under test.
+
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// One timeline event a [`MatrixUser`] saw, with its room.
+#[derive(Clone, Debug)]
+pub struct SeenEvent {
+    /// The room id.
+    pub room: String,
+    /// The whole event as the homeserver sent it.
+    pub event: Value,
+}
+
+impl SeenEvent {
+    /// `event.type`.
+    pub fn kind(&self) -> &str {
+        self.event["type"].as_str().unwrap_or("")
+    }
+    /// `event.sender`.
+    pub fn sender(&self) -> &str {
+        self.event["sender"].as_str().unwrap_or("")
+    }
+    /// `event.event_id`.
+    pub fn id(&self) -> &str {
+        self.event["event_id"].as_str().unwrap_or("")
+    }
+    /// `event.content.body`, for messages.
+    pub fn body(&self) -> &str {
+        self.event["content"]["body"].as_str().unwrap_or("")
+    }
+}
+
+/// A logged-in user talking to the homeserver over the plain client-server API.
+pub struct MatrixUser {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    /// The full user id, `@name:server`.
+    pub user_id: String,
+    since: Option<String>,
+    pending: VecDeque<SeenEvent>,
+    txn: u64,
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl MatrixUser {
+    /// Logs in with a password.
+    pub async fn login(homeserver: &str, name: &str, password: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client");
+        let answer: Value = http
+            .post(format!("{homeserver}/_matrix/client/v3/login"))
+            .json(&json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": name},
+                "password": password,
+            }))
+            .send()
+            .await
+            .expect("login request")
+            .json()
+            .await
+            .expect("login answer");
+        let token = answer["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login of {name} failed: {answer}"))
+            .to_owned();
+        let user_id = answer["user_id"].as_str().unwrap_or_default().to_owned();
+        let mut user = Self {
+            http,
+            base: homeserver.trim_end_matches('/').to_owned(),
+            token,
+            user_id,
+            since: None,
+            pending: VecDeque::new(),
+            txn: 0,
+        };
+        // Start the timeline from now: what happened before login is not "seen".
+        user.sync_once(0).await;
+        user.pending.clear();
+        user
+    }
+
+    /// Sends a request and returns the status and the JSON answer.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("homeserver request");
+        let status = resp.status().as_u16();
+        let value = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.call(method, path, body).await;
+        assert!(status == 200, "{path} answered {status}: {value}");
+        value
+    }
+
+    /// Creates a room with these extra `createRoom` fields (e.g. `{"invite": [...]}`), returns its id.
+    pub async fn create_room(&self, extra: Value) -> String {
+        let mut body = json!({"preset": "private_chat"});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let v = self
+            .ok(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(body),
+            )
+            .await;
+        v["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Invites `user` to `room`.
+    pub async fn invite(&self, room: &str, user: &str) {
+        self.ok(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(room)),
+            Some(json!({"user_id": user})),
+        )
+        .await;
+    }
+
+    /// Joins a room by id or alias; returns the room id.
+    pub async fn join(&self, room: &str) -> String {
+        let v = self
+            .ok(
+                reqwest::Method::POST,
+                &format!("/_matrix/client/v3/join/{}", enc(room)),
+                Some(json!({})),
+            )
+            .await;
+        v["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Sends a message-like event; returns its event id.
+    pub async fn send(&mut self, room: &str, kind: &str, content: Value) -> String {
+        self.txn += 1;
+        let v = self
+            .ok(
+                reqwest::Method::PUT,
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/{}/t{}-{}",
+                    enc(room),
+                    enc(kind),
+                    std::process::id(),
+                    self.txn
+                ),
+                Some(content),
+            )
+            .await;
+        v["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Says `text` (`m.text`).
+    pub async fn say(&mut self, room: &str, text: &str) -> String {
+        self.send(
+            room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": text}),
+        )
+        .await
+    }
+
+    /// Redacts an event.
+    pub async fn redact(&mut self, room: &str, event: &str) -> String {
+        self.txn += 1;
+        let v = self
+            .ok(
+                reqwest::Method::PUT,
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/redact/{}/r{}-{}",
+                    enc(room),
+                    enc(event),
+                    std::process::id(),
+                    self.txn
+                ),
+                Some(json!({})),
+            )
+            .await;
+        v["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Sets a state event.
+    pub async fn set_state(&self, room: &str, kind: &str, key: &str, content: Value) {
+        self.ok(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/{}/{}",
+                enc(room),
+                enc(kind),
+                enc(key)
+            ),
+            Some(content),
+        )
+        .await;
+    }
+
+    /// Reads a state event's content, if set.
+    pub async fn state(&self, room: &str, kind: &str, key: &str) -> Option<Value> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::GET,
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/{}/{}",
+                    enc(room),
+                    enc(kind),
+                    enc(key)
+                ),
+                None,
+            )
+            .await;
+        (status == 200).then_some(v)
+    }
+
+    /// A user's global profile.
+    pub async fn profile(&self, user: &str) -> Value {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v3/profile/{}", enc(user)),
+            None,
+        )
+        .await
+        .1
+    }
+
+    /// Sets this user's display name.
+    pub async fn set_display_name(&self, name: &str) {
+        self.ok(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&self.user_id)
+            ),
+            Some(json!({"displayname": name})),
+        )
+        .await;
+    }
+
+    /// The joined members of a room.
+    pub async fn members(&self, room: &str) -> Vec<String> {
+        let v = self
+            .ok(
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room)),
+                None,
+            )
+            .await;
+        v["joined"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Fetches an event by id.
+    pub async fn event(&self, room: &str, event: &str) -> Value {
+        self.ok(
+            reqwest::Method::GET,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/event/{}",
+                enc(room),
+                enc(event)
+            ),
+            None,
+        )
+        .await
+    }
+
+    async fn sync_once(&mut self, timeout_ms: u64) {
+        let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+        if let Some(since) = &self.since {
+            path.push_str(&format!("&since={}", enc(since)));
+        }
+        let (status, v) = self.call(reqwest::Method::GET, &path, None).await;
+        if status != 200 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return;
+        }
+        if let Some(next) = v["next_batch"].as_str() {
+            self.since = Some(next.to_owned());
+        }
+        if let Some(joined) = v["rooms"]["join"].as_object() {
+            for (room, update) in joined {
+                if let Some(events) = update["timeline"]["events"].as_array() {
+                    for event in events {
+                        self.pending.push_back(SeenEvent {
+                            room: room.clone(),
+                            event: event.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next timeline event, in any room, that `accept` takes, within `timeout`. Events before
+    /// it are consumed.
+    pub async fn next_matching(
+        &mut self,
+        timeout: Duration,
+        mut accept: impl FnMut(&SeenEvent) -> bool,
+    ) -> Option<SeenEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(e) = self.pending.pop_front() {
+                if accept(&e) {
+                    return Some(e);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.sync_once(left.as_millis().min(5000) as u64).await;
+        }
+    }
+
+    /// Every timeline event seen within `timeout` (all of them, after waiting the whole time).
+    pub async fn drain(&mut self, timeout: Duration) -> Vec<SeenEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut all = Vec::new();
+        loop {
+            all.extend(self.pending.drain(..));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return all;
+            }
+            self.sync_once(left.as_millis().min(2000) as u64).await;
+        }
+    }
+}
