@@ -1,0 +1,559 @@
+//! Bot mode: one ordinary Matrix account driven by matrix-sdk, with end-to-end encryption and a
+//! persistent store.
+//!
+//! Sync is driven here, one `sync_once` at a time, with our own sync token kept in the connector
+//! state and advanced only after every event of a response has been handed to the daemon (which
+//! acknowledges once it is stored). A crash therefore replays at most the last response, which the
+//! daemon recognises by event id; nothing is missed.
+
+use crate::config::{BotSettings, Login, Resolved};
+use crate::errors::{self, Meaning};
+use crate::rooms::RoomMap;
+use crate::translate::{self, Inbound, Outgoing};
+use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::TimelineEventKind;
+use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::{
+    OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomOrAliasId, UInt,
+};
+use matrix_sdk::store::RoomLoadSettings;
+use matrix_sdk::sync::SyncResponse;
+use matrix_sdk::{Client, RoomState, SessionMeta, SessionTokens};
+use passerelle_sdk::{
+    AccountId, ConnectionState, ConnectorError, ConnectorIo, EmitError, Emitter, Event, Outbound,
+    Receipt, RemoteMessageId, SendError, StateHandle,
+};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+const SYNC_TOKEN: &str = "sync_token";
+const LONG_POLL: Duration = Duration::from_secs(30);
+
+/// A bot-mode connector, built and ready to run.
+pub struct Bot {
+    pub(crate) cfg: Resolved,
+    pub(crate) bot: BotSettings,
+    pub(crate) data_dir: PathBuf,
+}
+
+fn session_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("session.json")
+}
+
+fn store_dir(dir: &std::path::Path) -> PathBuf {
+    dir.join("store")
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+impl Bot {
+    async fn client(&self) -> Result<Client, ConnectorError> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            ConnectorError::Fatal(format!("cannot create {}: {e}", self.data_dir.display()))
+        })?;
+        Client::builder()
+            .homeserver_url(&self.cfg.homeserver)
+            .sqlite_store(
+                store_dir(&self.data_dir),
+                self.cfg.store_passphrase.as_ref().map(|s| s.expose()),
+            )
+            .handle_refresh_tokens()
+            .build()
+            .await
+            .map_err(|e| ConnectorError::Fatal(format!("matrix client: {e}")))
+    }
+
+    /// Logs in (first run) or restores the saved session, so the device and its keys persist.
+    async fn login(&self) -> Result<Client, ConnectorError> {
+        let file = session_file(&self.data_dir);
+        let saved: Option<MatrixSession> = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match (&self.bot.login, saved) {
+            (Login::Password(_), Some(s)) if s.meta.user_id.as_str() == self.bot.user => {
+                let client = self.client().await?;
+                client
+                    .matrix_auth()
+                    .restore_session(s, RoomLoadSettings::default())
+                    .await
+                    .map_err(|e| ConnectorError::Fatal(format!("restore session: {e}")))?;
+                match client.whoami().await {
+                    Ok(_) => return Ok(client),
+                    Err(e) => match errors::http_meaning(&e) {
+                        Meaning::BadToken => {
+                            warn!(account = %self.bot.user, "saved session was logged out; logging in again");
+                        }
+                        m => return Err(errors::connector_error(m, "whoami")),
+                    },
+                }
+            }
+            (Login::Token(token), _) => {
+                let (user_id, device_id) = whoami(&self.cfg.homeserver, token.expose()).await?;
+                if user_id != self.bot.user {
+                    return Err(ConnectorError::Config(format!(
+                        "access_token belongs to {user_id}, not to user {}",
+                        self.bot.user
+                    )));
+                }
+                let session = MatrixSession {
+                    meta: SessionMeta {
+                        user_id: parse_user(&user_id)?,
+                        device_id: device_id.into(),
+                    },
+                    tokens: SessionTokens {
+                        access_token: token.expose().to_owned(),
+                        refresh_token: None,
+                    },
+                };
+                let client = self.client().await?;
+                if let Err(e) = client
+                    .matrix_auth()
+                    .restore_session(session.clone(), RoomLoadSettings::default())
+                    .await
+                {
+                    // The store belongs to another device: start it afresh for this one.
+                    warn!(error = %e, "the local store belongs to another device; starting it afresh");
+                    drop(client);
+                    let _ = std::fs::remove_dir_all(store_dir(&self.data_dir));
+                    let client = self.client().await?;
+                    client
+                        .matrix_auth()
+                        .restore_session(session, RoomLoadSettings::default())
+                        .await
+                        .map_err(|e| ConnectorError::Fatal(format!("restore session: {e}")))?;
+                    return Ok(client);
+                }
+                return Ok(client);
+            }
+            _ => {}
+        }
+        let Login::Password(password) = &self.bot.login else {
+            return Err(ConnectorError::Fatal("no login method".into()));
+        };
+        // A new login is a new device: its store starts empty.
+        let _ = std::fs::remove_dir_all(store_dir(&self.data_dir));
+        let client = self.client().await?;
+        client
+            .matrix_auth()
+            .login_username(&self.bot.user, password.expose())
+            .initial_device_display_name(&self.cfg.device_name)
+            .send()
+            .await
+            .map_err(|e| match errors::meaning(&e) {
+                Meaning::Refused(code) if code == "M_FORBIDDEN" => {
+                    ConnectorError::AuthRejected("the homeserver refused the password".into())
+                }
+                m => errors::connector_error(m, "login"),
+            })?;
+        if let Some(session) = client.matrix_auth().session() {
+            let bytes = serde_json::to_vec(&session)
+                .map_err(|e| ConnectorError::Fatal(format!("session: {e}")))?;
+            write_private(&session_file(&self.data_dir), &bytes).map_err(|e| {
+                ConnectorError::Fatal(format!(
+                    "cannot save the session in {}: {e}",
+                    file.display()
+                ))
+            })?;
+        }
+        info!(device = ?client.device_id(), "logged in");
+        Ok(client)
+    }
+
+    pub(crate) async fn run(self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
+        io.status.set(ConnectionState::Connecting);
+        let client = tokio::select! {
+            c = self.login() => c?,
+            _ = io.shutdown.cancelled() => return Ok(()),
+        };
+        let me = client
+            .user_id()
+            .map(ToOwned::to_owned)
+            .ok_or_else(|| ConnectorError::Fatal("no user id after login".into()))?;
+        let rooms = Arc::new(RoomMap::resolve(&client, &io.rooms).await);
+        for id in rooms.ids() {
+            if client
+                .get_room(id)
+                .is_none_or(|r| r.state() != RoomState::Joined)
+                && let Err(e) = client.join_room_by_id(id).await
+            {
+                info!(room = %id, error = %e, "not joined yet; waiting for an invite");
+            }
+        }
+        let syncer = Syncer {
+            client: client.clone(),
+            me,
+            rooms: rooms.clone(),
+            emitter: io.emitter.clone(),
+            state: io.state.clone(),
+            status: io.status.clone(),
+            homeserver: self.cfg.homeserver.clone(),
+            admins: self.cfg.admins.clone(),
+            account: io.account.clone(),
+        };
+        let stop = io.shutdown.child_token();
+        let mut sync_task = tokio::spawn(syncer.run(stop.clone()));
+        let sender = BotSender {
+            client: client.clone(),
+            rooms,
+            state: io.state.clone(),
+        };
+        let result = loop {
+            tokio::select! {
+                _ = io.shutdown.cancelled() => break Ok(()),
+                r = &mut sync_task => {
+                    break match r {
+                        Ok(r) => r,
+                        Err(e) => Err(ConnectorError::Fatal(format!("sync task: {e}"))),
+                    };
+                }
+                out = io.outbound.recv() => {
+                    let Some(out) = out else { break Ok(()) };
+                    let answer = sender.send(&out).await;
+                    if let Err(e) = &answer {
+                        debug!(error = %e, kind = out.event.kind.name(), "send refused");
+                    }
+                    out.respond(answer);
+                }
+            }
+        };
+        stop.cancel();
+        if !sync_task.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut sync_task).await;
+            sync_task.abort();
+        }
+        io.status.set(ConnectionState::Stopped);
+        result
+    }
+}
+
+fn parse_user(id: &str) -> Result<OwnedUserId, ConnectorError> {
+    OwnedUserId::try_from(id).map_err(|_| ConnectorError::Fatal("bad user id from whoami".into()))
+}
+
+/// `GET /account/whoami` with a bare token: the token's user and device.
+async fn whoami(homeserver: &str, token: &str) -> Result<(String, String), ConnectorError> {
+    let resp = reqwest::Client::new()
+        .get(format!("{homeserver}/_matrix/client/v3/account/whoami"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|_| ConnectorError::Disconnected("whoami: homeserver unreachable".into()))?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    match status {
+        200 => {}
+        401 => return Err(ConnectorError::AuthRejected("access_token refused".into())),
+        s if s >= 500 => return Err(ConnectorError::Disconnected(format!("whoami: status {s}"))),
+        s => return Err(ConnectorError::Fatal(format!("whoami: status {s}"))),
+    }
+    let user = body["user_id"].as_str().unwrap_or_default().to_owned();
+    let device = body["device_id"].as_str().unwrap_or_default().to_owned();
+    if user.is_empty() || device.is_empty() {
+        return Err(ConnectorError::Config(
+            "access_token has no device (log in with a password instead, or use a token from a \
+             device login)"
+                .into(),
+        ));
+    }
+    Ok((user, device))
+}
+
+struct Syncer {
+    client: Client,
+    me: OwnedUserId,
+    rooms: Arc<RoomMap>,
+    emitter: Emitter,
+    state: StateHandle,
+    status: passerelle_sdk::StatusReporter,
+    homeserver: String,
+    admins: Vec<String>,
+    account: AccountId,
+}
+
+fn sync_filter() -> Filter {
+    let mut timeline = RoomEventFilter::default();
+    timeline.limit = Some(UInt::from(200u32));
+    let mut room = RoomFilter::default();
+    room.timeline = timeline;
+    let mut def = FilterDefinition::default();
+    def.room = room;
+    Filter::FilterDefinition(def)
+}
+
+impl Syncer {
+    async fn run(self, stop: CancellationToken) -> Result<(), ConnectorError> {
+        let mut token: Option<String> = self
+            .state
+            .get(SYNC_TOKEN)
+            .await
+            .map_err(|e| ConnectorError::Fatal(format!("state: {e}")))?
+            .and_then(|b| String::from_utf8(b).ok());
+        let mut failures = 0u32;
+        loop {
+            let settings = match &token {
+                Some(t) => SyncSettings::default().token(t.clone()).timeout(LONG_POLL),
+                None => SyncSettings::default().timeout(Duration::ZERO),
+            }
+            .filter(sync_filter());
+            let response = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = self.client.sync_once(settings) => r,
+            };
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => match errors::meaning(&e) {
+                    Meaning::BadToken => {
+                        return Err(ConnectorError::AuthRejected("access token refused".into()));
+                    }
+                    Meaning::RateLimited(d) => {
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                    m => {
+                        failures += 1;
+                        self.status.set(ConnectionState::Connecting);
+                        if failures >= 5 {
+                            return Err(errors::connector_error(m, "sync"));
+                        }
+                        let wait = Duration::from_millis(500 * 2u64.pow(failures));
+                        warn!(attempt = failures, "sync failed; retrying in {wait:?}");
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(wait) => continue,
+                        }
+                    }
+                },
+            };
+            failures = 0;
+            let first = token.is_none();
+            self.accept_invites(&response).await;
+            self.status.set(ConnectionState::Connected);
+            if !first {
+                match self.deliver(&response).await {
+                    Ok(()) => {}
+                    Err(EmitError::ShuttingDown) => return Ok(()),
+                    Err(e) => {
+                        return Err(ConnectorError::Disconnected(format!(
+                            "the daemon could not store an event ({e}); resyncing"
+                        )));
+                    }
+                }
+            }
+            self.state
+                .put(SYNC_TOKEN, response.next_batch.clone())
+                .await
+                .map_err(|e| ConnectorError::Fatal(format!("state: {e}")))?;
+            token = Some(response.next_batch);
+        }
+    }
+
+    async fn accept_invites(&self, response: &SyncResponse) {
+        for (room_id, invite) in &response.rooms.invited {
+            let inviter = invite.invite_state.events.iter().find_map(|raw| {
+                let v: Value = serde_json::from_str(raw.json().get()).ok()?;
+                (v["type"] == "m.room.member"
+                    && v["state_key"] == self.me.as_str()
+                    && v["content"]["membership"] == "invite")
+                    .then(|| v["sender"].as_str().map(str::to_owned))
+                    .flatten()
+            });
+            let from_admin = inviter.as_ref().is_some_and(|i| self.admins.contains(i));
+            if !self.rooms.contains(room_id) && !from_admin {
+                debug!(room = %room_id, "ignoring an invite to a room no link names");
+                continue;
+            }
+            match self.client.join_room_by_id(room_id).await {
+                Ok(_) => info!(room = %room_id, "joined on invite"),
+                Err(e) => warn!(room = %room_id, error = %e, "could not join on invite"),
+            }
+        }
+    }
+
+    async fn deliver(&self, response: &SyncResponse) -> Result<(), EmitError> {
+        for (room_id, update) in &response.rooms.joined {
+            let Some(name) = self.rooms.name(room_id) else {
+                continue;
+            };
+            let events = &update.timeline.events;
+            // In a room we just joined, the timeline reaches back before our join: skip that part.
+            let start = events
+                .iter()
+                .rposition(|e| {
+                    let v: Value = serde_json::from_str(e.raw().json().get()).unwrap_or_default();
+                    v["type"] == "m.room.member"
+                        && v["state_key"] == self.me.as_str()
+                        && v["content"]["membership"] == "join"
+                        && v["unsigned"]["prev_content"]["membership"] != "join"
+                })
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            let room = self.client.get_room(room_id);
+            for timeline_event in &events[start..] {
+                let mut raw = timeline_event.raw().clone();
+                if let TimelineEventKind::UnableToDecrypt { .. } = &timeline_event.kind
+                    && let Some(room) = &room
+                {
+                    // The key may have arrived later in the same response.
+                    match room.decrypt_event(raw.cast_ref_unchecked(), None).await {
+                        Ok(decrypted) => raw = decrypted.raw().clone(),
+                        Err(_) => {
+                            warn!(room = %room_id, event = ?timeline_event.event_id(), "undecryptable event skipped");
+                            continue;
+                        }
+                    }
+                }
+                let Ok(v) = serde_json::from_str::<Value>(raw.json().get()) else {
+                    warn!(room = %room_id, "malformed event skipped");
+                    continue;
+                };
+                if v["sender"] == self.me.as_str() {
+                    continue;
+                }
+                let display = match (&room, v["sender"].as_str()) {
+                    (Some(room), Some(sender)) => match OwnedUserId::try_from(sender) {
+                        Ok(uid) => room
+                            .get_member_no_sync(&uid)
+                            .await
+                            .ok()
+                            .flatten()
+                            .and_then(|m| m.display_name().map(str::to_owned)),
+                        Err(_) => None,
+                    },
+                    _ => None,
+                };
+                match translate::inbound(&v, name, display, &self.homeserver) {
+                    Inbound::Event(event) => {
+                        let kind = event.kind.name();
+                        let d = self.emitter.emit(*event).await?;
+                        debug!(account = %self.account, room = %room_id, kind, disposition = ?d, "emitted");
+                    }
+                    Inbound::Skip(why) => debug!(room = %room_id, why, "not bridged"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct BotSender {
+    client: Client,
+    rooms: Arc<RoomMap>,
+    state: StateHandle,
+}
+
+fn reaction_key(room: &OwnedRoomId, target: &str, key: &str, sender: &str) -> String {
+    format!("reaction\u{1f}{room}\u{1f}{target}\u{1f}{key}\u{1f}{sender}")
+}
+
+impl BotSender {
+    async fn send(&self, out: &Outbound) -> Result<Receipt, SendError> {
+        let event: &Event = &out.event;
+        let room_id = self.rooms.id(&event.room).ok_or(SendError::RoomNotFound)?;
+        let room = match self.client.get_room(room_id) {
+            Some(r) if r.state() == RoomState::Joined => r,
+            // Linked but not joined yet (no invite so far): try again later.
+            _ => return Err(SendError::Disconnected),
+        };
+        let outgoing = translate::outbound(event).map_err(SendError::Unsupported)?;
+        let txn = translate::txn_id(&event.key, "0");
+        match outgoing {
+            Outgoing::Send { kind, mut content } => {
+                if kind == "m.room.message" {
+                    content["com.beeper.per_message_profile"] =
+                        translate::per_message_profile(event);
+                }
+                let result = room
+                    .send_raw(kind, content)
+                    .with_transaction_id(&OwnedTransactionId::from(txn.clone()))
+                    .await;
+                match result {
+                    Ok(r) => {
+                        if let passerelle_sdk::EventKind::Reaction { target, key, .. } = &event.kind
+                        {
+                            let _ = self
+                                .state
+                                .put(
+                                    &reaction_key(
+                                        room_id,
+                                        target.as_str(),
+                                        key.as_str(),
+                                        event.sender.id.as_str(),
+                                    ),
+                                    r.response.event_id.as_str(),
+                                )
+                                .await;
+                        }
+                        Ok(Receipt {
+                            remote_id: Some(RemoteMessageId::new(r.response.event_id.as_str())),
+                        })
+                    }
+                    Err(e) => Err(errors::send_error(errors::meaning(&e))),
+                }
+            }
+            Outgoing::Redact { target } => {
+                let id = OwnedEventId::try_from(target.as_str())
+                    .map_err(|_| SendError::Rejected("bad event id".into()))?;
+                room.redact(&id, None, Some(OwnedTransactionId::from(txn.clone())))
+                    .await
+                    .map(|_| Receipt::default())
+                    .map_err(|e| errors::send_error(errors::http_meaning(&e)))
+            }
+            Outgoing::Unreact { target, key } => {
+                let k = reaction_key(room_id, &target, &key, event.sender.id.as_str());
+                let Some(ours) = self
+                    .state
+                    .get(&k)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|b| String::from_utf8(b).ok())
+                else {
+                    return Ok(Receipt::default());
+                };
+                let id = OwnedEventId::try_from(ours.as_str())
+                    .map_err(|_| SendError::Rejected("bad event id".into()))?;
+                room.redact(&id, None, Some(OwnedTransactionId::from(txn.clone())))
+                    .await
+                    .map_err(|e| errors::send_error(errors::http_meaning(&e)))?;
+                let _ = self.state.delete(&k).await;
+                Ok(Receipt::default())
+            }
+            Outgoing::State { kind, content } => room
+                .send_state_event_raw(kind, "", content)
+                .await
+                .map(|_| Receipt::default())
+                .map_err(|e| errors::send_error(errors::meaning(&e))),
+            Outgoing::Membership(_) => Err(SendError::Unsupported("membership")),
+            Outgoing::Typing(_) => Err(SendError::Unsupported("typing")),
+        }
+    }
+}
+
+/// Whether `s` names a room (`!id` or `#alias:server`).
+pub fn is_room(s: &str) -> bool {
+    <&RoomOrAliasId>::try_from(s).is_ok()
+}
