@@ -354,7 +354,7 @@ impl LaneTask {
                 map.outbound(key, &self.account, &self.room).await?;
         }
         if let Some(key) = routed.target {
-            rel.target = map.remote_id(key, &self.account, &self.room).await?;
+            (rel.target, rel.target_sender) = map.outbound(key, &self.account, &self.room).await?;
         }
         Ok(rel)
     }

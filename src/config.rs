@@ -39,6 +39,15 @@ pub struct General {
     /// a correction, or `drop` it (counted).
     #[serde(default)]
     pub edit_fallback: EditFallback,
+    /// What to do with a reaction where the destination has no reactions: `text` says it as an
+    /// action (`* alice reacted 👍 to bob's message`), `drop` drops it (counted). Taking a reaction
+    /// back is never said.
+    #[serde(default)]
+    pub reaction_fallback: TextFallback,
+    /// What to do with a deletion where the destination can't delete: `text` says it as an action
+    /// (`* alice deleted a message`; the deleted text is never repeated), `drop` drops it (counted).
+    #[serde(default)]
+    pub delete_fallback: TextFallback,
     /// Seconds to keep delivering queued messages after SIGTERM/SIGINT before stopping anyway
     /// (what is left stays in the outbox for the next start).
     #[serde(default = "default_grace")]
@@ -58,6 +67,8 @@ impl Default for General {
         Self {
             remote_nick_format: default_nick_format(),
             edit_fallback: EditFallback::default(),
+            reaction_fallback: TextFallback::default(),
+            delete_fallback: TextFallback::default(),
             shutdown_grace_secs: default_grace(),
         }
     }
@@ -71,6 +82,17 @@ pub enum EditFallback {
     #[default]
     Resend,
     /// Drop the edit (counted in `passerelle_drops_total{reason="no_edits"}`).
+    Drop,
+}
+
+/// What happens to reactions and deletions on networks that can't carry them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextFallback {
+    /// Say what happened in an action line, without repeating any message text.
+    #[default]
+    Text,
+    /// Drop it (counted in `passerelle_drops_total`).
     Drop,
 }
 

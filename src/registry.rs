@@ -16,6 +16,8 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_irc::IrcFactory));
     #[cfg(feature = "api")]
     all.push(Arc::new(passerelle_api::ApiFactory));
+    #[cfg(feature = "matrix")]
+    all.push(Arc::new(passerelle_matrix::MatrixFactory));
     all
 }
 

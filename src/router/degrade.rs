@@ -7,13 +7,16 @@
 //!   quote).
 //! - No edits (or no `delete` right): the new text is resent with ` (edited)` appended, or dropped
 //!   (`general.edit_fallback`).
-//! - No deletes, no reactions: dropped and counted.
+//! - No deletes, no reactions: said as an action without any message text (`* alice reacted 👍 to
+//!   bob's message`, `* alice deleted a message`), or dropped and counted
+//!   (`general.reaction_fallback`, `general.delete_fallback`). Without the `delete` right they are
+//!   always dropped.
 //! - No rich text: the formatted body is dropped, the plain text stays. No attachments: their
 //!   links are appended to the text.
 //! - Longer than the destination's limit: cut at a character boundary, marked with `…`.
 
 use super::{AccountPolicy, RoutedEvent};
-use crate::config::{EditFallback, General};
+use crate::config::{EditFallback, General, TextFallback};
 use passerelle_sdk::{Content, Event, EventKind, Formatted, MessageKind, RemoteMessageId, Text};
 
 /// The destination's ids for the event's relations, looked up in the message map.
@@ -29,6 +32,8 @@ pub struct DestRelations {
     pub thread_sender: Option<String>,
     /// The edited/deleted/reacted-to message's id on the destination.
     pub target: Option<RemoteMessageId>,
+    /// The edited/deleted/reacted-to message's sender, for text fallbacks.
+    pub target_sender: Option<String>,
 }
 
 /// Whether a destination with `caps` can carry an event of this kind in any form. Membership,
@@ -119,6 +124,24 @@ pub fn adapt(
         }
         EventKind::Delete { .. } => match rel.target {
             Some(target) if caps.deletes && modifies_allowed => EventKind::Delete { target },
+            Some(_) if modifies_allowed && general.delete_fallback == TextFallback::Text => {
+                let mut text = "deleted a message".to_owned();
+                if let Some(owner) = rel
+                    .target_sender
+                    .as_deref()
+                    .filter(|o| *o != origin.sender.name())
+                {
+                    text.push_str(&format!(" by {owner}"));
+                }
+                EventKind::Message(shape(
+                    &Content::emote(text),
+                    routed,
+                    dest,
+                    None,
+                    general,
+                    None,
+                ))
+            }
             Some(_) => return Err("no_deletes"),
             None => return Err("unknown_target"),
         },
@@ -128,6 +151,24 @@ pub fn adapt(
                 key: key.clone(),
                 removed: *removed,
             },
+            Some(_)
+                if modifies_allowed
+                    && !*removed
+                    && general.reaction_fallback == TextFallback::Text =>
+            {
+                let text = match rel.target_sender.as_deref() {
+                    Some(owner) => format!("reacted {} to {owner}'s message", key.as_str()),
+                    None => format!("reacted {}", key.as_str()),
+                };
+                EventKind::Message(shape(
+                    &Content::emote(text),
+                    routed,
+                    dest,
+                    None,
+                    general,
+                    None,
+                ))
+            }
             Some(_) => return Err("no_reactions"),
             None => return Err("unknown_target"),
         },
@@ -401,15 +442,69 @@ mod tests {
             key: "👍".into(),
             removed: false,
         });
+        let quiet = General {
+            reaction_fallback: TextFallback::Drop,
+            delete_fallback: TextFallback::Drop,
+            ..General::default()
+        };
         assert_eq!(
             adapt(
                 &reaction,
                 &"#b".into(),
                 &policy(Capabilities::default(), true),
-                rel,
+                rel.clone(),
+                &quiet
+            )
+            .unwrap_err(),
+            "no_reactions"
+        );
+        let plain = Capabilities::default();
+        let rel = DestRelations {
+            target_sender: Some("bob".into()),
+            ..rel
+        };
+        let out = adapt(
+            &reaction,
+            &"#b".into(),
+            &policy(plain, true),
+            rel.clone(),
+            &g,
+        )
+        .unwrap();
+        assert_eq!(text_of(&out), "alice reacted 👍 to bob's message");
+        assert_eq!(out.content().map(|c| c.kind), Some(MessageKind::Emote));
+        let out = adapt(&delete, &"#b".into(), &policy(plain, true), rel.clone(), &g).unwrap();
+        assert_eq!(text_of(&out), "alice deleted a message by bob");
+        assert_eq!(
+            adapt(
+                &delete,
+                &"#b".into(),
+                &policy(plain, true),
+                rel.clone(),
+                &quiet
+            )
+            .unwrap_err(),
+            "no_deletes"
+        );
+        // Without the delete right, nothing is said either.
+        assert_eq!(
+            adapt(
+                &reaction,
+                &"#b".into(),
+                &policy(plain, false),
+                rel.clone(),
                 &g
             )
             .unwrap_err(),
+            "no_reactions"
+        );
+        let unreact = routed(EventKind::Reaction {
+            target: "o1".into(),
+            key: "👍".into(),
+            removed: true,
+        });
+        assert_eq!(
+            adapt(&unreact, &"#b".into(), &policy(plain, true), rel, &g).unwrap_err(),
             "no_reactions"
         );
     }

@@ -18,6 +18,7 @@
 //! - [`transport`]: TCP/TLS and the bounded line reader.
 //! - [`session`]: one connection: registration, joins, the read/send loop.
 
+pub mod address;
 pub mod config;
 pub mod format;
 pub mod line;

@@ -2,6 +2,7 @@
 //! read/send loop, keep-alive and the dead-link timeout. A session ends with the connection; the
 //! daemon's supervisor reconnects with backoff and the next session joins again.
 
+use crate::address::Addressing;
 use crate::config::Settings;
 use crate::format;
 use crate::line::{self, Line};
@@ -53,6 +54,8 @@ pub struct Session<'s> {
     rooms: HashMap<String, RoomId>,
     /// Channels asked to join and not yet answered.
     pending_joins: HashSet<String>,
+    /// Which message each remote name last sent per channel, so `name: …` answers it.
+    addressing: Addressing,
     last_seen: Instant,
     ping_outstanding: bool,
 }
@@ -88,6 +91,7 @@ impl<'s> Session<'s> {
                 .map(|r| (r.as_str().to_lowercase(), r.clone()))
                 .collect(),
             pending_joins: HashSet::new(),
+            addressing: Addressing::default(),
             last_seen: Instant::now(),
             ping_outstanding: false,
         };
@@ -284,6 +288,7 @@ impl<'s> Session<'s> {
 
     /// Joins every room (with its key), and runs until shutdown or a lost connection.
     pub async fn run(mut self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
+        self.addressing = Addressing::load(&io.state, self.rooms.keys()).await;
         let rooms: Vec<RoomId> = self.rooms.values().cloned().collect();
         for room in &rooms {
             let name = room.as_str();
@@ -338,7 +343,7 @@ impl<'s> Session<'s> {
                         self.quit().await;
                         return Ok(());
                     };
-                    self.send(outbound).await?;
+                    self.send(outbound, &io.state).await?;
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let silent = self.last_seen.elapsed();
@@ -489,6 +494,11 @@ impl<'s> Session<'s> {
             None if l.command == "NOTICE" => (MessageKind::Notice, text),
             None => (MessageKind::Normal, text),
         };
+        let lower = target.to_lowercase();
+        let (reply_to, body) = match self.addressing.resolve(&lower, body) {
+            Some((id, rest)) if kind == MessageKind::Normal => (Some(id), rest),
+            _ => (None, body),
+        };
         let converted = format::convert(body);
         let content = Content {
             text: Text::new(converted.plain),
@@ -499,6 +509,7 @@ impl<'s> Session<'s> {
         let mut sender = Sender::new(prefix.nick.as_str());
         sender.display_name = Some(prefix.nick.clone());
         let mut event = Event::new(room, sender, EventKind::Message(content));
+        event.reply_to = reply_to;
         if let Some(id) = l.tag("msgid") {
             event.remote_id = Some(id.into());
         }
@@ -526,8 +537,21 @@ impl<'s> Session<'s> {
         MAX_LINE.saturating_sub(fixed).max(16)
     }
 
-    async fn send(&mut self, outbound: Outbound) -> Result<(), ConnectorError> {
+    async fn send(
+        &mut self,
+        outbound: Outbound,
+        state: &passerelle_sdk::StateHandle,
+    ) -> Result<(), ConnectorError> {
         let result = self.send_event(&outbound.event).await;
+        if let Ok(Receipt {
+            remote_id: Some(id),
+        }) = &result
+        {
+            let channel = outbound.event.room.as_str().to_lowercase();
+            self.addressing
+                .record(state, &channel, outbound.event.sender.name(), id.as_str())
+                .await;
+        }
         let lost = matches!(result, Err(SendError::Disconnected));
         outbound.respond(result);
         if lost {
@@ -570,6 +594,10 @@ impl<'s> Session<'s> {
                     .map_err(|_| SendError::Disconnected)?;
             }
         }
-        Ok(Receipt::default())
+        // IRC gives no ids: this one lets `name: …` answers (see `address`) and the message map
+        // find the message.
+        Ok(Receipt {
+            remote_id: Some(format!("irc-out.{}", event.key).into()),
+        })
     }
 }
