@@ -21,7 +21,7 @@ use crate::router::{AccountPolicy, RoutedEvent};
 use crate::store::seal::Sealer;
 use crate::store::{OutboxEntry, Store};
 use dashmap::DashMap;
-use passerelle_sdk::{AccountId, Outbound, RoomId, SendError};
+use passerelle_sdk::{AccountId, EventKind, Outbound, RoomId, SendError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -291,6 +291,14 @@ impl LaneTask {
         let Some(sender) = d.outbound.get(&self.account) else {
             return self.drop_row(entry, "account_not_running").await;
         };
+        // What the destination's id will stand for: a correction resent for an edit stands for
+        // the edited message (answers to it answer that message); words about a reaction or a
+        // deletion stand for nothing.
+        let map_key = match (&routed.event.kind, &event.kind) {
+            (EventKind::Edit { .. }, EventKind::Message(_)) => routed.target,
+            (EventKind::Reaction { .. } | EventKind::Delete { .. }, EventKind::Message(_)) => None,
+            _ => Some(entry.key),
+        };
         let (outbound, answer) = Outbound::new(event, routed.origin.clone(), routed.link.clone());
         let started = Instant::now();
         tokio::select! {
@@ -314,7 +322,8 @@ impl LaneTask {
                 metrics::event_out(self.account.as_str());
                 let mapped = receipt
                     .remote_id
-                    .map(|id| (entry.key, self.account.clone(), self.room.clone(), id));
+                    .zip(map_key)
+                    .map(|(id, key)| (key, self.account.clone(), self.room.clone(), id));
                 // Delivered: record it, retrying the store (never the send, which would repeat
                 // the message). If the store keeps failing, the row stays queued and is sent
                 // again after a restart: the one duplicate this allows is logged.

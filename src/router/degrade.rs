@@ -9,8 +9,8 @@
 //!   (`general.edit_fallback`).
 //! - No deletes, no reactions: said as an action without any message text (`* alice reacted 👍 to
 //!   bob's message`, `* alice deleted a message`), or dropped and counted
-//!   (`general.reaction_fallback`, `general.delete_fallback`). Without the `delete` right they are
-//!   always dropped.
+//!   (`general.reaction_fallback`, `general.delete_fallback`). Saying it needs only `write`; where
+//!   the network could react or delete but the account lacks `delete`, they are dropped.
 //! - No rich text: the formatted body is dropped, the plain text stays. No attachments: their
 //!   links are appended to the text.
 //! - Longer than the destination's limit: cut at a character boundary, marked with `…`.
@@ -124,7 +124,12 @@ pub fn adapt(
         }
         EventKind::Delete { .. } => match rel.target {
             Some(target) if caps.deletes && modifies_allowed => EventKind::Delete { target },
-            Some(_) if modifies_allowed && general.delete_fallback == TextFallback::Text => {
+            // Said in words where the network can't delete: the message is known to the core,
+            // even when the destination gave it no id (IRC).
+            _ if !caps.deletes
+                && routed.target.is_some()
+                && general.delete_fallback == TextFallback::Text =>
+            {
                 let mut text = "deleted a message".to_owned();
                 if let Some(owner) = rel
                     .target_sender
@@ -143,6 +148,7 @@ pub fn adapt(
                 ))
             }
             Some(_) => return Err("no_deletes"),
+            None if !caps.deletes || !modifies_allowed => return Err("no_deletes"),
             None => return Err("unknown_target"),
         },
         EventKind::Reaction { key, removed, .. } => match rel.target {
@@ -151,10 +157,10 @@ pub fn adapt(
                 key: key.clone(),
                 removed: *removed,
             },
-            Some(_)
-                if modifies_allowed
-                    && !*removed
-                    && general.reaction_fallback == TextFallback::Text =>
+            _ if !caps.reactions
+                && !*removed
+                && routed.target.is_some()
+                && general.reaction_fallback == TextFallback::Text =>
             {
                 let text = match rel.target_sender.as_deref() {
                     Some(owner) => format!("reacted {} to {owner}'s message", key.as_str()),
@@ -170,6 +176,7 @@ pub fn adapt(
                 ))
             }
             Some(_) => return Err("no_reactions"),
+            None if !caps.reactions || !modifies_allowed => return Err("no_reactions"),
             None => return Err("unknown_target"),
         },
         EventKind::Membership(change) if caps.membership => EventKind::Membership(*change),
@@ -459,6 +466,10 @@ mod tests {
             "no_reactions"
         );
         let plain = Capabilities::default();
+        let mut reaction = reaction;
+        reaction.target = Some(EventKey::new());
+        let mut delete = delete;
+        delete.target = Some(EventKey::new());
         let rel = DestRelations {
             target_sender: Some("bob".into()),
             ..rel
@@ -486,12 +497,23 @@ mod tests {
             .unwrap_err(),
             "no_deletes"
         );
-        // Without the delete right, nothing is said either.
-        assert_eq!(
+        // Saying it is a plain write: the delete right is not needed where nothing is modified.
+        assert!(
             adapt(
                 &reaction,
                 &"#b".into(),
                 &policy(plain, false),
+                rel.clone(),
+                &g
+            )
+            .is_ok()
+        );
+        // Where the network could react but the right is missing, nothing is said.
+        assert_eq!(
+            adapt(
+                &reaction,
+                &"#b".into(),
+                &policy(caps, false),
                 rel.clone(),
                 &g
             )

@@ -543,9 +543,14 @@ impl<'s> Session<'s> {
         state: &passerelle_sdk::StateHandle,
     ) -> Result<(), ConnectorError> {
         let result = self.send_event(&outbound.event).await;
+        // Only said messages are answered by name; actions and notices (which also carry the
+        // core's words about reactions and deletions) are not.
+        let said =
+            matches!(&outbound.event.kind, EventKind::Message(c) if c.kind == MessageKind::Normal);
         if let Ok(Receipt {
             remote_id: Some(id),
         }) = &result
+            && said
         {
             let channel = outbound.event.room.as_str().to_lowercase();
             self.addressing
