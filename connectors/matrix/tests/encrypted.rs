@@ -1,0 +1,144 @@
+//! Bot mode in an encrypted room, against a real Synapse: the peer is a real client library
+//! (matrix-sdk with its own crypto store), and the homeserver only ever holds ciphertext.
+
+use matrix_sdk::Client;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::TimelineEventKind;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId};
+use passerelle_matrix::MatrixFactory;
+use passerelle_sdk::{BuildContext, ConnectorFactory, Content, Event, EventKind, Sender};
+use passerelle_testkit::harness::Harness;
+use passerelle_testkit::matrix_client::MatrixUser;
+use passerelle_testkit::synapse::Synapse;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn sdk_login(hs: &Synapse, dir: &std::path::Path, name: &str, pw: &str) -> Client {
+    let client = Client::builder()
+        .homeserver_url(hs.url())
+        .sqlite_store(dir, None)
+        .build()
+        .await
+        .expect("client");
+    client
+        .matrix_auth()
+        .login_username(name, pw)
+        .send()
+        .await
+        .expect("login");
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await
+        .expect("first sync");
+    client
+}
+
+/// Syncs until `id` can be read in clear, and returns its body.
+async fn decrypted_body(client: &Client, room: &OwnedRoomId, id: &OwnedEventId) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let _ = client
+            .sync_once(SyncSettings::default().timeout(Duration::from_millis(500)))
+            .await;
+        if let Some(r) = client.get_room(room)
+            && let Ok(ev) = r.event(id, None).await
+            && let TimelineEventKind::Decrypted(d) = &ev.kind
+        {
+            let v: serde_json::Value = serde_json::from_str(d.event.json().get()).unwrap();
+            return v["content"]["body"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(Instant::now() < deadline, "never decrypted {id}");
+    }
+}
+
+#[tokio::test]
+async fn bot_mode_bridges_an_encrypted_room_both_ways() {
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let http = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = http
+        .create_room(json!({
+            "invite": ["@bridge:localhost"],
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+        }))
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = BuildContext {
+        account: "matrix.e2e".into(),
+        data_dir: dir.path().join("bridge"),
+    };
+    let table = json!({"homeserver": hs.url(), "user": "@bridge:localhost", "password": "bridge-pw",
+        "store_passphrase": "a store passphrase"});
+    let connector = MatrixFactory.build(&ctx, table).expect("config");
+    let mut h = Harness::start(connector, "matrix.e2e", vec![room.as_str().into()]);
+    assert!(h.wait_connected(WAIT).await, "the bot did not connect");
+    let deadline = Instant::now() + WAIT;
+    while !http
+        .members(&room)
+        .await
+        .iter()
+        .any(|m| m == "@bridge:localhost")
+    {
+        assert!(Instant::now() < deadline, "the bot never joined");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Alice's client encrypts; the bot decrypts and emits the clear text.
+    let alice = sdk_login(&hs, &dir.path().join("alice"), "alice", "alice-pw").await;
+    let room_id = OwnedRoomId::try_from(room.as_str()).unwrap();
+    let alice_room = alice.get_room(&room_id).expect("alice sees the room");
+    let sent = alice_room
+        .send(RoomMessageEventContent::text_plain(
+            "secret hello from alice",
+        ))
+        .await
+        .expect("alice sends");
+    let wire = http.event(&room, sent.response.event_id.as_str()).await;
+    assert_eq!(
+        wire["type"], "m.room.encrypted",
+        "alice's message is encrypted on the server"
+    );
+    let inbound = h
+        .next_matching(WAIT, |e| {
+            matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "secret hello from alice")
+        })
+        .await
+        .expect("the bot decrypted alice's message");
+    assert_eq!(inbound.sender.id.as_str(), "@alice:localhost");
+
+    // The bot encrypts what it sends; alice's client reads it.
+    let mut sender = Sender::new("bob");
+    sender.display_name = Some("bob".into());
+    let out = Event::new(
+        room.as_str(),
+        sender,
+        EventKind::Message(Content::plain("secret answer from the bridge")),
+    );
+    let receipt = h
+        .send(out, WAIT)
+        .await
+        .expect("an answer")
+        .expect("the send succeeded");
+    let id = receipt.remote_id.expect("an event id");
+    let wire = http.event(&room, id.as_str()).await;
+    assert_eq!(
+        wire["type"], "m.room.encrypted",
+        "the bot's message is encrypted on the server"
+    );
+    assert!(
+        !wire.to_string().contains("secret answer"),
+        "clear text on the server: {wire}"
+    );
+    let id = OwnedEventId::try_from(id.as_str()).unwrap();
+    assert_eq!(
+        decrypted_body(&alice, &room_id, &id).await,
+        "secret answer from the bridge"
+    );
+    h.shutdown(Duration::from_secs(10)).await;
+}
