@@ -21,7 +21,9 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreState};
 use crate::supervisor;
 use anyhow::Context;
-use passerelle_sdk::{AccountId, ConnectorIo, Emitter, StateHandle, StatusReporter, Timestamp};
+use passerelle_sdk::{
+    AccountId, ConnectorIo, Emitter, HttpMount, StateHandle, StatusReporter, Timestamp,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +87,7 @@ pub async fn run(
     let mut outbound = HashMap::new();
     let mut ios = Vec::new();
     let mut statuses = Vec::new();
+    let mut mounts = HashMap::new();
     for account in built {
         if !config.accounts.get(&account.id).is_some_and(|a| a.enabled) {
             tracing::info!(account = %account.id, "account disabled; not started");
@@ -102,7 +105,9 @@ pub async fn run(
             state: StateHandle::new(account.id.clone(), Arc::new(StoreState(store.clone()))),
             status,
             shutdown: stop.child_token(),
+            http: HttpMount::new(),
         };
+        mounts.insert(account.id.clone(), io.http.clone());
         ios.push((account, io, status_rx));
     }
     drop(inbound_tx);
@@ -153,6 +158,7 @@ pub async fn run(
         let app = http::router(AdminState {
             accounts: Arc::new(statuses),
             prometheus,
+            mounts: Arc::new(mounts),
         });
         let http_stop = stop.clone();
         tasks.spawn(async move {

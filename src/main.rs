@@ -1,4 +1,4 @@
-//! The `passerelle` command line: `run`, `check`, `version`.
+//! The `passerelle` command line: `run`, `check`, `matrix-registration`, `health`, `version`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,6 +30,17 @@ enum Command {
         /// The configuration file.
         #[arg(short, long, env = "PASSERELLE_CONFIG", default_value = "config.toml")]
         config: PathBuf,
+    },
+    /// Print the appservice registration YAML for a Matrix account in appservice mode, for the
+    /// homeserver (Synapse: `app_service_config_files`).
+    #[cfg(feature = "matrix")]
+    MatrixRegistration {
+        /// The configuration file.
+        #[arg(short, long, env = "PASSERELLE_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+        /// The account, when more than one is in appservice mode.
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Print the version and the connectors this build has.
     Version,
@@ -71,11 +82,12 @@ fn health(addr: std::net::SocketAddr) -> ExitCode {
 /// text. Other crates (HTTP, TLS, WebSocket libraries) may log payloads at their most verbose
 /// levels, so a bare level in `PASSERELLE_LOG` applies to these crates only, and the others stay
 /// at `info` at most.
-const OWN_CRATES: [&str; 4] = [
+const OWN_CRATES: [&str; 5] = [
     "passerelle",
     "passerelle_sdk",
     "passerelle_irc",
     "passerelle_api",
+    "passerelle_matrix",
 ];
 
 /// The log filter for a `PASSERELLE_LOG` value: a bare level (`trace`, `debug`...) applies to
@@ -126,6 +138,77 @@ fn report(path: &std::path::Path, issues: &[passerelle_sdk::ConfigIssue]) {
     }
 }
 
+/// Prints the registration of the one (or the named) Matrix account in appservice mode.
+#[cfg(feature = "matrix")]
+fn matrix_registration(path: &std::path::Path, account: Option<String>) -> ExitCode {
+    let config = match passerelle::config::load(path) {
+        Ok(c) => c,
+        Err(issues) => {
+            report(path, &issues);
+            return ExitCode::from(2);
+        }
+    };
+    let candidates: Vec<_> = config
+        .accounts
+        .iter()
+        .filter(|(id, a)| {
+            a.kind == "matrix"
+                && a.table["mode"] == "appservice"
+                && account.as_deref().is_none_or(|want| id.as_str() == want)
+        })
+        .collect();
+    let (id, acc) = match candidates.as_slice() {
+        [one] => *one,
+        [] => {
+            eprintln!(
+                "{}: no Matrix account in appservice mode{}",
+                path.display(),
+                account.map(|a| format!(" named {a}")).unwrap_or_default()
+            );
+            return ExitCode::from(2);
+        }
+        _ => {
+            eprintln!(
+                "{}: several appservice accounts: name one with --account",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let listen = config.http.listen_addr();
+    let default_url = listen
+        .map(|addr| format!("http://{addr}/accounts/{id}"))
+        .unwrap_or_default();
+    if listen.is_none() && acc.table.get("url").is_none() {
+        eprintln!(
+            "{}: http.listen is not set, and accounts.{id}.url neither: the homeserver could not reach the daemon",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    match passerelle_matrix::registration(acc.table.clone(), &default_url) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(issues) => {
+            let issues: Vec<_> = issues
+                .into_iter()
+                .map(|mut i| {
+                    i.path = format!(
+                        "accounts.{}.{}",
+                        passerelle_sdk::config::path_key(id.as_str()),
+                        i.path
+                    );
+                    i
+                })
+                .collect();
+            report(path, &issues);
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -142,6 +225,8 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        #[cfg(feature = "matrix")]
+        Command::MatrixRegistration { config, account } => matrix_registration(&config, account),
         Command::Check { config } => match passerelle::daemon::load(&config) {
             Ok((c, _)) => {
                 println!(
@@ -222,7 +307,8 @@ mod tests {
     fn a_bare_level_reaches_only_our_own_crates() {
         assert_eq!(
             log_filter(Some("trace")),
-            "info,passerelle=trace,passerelle_sdk=trace,passerelle_irc=trace,passerelle_api=trace"
+            "info,passerelle=trace,passerelle_sdk=trace,passerelle_irc=trace,passerelle_api=trace,\
+             passerelle_matrix=trace"
         );
         assert!(log_filter(None).starts_with("info,passerelle=info"));
         assert_eq!(log_filter(Some("hyper=debug")), "hyper=debug");

@@ -52,6 +52,8 @@ pub async fn supervise(
         let started = Instant::now();
         tracing::info!(account = %id, "connector starting");
         let result = current.run(&mut io).await;
+        // Its HTTP endpoints answer 503 until it runs again.
+        io.http.clear();
         if io.shutdown.is_cancelled() {
             break;
         }

@@ -1,13 +1,17 @@
 //! The admin HTTP listener: `/healthz` (the process answers), `/readyz` (every enabled account is
 //! connected; the body lists each account's state) and `/metrics` (Prometheus text format).
 //! Unauthenticated: bind it to loopback or put it behind a proxy.
+//!
+//! Connectors that serve HTTP (Matrix's Application Service API, webhooks) are reached under
+//! `/accounts/{account}/…`; each checks its own credentials.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use metrics_exporter_prometheus::PrometheusHandle;
-use passerelle_sdk::{AccountId, ConnectionState};
+use passerelle_sdk::{AccountId, ConnectionState, HttpMount};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -18,7 +22,12 @@ pub struct AdminState {
     pub accounts: Arc<Vec<(AccountId, watch::Receiver<ConnectionState>)>>,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
+    /// Each account's connector endpoints, served under `/accounts/{account}/`.
+    pub mounts: Arc<HashMap<AccountId, HttpMount>>,
 }
+
+/// The largest request body a connector endpoint accepts (Matrix transactions can be large).
+const MAX_CONNECTOR_BODY: usize = 16 * 1024 * 1024;
 
 /// The admin routes.
 pub fn router(state: AdminState) -> axum::Router {
@@ -26,6 +35,7 @@ pub fn router(state: AdminState) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/accounts/{account}/{*rest}", any(connector))
         .with_state(state)
 }
 
@@ -66,4 +76,42 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.prometheus.render(),
     )
+}
+
+/// Hands a request under `/accounts/{account}/` to that account's connector, with the prefix
+/// removed from the path; 404 for an unknown account, 503 while its connector is not running.
+async fn connector(
+    State(state): State<AdminState>,
+    axum::extract::Path((account, _rest)): axum::extract::Path<(String, String)>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let Some(mount) = state.mounts.get(account.as_str()) else {
+        return (StatusCode::NOT_FOUND, "no such account\n").into_response();
+    };
+    let Some(handler) = mount.handler() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connector not running\n").into_response();
+    };
+    let (mut parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_CONNECTOR_BODY).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+    };
+    // The raw (still percent-encoded) remainder, so ids like `%23alias%3Aserver` survive.
+    let raw = parts.uri.path();
+    let tail = raw
+        .strip_prefix("/accounts/")
+        .and_then(|r| r.find('/').map(|i| &r[i..]))
+        .unwrap_or("/");
+    let path = match parts.uri.query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_owned(),
+    };
+    match path.parse::<axum::http::Uri>() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return (StatusCode::BAD_REQUEST, "bad path\n").into_response(),
+    }
+    let answer = handler
+        .handle(axum::http::Request::from_parts(parts, bytes))
+        .await;
+    let (parts, bytes) = answer.into_parts();
+    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
 }

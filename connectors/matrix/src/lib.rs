@@ -12,13 +12,17 @@
 //! - [`html`]: the safe HTML subset both ways.
 //! - [`rooms`]: configured room names ↔ Matrix room ids.
 //! - [`errors`]: homeserver errors → typed SDK errors.
+//! - [`ghost`]: ghost user ids.
+//! - [`appservice`]: appservice mode (transactions, ghosts, the registration file).
 //! - `bot`: bot mode.
 #![recursion_limit = "256"]
 #![deny(missing_docs)]
 
+pub mod appservice;
 mod bot;
 pub mod config;
 pub mod errors;
+pub mod ghost;
 pub mod html;
 pub mod rooms;
 pub mod translate;
@@ -52,16 +56,39 @@ impl ConnectorFactory for MatrixFactory {
                     data_dir: ctx.data_dir.clone(),
                 }),
             })),
-            ModeSettings::Appservice(_) => Err(vec![ConfigIssue::new(
-                "mode",
-                "appservice mode is not available in this build yet",
-            )]),
+            ModeSettings::Appservice(asv) => Ok(Box::new(MatrixConnector {
+                mode: Mode::Appservice(appservice::Appservice {
+                    asv: asv.clone(),
+                    cfg: cfg.clone(),
+                }),
+            })),
         }
+    }
+}
+
+/// The appservice registration YAML for an account's table, or the table's issues. `default_url`
+/// is used when the table sets no `url`: where the homeserver reaches the daemon's HTTP listener
+/// for this account (`http://LISTEN/accounts/NAME`).
+pub fn registration(
+    table: serde_json::Value,
+    default_url: &str,
+) -> Result<String, Vec<ConfigIssue>> {
+    let cfg = MatrixConfig::parse(table)?;
+    match &cfg.mode {
+        ModeSettings::Appservice(asv) => Ok(appservice::registration_yaml(
+            asv,
+            asv.url.as_deref().unwrap_or(default_url),
+        )),
+        ModeSettings::Bot(_) => Err(vec![ConfigIssue::new(
+            "mode",
+            "a registration is only for mode = \"appservice\"",
+        )]),
     }
 }
 
 enum Mode {
     Bot(bot::Bot),
+    Appservice(appservice::Appservice),
 }
 
 /// A Matrix account.
@@ -73,13 +100,15 @@ impl MatrixConnector {
     fn config(&self) -> &Resolved {
         match &self.mode {
             Mode::Bot(b) => &b.cfg,
+            Mode::Appservice(a) => &a.cfg,
         }
     }
 }
 
 impl Connector for MatrixConnector {
     fn capabilities(&self) -> Capabilities {
-        let _ = self.config();
+        // Ghosts carry who speaks in appservice mode; the bot names them in the text otherwise.
+        let ghosts = matches!(self.config().mode, ModeSettings::Appservice(_));
         Capabilities {
             edits: true,
             deletes: true,
@@ -88,10 +117,10 @@ impl Connector for MatrixConnector {
             threads: true,
             attachments: false,
             rich_text: true,
-            per_message_identity: false,
-            puppets: false,
-            typing: false,
-            membership: false,
+            per_message_identity: ghosts,
+            puppets: ghosts,
+            typing: ghosts,
+            membership: ghosts,
             topic: true,
         }
     }
@@ -119,6 +148,7 @@ impl Connector for MatrixConnector {
         Box::pin(async move {
             match self.mode {
                 Mode::Bot(b) => b.run(io).await,
+                Mode::Appservice(a) => a.run(io).await,
             }
         })
     }

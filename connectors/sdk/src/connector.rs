@@ -83,6 +83,8 @@ pub struct ConnectorIo {
     pub status: StatusReporter,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
+    /// Where the connector may serve HTTP endpoints on the daemon's listener.
+    pub http: crate::http::HttpMount,
 }
 
 /// What the daemon did with an inbound event.

@@ -29,6 +29,7 @@ pub mod connector;
 pub mod content;
 pub mod error;
 pub mod event;
+pub mod http;
 pub mod ids;
 pub mod secret;
 pub mod state;
@@ -41,6 +42,7 @@ pub use connector::{
 pub use content::{Attachment, Content, Formatted, MessageKind, Text};
 pub use error::{ConfigIssue, ConnectorError, EmitError, SendError};
 pub use event::{Event, EventKind, MembershipChange, Sender, Timestamp};
+pub use http::{HttpHandler, HttpMount};
 pub use ids::{AccountId, EventKey, RemoteMessageId, RoomId, UserId};
 pub use secret::Secret;
 pub use state::{StateBackend, StateError, StateHandle};

@@ -33,6 +33,11 @@ pub trait Peer: Send {
     fn say<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, ()>;
     /// Acts `text` (`/me`) in the room.
     fn act<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, ()>;
+    /// For connectors that serve HTTP on the daemon's listener (webhooks, Matrix appservices): the
+    /// loopback port the network calls them on. The suite serves the connector's endpoints there.
+    fn http_port(&self) -> Option<u16> {
+        None
+    }
     /// Called once the connector reports Connected, before any check (open a stream, join...).
     fn ready(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
@@ -76,6 +81,9 @@ pub async fn run(make: &dyn Fn() -> Box<dyn Connector>, peer: &mut dyn Peer, roo
     let connector = make();
     let caps = connector.capabilities();
     let mut h = Harness::start(connector, "conformance.account", rooms);
+    if let Some(port) = peer.http_port() {
+        h.serve_http(port).await;
+    }
     if !h.wait_connected(Duration::from_secs(30)).await {
         panic!("conformance: the connector did not report Connected within 30 s");
     }

@@ -4,8 +4,8 @@
 use futures::future::BoxFuture;
 use passerelle_sdk::{
     AccountId, ConnectionState, Connector, ConnectorError, ConnectorIo, Disposition, Emitter,
-    Event, Inbound, Outbound, Receipt, RoomId, SendError, StateBackend, StateError, StateHandle,
-    StatusReporter,
+    Event, HttpMount, Inbound, Outbound, Receipt, RoomId, SendError, StateBackend, StateError,
+    StateHandle, StatusReporter,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,7 @@ pub struct Harness {
     status: watch::Receiver<ConnectionState>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), ConnectorError>>>,
+    http: HttpMount,
 }
 
 impl Harness {
@@ -77,6 +78,7 @@ impl Harness {
         let (status, status_rx) = StatusReporter::new();
         let shutdown = CancellationToken::new();
         let account = AccountId::new(account);
+        let http = HttpMount::new();
         let mut io = ConnectorIo {
             account: account.clone(),
             rooms,
@@ -85,6 +87,7 @@ impl Harness {
             state: StateHandle::new(account, Arc::new(MemoryState::default())),
             status,
             shutdown: shutdown.clone(),
+            http: http.clone(),
         };
         let task = tokio::spawn(async move { connector.run(&mut io).await });
         // Acknowledge every event at once, as the daemon does once it has stored it.
@@ -96,7 +99,27 @@ impl Harness {
             status: status_rx,
             shutdown,
             task: Some(task),
+            http,
         }
+    }
+
+    /// Serves the connector's HTTP endpoints (see [`HttpMount`]) on 127.0.0.1:`port`, paths as
+    /// they are, until the harness shuts down.
+    pub async fn serve_http(&self, port: u16) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the loopback port is free");
+        let mount = self.http.clone();
+        let stop = self.shutdown.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let mount = mount.clone();
+            async move { crate::http_bridge::forward(&mount, req, 16 * 1024 * 1024).await }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
     }
 
     /// Waits until the connector reports [`ConnectionState::Connected`].

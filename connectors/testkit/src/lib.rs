@@ -16,6 +16,7 @@
 
 pub mod conformance;
 pub mod harness;
+pub mod http_bridge;
 pub mod irc_client;
 pub mod matrix_client;
 pub mod servers;

@@ -1,0 +1,739 @@
+//! Appservice mode: the daemon serves the Application Service API (transactions, user queries,
+//! ping) on its HTTP listener, and remote people are ghost users in the appservice's exclusive
+//! namespace, sending through identity assertion (`?user_id=`).
+//!
+//! Each transaction is acknowledged only after every event in it was handed to the daemon (which
+//! answers once it has stored it). The last acknowledged transaction id is kept, so a transaction
+//! the homeserver sends again is answered without being bridged twice; should the daemon die
+//! between storing and remembering, the daemon recognises the events again by their ids.
+
+use crate::config::{AppserviceSettings, Resolved};
+use crate::errors::{self, Meaning};
+use crate::ghost;
+use crate::translate::{self, Inbound, Outgoing};
+use futures::future::BoxFuture;
+use passerelle_sdk::http::{HttpHandler, Request, Response, json_response};
+use passerelle_sdk::{
+    ConnectionState, ConnectorError, ConnectorIo, Emitter, Event, EventKind, MembershipChange,
+    Outbound, Receipt, RemoteMessageId, RoomId, SendError, StateHandle,
+};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+
+const LAST_TXN: &str = "last_txn";
+
+/// An appservice-mode connector, built and ready to run.
+pub struct Appservice {
+    pub(crate) cfg: Resolved,
+    pub(crate) asv: AppserviceSettings,
+}
+
+/// Percent-encodes one path segment.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes a percent-encoded path segment.
+pub fn dec(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A homeserver error: status and `errcode`.
+#[derive(Debug)]
+pub struct HsError {
+    status: u16,
+    errcode: String,
+    retry_after: Option<Duration>,
+}
+
+impl HsError {
+    fn meaning(&self) -> Meaning {
+        if self.status == 0 {
+            return Meaning::Transient;
+        }
+        match (self.status, self.errcode.as_str()) {
+            (_, "M_LIMIT_EXCEEDED") | (429, _) => {
+                Meaning::RateLimited(self.retry_after.unwrap_or(Duration::from_secs(5)))
+            }
+            (_, "M_UNKNOWN_TOKEN") | (_, "M_MISSING_TOKEN") => Meaning::BadToken,
+            (404, _) | (_, "M_NOT_FOUND") => Meaning::NotFound,
+            (s, _) if s >= 500 => Meaning::Transient,
+            (_, code) if !code.is_empty() => Meaning::Refused(code.to_owned()),
+            (s, _) => Meaning::Refused(format!("status {s}")),
+        }
+    }
+}
+
+/// The client-server API, spoken with the appservice token.
+#[derive(Clone)]
+struct Hs {
+    http: reqwest::Client,
+    base: String,
+    token: passerelle_sdk::Secret,
+}
+
+impl Hs {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        as_user: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value, HsError> {
+        let mut url = format!("{}{path}", self.base);
+        if let Some(user) = as_user {
+            url.push(if path.contains('?') { '&' } else { '?' });
+            url.push_str("user_id=");
+            url.push_str(&enc(user));
+        }
+        let mut req = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.token.expose());
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|_| HsError {
+            status: 0,
+            errcode: String::new(),
+            retry_after: None,
+        })?;
+        let status = resp.status().as_u16();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        Err(HsError {
+            status,
+            errcode: value["errcode"].as_str().unwrap_or_default().to_owned(),
+            retry_after: value["retry_after_ms"].as_u64().map(Duration::from_millis),
+        })
+    }
+}
+
+/// Ids and names of this appservice.
+#[derive(Clone)]
+struct Names {
+    server: String,
+    bot: String,
+    sender: String,
+    ghost_prefix: String,
+}
+
+impl Names {
+    /// Whether a user id is ours (the bot, the sender user or a ghost): its events are echoes.
+    fn is_ours(&self, user_id: &str) -> bool {
+        user_id == self.bot
+            || user_id == self.sender
+            || ghost::local_of(user_id, &self.server)
+                .is_some_and(|l| l.starts_with(&format!("{}_", self.ghost_prefix)))
+    }
+
+    fn ghost(&self, account: &str, user: &str) -> (String, String) {
+        let local = ghost::localpart(&self.ghost_prefix, account, user);
+        let id = format!("@{local}:{}", self.server);
+        (local, id)
+    }
+}
+
+/// The sender user's localpart (the registration's `sender_localpart`), distinct from the bot's
+/// own user so that the bot can later run an encrypting device of its own.
+pub fn sender_localpart(asv: &AppserviceSettings) -> String {
+    format!("{}-sender", asv.bot_localpart)
+}
+
+/// The registration file for the homeserver, in YAML. `url` is where the homeserver reaches the
+/// daemon's HTTP listener for this account.
+pub fn registration_yaml(asv: &AppserviceSettings, url: &str) -> String {
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let server = asv.server_name.replace('.', "\\\\.");
+    format!(
+        "# Generated by passerelle matrix-registration. Give this file to the homeserver\n\
+         # (Synapse: app_service_config_files) and restart it.\n\
+         id: {id}\n\
+         url: {url}\n\
+         as_token: {as_token}\n\
+         hs_token: {hs_token}\n\
+         sender_localpart: {sender}\n\
+         rate_limited: false\n\
+         receive_ephemeral: true\n\
+         namespaces:\n  \
+           users:\n    \
+             - exclusive: true\n      regex: {ghosts}\n    \
+             - exclusive: true\n      regex: {bot}\n  \
+           aliases:\n    \
+             - exclusive: true\n      regex: {aliases}\n  \
+           rooms: []\n",
+        id = q(&asv.registration_id),
+        url = q(url),
+        as_token = q(asv.as_token.expose()),
+        hs_token = q(asv.hs_token.expose()),
+        sender = q(&sender_localpart(asv)),
+        ghosts = q(&format!("@{}_.*:{server}", asv.ghost_prefix)),
+        bot = q(&format!("@{}:{server}", asv.bot_localpart)),
+        aliases = q(&format!("#{}_.*:{server}", asv.alias_prefix)),
+    )
+}
+
+/// What the transaction endpoint shares with the connector's loop.
+struct Shared {
+    hs: Hs,
+    names: Names,
+    hs_token: passerelle_sdk::Secret,
+    emitter: Emitter,
+    state: StateHandle,
+    homeserver: String,
+    admins: Vec<String>,
+    /// Matrix room id → configured room name.
+    rooms: HashMap<String, RoomId>,
+    /// Serialises transactions (the homeserver sends one at a time; this makes sure of it).
+    txn_lock: Mutex<()>,
+    /// Display names of Matrix members, by (room, user).
+    names_cache: Mutex<HashMap<(String, String), Option<String>>>,
+}
+
+struct Endpoint(Arc<Shared>);
+
+impl HttpHandler for Endpoint {
+    fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
+        let shared = self.0.clone();
+        Box::pin(async move { shared.handle(request).await })
+    }
+}
+
+fn matrix_error(status: u16, errcode: &str, error: &str) -> Response {
+    json_response(status, &json!({"errcode": errcode, "error": error}))
+}
+
+impl Shared {
+    fn authorized(&self, request: &Request) -> Option<bool> {
+        let header = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let query = request.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("access_token="))
+                .and_then(dec)
+        });
+        let token = header.map(str::to_owned).or(query)?;
+        Some(self.hs_token.matches(&token))
+    }
+
+    async fn handle(&self, request: Request) -> Response {
+        match self.authorized(&request) {
+            None => return matrix_error(401, "M_UNAUTHORIZED", "missing token"),
+            Some(false) => {
+                warn!("appservice request with a wrong hs_token refused");
+                return matrix_error(403, "M_FORBIDDEN", "bad token");
+            }
+            Some(true) => {}
+        }
+        let path = request.uri().path().to_owned();
+        let method = request.method().clone();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (method.as_str(), segments.as_slice()) {
+            ("PUT", ["_matrix", "app", "v1", "transactions", txn]) => {
+                let txn = dec(txn).unwrap_or_default();
+                self.transaction(&txn, request.body()).await
+            }
+            ("GET", ["_matrix", "app", "v1", "users", user]) => {
+                let user = dec(user).unwrap_or_default();
+                self.user_query(&user).await
+            }
+            ("GET", ["_matrix", "app", "v1", "rooms", _alias]) => {
+                // Portal rooms opened by alias are not offered yet: links name their rooms.
+                matrix_error(404, "M_NOT_FOUND", "no such portal")
+            }
+            ("POST", ["_matrix", "app", "v1", "ping"]) => json_response(200, &json!({})),
+            _ => matrix_error(404, "M_UNRECOGNIZED", "unknown endpoint"),
+        }
+    }
+
+    async fn user_query(&self, user: &str) -> Response {
+        if !self.names.is_ours(user) || user == self.names.sender {
+            return matrix_error(404, "M_NOT_FOUND", "not ours");
+        }
+        let Some(local) = ghost::local_of(user, &self.names.server) else {
+            return matrix_error(404, "M_NOT_FOUND", "not ours");
+        };
+        match register(&self.hs, local).await {
+            Ok(()) => json_response(200, &json!({})),
+            Err(_) => matrix_error(500, "M_UNKNOWN", "could not create the user"),
+        }
+    }
+
+    async fn transaction(&self, txn: &str, body: &[u8]) -> Response {
+        let _one_at_a_time = self.txn_lock.lock().await;
+        let last = self
+            .state
+            .get(LAST_TXN)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        if last.as_deref() == Some(txn) {
+            debug!(txn, "transaction seen before; acknowledged again");
+            return json_response(200, &json!({}));
+        }
+        let Ok(parsed) = serde_json::from_slice::<Value>(body) else {
+            warn!(txn, bytes = body.len(), "malformed transaction refused");
+            return matrix_error(400, "M_NOT_JSON", "body is not JSON");
+        };
+        let events = parsed["events"].as_array().cloned().unwrap_or_default();
+        for ev in &events {
+            if let Err(e) = self.event(ev).await {
+                // Not acknowledged: the homeserver sends the transaction again later.
+                warn!(txn, error = %e, "transaction not stored; the homeserver will retry");
+                return matrix_error(503, "M_UNKNOWN", "try again");
+            }
+        }
+        if let Err(e) = self.state.put(LAST_TXN, txn.as_bytes().to_vec()).await {
+            warn!(txn, error = %e, "could not remember the transaction id");
+        }
+        debug!(txn, events = events.len(), "transaction stored");
+        json_response(200, &json!({}))
+    }
+
+    async fn event(&self, ev: &Value) -> Result<(), passerelle_sdk::EmitError> {
+        let sender = ev["sender"].as_str().unwrap_or_default();
+        let room_id = ev["room_id"].as_str().unwrap_or_default();
+        if ev["type"] == "m.room.member"
+            && let Some(subject) = ev["state_key"].as_str()
+        {
+            // Keep the name cache fresh.
+            let name = ev["content"]["displayname"].as_str().map(str::to_owned);
+            self.names_cache
+                .lock()
+                .await
+                .insert((room_id.to_owned(), subject.to_owned()), name);
+            if subject == self.names.bot && ev["content"]["membership"] == "invite" {
+                let linked = self.rooms.contains_key(room_id);
+                if linked || self.admins.iter().any(|a| a == sender) {
+                    let path = format!("/_matrix/client/v3/join/{}", enc(room_id));
+                    match self
+                        .hs
+                        .call(
+                            reqwest::Method::POST,
+                            &path,
+                            Some(&self.names.bot),
+                            Some(&json!({})),
+                        )
+                        .await
+                    {
+                        Ok(_) => info!(room = room_id, "joined on invite"),
+                        Err(e) => warn!(
+                            room = room_id,
+                            status = e.status,
+                            "could not join on invite"
+                        ),
+                    }
+                }
+            }
+        }
+        if self.names.is_ours(sender) {
+            return Ok(());
+        }
+        let Some(room) = self.rooms.get(room_id) else {
+            return Ok(());
+        };
+        let display = self.display_name(room_id, sender).await;
+        match translate::inbound(ev, room, display, &self.homeserver) {
+            Inbound::Event(event) => {
+                let kind = event.kind.name();
+                let d = self.emitter.emit(*event).await?;
+                debug!(room = room_id, kind, disposition = ?d, "emitted");
+            }
+            Inbound::Skip(why) => debug!(room = room_id, why, "not bridged"),
+        }
+        Ok(())
+    }
+
+    async fn display_name(&self, room: &str, user: &str) -> Option<String> {
+        let key = (room.to_owned(), user.to_owned());
+        if let Some(name) = self.names_cache.lock().await.get(&key) {
+            return name.clone();
+        }
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(room),
+            enc(user)
+        );
+        let name = self
+            .hs
+            .call(reqwest::Method::GET, &path, Some(&self.names.bot), None)
+            .await
+            .ok()
+            .and_then(|v| v["displayname"].as_str().map(str::to_owned));
+        self.names_cache.lock().await.insert(key, name.clone());
+        name
+    }
+}
+
+/// Registers a user in our namespace; one that exists already is fine.
+async fn register(hs: &Hs, local: &str) -> Result<(), HsError> {
+    let body = json!({"type": "m.login.application_service", "username": local,
+        "inhibit_login": true});
+    match hs
+        .call(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.errcode == "M_USER_IN_USE" => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The connector's side: ghosts and sends.
+struct Sender {
+    shared: Arc<Shared>,
+    /// Configured room name → Matrix room id.
+    ids: HashMap<RoomId, String>,
+    /// Ghosts registered, with the display name they were given.
+    ghosts: HashMap<String, Option<String>>,
+    /// (ghost, room) pairs known to be joined.
+    joined: HashSet<(String, String)>,
+}
+
+fn reaction_key(room: &str, target: &str, key: &str, ghost: &str) -> String {
+    format!("reaction\u{1f}{room}\u{1f}{target}\u{1f}{key}\u{1f}{ghost}")
+}
+
+impl Sender {
+    fn hs(&self) -> &Hs {
+        &self.shared.hs
+    }
+
+    async fn ensure_ghost(&mut self, out: &Outbound) -> Result<String, SendError> {
+        let (local, id) = self
+            .shared
+            .names
+            .ghost(out.origin.as_str(), out.event.sender.id.as_str());
+        let name = out.event.sender.name().to_owned();
+        let known = self.ghosts.get(&id).cloned();
+        if known.is_none() {
+            register(self.hs(), &local)
+                .await
+                .map_err(|e| errors::send_error(e.meaning()))?;
+        }
+        if known.flatten().as_deref() != Some(name.as_str()) {
+            let path = format!("/_matrix/client/v3/profile/{}/displayname", enc(&id));
+            self.hs()
+                .call(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(&id),
+                    Some(&json!({"displayname": name})),
+                )
+                .await
+                .map_err(|e| errors::send_error(e.meaning()))?;
+            if let Some(avatar) = out
+                .event
+                .sender
+                .avatar_url
+                .as_deref()
+                .filter(|a| a.starts_with("mxc://"))
+            {
+                let path = format!("/_matrix/client/v3/profile/{}/avatar_url", enc(&id));
+                let _ = self
+                    .hs()
+                    .call(
+                        reqwest::Method::PUT,
+                        &path,
+                        Some(&id),
+                        Some(&json!({"avatar_url": avatar})),
+                    )
+                    .await;
+            }
+        }
+        self.ghosts.insert(id.clone(), Some(name));
+        Ok(id)
+    }
+
+    async fn ensure_joined(&mut self, ghost: &str, room: &str) -> Result<(), SendError> {
+        if self.joined.contains(&(ghost.to_owned(), room.to_owned())) {
+            return Ok(());
+        }
+        let join = format!("/_matrix/client/v3/rooms/{}/join", enc(room));
+        let first = self
+            .hs()
+            .call(reqwest::Method::POST, &join, Some(ghost), Some(&json!({})))
+            .await;
+        if let Err(e) = first {
+            if e.status != 403 {
+                return Err(errors::send_error(e.meaning()));
+            }
+            // Invite-only: the bot invites its ghost, then the ghost joins.
+            let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
+            let bot = self.shared.names.bot.clone();
+            self.hs()
+                .call(
+                    reqwest::Method::POST,
+                    &invite,
+                    Some(&bot),
+                    Some(&json!({"user_id": ghost})),
+                )
+                .await
+                .map_err(|e| errors::send_error(e.meaning()))?;
+            self.hs()
+                .call(reqwest::Method::POST, &join, Some(ghost), Some(&json!({})))
+                .await
+                .map_err(|e| errors::send_error(e.meaning()))?;
+        }
+        self.joined.insert((ghost.to_owned(), room.to_owned()));
+        Ok(())
+    }
+
+    async fn send(&mut self, out: &Outbound) -> Result<Receipt, SendError> {
+        let event: &Event = &out.event;
+        let room = self
+            .ids
+            .get(&event.room)
+            .cloned()
+            .ok_or(SendError::RoomNotFound)?;
+        let outgoing = translate::outbound(event).map_err(SendError::Unsupported)?;
+        let ghost = self.ensure_ghost(out).await?;
+        if !matches!(
+            outgoing,
+            Outgoing::Membership(
+                MembershipChange::Leave | MembershipChange::Kick | MembershipChange::Ban
+            )
+        ) {
+            self.ensure_joined(&ghost, &room).await?;
+        }
+        let txn = translate::txn_id(&event.key, "0");
+        let r = enc(&room);
+        let state = &self.shared.state;
+        let result = match outgoing {
+            Outgoing::Send { kind, content } => {
+                let path = format!(
+                    "/_matrix/client/v3/rooms/{r}/send/{}/{}",
+                    enc(kind),
+                    enc(&txn)
+                );
+                let v = self
+                    .hs()
+                    .call(reqwest::Method::PUT, &path, Some(&ghost), Some(&content))
+                    .await;
+                if let (Ok(v), EventKind::Reaction { target, key, .. }) = (&v, &event.kind)
+                    && let Some(id) = v["event_id"].as_str()
+                {
+                    let _ = state
+                        .put(
+                            &reaction_key(&room, target.as_str(), key.as_str(), &ghost),
+                            id,
+                        )
+                        .await;
+                }
+                v
+            }
+            Outgoing::Redact { target } => {
+                let path = format!(
+                    "/_matrix/client/v3/rooms/{r}/redact/{}/{}",
+                    enc(&target),
+                    enc(&txn)
+                );
+                self.hs()
+                    .call(reqwest::Method::PUT, &path, Some(&ghost), Some(&json!({})))
+                    .await
+            }
+            Outgoing::Unreact { target, key } => {
+                let k = reaction_key(&room, &target, &key, &ghost);
+                let Some(ours) = state
+                    .get(&k)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|b| String::from_utf8(b).ok())
+                else {
+                    return Ok(Receipt::default());
+                };
+                let path = format!(
+                    "/_matrix/client/v3/rooms/{r}/redact/{}/{}",
+                    enc(&ours),
+                    enc(&txn)
+                );
+                let v = self
+                    .hs()
+                    .call(reqwest::Method::PUT, &path, Some(&ghost), Some(&json!({})))
+                    .await;
+                if v.is_ok() {
+                    let _ = state.delete(&k).await;
+                }
+                v.map(|_| Value::Null)
+            }
+            Outgoing::State { kind, content } => {
+                let path = format!("/_matrix/client/v3/rooms/{r}/state/{}/", enc(kind));
+                self.hs()
+                    .call(reqwest::Method::PUT, &path, Some(&ghost), Some(&content))
+                    .await
+            }
+            Outgoing::Membership(MembershipChange::Join) => Ok(Value::Null),
+            Outgoing::Membership(_) => {
+                let path = format!("/_matrix/client/v3/rooms/{r}/leave");
+                let v = self
+                    .hs()
+                    .call(reqwest::Method::POST, &path, Some(&ghost), Some(&json!({})))
+                    .await;
+                self.joined.remove(&(ghost.clone(), room.clone()));
+                v
+            }
+            Outgoing::Typing(on) => {
+                let path = format!("/_matrix/client/v3/rooms/{r}/typing/{}", enc(&ghost));
+                self.hs()
+                    .call(
+                        reqwest::Method::PUT,
+                        &path,
+                        Some(&ghost),
+                        Some(&json!({"typing": on, "timeout": 15000})),
+                    )
+                    .await
+            }
+        };
+        match result {
+            Ok(v) => Ok(Receipt {
+                remote_id: v["event_id"].as_str().map(RemoteMessageId::new),
+            }),
+            Err(e) => {
+                if e.status == 403 {
+                    // Perhaps no longer in the room: join again next time.
+                    self.joined.remove(&(ghost, room));
+                }
+                Err(errors::send_error(e.meaning()))
+            }
+        }
+    }
+}
+
+impl Appservice {
+    pub(crate) async fn run(self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
+        io.status.set(ConnectionState::Connecting);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ConnectorError::Fatal(format!("http client: {e}")))?;
+        let hs = Hs {
+            http,
+            base: self.cfg.homeserver.clone(),
+            token: self.asv.as_token.clone(),
+        };
+        let names = Names {
+            server: self.asv.server_name.clone(),
+            bot: format!("@{}:{}", self.asv.bot_localpart, self.asv.server_name),
+            sender: format!("@{}:{}", sender_localpart(&self.asv), self.asv.server_name),
+            ghost_prefix: self.asv.ghost_prefix.clone(),
+        };
+        // The bot exists and the token works: this is our "connected".
+        if let Err(e) = register(&hs, &self.asv.bot_localpart).await {
+            return Err(match e.meaning() {
+                Meaning::BadToken => ConnectorError::AuthRejected(
+                    "the homeserver refused as_token (is the registration installed?)".into(),
+                ),
+                m => errors::connector_error(m, "registering the bot"),
+            });
+        }
+        let mut ids = HashMap::new();
+        let mut rooms = HashMap::new();
+        for name in &io.rooms {
+            let id = if name.as_str().starts_with('#') {
+                let path = format!("/_matrix/client/v3/directory/room/{}", enc(name.as_str()));
+                match hs
+                    .call(reqwest::Method::GET, &path, Some(&names.bot), None)
+                    .await
+                {
+                    Ok(v) => match v["room_id"].as_str() {
+                        Some(id) => id.to_owned(),
+                        None => continue,
+                    },
+                    Err(e) => {
+                        warn!(room = %name, status = e.status, "alias not resolved");
+                        continue;
+                    }
+                }
+            } else {
+                name.as_str().to_owned()
+            };
+            let join = format!("/_matrix/client/v3/join/{}", enc(&id));
+            if let Err(e) = hs
+                .call(
+                    reqwest::Method::POST,
+                    &join,
+                    Some(&names.bot),
+                    Some(&json!({})),
+                )
+                .await
+            {
+                info!(room = %name, status = e.status, "the bot is not in the room yet; waiting for an invite");
+            }
+            rooms.insert(id.clone(), name.clone());
+            ids.insert(name.clone(), id);
+        }
+        let shared = Arc::new(Shared {
+            hs,
+            names,
+            hs_token: self.asv.hs_token.clone(),
+            emitter: io.emitter.clone(),
+            state: io.state.clone(),
+            homeserver: self.cfg.homeserver.clone(),
+            admins: self.cfg.admins.clone(),
+            rooms,
+            txn_lock: Mutex::new(()),
+            names_cache: Mutex::new(HashMap::new()),
+        });
+        io.http.serve(Arc::new(Endpoint(shared.clone())));
+        io.status.set(ConnectionState::Connected);
+        let mut sender = Sender {
+            shared,
+            ids,
+            ghosts: HashMap::new(),
+            joined: HashSet::new(),
+        };
+        let result = loop {
+            tokio::select! {
+                _ = io.shutdown.cancelled() => break Ok(()),
+                out = io.outbound.recv() => {
+                    let Some(out) = out else { break Ok(()) };
+                    let answer = sender.send(&out).await;
+                    if let Err(e) = &answer {
+                        debug!(error = %e, kind = out.event.kind.name(), "send refused");
+                    }
+                    out.respond(answer);
+                }
+            }
+        };
+        io.http.clear();
+        io.status.set(ConnectionState::Stopped);
+        result
+    }
+}

@@ -1,0 +1,254 @@
+//! Appservice mode against a real Synapse that has our generated registration installed: the
+//! conformance suite, ghosts, the hs_token check and retried transactions.
+
+use futures::future::BoxFuture;
+use passerelle_matrix::MatrixFactory;
+use passerelle_sdk::{
+    BuildContext, Connector, ConnectorFactory, Content, Event, EventKind, RoomId, Sender, UserId,
+};
+use passerelle_testkit::conformance::{self, Peer, Seen};
+use passerelle_testkit::harness::Harness;
+use passerelle_testkit::matrix_client::MatrixUser;
+use passerelle_testkit::synapse::Synapse;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+const AS_TOKEN: &str = "as-token-0123456789abcdef0123456789abcdef";
+const HS_TOKEN: &str = "hs-token-0123456789abcdef0123456789abcdef";
+const BOT: &str = "@passerelle:localhost";
+
+fn table(hs_url: &str) -> serde_json::Value {
+    json!({"mode": "appservice", "homeserver": hs_url, "server_name": "localhost",
+        "as_token": AS_TOKEN, "hs_token": HS_TOKEN})
+}
+
+/// A Synapse with our registration (pointing at 127.0.0.1:`port`) installed.
+fn homeserver(dir: &std::path::Path, port: u16) -> Synapse {
+    let yaml = passerelle_matrix::registration(
+        table("http://unused"),
+        &format!("http://127.0.0.1:{port}"),
+    )
+    .expect("registration");
+    let file = dir.join("registration.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    Synapse::start(&[file])
+}
+
+fn connector(hs: &Synapse) -> Box<dyn Connector> {
+    let ctx = BuildContext {
+        account: "matrix.as".into(),
+        data_dir: std::env::temp_dir(),
+    };
+    match MatrixFactory.build(&ctx, table(&hs.url())) {
+        Ok(c) => c,
+        Err(issues) => panic!("config refused: {issues:?}"),
+    }
+}
+
+struct GhostPeer {
+    user: MatrixUser,
+    room: String,
+    port: u16,
+}
+
+impl Peer for GhostPeer {
+    fn room(&self) -> RoomId {
+        self.room.as_str().into()
+    }
+    fn unknown_room(&self) -> RoomId {
+        "!not-served:localhost".into()
+    }
+    fn http_port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+    fn user(&self) -> UserId {
+        self.user.user_id.as_str().into()
+    }
+    fn say<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let room = self.room.clone();
+            self.user.say(&room, text).await;
+        })
+    }
+    fn act<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let room = self.room.clone();
+            self.user
+                .send(
+                    &room,
+                    "m.room.message",
+                    json!({"msgtype": "m.emote", "body": text}),
+                )
+                .await;
+        })
+    }
+    fn collect(&mut self, min_bytes: usize, timeout: Duration) -> BoxFuture<'_, Vec<Seen>> {
+        Box::pin(async move {
+            let mut seen = Vec::new();
+            let mut bytes = 0;
+            let deadline = Instant::now() + timeout;
+            while bytes < min_bytes {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let room = self.room.clone();
+                let Some(e) = self
+                    .user
+                    .next_matching(left, |e| {
+                        e.room == room
+                            && e.sender().starts_with("@passerelle_")
+                            && e.kind() == "m.room.message"
+                    })
+                    .await
+                else {
+                    break;
+                };
+                bytes += e.body().len();
+                seen.push(Seen {
+                    text: e.body().to_owned(),
+                    emote: e.event["content"]["msgtype"] == "m.emote",
+                });
+            }
+            seen
+        })
+    }
+}
+
+/// Waits until `user` is joined to `room`.
+async fn joined(alice: &MatrixUser, room: &str, user: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !alice.members(room).await.iter().any(|m| m == user) {
+        assert!(Instant::now() < deadline, "{user} never joined {room}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn appservice_mode_passes_the_conformance_suite_with_ghosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = passerelle_testkit::free_port();
+    let hs = homeserver(dir.path(), port);
+    hs.register("alice", "alice-pw", false);
+    let alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = alice.create_room(json!({})).await;
+    // An admin invites the bot once; it joins on the invite.
+    {
+        let mut h = Harness::start(connector(&hs), "matrix.as", vec![room.as_str().into()]);
+        h.serve_http(port).await;
+        assert!(h.wait_connected(WAIT).await);
+        alice.invite(&room, BOT).await;
+        joined(&alice, &room, BOT).await;
+        h.shutdown(Duration::from_secs(10)).await;
+    }
+    let mut peer = GhostPeer {
+        user: alice,
+        room: room.clone(),
+        port,
+    };
+    let make = || connector(&hs);
+    conformance::run(&make, &mut peer, vec![room.as_str().into()]).await;
+}
+
+#[tokio::test]
+async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = passerelle_testkit::free_port();
+    let hs = homeserver(dir.path(), port);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = alice.create_room(json!({})).await;
+    let mut h = Harness::start(connector(&hs), "matrix.as", vec![room.as_str().into()]);
+    h.serve_http(port).await;
+    assert!(h.wait_connected(WAIT).await);
+    alice.invite(&room, BOT).await;
+    joined(&alice, &room, BOT).await;
+
+    // Through the real homeserver: alice's message arrives, from her.
+    alice.say(&room, "through synapse").await;
+    let e = h
+        .next_matching(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "through synapse"),
+        )
+        .await
+        .expect("bridged");
+    assert_eq!(e.sender.id.as_str(), "@alice:localhost");
+
+    // Straight at the endpoint, as the homeserver would: a wrong token is refused and nothing
+    // is bridged; a retried transaction is bridged once.
+    let http = reqwest::Client::new();
+    let url = |txn: &str| format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions/{txn}");
+    let body = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:localhost",
+        "event_id": "$forged-by-test", "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "once only"}}]});
+    let r = http
+        .put(url("900"))
+        .bearer_auth("wrong-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["errcode"], "M_FORBIDDEN");
+    let r = http.put(url("901")).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "no token at all");
+    for _ in 0..3 {
+        let r = http
+            .put(url("902"))
+            .bearer_auth(HS_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let mut copies = 0;
+    while h
+        .next_matching(
+            Duration::from_secs(2),
+            |e| matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "once only"),
+        )
+        .await
+        .is_some()
+    {
+        copies += 1;
+    }
+    assert_eq!(
+        copies, 1,
+        "a retried transaction was bridged {copies} times"
+    );
+    let r = http
+        .put(url("903"))
+        .bearer_auth(HS_TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "malformed transaction");
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/_matrix/app/v1/ping"))
+        .bearer_auth(HS_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // Outbound: a ghost with the remote display name speaks in the room.
+    let mut sender = Sender::new("bob");
+    sender.display_name = Some("Bob the Builder".into());
+    let out = Event::new(
+        room.as_str(),
+        sender,
+        EventKind::Message(Content::plain("hi from a ghost")),
+    );
+    let receipt = h.send(out, WAIT).await.expect("answered").expect("sent");
+    assert!(receipt.remote_id.is_some());
+    let seen = alice
+        .next_matching(WAIT, |e| e.body() == "hi from a ghost")
+        .await
+        .expect("alice sees the ghost's message");
+    assert_eq!(seen.sender(), "@passerelle_testkit.origin_bob:localhost");
+    let profile = alice.profile(seen.sender()).await;
+    assert_eq!(profile["displayname"], "Bob the Builder");
+    h.shutdown(Duration::from_secs(10)).await;
+}

@@ -1,0 +1,28 @@
+//! Hands an axum request to a connector's [`HttpMount`] (the harness's loopback server uses it;
+//! the daemon has its own copy of these few lines, as the testkit is not one of its dependencies).
+
+use axum::body::Body;
+use axum::response::Response;
+use passerelle_sdk::HttpMount;
+
+/// Forwards `req` (body capped at `max_body` bytes) to the mounted handler; 503 when none.
+pub async fn forward(mount: &HttpMount, req: axum::extract::Request, max_body: usize) -> Response {
+    let Some(handler) = mount.handler() else {
+        return status(503, "not running");
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
+        return status(413, "body too large");
+    };
+    let answer = handler
+        .handle(http::Request::from_parts(parts, bytes))
+        .await;
+    let (parts, bytes) = answer.into_parts();
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn status(code: u16, text: &'static str) -> Response {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    r
+}
