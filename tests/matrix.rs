@@ -239,3 +239,214 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
     );
     daemon.stop();
 }
+
+const AS_TOKEN: &str = "e2e-as-token-0123456789abcdef0123456789";
+const HS_TOKEN: &str = "e2e-hs-token-0123456789abcdef0123456789";
+const AS_BOT: &str = "@passerelle:localhost";
+
+fn appservice_config(
+    dir: &std::path::Path,
+    hs_url: &str,
+    irc_port: u16,
+    admin: u16,
+    room: &str,
+) -> String {
+    format!(
+        r##"
+[general]
+shutdown_grace_secs = 5
+
+[store]
+path = "{data}/passerelle.db"
+
+[http]
+listen = "127.0.0.1:{admin}"
+
+[accounts.irc]
+kind = "irc"
+server = "127.0.0.1"
+port = {irc_port}
+tls = false
+nick = "bridge"
+send_rate_per_second = 0
+
+[accounts.matrix]
+kind = "matrix"
+mode = "appservice"
+homeserver = "{hs_url}"
+server_name = "localhost"
+as_token = "{AS_TOKEN}"
+hs_token = "{HS_TOKEN}"
+
+[[links]]
+name = "lobby"
+rooms = [
+  {{ account = "irc", room = "#m" }},
+  {{ account = "matrix", room = "{room}" }},
+]
+"##,
+        data = dir.join("data").display(),
+    )
+}
+
+#[tokio::test]
+async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let irc = Ngircd::start();
+    // The registration comes from the daemon's own command, as a user would make it.
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        appservice_config(
+            dir.path(),
+            "http://placeholder",
+            irc.port,
+            admin,
+            "!r:localhost",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .args(["matrix-registration", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains(&format!(
+            "url: \"http://127.0.0.1:{admin}/accounts/matrix\""
+        )),
+        "{yaml}"
+    );
+    let registration = dir.path().join("registration.yaml");
+    std::fs::write(&registration, yaml).unwrap();
+    let hs = Synapse::start(&[registration]);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    alice.set_display_name("Alice").await;
+    let room = alice.create_room(json!({})).await;
+    let mut bob = IrcClient::connect(irc.port, "bob").await;
+    bob.join("#m").await;
+
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &appservice_config(dir.path(), &hs.url(), irc.port, admin, &room),
+        admin,
+    );
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    alice.invite(&room, AS_BOT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !alice.members(&room).await.iter().any(|m| m == AS_BOT) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bot never joined; log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // IRC → Matrix: sent by bob's ghost, whose display name is his nick; no name prefix.
+    bob.say("#m", "hello from irc").await;
+    let seen = alice
+        .next_matching(WAIT, |e| {
+            e.room == room && e.body().contains("hello from irc")
+        })
+        .await
+        .unwrap_or_else(|| panic!("Matrix never saw bob; log:\n{}", daemon.logs()));
+    assert_eq!(seen.sender(), "@passerelle_irc_bob:localhost");
+    assert_eq!(seen.body(), "hello from irc");
+    assert_eq!(alice.profile(seen.sender()).await["displayname"], "bob");
+
+    // Matrix → IRC with the display name; an IRC answer is a real Matrix reply.
+    let question = alice.say(&room, "who is there?").await;
+    assert_eq!(
+        irc_line(&mut bob, "who is there?").await,
+        "<Alice> who is there?"
+    );
+    bob.say("#m", "Alice: me").await;
+    let reply = alice
+        .next_matching(WAIT, |e| e.room == room && e.body() == "me")
+        .await
+        .expect("the answer reaches Matrix");
+    assert_eq!(reply.sender(), "@passerelle_irc_bob:localhost");
+    assert_eq!(
+        reply.event["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        question.as_str()
+    );
+
+    // A wrong hs_token gets 403 M_FORBIDDEN from the daemon and bridges nothing.
+    let forged = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:localhost",
+        "event_id": "$forged", "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "forged line"}}]});
+    let r = reqwest::Client::new()
+        .put(format!(
+            "http://127.0.0.1:{admin}/accounts/matrix/_matrix/app/v1/transactions/forged-1"
+        ))
+        .bearer_auth("not-the-hs-token-at-all-0123456789")
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["errcode"],
+        "M_FORBIDDEN"
+    );
+
+    // Crash: the homeserver's transaction fails while the daemon is gone and is retried after
+    // the restart; it is bridged exactly once.
+    daemon.kill();
+    alice.say(&room, "sent during the crash").await;
+    daemon.start_again();
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    let got = bob
+        .messages_until(Duration::from_secs(45), |got| {
+            got.iter().any(|m| m.text.contains("sent during the crash"))
+        })
+        .await;
+    let more = bob.messages_until(Duration::from_secs(4), |_| false).await;
+    let copies = got
+        .iter()
+        .chain(more.iter())
+        .filter(|m| m.text.contains("sent during the crash"))
+        .count();
+    assert_eq!(copies, 1, "bridged {copies} times; log:\n{}", daemon.logs());
+    assert!(
+        !got.iter()
+            .chain(more.iter())
+            .any(|m| m.text.contains("forged line")),
+        "a transaction with a wrong token was bridged"
+    );
+
+    // Killed after storing but before answering, the daemon sees the transaction again: under the
+    // same id (remembered), or, had it died before remembering it, as the same events again.
+    let replay = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:localhost",
+        "event_id": "$replayed-event", "origin_server_ts": 2, "content": {"msgtype": "m.text", "body": "replayed line"}}]});
+    for txn in ["replay-1", "replay-1", "replay-2"] {
+        let r = reqwest::Client::new()
+            .put(format!(
+                "http://127.0.0.1:{admin}/accounts/matrix/_matrix/app/v1/transactions/{txn}"
+            ))
+            .bearer_auth(HS_TOKEN)
+            .json(&replay)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let got = bob.messages_until(Duration::from_secs(4), |_| false).await;
+    let copies = got
+        .iter()
+        .filter(|m| m.text.contains("replayed line"))
+        .count();
+    assert_eq!(
+        copies, 1,
+        "a replayed transaction was bridged {copies} times"
+    );
+    daemon.stop();
+}

@@ -89,6 +89,20 @@ impl Daemon {
         panic!("passerelle did not stop within 30 s of SIGTERM");
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again after [`Daemon::kill`] or [`Daemon::stop`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
     /// Starts the daemon again on the same config.
     pub fn restart(&mut self) {
         self.stop();
