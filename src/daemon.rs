@@ -22,7 +22,8 @@ use crate::store::{Store, StoreState};
 use crate::supervisor;
 use anyhow::Context;
 use passerelle_sdk::{
-    AccountId, ConnectorIo, Emitter, HttpMount, StateHandle, StatusReporter, Timestamp,
+    AccountId, ConnectorIo, DaemonView, Emitter, HttpMount, LinkSummary, StateHandle,
+    StatusReporter, Timestamp,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,11 +107,39 @@ pub async fn run(
             status,
             shutdown: stop.child_token(),
             http: HttpMount::new(),
+            daemon: DaemonView::default(),
         };
         mounts.insert(account.id.clone(), io.http.clone());
         ios.push((account, io, status_rx));
     }
     drop(inbound_tx);
+    let view = DaemonView::new(
+        ios.iter()
+            .map(|(account, _, rx)| {
+                let kind = config
+                    .accounts
+                    .get(&account.id)
+                    .map(|a| a.kind.clone())
+                    .unwrap_or_default();
+                (account.id.clone(), kind, rx.clone())
+            })
+            .collect(),
+        config
+            .links
+            .iter()
+            .map(|l| LinkSummary {
+                name: l.name.clone(),
+                rooms: l
+                    .rooms
+                    .iter()
+                    .map(|r| (r.account.clone(), r.room.clone()))
+                    .collect(),
+            })
+            .collect(),
+    );
+    for (_, io, _) in ios.iter_mut() {
+        io.daemon = view.clone();
+    }
 
     // Kept until the connectors have stopped, so that their outbound queues never close under them
     // while the lanes wind down.

@@ -45,6 +45,7 @@ mode = "bot"
 homeserver = "{hs}"
 user = "{BRIDGE}"
 password = "bridge-pw"
+admins = ["@alice:localhost"]
 
 [[links]]
 name = "lobby"
@@ -229,6 +230,40 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
         reply.event["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
         first.as_str()
     );
+    // The management room works in bot mode too.
+    let dm = alice
+        .create_room(json!({"invite": [BRIDGE], "is_direct": true}))
+        .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !alice.members(&dm).await.iter().any(|m| m == BRIDGE) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bot never joined the admin's chat"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    alice.say(&dm, "!status").await;
+    let status = alice
+        .next_matching(WAIT, |e| {
+            e.room == dm && e.sender() == BRIDGE && e.body().contains("irc (irc)")
+        })
+        .await
+        .expect("a status answer in bot mode");
+    assert_eq!(status.event["content"]["msgtype"], "m.notice");
+
+    // Privacy: message text is in no log line (trace level) and nowhere in the data dir.
+    let canary = "canary-matrix-7f3a9";
+    alice.say(&room, &format!("{canary} from alice")).await;
+    irc_line(&mut bob, canary).await;
+    bob.say("#m", &format!("{canary} from bob")).await;
+    from_bridge(&mut alice, &room, canary).await;
+    assert!(
+        !daemon.logs().contains(canary),
+        "message text in the daemon's log"
+    );
+    let leaked = common::files_containing(&dir.path().join("data"), canary);
+    assert!(leaked.is_empty(), "message text at rest in {leaked:?}");
+
     // Nothing from before the restart came again.
     let again = bob.messages_until(Duration::from_secs(3), |_| false).await;
     assert!(
@@ -448,5 +483,114 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
         copies, 1,
         "a replayed transaction was bridged {copies} times"
     );
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let mut irc = Ngircd::start();
+    let cfg = dir.path().join("config.toml");
+    let extra = "admins = [\"@alice:localhost\"]\ndisconnect_warning_secs = 2\n";
+    let config = |hs_url: &str| {
+        appservice_config(
+            dir.path(),
+            hs_url,
+            irc.port,
+            admin_port,
+            "!unused:localhost",
+        )
+        .replace("hs_token = ", &format!("{extra}hs_token = "))
+    };
+    std::fs::write(&cfg, config("http://placeholder")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .args(["matrix-registration", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let registration = dir.path().join("registration.yaml");
+    std::fs::write(&registration, out.stdout).unwrap();
+    let hs = Synapse::start(&[registration]);
+    hs.register("alice", "alice-pw", false);
+    hs.register("mallory", "mallory-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let mut daemon = Daemon::start(dir.path(), &config(&hs.url()), admin_port);
+    daemon.wait_ready(Duration::from_secs(60)).await;
+
+    // Alice opens a direct chat with the bot: it joins on an admin's invite and answers her.
+    let dm = alice
+        .create_room(json!({"invite": [AS_BOT], "is_direct": true}))
+        .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !alice.members(&dm).await.iter().any(|m| m == AS_BOT) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bot never joined; log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let notice = |want: &'static str| {
+        let dm = dm.clone();
+        move |e: &SeenEvent| {
+            e.room == dm
+                && e.sender() == AS_BOT
+                && e.event["content"]["msgtype"] == "m.notice"
+                && e.body().contains(want)
+        }
+    };
+    alice.say(&dm, "status").await;
+    let status = alice
+        .next_matching(WAIT, notice("irc (irc)"))
+        .await
+        .expect("a status answer");
+    assert!(
+        status.body().contains("irc (irc): connected"),
+        "{}",
+        status.body()
+    );
+    assert!(
+        status.body().contains("matrix (matrix): connected"),
+        "{}",
+        status.body()
+    );
+    alice.say(&dm, "links").await;
+    let links = alice
+        .next_matching(WAIT, notice("lobby"))
+        .await
+        .expect("a links answer");
+    assert!(links.body().contains("irc: #m"), "{}", links.body());
+
+    // Someone who is not an admin gets no answer, even when they invite the bot.
+    let mallory = MatrixUser::login(&hs.url(), "mallory", "mallory-pw").await;
+    let other = mallory.create_room(json!({"invite": [AS_BOT]})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !mallory.members(&other).await.iter().any(|m| m == AS_BOT),
+        "joined a stranger's room"
+    );
+
+    // IRC goes away: after the delay the admin is warned, and told when it is back.
+    irc.stop();
+    let warning = alice
+        .next_matching(Duration::from_secs(30), notice("has been"))
+        .await
+        .unwrap_or_else(|| panic!("no warning; log:\n{}", daemon.logs()));
+    assert!(
+        warning.body().starts_with("irc (irc) has been"),
+        "{}",
+        warning.body()
+    );
+    irc.restart();
+    alice
+        .next_matching(Duration::from_secs(60), notice("connected again"))
+        .await
+        .unwrap_or_else(|| panic!("no all-clear; log:\n{}", daemon.logs()));
     daemon.stop();
 }

@@ -7,6 +7,7 @@
 //! the homeserver sends again is answered without being bridged twice; should the daemon die
 //! between storing and remembering, the daemon recognises the events again by their ids.
 
+use crate::admin;
 use crate::config::{AppserviceSettings, Resolved};
 use crate::errors::{self, Meaning};
 use crate::ghost;
@@ -215,6 +216,12 @@ struct Shared {
     txn_lock: Mutex<()>,
     /// Display names of Matrix members, by (room, user).
     names_cache: Mutex<HashMap<(String, String), Option<String>>>,
+    /// What the daemon runs, for the admins' `status` and `links`.
+    view: passerelle_sdk::DaemonView,
+}
+
+fn admin_room_key(admin: &str) -> String {
+    format!("admin_room\u{1f}{admin}")
 }
 
 struct Endpoint(Arc<Shared>);
@@ -361,6 +368,9 @@ impl Shared {
             return Ok(());
         }
         let Some(room) = self.rooms.get(room_id) else {
+            if ev["type"] == "m.room.message" && self.admins.iter().any(|a| a == sender) {
+                self.admin_command(room_id, sender, ev).await;
+            }
             return Ok(());
         };
         let display = self.display_name(room_id, sender).await;
@@ -373,6 +383,92 @@ impl Shared {
             Inbound::Skip(why) => debug!(room = room_id, why, "not bridged"),
         }
         Ok(())
+    }
+
+    async fn admin_command(&self, room_id: &str, admin: &str, ev: &Value) {
+        let _ = self
+            .state
+            .put(&admin_room_key(admin), room_id.as_bytes().to_vec())
+            .await;
+        let Some(text) = ev["content"]["body"]
+            .as_str()
+            .and_then(|b| admin::answer(b, &self.view))
+        else {
+            return;
+        };
+        self.notice(room_id, &text).await;
+    }
+
+    /// Says `text` as the bot in `room` (an `m.notice`).
+    async fn notice(&self, room: &str, text: &str) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+            enc(room),
+            enc(&format!("pss.notice.{}", uuid::Uuid::now_v7()))
+        );
+        let body = json!({"msgtype": "m.notice", "body": text});
+        if let Err(e) = self
+            .hs
+            .call(
+                reqwest::Method::PUT,
+                &path,
+                Some(&self.names.bot),
+                Some(&body),
+            )
+            .await
+        {
+            warn!(status = e.status, "could not send a notice to an admin");
+        }
+    }
+
+    /// Tells every admin `text` in their management room (a direct chat is opened when none is
+    /// known).
+    async fn notify_admins(&self, text: &str) {
+        for admin in &self.admins {
+            let known = self
+                .state
+                .get(&admin_room_key(admin))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok());
+            let room = match known {
+                Some(r) => r,
+                None => {
+                    let body = json!({"invite": [admin], "is_direct": true,
+                        "preset": "trusted_private_chat"});
+                    match self
+                        .hs
+                        .call(
+                            reqwest::Method::POST,
+                            "/_matrix/client/v3/createRoom",
+                            Some(&self.names.bot),
+                            Some(&body),
+                        )
+                        .await
+                    {
+                        Ok(v) => {
+                            let Some(id) = v["room_id"].as_str() else {
+                                continue;
+                            };
+                            let _ = self
+                                .state
+                                .put(&admin_room_key(admin), id.as_bytes().to_vec())
+                                .await;
+                            id.to_owned()
+                        }
+                        Err(e) => {
+                            warn!(
+                                status = e.status,
+                                "could not open a direct chat with an admin"
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.notice(&room, text).await;
+        }
     }
 
     async fn display_name(&self, room: &str, user: &str) -> Option<String> {
@@ -710,6 +806,7 @@ impl Appservice {
             rooms,
             txn_lock: Mutex::new(()),
             names_cache: Mutex::new(HashMap::new()),
+            view: io.daemon.clone(),
         });
         io.http.serve(Arc::new(Endpoint(shared.clone())));
         io.status.set(ConnectionState::Connected);
@@ -719,9 +816,17 @@ impl Appservice {
             ghosts: HashMap::new(),
             joined: HashSet::new(),
         };
+        let mut watchdog =
+            admin::Watchdog::new(Duration::from_secs(self.cfg.disconnect_warning_secs));
+        let mut tick = tokio::time::interval(admin::tick_every(self.cfg.disconnect_warning_secs));
         let result = loop {
             tokio::select! {
                 _ = io.shutdown.cancelled() => break Ok(()),
+                _ = tick.tick(), if !self.cfg.admins.is_empty() => {
+                    for note in watchdog.tick(&io.daemon, std::time::Instant::now()) {
+                        sender.shared.notify_admins(&note).await;
+                    }
+                }
                 out = io.outbound.recv() => {
                     let Some(out) = out else { break Ok(()) };
                     let answer = sender.send(&out).await;

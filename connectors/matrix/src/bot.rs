@@ -6,6 +6,7 @@
 //! acknowledges once it is stored). A crash therefore replays at most the last response, which the
 //! daemon recognises by event id; nothing is missed.
 
+use crate::admin;
 use crate::config::{BotSettings, Login, Resolved};
 use crate::errors::{self, Meaning};
 use crate::rooms::RoomMap;
@@ -212,6 +213,7 @@ impl Bot {
             homeserver: self.cfg.homeserver.clone(),
             admins: self.cfg.admins.clone(),
             account: io.account.clone(),
+            view: io.daemon.clone(),
         };
         let stop = io.shutdown.child_token();
         let mut sync_task = tokio::spawn(syncer.run(stop.clone()));
@@ -220,9 +222,17 @@ impl Bot {
             rooms,
             state: io.state.clone(),
         };
+        let mut watchdog =
+            admin::Watchdog::new(Duration::from_secs(self.cfg.disconnect_warning_secs));
+        let mut tick = tokio::time::interval(admin::tick_every(self.cfg.disconnect_warning_secs));
         let result = loop {
             tokio::select! {
                 _ = io.shutdown.cancelled() => break Ok(()),
+                _ = tick.tick(), if !self.cfg.admins.is_empty() => {
+                    for note in watchdog.tick(&io.daemon, std::time::Instant::now()) {
+                        notify_admins(&client, &io.state, &self.cfg.admins, &note).await;
+                    }
+                }
                 r = &mut sync_task => {
                     break match r {
                         Ok(r) => r,
@@ -292,6 +302,7 @@ struct Syncer {
     homeserver: String,
     admins: Vec<String>,
     account: AccountId,
+    view: passerelle_sdk::DaemonView,
 }
 
 fn sync_filter() -> Filter {
@@ -396,6 +407,7 @@ impl Syncer {
     async fn deliver(&self, response: &SyncResponse) -> Result<(), EmitError> {
         for (room_id, update) in &response.rooms.joined {
             let Some(name) = self.rooms.name(room_id) else {
+                self.admin_room(room_id, &update.timeline.events).await;
                 continue;
             };
             let events = &update.timeline.events;
@@ -456,6 +468,84 @@ impl Syncer {
             }
         }
         Ok(())
+    }
+}
+
+impl Syncer {
+    /// Answers the admins' commands in a room no link names.
+    async fn admin_room(
+        &self,
+        room_id: &OwnedRoomId,
+        events: &[matrix_sdk::deserialized_responses::TimelineEvent],
+    ) {
+        let Some(room) = self.client.get_room(room_id) else {
+            return;
+        };
+        for e in events {
+            let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get()) else {
+                continue;
+            };
+            let sender = v["sender"].as_str().unwrap_or_default();
+            if v["type"] != "m.room.message" || !self.admins.iter().any(|a| a == sender) {
+                continue;
+            }
+            let _ = self
+                .state
+                .put(&admin_room_key(sender), room_id.as_str())
+                .await;
+            let Some(text) = v["content"]["body"]
+                .as_str()
+                .and_then(|b| admin::answer(b, &self.view))
+            else {
+                continue;
+            };
+            let content = serde_json::json!({"msgtype": "m.notice", "body": text});
+            if let Err(e) = room.send_raw("m.room.message", content).await {
+                warn!(error = %e, "could not answer an admin");
+            }
+        }
+    }
+}
+
+fn admin_room_key(admin: &str) -> String {
+    format!("admin_room\u{1f}{admin}")
+}
+
+/// Tells every admin `text` in their management room (a direct chat is opened when none is known).
+async fn notify_admins(client: &Client, state: &StateHandle, admins: &[String], text: &str) {
+    for admin in admins {
+        let known = state
+            .get(&admin_room_key(admin))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|id| OwnedRoomId::try_from(id).ok())
+            .and_then(|id| client.get_room(&id));
+        let room = match known {
+            Some(r) => r,
+            None => {
+                let Ok(user) = OwnedUserId::try_from(admin.as_str()) else {
+                    continue;
+                };
+                match client.create_dm(&user).await {
+                    Ok(r) => {
+                        let _ = state
+                            .put(&admin_room_key(admin), r.room_id().as_str())
+                            .await;
+                        r
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not open a direct chat with an admin");
+                        continue;
+                    }
+                }
+            }
+        };
+        let content = serde_json::json!({"msgtype": "m.notice", "body": text});
+        if let Err(e) = room.send_raw("m.room.message", content).await {
+            warn!(error = %e, "could not warn an admin");
+        }
     }
 }
 

@@ -12,12 +12,14 @@
 //! - [`html`]: the safe HTML subset both ways.
 //! - [`rooms`]: configured room names ↔ Matrix room ids.
 //! - [`errors`]: homeserver errors → typed SDK errors.
+//! - [`admin`]: the management room's commands and the disconnect watchdog.
 //! - [`ghost`]: ghost user ids.
 //! - [`appservice`]: appservice mode (transactions, ghosts, the registration file).
 //! - `bot`: bot mode.
 #![recursion_limit = "256"]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod appservice;
 mod bot;
 pub mod config;

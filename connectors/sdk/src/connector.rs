@@ -85,6 +85,8 @@ pub struct ConnectorIo {
     pub shutdown: CancellationToken,
     /// Where the connector may serve HTTP endpoints on the daemon's listener.
     pub http: crate::http::HttpMount,
+    /// What the daemon runs: accounts and their states, links.
+    pub daemon: crate::daemon_view::DaemonView,
 }
 
 /// What the daemon did with an inbound event.

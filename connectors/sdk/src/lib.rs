@@ -27,6 +27,7 @@ pub mod caps;
 pub mod config;
 pub mod connector;
 pub mod content;
+pub mod daemon_view;
 pub mod error;
 pub mod event;
 pub mod http;
@@ -40,6 +41,7 @@ pub use connector::{
     Inbound, Outbound, Receipt, StatusReporter,
 };
 pub use content::{Attachment, Content, Formatted, MessageKind, Text};
+pub use daemon_view::{AccountStatus, DaemonView, LinkSummary};
 pub use error::{ConfigIssue, ConnectorError, EmitError, SendError};
 pub use event::{Event, EventKind, MembershipChange, Sender, Timestamp};
 pub use http::{HttpHandler, HttpMount};

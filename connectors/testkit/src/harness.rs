@@ -88,6 +88,7 @@ impl Harness {
             status,
             shutdown: shutdown.clone(),
             http: http.clone(),
+            daemon: passerelle_sdk::DaemonView::default(),
         };
         let task = tokio::spawn(async move { connector.run(&mut io).await });
         // Acknowledge every event at once, as the daemon does once it has stored it.

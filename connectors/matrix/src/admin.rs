@@ -1,0 +1,170 @@
+//! The management room: the configured admins talk to the bot in a direct chat (any room the bot
+//! is in that no link names). Commands: `help`, `status`, `links`. The bot also warns the admins
+//! there when an account stays disconnected too long, and says when it is back.
+
+use passerelle_sdk::{AccountId, ConnectionState, DaemonView};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const HELP: &str = "passerelle commands: help (this text), status (each account's connection), \
+                    links (which rooms are bridged together)";
+
+fn state_word(s: ConnectionState) -> &'static str {
+    match s {
+        ConnectionState::Connected => "connected",
+        ConnectionState::Connecting => "connecting",
+        ConnectionState::Disconnected => "disconnected",
+        ConnectionState::Stopped => "stopped",
+        _ => "unknown",
+    }
+}
+
+/// The answer to an admin's message, or `None` when it is not a command.
+pub fn answer(body: &str, view: &DaemonView) -> Option<String> {
+    let word = body.trim().trim_start_matches('!').to_ascii_lowercase();
+    match word.as_str() {
+        "help" => Some(HELP.to_owned()),
+        "status" => {
+            let accounts = view.accounts();
+            if accounts.is_empty() {
+                return Some("no accounts are running".into());
+            }
+            let lines: Vec<String> = accounts
+                .iter()
+                .map(|a| format!("{} ({}): {}", a.account, a.kind, state_word(a.state)))
+                .collect();
+            Some(lines.join("\n"))
+        }
+        "links" => {
+            let links = view.links();
+            if links.is_empty() {
+                return Some("no links are configured".into());
+            }
+            let lines: Vec<String> = links
+                .iter()
+                .map(|l| {
+                    let rooms: Vec<String> =
+                        l.rooms.iter().map(|(a, r)| format!("{a}: {r}")).collect();
+                    format!("{}: {}", l.name, rooms.join(" ⇄ "))
+                })
+                .collect();
+            Some(lines.join("\n"))
+        }
+        _ => None,
+    }
+}
+
+/// How often to look at the accounts' states for a warning delay of `secs`.
+pub fn tick_every(secs: u64) -> Duration {
+    Duration::from_millis((secs * 1000 / 4).clamp(500, 10_000))
+}
+
+/// Watches the accounts' states and says when one has been down longer than the threshold, and
+/// when it is back.
+#[derive(Debug)]
+pub struct Watchdog {
+    threshold: Duration,
+    down_since: HashMap<AccountId, Instant>,
+    warned: HashMap<AccountId, bool>,
+}
+
+impl Watchdog {
+    /// Warns after `threshold`; a zero threshold never warns.
+    pub fn new(threshold: Duration) -> Self {
+        Self {
+            threshold,
+            down_since: HashMap::new(),
+            warned: HashMap::new(),
+        }
+    }
+
+    /// What to tell the admins now.
+    pub fn tick(&mut self, view: &DaemonView, now: Instant) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.threshold.is_zero() {
+            return notes;
+        }
+        for a in view.accounts() {
+            if a.state == ConnectionState::Connected {
+                self.down_since.remove(&a.account);
+                if self.warned.remove(&a.account) == Some(true) {
+                    notes.push(format!("{} ({}) is connected again", a.account, a.kind));
+                }
+                continue;
+            }
+            let since = *self.down_since.entry(a.account.clone()).or_insert(now);
+            let down = now.saturating_duration_since(since);
+            if down >= self.threshold && !self.warned.get(&a.account).copied().unwrap_or(false) {
+                self.warned.insert(a.account.clone(), true);
+                notes.push(format!(
+                    "{} ({}) has been {} for {} s",
+                    a.account,
+                    a.kind,
+                    state_word(a.state),
+                    down.as_secs()
+                ));
+            }
+        }
+        notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use passerelle_sdk::{LinkSummary, StatusReporter};
+
+    fn view() -> (DaemonView, StatusReporter) {
+        let (irc, irc_rx) = StatusReporter::new();
+        let (_mx, mx_rx) = StatusReporter::new();
+        irc.set(ConnectionState::Connected);
+        let view = DaemonView::new(
+            vec![
+                ("irc".into(), "irc".into(), irc_rx),
+                ("matrix".into(), "matrix".into(), mx_rx),
+            ],
+            vec![LinkSummary {
+                name: "lobby".into(),
+                rooms: vec![("irc".into(), "#a".into()), ("matrix".into(), "!r".into())],
+            }],
+        );
+        (view, irc)
+    }
+
+    #[test]
+    fn commands_answer_and_other_text_does_not() {
+        let (view, _irc) = view();
+        assert!(answer("help", &view).unwrap().contains("status"));
+        assert_eq!(
+            answer(" !STATUS ", &view).unwrap(),
+            "irc (irc): connected\nmatrix (matrix): connecting"
+        );
+        assert_eq!(
+            answer("links", &view).unwrap(),
+            "lobby: irc: #a ⇄ matrix: !r"
+        );
+        assert_eq!(answer("hello bot", &view), None);
+    }
+
+    #[test]
+    fn the_watchdog_warns_once_after_the_threshold_and_says_when_it_is_back() {
+        let (view, irc) = view();
+        let mut dog = Watchdog::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        irc.set(ConnectionState::Disconnected);
+        assert!(dog.tick(&view, t0).is_empty());
+        let notes = dog.tick(&view, t0 + Duration::from_secs(61));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("irc (irc) has been disconnected for 61 s"));
+        assert!(
+            dog.tick(&view, t0 + Duration::from_secs(120)).is_empty(),
+            "warned once"
+        );
+        irc.set(ConnectionState::Connected);
+        assert_eq!(
+            dog.tick(&view, t0 + Duration::from_secs(130)),
+            vec!["irc (irc) is connected again".to_owned()]
+        );
+        assert!(Watchdog::new(Duration::ZERO).tick(&view, t0).is_empty());
+    }
+}
