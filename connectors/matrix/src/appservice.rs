@@ -8,11 +8,17 @@
 //! between storing and remembering, the daemon recognises the events again by their ids.
 
 use crate::admin;
+use crate::bot::{self, BotSender, Syncer};
 use crate::config::{AppserviceSettings, Resolved};
 use crate::errors::{self, Meaning};
 use crate::ghost;
+use crate::rooms::RoomMap;
 use crate::translate::{self, Inbound, Outgoing};
 use futures::future::BoxFuture;
+use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::ruma::OwnedUserId;
+use matrix_sdk::store::RoomLoadSettings;
+use matrix_sdk::{Client, SessionMeta, SessionTokens};
 use passerelle_sdk::http::{HttpHandler, Request, Response, json_response};
 use passerelle_sdk::{
     ConnectionState, ConnectorError, ConnectorIo, Emitter, Event, EventKind, MembershipChange,
@@ -31,7 +37,11 @@ const LAST_TXN: &str = "last_txn";
 pub struct Appservice {
     pub(crate) cfg: Resolved,
     pub(crate) asv: AppserviceSettings,
+    pub(crate) data_dir: std::path::PathBuf,
 }
+
+/// The connector state key of the bot device's sync token.
+const BOT_SYNC_TOKEN: &str = "bot_sync_token";
 
 /// Percent-encodes one path segment.
 pub fn enc(s: &str) -> String {
@@ -514,6 +524,8 @@ async fn register(hs: &Hs, local: &str) -> Result<(), HsError> {
 /// The connector's side: ghosts and sends.
 struct Sender {
     shared: Arc<Shared>,
+    /// The bot's own device (with `encryption`): sends into encrypted rooms.
+    encrypted: Option<BotSender>,
     /// Configured room name → Matrix room id.
     ids: HashMap<RoomId, String>,
     /// Ghosts registered, with the display name they were given.
@@ -611,6 +623,27 @@ impl Sender {
         Ok(())
     }
 
+    /// Whether the bot's device must carry `event` (message content in an encrypted room).
+    async fn through_bot(&self, room: &str, event: &Event) -> bool {
+        let Some(bot) = &self.encrypted else {
+            return false;
+        };
+        if matches!(event.kind, EventKind::Membership(_) | EventKind::Typing(_)) {
+            return false;
+        }
+        let Ok(id) = matrix_sdk::ruma::OwnedRoomId::try_from(room) else {
+            return false;
+        };
+        match bot.client.get_room(&id) {
+            Some(r) => r
+                .latest_encryption_state()
+                .await
+                .map(|s| s.is_encrypted())
+                .unwrap_or(false),
+            None => false,
+        }
+    }
+
     async fn send(&mut self, out: &Outbound) -> Result<Receipt, SendError> {
         let event: &Event = &out.event;
         let room = self
@@ -618,6 +651,13 @@ impl Sender {
             .get(&event.room)
             .cloned()
             .ok_or(SendError::RoomNotFound)?;
+        if self.through_bot(&room, event).await
+            && let Some(bot) = &self.encrypted
+        {
+            // Ghosts have no devices: in an encrypted room the bot's device speaks for them,
+            // naming them (MSC4144 per-message profile and its text fallback).
+            return bot.send(out).await;
+        }
         let outgoing = translate::outbound(event).map_err(SendError::Unsupported)?;
         let ghost = self.ensure_ghost(out).await?;
         if !matches!(
@@ -733,6 +773,70 @@ impl Sender {
 }
 
 impl Appservice {
+    /// The bot's own device: logged in once with `m.login.application_service`, its session and
+    /// keys kept in the data dir and restored on every start.
+    async fn bot_device(&self, hs: &Hs, bot: &str) -> Result<Client, ConnectorError> {
+        if let Some(session) =
+            bot::saved_session(&self.data_dir).filter(|s| s.meta.user_id.as_str() == bot)
+        {
+            let client = bot::build_client(&self.cfg, &self.data_dir).await?;
+            client
+                .matrix_auth()
+                .restore_session(session, RoomLoadSettings::default())
+                .await
+                .map_err(|e| ConnectorError::Fatal(format!("restore session: {e}")))?;
+            match client.whoami().await {
+                Ok(_) => return Ok(client),
+                Err(e) => match errors::http_meaning(&e) {
+                    Meaning::BadToken => warn!("the bot's device was logged out; logging in again"),
+                    m => return Err(errors::connector_error(m, "whoami")),
+                },
+            }
+        }
+        let body = json!({"type": "m.login.application_service",
+            "identifier": {"type": "m.id.user", "user": self.asv.bot_localpart},
+            "initial_device_display_name": self.cfg.device_name});
+        let v = hs
+            .call(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/login",
+                None,
+                Some(&body),
+            )
+            .await
+            .map_err(|e| errors::connector_error(e.meaning(), "logging the bot's device in"))?;
+        let (Some(user), Some(device), Some(token)) = (
+            v["user_id"].as_str(),
+            v["device_id"].as_str(),
+            v["access_token"].as_str(),
+        ) else {
+            return Err(ConnectorError::Fatal(
+                "login answer without a session".into(),
+            ));
+        };
+        let session = MatrixSession {
+            meta: SessionMeta {
+                user_id: OwnedUserId::try_from(user)
+                    .map_err(|_| ConnectorError::Fatal("bad user id from login".into()))?,
+                device_id: device.into(),
+            },
+            tokens: SessionTokens {
+                access_token: token.to_owned(),
+                refresh_token: None,
+            },
+        };
+        bot::reset_store(&self.data_dir);
+        let client = bot::build_client(&self.cfg, &self.data_dir).await?;
+        client
+            .matrix_auth()
+            .restore_session(session, RoomLoadSettings::default())
+            .await
+            .map_err(|e| ConnectorError::Fatal(format!("restore session: {e}")))?;
+        bot::save_session(&client, &self.data_dir)?;
+        info!(device, "the bot's device is logged in");
+        Ok(client)
+    }
+
     pub(crate) async fn run(self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
         io.status.set(ConnectionState::Connecting);
         let http = reqwest::Client::builder()
@@ -808,9 +912,49 @@ impl Appservice {
             names_cache: Mutex::new(HashMap::new()),
             view: io.daemon.clone(),
         });
+        let mut sync_task = None;
+        let mut encrypted = None;
+        let stop = io.shutdown.child_token();
+        if self.asv.encryption {
+            let client = tokio::select! {
+                c = self.bot_device(&shared.hs, &shared.names.bot) => c?,
+                _ = io.shutdown.cancelled() => return Ok(()),
+            };
+            let mut map = RoomMap::default();
+            for (id, name) in &shared.rooms {
+                if let Ok(id) = matrix_sdk::ruma::OwnedRoomId::try_from(id.as_str()) {
+                    map.insert(name.clone(), id);
+                }
+            }
+            let map = Arc::new(map);
+            let me = OwnedUserId::try_from(shared.names.bot.as_str())
+                .map_err(|_| ConnectorError::Config("bot_localpart makes no user id".into()))?;
+            let syncer = Syncer {
+                client: client.clone(),
+                me,
+                rooms: map.clone(),
+                emitter: io.emitter.clone(),
+                state: io.state.clone(),
+                status: io.status.clone(),
+                homeserver: self.cfg.homeserver.clone(),
+                admins: self.cfg.admins.clone(),
+                account: io.account.clone(),
+                view: io.daemon.clone(),
+                token_key: BOT_SYNC_TOKEN,
+                encrypted_only: true,
+            };
+            sync_task = Some(tokio::spawn(syncer.run(stop.clone())));
+            encrypted = Some(BotSender {
+                client,
+                rooms: map,
+                state: io.state.clone(),
+                name_fallback: true,
+            });
+        }
         io.http.serve(Arc::new(Endpoint(shared.clone())));
         io.status.set(ConnectionState::Connected);
         let mut sender = Sender {
+            encrypted,
             shared,
             ids,
             ghosts: HashMap::new(),
@@ -822,6 +966,12 @@ impl Appservice {
         let result = loop {
             tokio::select! {
                 _ = io.shutdown.cancelled() => break Ok(()),
+                r = async { sync_task.as_mut().expect("guarded").await }, if sync_task.is_some() => {
+                    break match r {
+                        Ok(r) => r,
+                        Err(e) => Err(ConnectorError::Fatal(format!("sync task: {e}"))),
+                    };
+                }
                 _ = tick.tick(), if !self.cfg.admins.is_empty() => {
                     for note in watchdog.tick(&io.daemon, std::time::Instant::now()) {
                         sender.shared.notify_admins(&note).await;
@@ -838,6 +988,13 @@ impl Appservice {
             }
         };
         io.http.clear();
+        stop.cancel();
+        if let Some(mut task) = sync_task
+            && !task.is_finished()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut task).await;
+            task.abort();
+        }
         io.status.set(ConnectionState::Stopped);
         result
     }

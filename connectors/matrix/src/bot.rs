@@ -70,29 +70,63 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// A matrix-sdk client with its store in `data_dir/store`.
+pub(crate) async fn build_client(
+    cfg: &Resolved,
+    data_dir: &std::path::Path,
+) -> Result<Client, ConnectorError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| ConnectorError::Fatal(format!("cannot create {}: {e}", data_dir.display())))?;
+    Client::builder()
+        .homeserver_url(&cfg.homeserver)
+        .sqlite_store(
+            store_dir(data_dir),
+            cfg.store_passphrase.as_ref().map(|s| s.expose()),
+        )
+        .handle_refresh_tokens()
+        .build()
+        .await
+        .map_err(|e| ConnectorError::Fatal(format!("matrix client: {e}")))
+}
+
+/// The session saved in `data_dir`, if any.
+pub(crate) fn saved_session(data_dir: &std::path::Path) -> Option<MatrixSession> {
+    std::fs::read(session_file(data_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Saves the client's session in `data_dir` (owner-readable only).
+pub(crate) fn save_session(
+    client: &Client,
+    data_dir: &std::path::Path,
+) -> Result<(), ConnectorError> {
+    if let Some(session) = client.matrix_auth().session() {
+        let bytes = serde_json::to_vec(&session)
+            .map_err(|e| ConnectorError::Fatal(format!("session: {e}")))?;
+        write_private(&session_file(data_dir), &bytes).map_err(|e| {
+            ConnectorError::Fatal(format!(
+                "cannot save the session in {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Forgets the local store (a new device starts with an empty one).
+pub(crate) fn reset_store(data_dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(store_dir(data_dir));
+}
+
 impl Bot {
     async fn client(&self) -> Result<Client, ConnectorError> {
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
-            ConnectorError::Fatal(format!("cannot create {}: {e}", self.data_dir.display()))
-        })?;
-        Client::builder()
-            .homeserver_url(&self.cfg.homeserver)
-            .sqlite_store(
-                store_dir(&self.data_dir),
-                self.cfg.store_passphrase.as_ref().map(|s| s.expose()),
-            )
-            .handle_refresh_tokens()
-            .build()
-            .await
-            .map_err(|e| ConnectorError::Fatal(format!("matrix client: {e}")))
+        build_client(&self.cfg, &self.data_dir).await
     }
 
     /// Logs in (first run) or restores the saved session, so the device and its keys persist.
     async fn login(&self) -> Result<Client, ConnectorError> {
-        let file = session_file(&self.data_dir);
-        let saved: Option<MatrixSession> = std::fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let saved = saved_session(&self.data_dir);
         match (&self.bot.login, saved) {
             (Login::Password(_), Some(s)) if s.meta.user_id.as_str() == self.bot.user => {
                 let client = self.client().await?;
@@ -138,7 +172,7 @@ impl Bot {
                     // The store belongs to another device: start it afresh for this one.
                     warn!(error = %e, "the local store belongs to another device; starting it afresh");
                     drop(client);
-                    let _ = std::fs::remove_dir_all(store_dir(&self.data_dir));
+                    reset_store(&self.data_dir);
                     let client = self.client().await?;
                     client
                         .matrix_auth()
@@ -155,7 +189,7 @@ impl Bot {
             return Err(ConnectorError::Fatal("no login method".into()));
         };
         // A new login is a new device: its store starts empty.
-        let _ = std::fs::remove_dir_all(store_dir(&self.data_dir));
+        reset_store(&self.data_dir);
         let client = self.client().await?;
         client
             .matrix_auth()
@@ -169,16 +203,7 @@ impl Bot {
                 }
                 m => errors::connector_error(m, "login"),
             })?;
-        if let Some(session) = client.matrix_auth().session() {
-            let bytes = serde_json::to_vec(&session)
-                .map_err(|e| ConnectorError::Fatal(format!("session: {e}")))?;
-            write_private(&session_file(&self.data_dir), &bytes).map_err(|e| {
-                ConnectorError::Fatal(format!(
-                    "cannot save the session in {}: {e}",
-                    file.display()
-                ))
-            })?;
-        }
+        save_session(&client, &self.data_dir)?;
         info!(device = ?client.device_id(), "logged in");
         Ok(client)
     }
@@ -214,6 +239,8 @@ impl Bot {
             admins: self.cfg.admins.clone(),
             account: io.account.clone(),
             view: io.daemon.clone(),
+            token_key: SYNC_TOKEN,
+            encrypted_only: false,
         };
         let stop = io.shutdown.child_token();
         let mut sync_task = tokio::spawn(syncer.run(stop.clone()));
@@ -221,6 +248,7 @@ impl Bot {
             client: client.clone(),
             rooms,
             state: io.state.clone(),
+            name_fallback: false,
         };
         let mut watchdog =
             admin::Watchdog::new(Duration::from_secs(self.cfg.disconnect_warning_secs));
@@ -292,17 +320,22 @@ async fn whoami(homeserver: &str, token: &str) -> Result<(String, String), Conne
     Ok((user, device))
 }
 
-struct Syncer {
-    client: Client,
-    me: OwnedUserId,
-    rooms: Arc<RoomMap>,
-    emitter: Emitter,
-    state: StateHandle,
-    status: passerelle_sdk::StatusReporter,
-    homeserver: String,
-    admins: Vec<String>,
-    account: AccountId,
-    view: passerelle_sdk::DaemonView,
+pub(crate) struct Syncer {
+    pub(crate) client: Client,
+    pub(crate) me: OwnedUserId,
+    pub(crate) rooms: Arc<RoomMap>,
+    pub(crate) emitter: Emitter,
+    pub(crate) state: StateHandle,
+    pub(crate) status: passerelle_sdk::StatusReporter,
+    pub(crate) homeserver: String,
+    pub(crate) admins: Vec<String>,
+    pub(crate) account: AccountId,
+    pub(crate) view: passerelle_sdk::DaemonView,
+    /// The connector state key of the sync token.
+    pub(crate) token_key: &'static str,
+    /// Appservice mode: plain events come through transactions, so only what was encrypted is
+    /// bridged from here, and invites are the transactions' business.
+    pub(crate) encrypted_only: bool,
 }
 
 fn sync_filter() -> Filter {
@@ -316,10 +349,10 @@ fn sync_filter() -> Filter {
 }
 
 impl Syncer {
-    async fn run(self, stop: CancellationToken) -> Result<(), ConnectorError> {
+    pub(crate) async fn run(self, stop: CancellationToken) -> Result<(), ConnectorError> {
         let mut token: Option<String> = self
             .state
-            .get(SYNC_TOKEN)
+            .get(self.token_key)
             .await
             .map_err(|e| ConnectorError::Fatal(format!("state: {e}")))?
             .and_then(|b| String::from_utf8(b).ok());
@@ -361,7 +394,9 @@ impl Syncer {
             };
             failures = 0;
             let first = token.is_none();
-            self.accept_invites(&response).await;
+            if !self.encrypted_only {
+                self.accept_invites(&response).await;
+            }
             self.status.set(ConnectionState::Connected);
             if !first {
                 match self.deliver(&response).await {
@@ -375,7 +410,7 @@ impl Syncer {
                 }
             }
             self.state
-                .put(SYNC_TOKEN, response.next_batch.clone())
+                .put(self.token_key, response.next_batch.clone())
                 .await
                 .map_err(|e| ConnectorError::Fatal(format!("state: {e}")))?;
             token = Some(response.next_batch);
@@ -425,6 +460,11 @@ impl Syncer {
                 .unwrap_or(0);
             let room = self.client.get_room(room_id);
             for timeline_event in &events[start..] {
+                if self.encrypted_only
+                    && matches!(timeline_event.kind, TimelineEventKind::PlainText { .. })
+                {
+                    continue;
+                }
                 let mut raw = timeline_event.raw().clone();
                 if let TimelineEventKind::UnableToDecrypt { .. } = &timeline_event.kind
                     && let Some(room) = &room
@@ -482,6 +522,9 @@ impl Syncer {
             return;
         };
         for e in events {
+            if self.encrypted_only && matches!(e.kind, TimelineEventKind::PlainText { .. }) {
+                continue;
+            }
             let Ok(v) = serde_json::from_str::<Value>(e.raw().json().get()) else {
                 continue;
             };
@@ -549,10 +592,13 @@ async fn notify_admins(client: &Client, state: &StateHandle, admins: &[String], 
     }
 }
 
-struct BotSender {
-    client: Client,
-    rooms: Arc<RoomMap>,
-    state: StateHandle,
+pub(crate) struct BotSender {
+    pub(crate) client: Client,
+    pub(crate) rooms: Arc<RoomMap>,
+    pub(crate) state: StateHandle,
+    /// Appservice mode in an encrypted room: the text carries no name yet (ghosts carry it
+    /// elsewhere), so the bot writes the per-message profile's fallback (`Name: text`) itself.
+    pub(crate) name_fallback: bool,
 }
 
 fn reaction_key(room: &OwnedRoomId, target: &str, key: &str, sender: &str) -> String {
@@ -560,7 +606,7 @@ fn reaction_key(room: &OwnedRoomId, target: &str, key: &str, sender: &str) -> St
 }
 
 impl BotSender {
-    async fn send(&self, out: &Outbound) -> Result<Receipt, SendError> {
+    pub(crate) async fn send(&self, out: &Outbound) -> Result<Receipt, SendError> {
         let event: &Event = &out.event;
         let room_id = self.rooms.id(&event.room).ok_or(SendError::RoomNotFound)?;
         let room = match self.client.get_room(room_id) {
@@ -573,8 +619,11 @@ impl BotSender {
         match outgoing {
             Outgoing::Send { kind, mut content } => {
                 if kind == "m.room.message" {
+                    if self.name_fallback {
+                        translate::add_name_fallback(&mut content, event.sender.name());
+                    }
                     content["com.beeper.per_message_profile"] =
-                        translate::per_message_profile(event);
+                        translate::per_message_profile(event, self.name_fallback);
                 }
                 let result = room
                     .send_raw(kind, content)

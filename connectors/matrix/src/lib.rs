@@ -21,7 +21,7 @@
 
 pub mod admin;
 pub mod appservice;
-mod bot;
+pub(crate) mod bot;
 pub mod config;
 pub mod errors;
 pub mod ghost;
@@ -62,6 +62,7 @@ impl ConnectorFactory for MatrixFactory {
                 mode: Mode::Appservice(appservice::Appservice {
                     asv: asv.clone(),
                     cfg: cfg.clone(),
+                    data_dir: ctx.data_dir.clone(),
                 }),
             })),
         }

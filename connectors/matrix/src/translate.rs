@@ -266,11 +266,11 @@ fn message_json(content: &Content) -> Value {
 
 /// How the bridge marks who really spoke when it posts as itself (MSC4144 per-message profiles,
 /// shown by clients that know them; others show the name prefix in the body).
-pub fn per_message_profile(event: &Event) -> Value {
+pub fn per_message_profile(event: &Event, has_fallback: bool) -> Value {
     let mut p = json!({
         "id": event.sender.id.as_str(),
         "displayname": event.sender.name(),
-        "has_fallback": true,
+        "has_fallback": has_fallback,
     });
     if let Some(avatar) = &event.sender.avatar_url
         && avatar.starts_with("mxc://")
@@ -278,6 +278,26 @@ pub fn per_message_profile(event: &Event) -> Value {
         p["avatar_url"] = json!(avatar);
     }
     p
+}
+
+/// Puts MSC4144's name fallback before a message: `Name: text` in the body, and a marked
+/// `<strong data-mx-profile-fallback>Name: </strong>` in the HTML, which clients that show
+/// per-message profiles remove. Actions are left alone: they continue the sender's name already.
+pub fn add_name_fallback(content: &mut Value, name: &str) {
+    if content["msgtype"] == "m.emote" {
+        return;
+    }
+    let body = content["body"].as_str().unwrap_or_default().to_owned();
+    let html_body = match content.get("formatted_body").and_then(Value::as_str) {
+        Some(h) => h.to_owned(),
+        None => html::escape(&body),
+    };
+    content["body"] = json!(format!("{name}: {body}"));
+    content["format"] = json!("org.matrix.custom.html");
+    content["formatted_body"] = json!(format!(
+        "<strong data-mx-profile-fallback>{}: </strong>{html_body}",
+        html::escape(name)
+    ));
 }
 
 /// Translates one outbound event (ids already on this account). `Err` is a content-free reason the

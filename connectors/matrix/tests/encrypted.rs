@@ -142,3 +142,90 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
     );
     h.shutdown(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn appservice_mode_bridges_an_encrypted_room_through_the_bots_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = passerelle_testkit::free_port();
+    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "localhost",
+        "as_token": "as-token-0123456789abcdef0123456789abcdef",
+        "hs_token": "hs-token-0123456789abcdef0123456789abcdef"});
+    let yaml = passerelle_matrix::registration(table.clone(), &format!("http://127.0.0.1:{port}"))
+        .expect("registration");
+    let file = dir.path().join("registration.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let hs = Synapse::start(&[file]);
+    hs.register("alice", "alice-pw", false);
+    let http = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = http
+        .create_room(
+            json!({"initial_state": [{"type": "m.room.encryption", "state_key": "",
+            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]}),
+        )
+        .await;
+
+    let mut table = table;
+    table["homeserver"] = json!(hs.url());
+    let ctx = BuildContext {
+        account: "matrix.as".into(),
+        data_dir: dir.path().join("as"),
+    };
+    let connector = MatrixFactory.build(&ctx, table).expect("config");
+    let mut h = Harness::start(connector, "matrix.as", vec![room.as_str().into()]);
+    h.serve_http(port).await;
+    assert!(
+        h.wait_connected(WAIT).await,
+        "the appservice did not connect"
+    );
+    http.invite(&room, "@passerelle:localhost").await;
+    let deadline = Instant::now() + WAIT;
+    while !http
+        .members(&room)
+        .await
+        .iter()
+        .any(|m| m == "@passerelle:localhost")
+    {
+        assert!(Instant::now() < deadline, "the bot never joined");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let alice = sdk_login(&hs, &dir.path().join("alice"), "alice", "alice-pw").await;
+    let room_id = OwnedRoomId::try_from(room.as_str()).unwrap();
+    let sent = alice
+        .get_room(&room_id)
+        .expect("alice sees the room")
+        .send(RoomMessageEventContent::text_plain(
+            "secret for the appservice",
+        ))
+        .await
+        .expect("alice sends");
+    let wire = http.event(&room, sent.response.event_id.as_str()).await;
+    assert_eq!(wire["type"], "m.room.encrypted");
+    h.next_matching(WAIT, |e| {
+        matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "secret for the appservice")
+    })
+    .await
+    .expect("the bot's device decrypted alice's message");
+
+    let mut sender = Sender::new("bob");
+    sender.display_name = Some("bob".into());
+    let out = Event::new(
+        room.as_str(),
+        sender,
+        EventKind::Message(Content::plain("secret answer from a ghost's side")),
+    );
+    let receipt = h.send(out, WAIT).await.expect("an answer").expect("sent");
+    let id = receipt.remote_id.expect("an event id");
+    let wire = http.event(&room, id.as_str()).await;
+    assert_eq!(
+        wire["type"], "m.room.encrypted",
+        "encrypted on the server: {wire}"
+    );
+    assert_eq!(wire["sender"], "@passerelle:localhost");
+    let id = OwnedEventId::try_from(id.as_str()).unwrap();
+    assert_eq!(
+        decrypted_body(&alice, &room_id, &id).await,
+        "bob: secret answer from a ghost's side"
+    );
+    h.shutdown(Duration::from_secs(10)).await;
+}
