@@ -12,6 +12,7 @@ use crate::bot::{self, BotSender, Syncer};
 use crate::config::{AppserviceSettings, Resolved};
 use crate::errors::{self, Meaning};
 use crate::ghost;
+use crate::media;
 use crate::rooms::RoomMap;
 use crate::translate::{self, Inbound, Outgoing};
 use futures::future::BoxFuture;
@@ -228,6 +229,9 @@ struct Shared {
     names_cache: Mutex<HashMap<(String, String), Option<String>>>,
     /// What the daemon runs, for the admins' `status` and `links`.
     view: passerelle_sdk::DaemonView,
+    /// The largest attachment uploaded, and whether private addresses may be fetched.
+    max_upload: u64,
+    fetch_private: bool,
 }
 
 fn admin_room_key(admin: &str) -> String {
@@ -502,6 +506,43 @@ impl Shared {
     }
 }
 
+impl Hs {
+    /// Uploads a file as `user`; returns its `mxc://` URI.
+    async fn upload(
+        &self,
+        path: &str,
+        user: &str,
+        mime: &str,
+        data: Vec<u8>,
+    ) -> Result<String, HsError> {
+        let url = format!("{}{path}&user_id={}", self.base, enc(user));
+        let transient = || HsError {
+            status: 0,
+            errcode: String::new(),
+            retry_after: None,
+        };
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::CONTENT_TYPE, mime)
+            .body(data)
+            .send()
+            .await
+            .map_err(|_| transient())?;
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        match v["content_uri"].as_str() {
+            Some(uri) if (200..300).contains(&status) => Ok(uri.to_owned()),
+            _ => Err(HsError {
+                status,
+                errcode: v["errcode"].as_str().unwrap_or_default().to_owned(),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
 /// Registers a user in our namespace; one that exists already is fine.
 async fn register(hs: &Hs, local: &str) -> Result<(), HsError> {
     let body = json!({"type": "m.login.application_service", "username": local,
@@ -658,6 +699,69 @@ impl Sender {
             // naming them (MSC4144 per-message profile and its text fallback).
             return bot.send(out).await;
         }
+        let EventKind::Message(content) = &event.kind else {
+            return self.send_event(out, event).await;
+        };
+        if content.attachments.is_empty() {
+            return self.send_event(out, event).await;
+        }
+        // The text first (when there is one), then each file, uploaded by the ghost and sent as
+        // its own event; key-derived transaction ids make a retry repeat nothing.
+        let mut first = None;
+        if !content.text.is_empty() {
+            let mut text_only = event.clone();
+            if let EventKind::Message(c) = &mut text_only.kind {
+                c.attachments.clear();
+            }
+            first = self.send_event(out, &text_only).await?.remote_id;
+        }
+        let ghost = self.ensure_ghost(out).await?;
+        self.ensure_joined(&ghost, &room).await?;
+        let (max, private) = (self.shared.max_upload, self.shared.fetch_private);
+        for (i, att) in content.attachments.iter().enumerate() {
+            let file = media::fetch(att, max, private).await?;
+            let size = file.data.len();
+            let path = format!(
+                "/_matrix/media/v3/upload?filename={}",
+                enc(att.name.as_str())
+            );
+            let mxc = self
+                .hs()
+                .upload(&path, &ghost, &file.mime, file.data)
+                .await
+                .map_err(|e| errors::send_error(e.meaning()))?;
+            let content = json!({
+                "msgtype": media::msgtype(&file.mime),
+                "body": att.name.as_str(),
+                "filename": att.name.as_str(),
+                "url": mxc,
+                "info": {"mimetype": file.mime, "size": size},
+                "m.mentions": {},
+            });
+            let txn = translate::txn_id(&event.key, &format!("a{i}"));
+            let path = format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+                enc(&room),
+                enc(&txn)
+            );
+            let v = self
+                .hs()
+                .call(reqwest::Method::PUT, &path, Some(&ghost), Some(&content))
+                .await
+                .map_err(|e| errors::send_error(e.meaning()))?;
+            if first.is_none() {
+                first = v["event_id"].as_str().map(RemoteMessageId::new);
+            }
+        }
+        Ok(Receipt { remote_id: first })
+    }
+
+    async fn send_event(&mut self, out: &Outbound, event: &Event) -> Result<Receipt, SendError> {
+        let room = self
+            .ids
+            .get(&event.room)
+            .cloned()
+            .ok_or(SendError::RoomNotFound)?;
         let outgoing = translate::outbound(event).map_err(SendError::Unsupported)?;
         let ghost = self.ensure_ghost(out).await?;
         if !matches!(
@@ -911,6 +1015,8 @@ impl Appservice {
             txn_lock: Mutex::new(()),
             names_cache: Mutex::new(HashMap::new()),
             view: io.daemon.clone(),
+            max_upload: self.cfg.max_upload_bytes,
+            fetch_private: self.cfg.media_fetch_private,
         });
         let mut sync_task = None;
         let mut encrypted = None;
@@ -949,6 +1055,8 @@ impl Appservice {
                 rooms: map,
                 state: io.state.clone(),
                 name_fallback: true,
+                max_upload: self.cfg.max_upload_bytes,
+                fetch_private: self.cfg.media_fetch_private,
             });
         }
         io.http.serve(Arc::new(Endpoint(shared.clone())));

@@ -9,8 +9,10 @@
 use crate::admin;
 use crate::config::{BotSettings, Login, Resolved};
 use crate::errors::{self, Meaning};
+use crate::media;
 use crate::rooms::RoomMap;
 use crate::translate::{self, Inbound, Outgoing};
+use matrix_sdk::attachment::AttachmentConfig;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEventKind;
@@ -249,6 +251,8 @@ impl Bot {
             rooms,
             state: io.state.clone(),
             name_fallback: false,
+            max_upload: self.cfg.max_upload_bytes,
+            fetch_private: self.cfg.media_fetch_private,
         };
         let mut watchdog =
             admin::Watchdog::new(Duration::from_secs(self.cfg.disconnect_warning_secs));
@@ -599,6 +603,9 @@ pub(crate) struct BotSender {
     /// Appservice mode in an encrypted room: the text carries no name yet (ghosts carry it
     /// elsewhere), so the bot writes the per-message profile's fallback (`Name: text`) itself.
     pub(crate) name_fallback: bool,
+    /// The largest attachment uploaded, and whether private addresses may be fetched.
+    pub(crate) max_upload: u64,
+    pub(crate) fetch_private: bool,
 }
 
 fn reaction_key(room: &OwnedRoomId, target: &str, key: &str, sender: &str) -> String {
@@ -608,6 +615,43 @@ fn reaction_key(room: &OwnedRoomId, target: &str, key: &str, sender: &str) -> St
 impl BotSender {
     pub(crate) async fn send(&self, out: &Outbound) -> Result<Receipt, SendError> {
         let event: &Event = &out.event;
+        let passerelle_sdk::EventKind::Message(content) = &event.kind else {
+            return self.send_event(event).await;
+        };
+        if content.attachments.is_empty() {
+            return self.send_event(event).await;
+        }
+        // The text first (when there is one), then each file: uploaded (encrypted in an
+        // encrypted room) and sent as its own event. Transaction ids come from the event key,
+        // so a retry after a partial failure repeats nothing.
+        let mut first = None;
+        if !content.text.is_empty() {
+            let mut text_only = event.clone();
+            if let passerelle_sdk::EventKind::Message(c) = &mut text_only.kind {
+                c.attachments.clear();
+            }
+            first = self.send_event(&text_only).await?.remote_id;
+        }
+        let room_id = self.rooms.id(&event.room).ok_or(SendError::RoomNotFound)?;
+        let room = match self.client.get_room(room_id) {
+            Some(r) if r.state() == RoomState::Joined => r,
+            _ => return Err(SendError::Disconnected),
+        };
+        for (i, att) in content.attachments.iter().enumerate() {
+            let file = media::fetch(att, self.max_upload, self.fetch_private).await?;
+            let mime: mime::Mime = file.mime.parse().unwrap_or(mime::APPLICATION_OCTET_STREAM);
+            let txn = translate::txn_id(&event.key, &format!("a{i}"));
+            let config = AttachmentConfig::new().txn_id(OwnedTransactionId::from(txn));
+            let sent = room
+                .send_attachment(att.name.as_str(), &mime, file.data, config)
+                .await
+                .map_err(|e| errors::send_error(errors::meaning(&e)))?;
+            first.get_or_insert_with(|| RemoteMessageId::new(sent.event_id.as_str()));
+        }
+        Ok(Receipt { remote_id: first })
+    }
+
+    async fn send_event(&self, event: &Event) -> Result<Receipt, SendError> {
         let room_id = self.rooms.id(&event.room).ok_or(SendError::RoomNotFound)?;
         let room = match self.client.get_room(room_id) {
             Some(r) if r.state() == RoomState::Joined => r,

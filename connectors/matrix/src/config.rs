@@ -78,6 +78,18 @@ pub struct MatrixConfig {
     /// Default 300; 0 turns warnings off.
     #[serde(default = "default_warn")]
     pub disconnect_warning_secs: u64,
+    /// The largest file uploaded to the homeserver for an attachment from another network, in
+    /// bytes. Default 50 MiB (Synapse's own default limit).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+    /// Fetch attachments from loopback and private addresses too. Default false: a link on
+    /// another network must not reach into the daemon's own network.
+    #[serde(default)]
+    pub media_fetch_private: bool,
+}
+
+fn default_max_upload() -> u64 {
+    50 * 1024 * 1024
 }
 
 fn default_device_name() -> String {
@@ -147,6 +159,10 @@ pub struct Resolved {
     pub admins: Vec<String>,
     /// Disconnect warning delay; zero is off.
     pub disconnect_warning_secs: u64,
+    /// Largest attachment uploaded.
+    pub max_upload_bytes: u64,
+    /// Whether attachments may be fetched from private addresses.
+    pub media_fetch_private: bool,
     /// The mode and its settings.
     pub mode: ModeSettings,
 }
@@ -392,6 +408,8 @@ impl MatrixConfig {
                 store_passphrase,
                 admins: raw.admins,
                 disconnect_warning_secs: raw.disconnect_warning_secs,
+                max_upload_bytes: raw.max_upload_bytes,
+                media_fetch_private: raw.media_fetch_private,
                 mode,
             }),
             _ => Err(issues),

@@ -10,6 +10,7 @@
 //! - [`config`]: the account's keys, checked with key paths.
 //! - [`translate`]: Matrix event JSON ↔ the event model, shared by both modes.
 //! - [`html`]: the safe HTML subset both ways.
+//! - [`media`]: fetching attachments safely for upload.
 //! - [`rooms`]: configured room names ↔ Matrix room ids.
 //! - [`errors`]: homeserver errors → typed SDK errors.
 //! - [`admin`]: the management room's commands and the disconnect watchdog.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod errors;
 pub mod ghost;
 pub mod html;
+pub mod media;
 pub mod rooms;
 pub mod translate;
 
@@ -118,7 +120,7 @@ impl Connector for MatrixConnector {
             reactions: true,
             replies: true,
             threads: true,
-            attachments: false,
+            attachments: true,
             rich_text: true,
             per_message_identity: ghosts,
             puppets: ghosts,
@@ -132,7 +134,7 @@ impl Connector for MatrixConnector {
         // Synapse refuses events over 65,536 bytes of JSON; leave room for the envelope.
         Limits {
             max_text_bytes: Some(30_000),
-            max_upload_bytes: None,
+            max_upload_bytes: Some(self.config().max_upload_bytes),
         }
     }
 

@@ -282,6 +282,26 @@ impl MatrixUser {
             .unwrap_or_default()
     }
 
+    /// Downloads an `mxc://server/id` file through authenticated media: status and bytes.
+    pub async fn download(&self, mxc: &str) -> (u16, Vec<u8>) {
+        let rest = mxc.strip_prefix("mxc://").unwrap_or(mxc);
+        let resp = self
+            .http
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{rest}",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("homeserver request");
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+        )
+    }
+
     /// Fetches an event by id.
     pub async fn event(&self, room: &str, event: &str) -> Value {
         self.ok(

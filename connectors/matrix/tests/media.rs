@@ -1,0 +1,164 @@
+//! Files from other networks reach Matrix rooms: fetched (from loopback only when allowed),
+//! uploaded to the content repository, sent as media events, readable by a Matrix user.
+
+use passerelle_matrix::MatrixFactory;
+use passerelle_sdk::{
+    Attachment, BuildContext, ConnectorFactory, Content, Event, EventKind, SendError, Sender,
+};
+use passerelle_testkit::harness::Harness;
+use passerelle_testkit::matrix_client::MatrixUser;
+use passerelle_testkit::synapse::Synapse;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Serves `body` as image/png to every request, on a loopback port.
+async fn file_server(body: Vec<u8>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    port
+}
+
+fn with_file(room: &str, port: u16) -> Event {
+    let mut sender = Sender::new("carol");
+    sender.display_name = Some("carol".into());
+    let content = Content {
+        attachments: vec![Attachment {
+            name: "pixel.png".into(),
+            mime: None,
+            size: None,
+            url: format!("http://127.0.0.1:{port}/pixel.png").into(),
+        }],
+        ..Content::plain("a picture")
+    };
+    Event::new(room, sender, EventKind::Message(content))
+}
+
+async fn wait_joined(alice: &MatrixUser, room: &str, user: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !alice.members(room).await.iter().any(|m| m == user) {
+        assert!(Instant::now() < deadline, "{user} never joined");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks that alice sees the text and then the file, byte for byte.
+async fn alice_gets_the_file(alice: &mut MatrixUser, room: &str, bytes: &[u8]) {
+    alice
+        .next_matching(WAIT, |e| e.room == room && e.body().ends_with("a picture"))
+        .await
+        .expect("the text arrives");
+    let image = alice
+        .next_matching(WAIT, |e| {
+            e.room == room && e.event["content"]["msgtype"] == "m.image"
+        })
+        .await
+        .expect("the file arrives as an image");
+    assert_eq!(image.body(), "pixel.png");
+    let mxc = image.event["content"]["url"].as_str().expect("an mxc URL");
+    assert!(mxc.starts_with("mxc://"), "{mxc}");
+    let (status, got) = alice.download(mxc).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, bytes);
+}
+
+#[tokio::test]
+async fn bot_mode_uploads_files_and_refuses_private_links_by_default() {
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let port = file_server(bytes.clone()).await;
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = alice
+        .create_room(json!({"invite": ["@bridge:localhost"]}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    for (allow, sub) in [(false, "strict"), (true, "open")] {
+        let ctx = BuildContext {
+            account: "m".into(),
+            data_dir: dir.path().join(sub),
+        };
+        let table = json!({"homeserver": hs.url(), "user": "@bridge:localhost",
+            "password": "bridge-pw", "media_fetch_private": allow});
+        let mut h = Harness::start(
+            MatrixFactory.build(&ctx, table).unwrap(),
+            "m",
+            vec![room.as_str().into()],
+        );
+        assert!(h.wait_connected(WAIT).await);
+        wait_joined(&alice, &room, "@bridge:localhost").await;
+        let answer = h
+            .send(with_file(&room, port), WAIT)
+            .await
+            .expect("an answer");
+        if allow {
+            assert!(answer.is_ok(), "{answer:?}");
+            alice_gets_the_file(&mut alice, &room, &bytes).await;
+        } else {
+            assert!(matches!(answer, Err(SendError::Rejected(_))), "{answer:?}");
+        }
+        h.shutdown(Duration::from_secs(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn appservice_mode_uploads_files_as_the_ghost() {
+    let bytes: Vec<u8> = (0..=255u8).rev().cycle().take(3000).collect();
+    let file_port = file_server(bytes.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = passerelle_testkit::free_port();
+    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "localhost",
+        "as_token": "as-token-0123456789abcdef0123456789abcdef",
+        "hs_token": "hs-token-0123456789abcdef0123456789abcdef",
+        "media_fetch_private": true, "encryption": false});
+    let yaml = passerelle_matrix::registration(table.clone(), &format!("http://127.0.0.1:{port}"))
+        .unwrap();
+    std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
+    let hs = Synapse::start(&[dir.path().join("r.yaml")]);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = alice.create_room(json!({})).await;
+    let mut table = table;
+    table["homeserver"] = json!(hs.url());
+    let ctx = BuildContext {
+        account: "m".into(),
+        data_dir: dir.path().join("as"),
+    };
+    let mut h = Harness::start(
+        MatrixFactory.build(&ctx, table).unwrap(),
+        "m",
+        vec![room.as_str().into()],
+    );
+    h.serve_http(port).await;
+    assert!(h.wait_connected(WAIT).await);
+    alice.invite(&room, "@passerelle:localhost").await;
+    wait_joined(&alice, &room, "@passerelle:localhost").await;
+    let answer = h
+        .send(with_file(&room, file_port), WAIT)
+        .await
+        .expect("an answer");
+    assert!(answer.is_ok(), "{answer:?}");
+    alice_gets_the_file(&mut alice, &room, &bytes).await;
+    h.shutdown(Duration::from_secs(10)).await;
+}
