@@ -35,10 +35,10 @@ fn homeserver(dir: &std::path::Path, port: u16) -> Synapse {
     Synapse::start(&[file])
 }
 
-fn connector(hs: &Synapse) -> Box<dyn Connector> {
+fn connector(hs: &Synapse, data_dir: &std::path::Path) -> Box<dyn Connector> {
     let ctx = BuildContext {
         account: "matrix.as".into(),
-        data_dir: std::env::temp_dir(),
+        data_dir: data_dir.to_owned(),
     };
     match MatrixFactory.build(&ctx, table(&hs.url())) {
         Ok(c) => c,
@@ -132,7 +132,11 @@ async fn appservice_mode_passes_the_conformance_suite_with_ghosts() {
     let room = alice.create_room(json!({})).await;
     // An admin invites the bot once; it joins on the invite.
     {
-        let mut h = Harness::start(connector(&hs), "matrix.as", vec![room.as_str().into()]);
+        let mut h = Harness::start(
+            connector(&hs, &dir.path().join("as")),
+            "matrix.as",
+            vec![room.as_str().into()],
+        );
         h.serve_http(port).await;
         assert!(h.wait_connected(WAIT).await);
         alice.invite(&room, BOT).await;
@@ -144,7 +148,7 @@ async fn appservice_mode_passes_the_conformance_suite_with_ghosts() {
         room: room.clone(),
         port,
     };
-    let make = || connector(&hs);
+    let make = || connector(&hs, &dir.path().join("as"));
     conformance::run(&make, &mut peer, vec![room.as_str().into()]).await;
 }
 
@@ -156,7 +160,11 @@ async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
     hs.register("alice", "alice-pw", false);
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     let room = alice.create_room(json!({})).await;
-    let mut h = Harness::start(connector(&hs), "matrix.as", vec![room.as_str().into()]);
+    let mut h = Harness::start(
+        connector(&hs, &dir.path().join("as")),
+        "matrix.as",
+        vec![room.as_str().into()],
+    );
     h.serve_http(port).await;
     assert!(h.wait_connected(WAIT).await);
     alice.invite(&room, BOT).await;
