@@ -209,9 +209,16 @@ fn shape(
             if !body.is_empty() {
                 body.push('\n');
             }
-            body.push_str(a.name.as_str());
-            body.push_str(": ");
-            body.push_str(a.url.as_str());
+            if a.url.is_empty() {
+                // A file the origin does not share (an encrypted Matrix file): its name only.
+                body.push('[');
+                body.push_str(a.name.as_str());
+                body.push(']');
+            } else {
+                body.push_str(a.name.as_str());
+                body.push_str(": ");
+                body.push_str(a.url.as_str());
+            }
         }
     }
     if let Some(s) = suffix {

@@ -12,7 +12,7 @@ use crate::bot::{self, BotSender, Syncer};
 use crate::config::{AppserviceSettings, Resolved};
 use crate::errors::{self, Meaning};
 use crate::ghost;
-use crate::media;
+use crate::media::{self, MediaLinks};
 use crate::rooms::RoomMap;
 use crate::translate::{self, Inbound, Outgoing};
 use futures::future::BoxFuture;
@@ -219,7 +219,7 @@ struct Shared {
     hs_token: passerelle_sdk::Secret,
     emitter: Emitter,
     state: StateHandle,
-    homeserver: String,
+    links: MediaLinks,
     admins: Vec<String>,
     /// Matrix room id → configured room name.
     rooms: HashMap<String, RoomId>,
@@ -268,6 +268,20 @@ impl Shared {
     }
 
     async fn handle(&self, request: Request) -> Response {
+        // File links are opened by anyone who has one; their signature is the check.
+        if request.uri().path().starts_with("/media/") && self.links.public() {
+            let path = request.uri().path().to_owned();
+            return media::serve(
+                &self.links,
+                &path,
+                &self.hs.base,
+                self.hs.token.expose(),
+                Some(&self.names.bot),
+                self.max_upload,
+            )
+            .await
+            .unwrap_or_else(|| matrix_error(404, "M_NOT_FOUND", "no such file"));
+        }
         match self.authorized(&request) {
             None => return matrix_error(401, "M_UNAUTHORIZED", "missing token"),
             Some(false) => {
@@ -388,7 +402,7 @@ impl Shared {
             return Ok(());
         };
         let display = self.display_name(room_id, sender).await;
-        match translate::inbound(ev, room, display, &self.homeserver) {
+        match translate::inbound(ev, room, display, &self.links) {
             Inbound::Event(event) => {
                 let kind = event.kind.name();
                 let d = self.emitter.emit(*event).await?;
@@ -1009,7 +1023,13 @@ impl Appservice {
             hs_token: self.asv.hs_token.clone(),
             emitter: io.emitter.clone(),
             state: io.state.clone(),
-            homeserver: self.cfg.homeserver.clone(),
+            links: MediaLinks::new(
+                &self.cfg.homeserver,
+                self.cfg.media_public_url.as_deref(),
+                io.account.as_str(),
+                &self.data_dir,
+            )
+            .map_err(|e| ConnectorError::Fatal(format!("media link key: {e}")))?,
             admins: self.cfg.admins.clone(),
             rooms,
             txn_lock: Mutex::new(()),
@@ -1042,7 +1062,7 @@ impl Appservice {
                 emitter: io.emitter.clone(),
                 state: io.state.clone(),
                 status: io.status.clone(),
-                homeserver: self.cfg.homeserver.clone(),
+                links: shared.links.clone(),
                 admins: self.cfg.admins.clone(),
                 account: io.account.clone(),
                 view: io.daemon.clone(),

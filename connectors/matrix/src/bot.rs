@@ -9,7 +9,7 @@
 use crate::admin;
 use crate::config::{BotSettings, Login, Resolved};
 use crate::errors::{self, Meaning};
-use crate::media;
+use crate::media::{self, MediaLinks};
 use crate::rooms::RoomMap;
 use crate::translate::{self, Inbound, Outgoing};
 use matrix_sdk::attachment::AttachmentConfig;
@@ -221,6 +221,21 @@ impl Bot {
             .map(ToOwned::to_owned)
             .ok_or_else(|| ConnectorError::Fatal("no user id after login".into()))?;
         let rooms = Arc::new(RoomMap::resolve(&client, &io.rooms).await);
+        let links = MediaLinks::new(
+            &self.cfg.homeserver,
+            self.cfg.media_public_url.as_deref(),
+            io.account.as_str(),
+            &self.data_dir,
+        )
+        .map_err(|e| ConnectorError::Fatal(format!("media link key: {e}")))?;
+        if links.public() {
+            io.http.serve(Arc::new(MediaEndpoint {
+                links: links.clone(),
+                client: client.clone(),
+                homeserver: self.cfg.homeserver.clone(),
+                max: self.cfg.max_upload_bytes,
+            }));
+        }
         for id in rooms.ids() {
             if client
                 .get_room(id)
@@ -237,7 +252,7 @@ impl Bot {
             emitter: io.emitter.clone(),
             state: io.state.clone(),
             status: io.status.clone(),
-            homeserver: self.cfg.homeserver.clone(),
+            links: links.clone(),
             admins: self.cfg.admins.clone(),
             account: io.account.clone(),
             view: io.daemon.clone(),
@@ -291,6 +306,36 @@ impl Bot {
     }
 }
 
+/// Bot mode's HTTP endpoint: the signed file links.
+struct MediaEndpoint {
+    links: MediaLinks,
+    client: Client,
+    homeserver: String,
+    max: u64,
+}
+
+impl passerelle_sdk::HttpHandler for MediaEndpoint {
+    fn handle(
+        &self,
+        request: passerelle_sdk::http::Request,
+    ) -> futures::future::BoxFuture<'static, passerelle_sdk::http::Response> {
+        let links = self.links.clone();
+        let token = self.client.access_token().unwrap_or_default();
+        let homeserver = self.homeserver.clone();
+        let max = self.max;
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            match media::serve(&links, &path, &homeserver, &token, None, max).await {
+                Some(r) => r,
+                None => passerelle_sdk::http::json_response(
+                    404,
+                    &serde_json::json!({"error": "not found"}),
+                ),
+            }
+        })
+    }
+}
+
 fn parse_user(id: &str) -> Result<OwnedUserId, ConnectorError> {
     OwnedUserId::try_from(id).map_err(|_| ConnectorError::Fatal("bad user id from whoami".into()))
 }
@@ -331,7 +376,7 @@ pub(crate) struct Syncer {
     pub(crate) emitter: Emitter,
     pub(crate) state: StateHandle,
     pub(crate) status: passerelle_sdk::StatusReporter,
-    pub(crate) homeserver: String,
+    pub(crate) links: MediaLinks,
     pub(crate) admins: Vec<String>,
     pub(crate) account: AccountId,
     pub(crate) view: passerelle_sdk::DaemonView,
@@ -501,7 +546,7 @@ impl Syncer {
                     },
                     _ => None,
                 };
-                match translate::inbound(&v, name, display, &self.homeserver) {
+                match translate::inbound(&v, name, display, &self.links) {
                     Inbound::Event(event) => {
                         let kind = event.kind.name();
                         let d = self.emitter.emit(*event).await?;

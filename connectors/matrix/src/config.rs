@@ -86,6 +86,11 @@ pub struct MatrixConfig {
     /// another network must not reach into the daemon's own network.
     #[serde(default)]
     pub media_fetch_private: bool,
+    /// Where people on other networks reach the daemon's HTTP listener (e.g.
+    /// `https://bridge.example.org`). When set, Matrix files are offered to them as signed links
+    /// through the daemon; when not, as the homeserver's authenticated links (which need a Matrix
+    /// login to open).
+    pub media_public_url: Option<String>,
 }
 
 fn default_max_upload() -> u64 {
@@ -163,6 +168,8 @@ pub struct Resolved {
     pub max_upload_bytes: u64,
     /// Whether attachments may be fetched from private addresses.
     pub media_fetch_private: bool,
+    /// The daemon's public base URL for file links.
+    pub media_public_url: Option<String>,
     /// The mode and its settings.
     pub mode: ModeSettings,
 }
@@ -202,6 +209,14 @@ impl MatrixConfig {
             issues.push(ConfigIssue::new(
                 "homeserver",
                 "not an http(s) URL (e.g. https://matrix.example.org)",
+            ));
+        }
+        if let Some(url) = &raw.media_public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            issues.push(ConfigIssue::new(
+                "media_public_url",
+                "not an http(s) URL (e.g. https://bridge.example.org)",
             ));
         }
         for (i, admin) in raw.admins.iter().enumerate() {
@@ -410,6 +425,7 @@ impl MatrixConfig {
                 disconnect_warning_secs: raw.disconnect_warning_secs,
                 max_upload_bytes: raw.max_upload_bytes,
                 media_fetch_private: raw.media_fetch_private,
+                media_public_url: raw.media_public_url.clone(),
                 mode,
             }),
             _ => Err(issues),

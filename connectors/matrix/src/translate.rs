@@ -2,6 +2,7 @@
 //! event model and back. One translation serves both modes.
 
 use crate::html;
+use crate::media::MediaLinks;
 use passerelle_sdk::{
     Attachment, Content, Event, EventKey, EventKind, Formatted, MembershipChange, MessageKind,
     RemoteMessageId, RoomId, Sender, Text, Timestamp,
@@ -37,7 +38,7 @@ fn strip_reply_fallback(body: &str) -> &str {
 }
 
 /// The content of an `m.room.message` (or its `m.new_content`).
-fn message_content(c: &Value, homeserver: &str, strip_fallback: bool) -> Option<Content> {
+fn message_content(c: &Value, links: &MediaLinks, strip_fallback: bool) -> Option<Content> {
     let msgtype = str_at(c, "msgtype")?;
     let raw_body = str_at(c, "body").unwrap_or_default();
     let body = if strip_fallback {
@@ -63,16 +64,17 @@ fn message_content(c: &Value, homeserver: &str, strip_fallback: bool) -> Option<
         }
     }
     if matches!(msgtype, "m.image" | "m.file" | "m.audio" | "m.video") {
-        let url = str_at(c, "url")
-            .or_else(|| c.get("file").and_then(|f| str_at(f, "url")))
-            .unwrap_or_default();
         let name = str_at(c, "filename").unwrap_or(body);
+        // An encrypted file (`file`) is not offered: its key would travel with the link.
+        let url = str_at(c, "url")
+            .and_then(|mxc| links.link(mxc, name))
+            .unwrap_or_default();
         let info = c.get("info");
         content.attachments.push(Attachment {
             name: Text::new(name),
             mime: info.and_then(|i| str_at(i, "mimetype")).map(str::to_owned),
             size: info.and_then(|i| i.get("size")).and_then(Value::as_u64),
-            url: Text::new(media_url(homeserver, url).unwrap_or_default()),
+            url: Text::new(url),
         });
         // The body of a media message is its file name (or a caption); keep it as the text only
         // when it is a caption.
@@ -83,25 +85,13 @@ fn message_content(c: &Value, homeserver: &str, strip_fallback: bool) -> Option<
     Some(content)
 }
 
-/// The authenticated download URL of an `mxc://server/id` URI.
-pub fn media_url(homeserver: &str, mxc: &str) -> Option<String> {
-    let rest = mxc.strip_prefix("mxc://")?;
-    let (server, id) = rest.split_once('/')?;
-    if server.is_empty() || id.is_empty() || id.contains('/') {
-        return None;
-    }
-    Some(format!(
-        "{homeserver}/_matrix/client/v1/media/download/{server}/{id}"
-    ))
-}
-
 /// Translates one timeline event. `room` is the configured room name; `sender_name` the sender's
-/// display name in the room, when known; `homeserver` the base URL for media links.
+/// display name in the room, when known; `links` makes the links files are offered under.
 pub fn inbound(
     ev: &Value,
     room: &RoomId,
     sender_name: Option<String>,
-    homeserver: &str,
+    links: &MediaLinks,
 ) -> Inbound {
     let Some(kind) = str_at(ev, "type") else {
         return Inbound::Skip("no_type");
@@ -136,7 +126,7 @@ pub fn inbound(
                 let (Some(target), Some(new)) = (rel_target, content.get("m.new_content")) else {
                     return Inbound::Skip("bad_edit");
                 };
-                let Some(new_content) = message_content(new, homeserver, false) else {
+                let Some(new_content) = message_content(new, links, false) else {
                     return Inbound::Skip("bad_edit");
                 };
                 EventKind::Edit {
@@ -156,7 +146,7 @@ pub fn inbound(
                 } else {
                     reply_to = in_reply_to.map(RemoteMessageId::new);
                 }
-                let Some(c) = message_content(content, homeserver, reply_to.is_some()) else {
+                let Some(c) = message_content(content, links, reply_to.is_some()) else {
                     return Inbound::Skip("no_msgtype");
                 };
                 EventKind::Message(c)
@@ -395,15 +385,19 @@ mod tests {
         RoomId::new("!r:hs")
     }
 
+    fn links() -> MediaLinks {
+        MediaLinks::new(HS, None, "mx", std::path::Path::new("/nonexistent")).unwrap()
+    }
+
     fn event(v: Value) -> Event {
-        match inbound(&v, &room(), Some("Alice".into()), HS) {
+        match inbound(&v, &room(), Some("Alice".into()), &links()) {
             Inbound::Event(e) => *e,
             Inbound::Skip(why) => panic!("skipped: {why}"),
         }
     }
 
     fn skip(v: Value) -> &'static str {
-        match inbound(&v, &room(), None, HS) {
+        match inbound(&v, &room(), None, &links()) {
             Inbound::Skip(why) => why,
             Inbound::Event(e) => panic!("bridged {e:?}"),
         }
@@ -574,8 +568,15 @@ mod tests {
             "https://hs.example/_matrix/client/v1/media/download/hs/abc"
         );
         assert_eq!(c.attachments[0].mime.as_deref(), Some("image/png"));
-        assert_eq!(media_url(HS, "mxc://hs/../x"), None);
-        assert_eq!(media_url(HS, "https://x"), None);
+        let e = event(
+            json!({"type": "m.room.message", "sender": "@a:hs", "event_id": "$2",
+            "content": {"msgtype": "m.file", "body": "secret.pdf", "file": {"url": "mxc://hs/enc"}}}),
+        );
+        assert_eq!(
+            e.content().unwrap().attachments[0].url.as_str(),
+            "",
+            "encrypted files are not offered"
+        );
     }
 
     #[test]

@@ -162,3 +162,111 @@ async fn appservice_mode_uploads_files_as_the_ghost() {
     alice_gets_the_file(&mut alice, &room, &bytes).await;
     h.shutdown(Duration::from_secs(10)).await;
 }
+
+/// Alice posts an image; the emitted attachment's link (through the daemon, signed) serves it.
+async fn matrix_file_is_offered_through_a_signed_link(
+    h: &mut Harness,
+    alice: &mut MatrixUser,
+    room: &str,
+    public_base: &str,
+) {
+    let bytes: Vec<u8> = b"not really a png, but bytes all the same".to_vec();
+    let mxc = alice.upload(bytes.clone(), "image/png").await;
+    alice
+        .send(
+            room,
+            "m.room.message",
+            json!({"msgtype": "m.image", "body": "shot.png",
+            "url": mxc, "info": {"mimetype": "image/png", "size": bytes.len()}}),
+        )
+        .await;
+    let e = h
+        .next_matching(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::Message(c) if !c.attachments.is_empty()),
+        )
+        .await
+        .expect("the image is emitted");
+    let link = e.content().unwrap().attachments[0].url.as_str().to_owned();
+    assert!(link.starts_with(public_base), "{link}");
+    let got = reqwest::get(&link).await.unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), bytes);
+    // A link whose signature was not made here opens nothing.
+    let parts: Vec<&str> = link.rsplitn(3, '/').collect();
+    let forged = format!("{}/{}/{}", parts[2], "0".repeat(32), parts[0]);
+    assert_eq!(reqwest::get(&forged).await.unwrap().status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn matrix_files_reach_other_networks_as_signed_links_in_both_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bot_port = passerelle_testkit::free_port();
+    let as_port = passerelle_testkit::free_port();
+    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "localhost",
+        "as_token": "as-token-0123456789abcdef0123456789abcdef",
+        "hs_token": "hs-token-0123456789abcdef0123456789abcdef", "encryption": false,
+        "media_public_url": format!("http://127.0.0.1:{as_port}")});
+    let yaml =
+        passerelle_matrix::registration(table.clone(), &format!("http://127.0.0.1:{as_port}"))
+            .unwrap();
+    std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
+    let hs = Synapse::start(&[dir.path().join("r.yaml")]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+
+    // Bot mode.
+    let room = alice
+        .create_room(json!({"invite": ["@bridge:localhost"]}))
+        .await;
+    let ctx = BuildContext {
+        account: "mbot".into(),
+        data_dir: dir.path().join("bot"),
+    };
+    let public = format!("http://127.0.0.1:{bot_port}");
+    let bot = json!({"homeserver": hs.url(), "user": "@bridge:localhost", "password": "bridge-pw",
+        "media_public_url": public});
+    let mut h = Harness::start(
+        MatrixFactory.build(&ctx, bot).unwrap(),
+        "mbot",
+        vec![room.as_str().into()],
+    );
+    h.serve_http(bot_port).await;
+    assert!(h.wait_connected(WAIT).await);
+    wait_joined(&alice, &room, "@bridge:localhost").await;
+    matrix_file_is_offered_through_a_signed_link(
+        &mut h,
+        &mut alice,
+        &room,
+        &format!("{public}/accounts/mbot/media/"),
+    )
+    .await;
+    h.shutdown(Duration::from_secs(10)).await;
+
+    // Appservice mode.
+    let room = alice.create_room(json!({})).await;
+    let mut table = table;
+    table["homeserver"] = json!(hs.url());
+    let ctx = BuildContext {
+        account: "mas".into(),
+        data_dir: dir.path().join("as"),
+    };
+    let mut h = Harness::start(
+        MatrixFactory.build(&ctx, table).unwrap(),
+        "mas",
+        vec![room.as_str().into()],
+    );
+    h.serve_http(as_port).await;
+    assert!(h.wait_connected(WAIT).await);
+    alice.invite(&room, "@passerelle:localhost").await;
+    wait_joined(&alice, &room, "@passerelle:localhost").await;
+    matrix_file_is_offered_through_a_signed_link(
+        &mut h,
+        &mut alice,
+        &room,
+        &format!("http://127.0.0.1:{as_port}/accounts/mas/media/"),
+    )
+    .await;
+    h.shutdown(Duration::from_secs(10)).await;
+}

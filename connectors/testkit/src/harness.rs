@@ -68,11 +68,13 @@ pub struct Harness {
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), ConnectorError>>>,
     http: HttpMount,
+    account: AccountId,
 }
 
 impl Harness {
     /// Starts `connector` for `account` in `rooms`.
     pub fn start(connector: Box<dyn Connector>, account: &str, rooms: Vec<RoomId>) -> Self {
+        let account_name = account.to_owned();
         let (in_tx, in_rx) = mpsc::channel(256);
         let (out_tx, out_rx) = mpsc::channel(64);
         let (status, status_rx) = StatusReporter::new();
@@ -101,20 +103,23 @@ impl Harness {
             shutdown,
             task: Some(task),
             http,
+            account: AccountId::new(account_name),
         }
     }
 
-    /// Serves the connector's HTTP endpoints (see [`HttpMount`]) on 127.0.0.1:`port`, paths as
-    /// they are, until the harness shuts down.
+    /// Serves the connector's HTTP endpoints (see [`HttpMount`]) on 127.0.0.1:`port` until the
+    /// harness shuts down: under `/accounts/{account}/` as the daemon does, and at the root too.
     pub async fn serve_http(&self, port: u16) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("the loopback port is free");
         let mount = self.http.clone();
         let stop = self.shutdown.clone();
+        let prefix = format!("/accounts/{}", self.account);
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let mount = mount.clone();
-            async move { crate::http_bridge::forward(&mount, req, 16 * 1024 * 1024).await }
+            let prefix = prefix.clone();
+            async move { crate::http_bridge::forward(&mount, req, 16 * 1024 * 1024, &prefix).await }
         });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)

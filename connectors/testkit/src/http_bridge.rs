@@ -5,12 +5,30 @@ use axum::body::Body;
 use axum::response::Response;
 use passerelle_sdk::HttpMount;
 
-/// Forwards `req` (body capped at `max_body` bytes) to the mounted handler; 503 when none.
-pub async fn forward(mount: &HttpMount, req: axum::extract::Request, max_body: usize) -> Response {
+/// Forwards `req` (body capped at `max_body` bytes) to the mounted handler; 503 when none. A
+/// leading `prefix` (the daemon's `/accounts/{account}`) is removed from the path, as the daemon
+/// does; other paths pass as they are.
+pub async fn forward(
+    mount: &HttpMount,
+    req: axum::extract::Request,
+    max_body: usize,
+    prefix: &str,
+) -> Response {
     let Some(handler) = mount.handler() else {
         return status(503, "not running");
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if let Some(rest) = parts.uri.path().strip_prefix(prefix)
+        && rest.starts_with('/')
+    {
+        let path = match parts.uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_owned(),
+        };
+        if let Ok(uri) = path.parse() {
+            parts.uri = uri;
+        }
+    }
     let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
         return status(413, "body too large");
     };

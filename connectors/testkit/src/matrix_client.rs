@@ -282,6 +282,24 @@ impl MatrixUser {
             .unwrap_or_default()
     }
 
+    /// Uploads a file to the content repository; returns its `mxc://` URI.
+    pub async fn upload(&self, data: Vec<u8>, mime: &str) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", mime)
+            .body(data)
+            .send()
+            .await
+            .expect("homeserver request");
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        v["content_uri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("upload failed: {v}"))
+            .to_owned()
+    }
+
     /// Downloads an `mxc://server/id` file through authenticated media: status and bytes.
     pub async fn download(&self, mxc: &str) -> (u16, Vec<u8>) {
         let rest = mxc.strip_prefix("mxc://").unwrap_or(mxc);
