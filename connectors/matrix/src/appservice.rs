@@ -585,6 +585,8 @@ struct Sender {
     ids: HashMap<RoomId, String>,
     /// Ghosts registered, with the display name they were given.
     ghosts: HashMap<String, Option<String>>,
+    /// The remote avatar each ghost was given.
+    avatars: HashMap<String, String>,
     /// (ghost, room) pairs known to be joined.
     joined: HashSet<(String, String)>,
 }
@@ -621,27 +623,65 @@ impl Sender {
                 )
                 .await
                 .map_err(|e| errors::send_error(e.meaning()))?;
-            if let Some(avatar) = out
-                .event
-                .sender
-                .avatar_url
-                .as_deref()
-                .filter(|a| a.starts_with("mxc://"))
-            {
-                let path = format!("/_matrix/client/v3/profile/{}/avatar_url", enc(&id));
-                let _ = self
-                    .hs()
-                    .call(
-                        reqwest::Method::PUT,
-                        &path,
-                        Some(&id),
-                        Some(&json!({"avatar_url": avatar})),
-                    )
-                    .await;
-            }
         }
         self.ghosts.insert(id.clone(), Some(name));
+        if let Some(avatar) = out.event.sender.avatar_url.as_deref()
+            && self.avatars.get(&id).map(String::as_str) != Some(avatar)
+        {
+            self.sync_avatar(&id, avatar).await;
+            self.avatars.insert(id.clone(), avatar.to_owned());
+        }
         Ok(id)
+    }
+
+    /// Gives a ghost the remote avatar: an `mxc://` one as it is, an `http(s)` one fetched (under
+    /// the same rules as attachments) and uploaded. A failure leaves the old avatar; the message
+    /// still goes.
+    async fn sync_avatar(&self, ghost: &str, avatar: &str) {
+        let mxc = if avatar.starts_with("mxc://") {
+            avatar.to_owned()
+        } else {
+            let att = passerelle_sdk::Attachment {
+                name: "avatar".into(),
+                mime: None,
+                size: None,
+                url: avatar.into(),
+            };
+            let limit = self.shared.max_upload.min(5 * 1024 * 1024);
+            let Ok(file) = media::fetch(&att, limit, self.shared.fetch_private).await else {
+                debug!("remote avatar not fetched");
+                return;
+            };
+            if !file.mime.starts_with("image/") {
+                return;
+            }
+            match self
+                .hs()
+                .upload(
+                    "/_matrix/media/v3/upload?filename=avatar",
+                    ghost,
+                    &file.mime,
+                    file.data,
+                )
+                .await
+            {
+                Ok(mxc) => mxc,
+                Err(_) => return,
+            }
+        };
+        let path = format!("/_matrix/client/v3/profile/{}/avatar_url", enc(ghost));
+        if let Err(e) = self
+            .hs()
+            .call(
+                reqwest::Method::PUT,
+                &path,
+                Some(ghost),
+                Some(&json!({"avatar_url": mxc})),
+            )
+            .await
+        {
+            debug!(status = e.status, "ghost avatar not set");
+        }
     }
 
     async fn ensure_joined(&mut self, ghost: &str, room: &str) -> Result<(), SendError> {
@@ -1086,6 +1126,7 @@ impl Appservice {
             shared,
             ids,
             ghosts: HashMap::new(),
+            avatars: HashMap::new(),
             joined: HashSet::new(),
         };
         let mut watchdog =

@@ -42,6 +42,7 @@ async fn file_server(body: Vec<u8>) -> u16 {
 fn with_file(room: &str, port: u16) -> Event {
     let mut sender = Sender::new("carol");
     sender.display_name = Some("carol".into());
+    sender.avatar_url = Some(format!("http://127.0.0.1:{port}/avatar.png"));
     let content = Content {
         attachments: vec![Attachment {
             name: "pixel.png".into(),
@@ -160,6 +161,14 @@ async fn appservice_mode_uploads_files_as_the_ghost() {
         .expect("an answer");
     assert!(answer.is_ok(), "{answer:?}");
     alice_gets_the_file(&mut alice, &room, &bytes).await;
+    // The remote avatar became the ghost's, uploaded to the content repository.
+    let ghost = "@passerelle_testkit.origin_carol:localhost";
+    let avatar = alice.profile(ghost).await["avatar_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(avatar.starts_with("mxc://"), "ghost avatar: {avatar:?}");
+    assert_eq!(alice.download(&avatar).await.1, bytes);
     h.shutdown(Duration::from_secs(10)).await;
 }
 
