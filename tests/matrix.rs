@@ -398,6 +398,29 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
     assert_eq!(seen.body(), "hello from irc");
     assert_eq!(alice.profile(seen.sender()).await["displayname"], "bob");
 
+    // Someone joining on IRC joins the Matrix room as a ghost; leaving, leaves.
+    let mut carol = IrcClient::connect(irc.port, "carol").await;
+    carol.join("#m").await;
+    let ghost = "@passerelle_irc_carol:localhost";
+    let deadline = std::time::Instant::now() + WAIT;
+    while !alice.members(&room).await.iter().any(|m| m == ghost) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carol's ghost never joined; log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    carol.raw("PART #m :bye").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while alice.members(&room).await.iter().any(|m| m == ghost) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carol's ghost never left"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Matrix → IRC with the display name; an IRC answer is a real Matrix reply.
     let question = alice.say(&room, "who is there?").await;
     assert_eq!(
