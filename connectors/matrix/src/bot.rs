@@ -220,6 +220,14 @@ impl Bot {
             .user_id()
             .map(ToOwned::to_owned)
             .ok_or_else(|| ConnectorError::Fatal("no user id after login".into()))?;
+        if self.cfg.key_backup {
+            let file = self
+                .cfg
+                .recovery_key_file
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("recovery-key"));
+            tokio::spawn(ensure_backup(client.clone(), file));
+        }
         let rooms = Arc::new(RoomMap::resolve(&client, &io.rooms).await);
         let links = MediaLinks::new(
             &self.cfg.homeserver,
@@ -303,6 +311,43 @@ impl Bot {
         }
         io.status.set(ConnectionState::Stopped);
         result
+    }
+}
+
+/// Keeps the bot's room keys backed up on the homeserver: enables recovery (secret storage and a
+/// key backup) and writes the recovery key to `file` the first time; a new device with the key
+/// file joins the existing backup. The key is never logged.
+async fn ensure_backup(client: Client, file: PathBuf) {
+    use matrix_sdk::encryption::recovery::RecoveryState;
+    let recovery = client.encryption().recovery();
+    // The state is known once a sync has brought the account data.
+    for _ in 0..120 {
+        if recovery.state() != RecoveryState::Unknown {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    match recovery.state() {
+        RecoveryState::Enabled => debug!("key backup in place"),
+        RecoveryState::Incomplete => match std::fs::read_to_string(&file) {
+            Ok(key) => match recovery.recover(key.trim()).await {
+                Ok(()) => info!("joined the existing key backup"),
+                Err(e) => warn!(error = %e, "could not join the existing key backup"),
+            },
+            Err(_) => warn!(
+                file = %file.display(),
+                "a key backup exists but its recovery key file is missing"
+            ),
+        },
+        RecoveryState::Disabled | RecoveryState::Unknown => match recovery.enable().await {
+            Ok(key) => match write_private(&file, key.as_bytes()) {
+                Ok(()) => info!(file = %file.display(), "key backup enabled; recovery key written"),
+                Err(e) => {
+                    warn!(error = %e, file = %file.display(), "key backup enabled, but the recovery key could not be written")
+                }
+            },
+            Err(e) => warn!(error = %e, "could not enable the key backup"),
+        },
     }
 }
 

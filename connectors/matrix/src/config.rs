@@ -42,6 +42,13 @@ pub struct MatrixConfig {
     pub store_passphrase: Option<Secret>,
     /// A file holding the store passphrase.
     pub store_passphrase_file: Option<PathBuf>,
+    /// Bot mode: back the bot's room keys up on the homeserver (server-side key backup with a
+    /// recovery key), so a new device can read old encrypted messages. Default false.
+    #[serde(default)]
+    pub key_backup: bool,
+    /// Where the recovery key is written when the backup is made, and read when a new device
+    /// joins it. Default: `recovery-key` in the account's data dir.
+    pub recovery_key_file: Option<PathBuf>,
     /// Appservice mode: the homeserver's server name, the part after `:` in user ids.
     pub server_name: Option<String>,
     /// Appservice mode: the token the bridge sends to the homeserver (or `as_token_file`).
@@ -170,6 +177,10 @@ pub struct Resolved {
     pub media_fetch_private: bool,
     /// The daemon's public base URL for file links.
     pub media_public_url: Option<String>,
+    /// Whether to keep a server-side key backup, and where its recovery key lives.
+    pub key_backup: bool,
+    /// The recovery key's file, when set.
+    pub recovery_key_file: Option<PathBuf>,
     /// The mode and its settings.
     pub mode: ModeSettings,
 }
@@ -426,6 +437,8 @@ impl MatrixConfig {
                 max_upload_bytes: raw.max_upload_bytes,
                 media_fetch_private: raw.media_fetch_private,
                 media_public_url: raw.media_public_url.clone(),
+                key_backup: raw.key_backup,
+                recovery_key_file: raw.recovery_key_file.clone(),
                 mode,
             }),
             _ => Err(issues),

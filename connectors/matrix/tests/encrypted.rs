@@ -74,7 +74,7 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
         data_dir: dir.path().join("bridge"),
     };
     let table = json!({"homeserver": hs.url(), "user": "@bridge:localhost", "password": "bridge-pw",
-        "store_passphrase": "a store passphrase"});
+        "store_passphrase": "a store passphrase", "key_backup": true});
     let connector = MatrixFactory.build(&ctx, table).expect("config");
     let mut h = Harness::start(connector, "matrix.e2e", vec![room.as_str().into()]);
     assert!(h.wait_connected(WAIT).await, "the bot did not connect");
@@ -140,6 +140,28 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
         decrypted_body(&alice, &room_id, &id).await,
         "secret answer from the bridge"
     );
+    // The bot's keys are backed up on the homeserver, and the recovery key is in its data dir.
+    let key_file = dir.path().join("bridge").join("recovery-key");
+    let deadline = Instant::now() + WAIT;
+    while !key_file.exists() {
+        assert!(Instant::now() < deadline, "no recovery key was written");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the recovery key is readable by others");
+    }
+    let other_device = MatrixUser::login(&hs.url(), "bridge", "bridge-pw").await;
+    let (status, version) = other_device
+        .call(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/room_keys/version",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "no key backup on the server: {version}");
     h.shutdown(Duration::from_secs(10)).await;
 }
 
