@@ -43,8 +43,8 @@ pub struct Delivery {
     pub store: Arc<dyn Store>,
     /// Opens sealed rows.
     pub sealer: Arc<Sealer>,
-    /// The last check before every send.
-    pub guard: RouteGuard,
+    /// The last check before every send (replaced when a link is made at run time).
+    pub guard: Arc<std::sync::RwLock<RouteGuard>>,
     /// Every account's policy.
     pub policies: Arc<HashMap<AccountId, AccountPolicy>>,
     /// Each running account's outbound queue.
@@ -277,11 +277,12 @@ impl LaneTask {
             Ok(event) => event,
             Err(reason) => return self.drop_row(entry, reason).await,
         };
-        if let Err(refusal) = d.guard.check(
+        let checked = d.guard.read().unwrap_or_else(|e| e.into_inner()).check(
             (&routed.origin, &routed.event.room),
             (&self.account, &self.room),
             &event.kind,
-        ) {
+        );
+        if let Err(refusal) = checked {
             tracing::error!(
                 origin = %routed.origin, account = %self.account, room = %self.room,
                 reason = refusal.reason(), "route guard refused a delivery"
@@ -426,7 +427,7 @@ mod tests {
         let delivery = Arc::new(Delivery {
             store: store.clone(),
             sealer: sealer.clone(),
-            guard: RouteGuard::build(&links, &policies),
+            guard: Arc::new(std::sync::RwLock::new(RouteGuard::build(&links, &policies))),
             policies: policies.clone(),
             outbound: [("b".into(), tx)].into_iter().collect(),
             general: General::default(),
@@ -434,7 +435,7 @@ mod tests {
         });
         let lanes = Lanes::new(delivery, TaskTracker::new());
         let router = Router::new(
-            RouteTable::build(&links, &policies),
+            Arc::new(std::sync::RwLock::new(RouteTable::build(&links, &policies))),
             policies,
             store.clone(),
             sealer,

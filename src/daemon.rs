@@ -39,7 +39,7 @@ const OUTBOUND_CAPACITY: usize = 64;
 
 /// Runs the daemon until `shutdown` is cancelled (the binary cancels it on SIGINT/SIGTERM).
 pub async fn run(
-    config: Config,
+    mut config: Config,
     built: Vec<BuiltAccount>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -85,6 +85,37 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
 
+    // Links made at run time before (portals) join the configured ones.
+    for (name, rooms) in store
+        .dynamic_links()
+        .await
+        .context("store: reading kept links")?
+    {
+        match crate::portals::parse_kept(&name, &rooms, &policies) {
+            Some(link) if !config.links.iter().any(|l| l.name == link.name) => {
+                config.links.push(link)
+            }
+            _ => {
+                tracing::warn!(link = %name, "a kept link no longer fits the configuration; not used")
+            }
+        }
+    }
+    let table = Arc::new(std::sync::RwLock::new(RouteTable::build(
+        &config.links,
+        &policies,
+    )));
+    let guard = Arc::new(std::sync::RwLock::new(RouteGuard::build(
+        &config.links,
+        &policies,
+    )));
+    let portals = Arc::new(crate::portals::PortalService::new(
+        store.clone(),
+        config.links.clone(),
+        policies.clone(),
+        table.clone(),
+        guard.clone(),
+    ));
+
     let mut outbound = HashMap::new();
     let mut ios = Vec::new();
     let mut statuses = Vec::new();
@@ -108,6 +139,10 @@ pub async fn run(
             shutdown: stop.child_token(),
             http: HttpMount::new(),
             daemon: DaemonView::default(),
+            links: passerelle_sdk::Links::new(
+                account.id.clone(),
+                Arc::new(crate::portals::SharedPortals(portals.clone())),
+            ),
         };
         mounts.insert(account.id.clone(), io.http.clone());
         ios.push((account, io, status_rx));
@@ -147,7 +182,7 @@ pub async fn run(
     let delivery = Arc::new(Delivery {
         store: store.clone(),
         sealer: sealer.clone(),
-        guard: RouteGuard::build(&config.links, &policies),
+        guard,
         policies: policies.clone(),
         outbound,
         general: config.general.clone(),
@@ -168,13 +203,7 @@ pub async fn run(
     {
         lanes.ensure(&account, &room);
     }
-    let router = Router::new(
-        RouteTable::build(&config.links, &policies),
-        policies.clone(),
-        store.clone(),
-        sealer,
-        lanes,
-    );
+    let router = Router::new(table, policies.clone(), store.clone(), sealer, lanes);
     lane_tasks.spawn(router.run(inbound_rx, intake.clone()));
     for (account, io, status_rx) in ios {
         tasks.spawn(supervisor::supervise(account, io, status_rx));

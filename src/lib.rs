@@ -14,6 +14,7 @@
 //! - [`store`]: the `Store` trait, the SQLite backend, sealing of queued payloads, conformance tests.
 //! - [`http`]: the admin endpoints.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`portals`]: links made at run time (portal rooms), checked and kept in the store.
 //! - [`daemon`]: wiring and ordered shutdown.
 //!
 //! Connectors live in their own crates under `connectors/` and depend only on `passerelle-sdk`.
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod http;
 pub mod mapping;
 pub mod metrics;
+pub mod portals;
 pub mod registry;
 pub mod router;
 pub mod store;

@@ -617,3 +617,77 @@ async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() 
         .unwrap_or_else(|| panic!("no all-clear; log:\n{}", daemon.logs()));
     daemon.stop();
 }
+
+#[tokio::test]
+async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let irc = Ngircd::start();
+    let cfg = dir.path().join("config.toml");
+    // The operator links #m (to an admin room here) and lets Matrix users open irc rooms.
+    let config = |hs_url: &str| {
+        appservice_config(
+            dir.path(),
+            hs_url,
+            irc.port,
+            admin_port,
+            "!operator:localhost",
+        )
+        .replace("hs_token = ", "portal_accounts = [\"irc\"]\nhs_token = ")
+    };
+    std::fs::write(&cfg, config("http://placeholder")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .args(["matrix-registration", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let registration = dir.path().join("registration.yaml");
+    std::fs::write(&registration, out.stdout).unwrap();
+    let hs = Synapse::start(&[registration]);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    alice.set_display_name("Alice").await;
+    let mut bob = IrcClient::connect(irc.port, "bob").await;
+    bob.join("#m").await;
+    let mut daemon = Daemon::start(dir.path(), &config(&hs.url()), admin_port);
+    daemon.wait_ready(Duration::from_secs(60)).await;
+
+    // An alias for a room no link names, or for an account that can't be opened, leads nowhere.
+    let (status, _) = alice
+        .call(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/join/%23passerelle_irc_=23elsewhere%3Alocalhost",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 404, "a portal to a channel no link names");
+
+    // Joining the alias opens the portal: the room exists and is linked with #m.
+    let portal = alice.join("#passerelle_irc_=23m:localhost").await;
+    alice.say(&portal, "hello through the portal").await;
+    assert_eq!(
+        irc_line(&mut bob, "hello through the portal").await,
+        "<Alice> hello through the portal"
+    );
+    bob.say("#m", "welcome in").await;
+    let seen = alice
+        .next_matching(WAIT, |e| e.room == portal && e.body() == "welcome in")
+        .await
+        .unwrap_or_else(|| panic!("IRC never reached the portal; log:\n{}", daemon.logs()));
+    assert_eq!(seen.sender(), "@passerelle_irc_bob:localhost");
+
+    // The portal is kept: after a restart it still bridges.
+    daemon.restart();
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    alice.say(&portal, "still open after a restart").await;
+    assert_eq!(
+        irc_line(&mut bob, "still open after a restart").await,
+        "<Alice> still open after a restart"
+    );
+    daemon.stop();
+}

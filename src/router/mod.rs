@@ -64,7 +64,8 @@ pub struct RoutedEvent {
 
 /// The ingest side of routing.
 pub struct Router {
-    table: table::RouteTable,
+    /// Shared with the portal service, which replaces it when a link is made at run time.
+    table: Arc<std::sync::RwLock<table::RouteTable>>,
     policies: Arc<HashMap<AccountId, AccountPolicy>>,
     store: Arc<dyn Store>,
     map: MessageMap,
@@ -75,7 +76,7 @@ pub struct Router {
 impl Router {
     /// A router over its table, the accounts' policies, the store and the delivery lanes.
     pub fn new(
-        table: table::RouteTable,
+        table: Arc<std::sync::RwLock<table::RouteTable>>,
         policies: Arc<HashMap<AccountId, AccountPolicy>>,
         store: Arc<dyn Store>,
         sealer: Arc<Sealer>,
@@ -141,9 +142,12 @@ impl Router {
                 reason: "typing_not_relayed",
             });
         }
-        let linked = self
+        let linked: Arc<[table::Destination]> = self
             .table
-            .destinations(account.as_str(), event.room.as_str());
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .destinations_shared(account.as_str(), event.room.as_str())
+            .unwrap_or_else(|| Arc::from(Vec::new()));
         if linked.is_empty() {
             refuse("unlinked");
             return Ok(Disposition::Unrouted);

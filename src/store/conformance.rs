@@ -205,6 +205,36 @@ pub async fn connector_state(store: impl Store) {
     assert_eq!(store.state_get(&b, "k").await.unwrap(), Some(b"3".to_vec()));
 }
 
+/// Links made at run time are kept, in order, and a name is taken once.
+pub async fn dynamic_links(store: impl Store) {
+    assert!(store.dynamic_links().await.unwrap().is_empty());
+    assert!(
+        store
+            .add_dynamic_link("portal:a", "[1]".into())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_dynamic_link("portal:b", "[2]".into())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add_dynamic_link("portal:a", "[3]".into())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.dynamic_links().await.unwrap(),
+        vec![
+            ("portal:a".to_owned(), "[1]".to_owned()),
+            ("portal:b".to_owned(), "[2]".to_owned())
+        ]
+    );
+}
+
 /// Runs every store conformance test against the store that `$make` builds (a fresh one each).
 #[macro_export]
 macro_rules! store_conformance {
@@ -231,6 +261,10 @@ macro_rules! store_conformance {
             #[tokio::test]
             async fn connector_state() {
                 $crate::store::conformance::connector_state($make).await;
+            }
+            #[tokio::test]
+            async fn dynamic_links() {
+                $crate::store::conformance::dynamic_links($make).await;
             }
         }
     };

@@ -171,6 +171,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Removes connector state.
     async fn state_delete(&self, account: &AccountId, key: &str) -> Result<(), StoreError>;
+
+    /// Keeps a link made at run time (`rooms`: a JSON list of `{account, room}`). `false` when a
+    /// link of that name exists already (it is left as it is).
+    async fn add_dynamic_link(&self, name: &str, rooms: String) -> Result<bool, StoreError>;
+    /// Every link made at run time, oldest first: (name, rooms JSON).
+    async fn dynamic_links(&self) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// Lets connectors reach their state through the SDK's [`passerelle_sdk::StateHandle`].

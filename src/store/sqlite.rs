@@ -9,7 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The migrations, in order; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_dynamic_links.sql"),
+];
 
 /// A store in one SQLite file.
 #[derive(Clone)]
@@ -357,6 +360,33 @@ impl Store for SqliteStore {
             conn.prepare_cached("DELETE FROM connector_state WHERE account = ?1 AND key = ?2")?
                 .execute(params![a.as_str(), k])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn add_dynamic_link(&self, name: &str, rooms: String) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        let now = Timestamp::now().0 as i64;
+        self.with(move |conn| {
+            let added = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO dynamic_links (name, rooms, created_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![name, rooms, now])?;
+            Ok(added == 1)
+        })
+        .await
+    }
+
+    async fn dynamic_links(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, rooms FROM dynamic_links ORDER BY created_at, name",
+            )?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<(String, String)>, _>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -222,7 +222,16 @@ struct Shared {
     links: MediaLinks,
     admins: Vec<String>,
     /// Matrix room id → configured room name.
-    rooms: HashMap<String, RoomId>,
+    rooms: std::sync::RwLock<HashMap<String, RoomId>>,
+    /// Configured (or portal) room name → Matrix room id.
+    ids: std::sync::RwLock<HashMap<RoomId, String>>,
+    /// Asks the daemon for portal links.
+    portal_links: passerelle_sdk::Links,
+    /// Accounts whose rooms Matrix users may open through an alias.
+    portal_accounts: Vec<String>,
+    alias_prefix: String,
+    /// Serialises portal creation.
+    portal_lock: Mutex<()>,
     /// Serialises transactions (the homeserver sends one at a time; this makes sure of it).
     txn_lock: Mutex<()>,
     /// Display names of Matrix members, by (room, user).
@@ -302,9 +311,9 @@ impl Shared {
                 let user = dec(user).unwrap_or_default();
                 self.user_query(&user).await
             }
-            ("GET", ["_matrix", "app", "v1", "rooms", _alias]) => {
-                // Portal rooms opened by alias are not offered yet: links name their rooms.
-                matrix_error(404, "M_NOT_FOUND", "no such portal")
+            ("GET", ["_matrix", "app", "v1", "rooms", alias]) => {
+                let alias = dec(alias).unwrap_or_default();
+                self.alias_query(&alias).await
             }
             ("POST", ["_matrix", "app", "v1", "ping"]) => json_response(200, &json!({})),
             _ => matrix_error(404, "M_UNRECOGNIZED", "unknown endpoint"),
@@ -369,7 +378,7 @@ impl Shared {
                 .await
                 .insert((room_id.to_owned(), subject.to_owned()), name);
             if subject == self.names.bot && ev["content"]["membership"] == "invite" {
-                let linked = self.rooms.contains_key(room_id);
+                let linked = self.linked_name(room_id).is_some();
                 if linked || self.admins.iter().any(|a| a == sender) {
                     let path = format!("/_matrix/client/v3/join/{}", enc(room_id));
                     match self
@@ -395,14 +404,14 @@ impl Shared {
         if self.names.is_ours(sender) {
             return Ok(());
         }
-        let Some(room) = self.rooms.get(room_id) else {
+        let Some(room) = self.linked_name(room_id) else {
             if ev["type"] == "m.room.message" && self.admins.iter().any(|a| a == sender) {
                 self.admin_command(room_id, sender, ev).await;
             }
             return Ok(());
         };
         let display = self.display_name(room_id, sender).await;
-        match translate::inbound(ev, room, display, &self.links) {
+        match translate::inbound(ev, &room, display, &self.links) {
             Inbound::Event(event) => {
                 let kind = event.kind.name();
                 let d = self.emitter.emit(*event).await?;
@@ -411,6 +420,103 @@ impl Shared {
             Inbound::Skip(why) => debug!(room = room_id, why, "not bridged"),
         }
         Ok(())
+    }
+
+    /// The configured (or portal) name of a Matrix room, when it is linked.
+    fn linked_name(&self, room_id: &str) -> Option<RoomId> {
+        self.rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room_id)
+            .cloned()
+    }
+
+    /// The Matrix room id of a configured (or portal) name.
+    fn room_id(&self, name: &RoomId) -> Option<String> {
+        self.ids
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// `GET /_matrix/app/v1/rooms/{alias}`: a Matrix user asked for
+    /// `#<alias_prefix>_<account>_<room>:<server>`. When that account may be opened this way and
+    /// serves that room, the bot makes a public room with the alias and the daemon links it; the
+    /// homeserver then lets the user in.
+    async fn alias_query(&self, alias: &str) -> Response {
+        let not_found = || matrix_error(404, "M_NOT_FOUND", "no such portal");
+        let Some((account, room)) =
+            ghost::parse_alias(alias, &self.alias_prefix, &self.names.server)
+        else {
+            return not_found();
+        };
+        if !self.portal_accounts.contains(&account) {
+            debug!("alias for an account that can't be opened from Matrix");
+            return not_found();
+        }
+        let _one_at_a_time = self.portal_lock.lock().await;
+        let local = alias
+            .trim_start_matches('#')
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let body = json!({
+            "room_alias_name": local,
+            "name": room,
+            "topic": format!("Bridged with {room} ({account}) by passerelle"),
+            "preset": "public_chat",
+            "visibility": "private",
+        });
+        let created = self
+            .hs
+            .call(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&self.names.bot),
+                Some(&body),
+            )
+            .await;
+        let room_id = match created {
+            Ok(v) => match v["room_id"].as_str() {
+                Some(id) => id.to_owned(),
+                None => return matrix_error(500, "M_UNKNOWN", "no room"),
+            },
+            Err(e) => {
+                warn!(status = e.status, "could not create a portal room");
+                return matrix_error(500, "M_UNKNOWN", "could not create the room");
+            }
+        };
+        let request = passerelle_sdk::PortalRequest {
+            name: format!("portal {alias}"),
+            room: RoomId::new(room_id.as_str()),
+            remote: (account.as_str().into(), RoomId::new(room.as_str())),
+        };
+        if let Err(why) = self.portal_links.open(request).await {
+            warn!(reason = %why, "the daemon refused a portal");
+            let leave = format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id));
+            let _ = self
+                .hs
+                .call(
+                    reqwest::Method::POST,
+                    &leave,
+                    Some(&self.names.bot),
+                    Some(&json!({})),
+                )
+                .await;
+            return not_found();
+        }
+        self.rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room_id.clone(), RoomId::new(room_id.as_str()));
+        self.ids
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(RoomId::new(room_id.as_str()), room_id.clone());
+        info!(room = %room_id, "portal room opened");
+        json_response(200, &json!({}))
     }
 
     async fn admin_command(&self, room_id: &str, admin: &str, ev: &Value) {
@@ -582,7 +688,7 @@ struct Sender {
     /// The bot's own device (with `encryption`): sends into encrypted rooms.
     encrypted: Option<BotSender>,
     /// Configured room name → Matrix room id.
-    ids: HashMap<RoomId, String>,
+
     /// Ghosts registered, with the display name they were given.
     ghosts: HashMap<String, Option<String>>,
     /// The remote avatar each ghost was given.
@@ -742,9 +848,8 @@ impl Sender {
     async fn send(&mut self, out: &Outbound) -> Result<Receipt, SendError> {
         let event: &Event = &out.event;
         let room = self
-            .ids
-            .get(&event.room)
-            .cloned()
+            .shared
+            .room_id(&event.room)
             .ok_or(SendError::RoomNotFound)?;
         if self.through_bot(&room, event).await
             && let Some(bot) = &self.encrypted
@@ -812,9 +917,8 @@ impl Sender {
 
     async fn send_event(&mut self, out: &Outbound, event: &Event) -> Result<Receipt, SendError> {
         let room = self
-            .ids
-            .get(&event.room)
-            .cloned()
+            .shared
+            .room_id(&event.room)
             .ok_or(SendError::RoomNotFound)?;
         let outgoing = translate::outbound(event).map_err(SendError::Unsupported)?;
         let ghost = self.ensure_ghost(out).await?;
@@ -1071,7 +1175,12 @@ impl Appservice {
             )
             .map_err(|e| ConnectorError::Fatal(format!("media link key: {e}")))?,
             admins: self.cfg.admins.clone(),
-            rooms,
+            rooms: std::sync::RwLock::new(rooms),
+            ids: std::sync::RwLock::new(ids),
+            portal_links: io.links.clone(),
+            portal_accounts: self.asv.portal_accounts.clone(),
+            alias_prefix: self.asv.alias_prefix.clone(),
+            portal_lock: Mutex::new(()),
             txn_lock: Mutex::new(()),
             names_cache: Mutex::new(HashMap::new()),
             view: io.daemon.clone(),
@@ -1087,7 +1196,12 @@ impl Appservice {
                 _ = io.shutdown.cancelled() => return Ok(()),
             };
             let mut map = RoomMap::default();
-            for (id, name) in &shared.rooms {
+            let configured = shared
+                .rooms
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for (id, name) in &configured {
                 if let Ok(id) = matrix_sdk::ruma::OwnedRoomId::try_from(id.as_str()) {
                     map.insert(name.clone(), id);
                 }
@@ -1124,7 +1238,6 @@ impl Appservice {
         let mut sender = Sender {
             encrypted,
             shared,
-            ids,
             ghosts: HashMap::new(),
             avatars: HashMap::new(),
             joined: HashSet::new(),

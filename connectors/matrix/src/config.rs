@@ -74,6 +74,10 @@ pub struct MatrixConfig {
     /// Appservice mode: the URL the homeserver reaches the daemon's HTTP listener at, written into
     /// the registration. Default: `http://` + `[http] listen`.
     pub url: Option<String>,
+    /// Appservice mode: accounts whose linked rooms Matrix users may open themselves by joining
+    /// `#<alias_prefix>_<account>_<room>:<server_name>` (a portal room). Default none.
+    #[serde(default)]
+    pub portal_accounts: Vec<String>,
     /// Appservice mode: log the bridge bot in with its own device and decrypt/encrypt in encrypted
     /// rooms. Default true.
     #[serde(default = "yes")]
@@ -156,6 +160,8 @@ pub struct AppserviceSettings {
     pub url: Option<String>,
     /// Whether the bot runs an encrypting device.
     pub encryption: bool,
+    /// Accounts whose rooms may be opened through aliases.
+    pub portal_accounts: Vec<String>,
 }
 
 /// The checked config.
@@ -421,6 +427,7 @@ impl MatrixConfig {
                             alias_prefix: raw.alias_prefix.clone(),
                             url: raw.url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
                             encryption: raw.encryption,
+                            portal_accounts: raw.portal_accounts.clone(),
                         }))
                     }
                     _ => None,

@@ -28,6 +28,48 @@ pub fn local_of<'a>(user_id: &'a str, server: &str) -> Option<&'a str> {
     (srv == server).then_some(local)
 }
 
+/// Undoes [`escape`]; `None` when `part` is not one of its outputs.
+pub fn unescape(part: &str) -> Option<String> {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'=' => {
+                let hex = part.get(i + 1..i + 3)?;
+                if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b if b.is_ascii_lowercase() || b.is_ascii_digit() || b".-/+".contains(&b) => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The (account, room) of a portal alias `#<prefix>_<account>_<room>:<server>`.
+pub fn parse_alias(alias: &str, prefix: &str, server: &str) -> Option<(String, String)> {
+    let rest = alias.strip_prefix('#')?;
+    let (local, srv) = rest.split_once(':')?;
+    if srv != server {
+        return None;
+    }
+    let parts = local.strip_prefix(prefix)?.strip_prefix('_')?;
+    let (account, room) = parts.split_once('_')?;
+    Some((unescape(account)?, unescape(room)?))
+}
+
+/// The portal alias localpart for `room` of `account`.
+pub fn alias_localpart(prefix: &str, account: &str, room: &str) -> String {
+    localpart(prefix, account, room)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +95,20 @@ mod tests {
             Some("pss_irc_bob")
         );
         assert_eq!(local_of("@x:other", "localhost"), None);
+        for s in ["#chan", "Bob[m]", "a_b", "é ü"] {
+            assert_eq!(unescape(&escape(s)).as_deref(), Some(s));
+        }
+        assert_eq!(unescape("A"), None);
+        assert_eq!(unescape("=2"), None);
+        let local = alias_localpart("pss", "irc.main", "#Chan");
+        assert_eq!(
+            parse_alias(&format!("#{local}:localhost"), "pss", "localhost"),
+            Some(("irc.main".into(), "#Chan".into()))
+        );
+        assert_eq!(
+            parse_alias(&format!("#{local}:other"), "pss", "localhost"),
+            None
+        );
+        assert_eq!(parse_alias("#pss_irc:localhost", "pss", "localhost"), None);
     }
 }

@@ -87,6 +87,8 @@ pub struct ConnectorIo {
     pub http: crate::http::HttpMount,
     /// What the daemon runs: accounts and their states, links.
     pub daemon: crate::daemon_view::DaemonView,
+    /// Asks the daemon for links made at run time (portals).
+    pub links: crate::links::Links,
 }
 
 /// What the daemon did with an inbound event.

@@ -32,6 +32,7 @@ pub mod error;
 pub mod event;
 pub mod http;
 pub mod ids;
+pub mod links;
 pub mod secret;
 pub mod state;
 
@@ -46,6 +47,7 @@ pub use error::{ConfigIssue, ConnectorError, EmitError, SendError};
 pub use event::{Event, EventKind, MembershipChange, Sender, Timestamp};
 pub use http::{HttpHandler, HttpMount};
 pub use ids::{AccountId, EventKey, RemoteMessageId, RoomId, UserId};
+pub use links::{LinkService, Links, PortalRequest};
 pub use secret::Secret;
 pub use state::{StateBackend, StateError, StateHandle};
 

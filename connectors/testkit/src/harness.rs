@@ -86,11 +86,12 @@ impl Harness {
             rooms,
             emitter: Emitter::new(account.clone(), in_tx),
             outbound: out_rx,
-            state: StateHandle::new(account, Arc::new(MemoryState::default())),
+            state: StateHandle::new(account.clone(), Arc::new(MemoryState::default())),
             status,
             shutdown: shutdown.clone(),
             http: http.clone(),
             daemon: passerelle_sdk::DaemonView::default(),
+            links: passerelle_sdk::Links::unavailable(account.clone()),
         };
         let task = tokio::spawn(async move { connector.run(&mut io).await });
         // Acknowledge every event at once, as the daemon does once it has stored it.
