@@ -198,6 +198,11 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
         "the IRC answer is a reply to Alice's last message: {}",
         reply.event
     );
+    assert_eq!(
+        reply.event["content"]["m.mentions"]["user_ids"],
+        json!(["@alice:localhost"]),
+        "the reply mentions the person answered"
+    );
 
     // Restart mid-conversation: nothing replayed, nothing missed, old messages still map.
     daemon.stop();
@@ -433,6 +438,10 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
         .await
         .expect("the answer reaches Matrix");
     assert_eq!(reply.sender(), "@passerelle_irc_bob:localhost");
+    assert_eq!(
+        reply.event["content"]["m.mentions"]["user_ids"],
+        json!(["@alice:localhost"])
+    );
     assert_eq!(
         reply.event["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
         question.as_str()

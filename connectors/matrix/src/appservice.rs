@@ -934,7 +934,24 @@ impl Sender {
         let r = enc(&room);
         let state = &self.shared.state;
         let result = match outgoing {
-            Outgoing::Send { kind, content } => {
+            Outgoing::Send { kind, mut content } => {
+                // A reply mentions the person answered (when a Matrix user), as clients do, so
+                // they are notified; nobody else is pinged by bridged text.
+                if let Some(target) = &event.reply_to {
+                    let path = format!(
+                        "/_matrix/client/v3/rooms/{r}/event/{}",
+                        enc(target.as_str())
+                    );
+                    if let Ok(v) = self
+                        .hs()
+                        .call(reqwest::Method::GET, &path, Some(&ghost), None)
+                        .await
+                        && let Some(sender) = v["sender"].as_str()
+                        && !self.shared.names.is_ours(sender)
+                    {
+                        translate::mention(&mut content, sender);
+                    }
+                }
                 let path = format!(
                     "/_matrix/client/v3/rooms/{r}/send/{}/{}",
                     enc(kind),

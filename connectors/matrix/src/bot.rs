@@ -752,6 +752,16 @@ impl BotSender {
         let txn = translate::txn_id(&event.key, "0");
         match outgoing {
             Outgoing::Send { kind, mut content } => {
+                // A reply mentions the person answered, as clients do, so they are notified.
+                if let Some(target) = &event.reply_to
+                    && let Ok(id) = OwnedEventId::try_from(target.as_str())
+                    && let Ok(answered) = room.event(&id, None).await
+                    && let Ok(v) = serde_json::from_str::<Value>(answered.raw().json().get())
+                    && let Some(sender) = v["sender"].as_str()
+                    && Some(sender) != self.client.user_id().map(|u| u.as_str())
+                {
+                    translate::mention(&mut content, sender);
+                }
                 if kind == "m.room.message" {
                     if self.name_fallback {
                         translate::add_name_fallback(&mut content, event.sender.name());

@@ -270,6 +270,19 @@ pub fn per_message_profile(event: &Event, has_fallback: bool) -> Value {
     p
 }
 
+/// Adds `user` to the message's `m.mentions`.
+pub fn mention(content: &mut Value, user: &str) {
+    let list = &mut content["m.mentions"]["user_ids"];
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(a) = list.as_array_mut()
+        && !a.iter().any(|u| u == user)
+    {
+        a.push(json!(user));
+    }
+}
+
 /// Puts MSC4144's name fallback before a message: `Name: text` in the body, and a marked
 /// `<strong data-mx-profile-fallback>Name: </strong>` in the HTML, which clients that show
 /// per-message profiles remove. Actions are left alone: they continue the sender's name already.
