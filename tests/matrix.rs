@@ -447,6 +447,38 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
         question.as_str()
     );
 
+    // Edits, reactions and redactions come through transactions too, and reach IRC degraded.
+    alice
+        .send(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "* who are you?",
+            "m.new_content": {"msgtype": "m.text", "body": "who are you?"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": question}}),
+        )
+        .await;
+    assert_eq!(
+        irc_line(&mut bob, "who are you?").await,
+        "<Alice> who are you? (edited)"
+    );
+    alice
+        .send(
+            &room,
+            "m.reaction",
+            json!({"m.relates_to": {"rel_type": "m.annotation",
+            "event_id": reply.id(), "key": "🎉"}}),
+        )
+        .await;
+    assert_eq!(
+        irc_line(&mut bob, "reacted").await,
+        "* Alice reacted 🎉 to bob's message"
+    );
+    alice.redact(&room, &question).await;
+    assert_eq!(
+        irc_line(&mut bob, "deleted").await,
+        "* Alice deleted a message"
+    );
+
     // A wrong hs_token gets 403 M_FORBIDDEN from the daemon and bridges nothing.
     let forged = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:localhost",
         "event_id": "$forged", "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "forged line"}}]});

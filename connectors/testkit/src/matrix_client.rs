@@ -97,6 +97,11 @@ impl MatrixUser {
         user
     }
 
+    /// This login's access token (for tests that hand it to a connector).
+    pub fn access_token(&self) -> &str {
+        &self.token
+    }
+
     /// Sends a request and returns the status and the JSON answer.
     pub async fn call(
         &self,
