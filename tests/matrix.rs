@@ -329,24 +329,12 @@ rooms = [
     )
 }
 
-#[tokio::test]
-async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_transaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let irc = Ngircd::start();
-    // The registration comes from the daemon's own command, as a user would make it.
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        appservice_config(
-            dir.path(),
-            "http://placeholder",
-            irc.port,
-            admin,
-            "!r:localhost",
-        ),
-    )
-    .unwrap();
+/// What a user does first: writes the config (with a placeholder homeserver URL, which the
+/// registration does not use), asks the daemon for the registration file, and starts the
+/// homeserver with it installed. Returns the homeserver and the registration's text.
+fn homeserver_with_registration(dir: &std::path::Path, config: &str) -> (Synapse, String) {
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
         .args(["matrix-registration", "-c"])
         .arg(&cfg)
@@ -358,15 +346,33 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
         String::from_utf8_lossy(&out.stderr)
     );
     let yaml = String::from_utf8(out.stdout).unwrap();
+    let registration = dir.join("registration.yaml");
+    std::fs::write(&registration, &yaml).unwrap();
+    (Synapse::start(&[registration]), yaml)
+}
+
+#[tokio::test]
+async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let irc = Ngircd::start();
+    // The registration comes from the daemon's own command, as a user would make it.
+    let (hs, yaml) = homeserver_with_registration(
+        dir.path(),
+        &appservice_config(
+            dir.path(),
+            "http://placeholder",
+            irc.port,
+            admin,
+            "!r:localhost",
+        ),
+    );
     assert!(
         yaml.contains(&format!(
             "url: \"http://127.0.0.1:{admin}/accounts/matrix\""
         )),
         "{yaml}"
     );
-    let registration = dir.path().join("registration.yaml");
-    std::fs::write(&registration, yaml).unwrap();
-    let hs = Synapse::start(&[registration]);
     hs.register("alice", "alice-pw", false);
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     alice.set_display_name("Alice").await;
@@ -555,7 +561,6 @@ async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() 
     let dir = tempfile::tempdir().unwrap();
     let admin_port = free_port();
     let mut irc = Ngircd::start();
-    let cfg = dir.path().join("config.toml");
     let extra = "admins = [\"@alice:localhost\"]\ndisconnect_warning_secs = 2\n";
     let config = |hs_url: &str| {
         appservice_config(
@@ -567,20 +572,7 @@ async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() 
         )
         .replace("hs_token = ", &format!("{extra}hs_token = "))
     };
-    std::fs::write(&cfg, config("http://placeholder")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
-        .args(["matrix-registration", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let registration = dir.path().join("registration.yaml");
-    std::fs::write(&registration, out.stdout).unwrap();
-    let hs = Synapse::start(&[registration]);
+    let (hs, _) = homeserver_with_registration(dir.path(), &config("http://placeholder"));
     hs.register("alice", "alice-pw", false);
     hs.register("mallory", "mallory-pw", false);
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
@@ -664,7 +656,6 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
     let dir = tempfile::tempdir().unwrap();
     let admin_port = free_port();
     let irc = Ngircd::start();
-    let cfg = dir.path().join("config.toml");
     // The operator links #m (to an admin room here) and lets Matrix users open irc rooms.
     let config = |hs_url: &str| {
         appservice_config(
@@ -676,20 +667,7 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
         )
         .replace("hs_token = ", "portal_accounts = [\"irc\"]\nhs_token = ")
     };
-    std::fs::write(&cfg, config("http://placeholder")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
-        .args(["matrix-registration", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let registration = dir.path().join("registration.yaml");
-    std::fs::write(&registration, out.stdout).unwrap();
-    let hs = Synapse::start(&[registration]);
+    let (hs, _) = homeserver_with_registration(dir.path(), &config("http://placeholder"));
     hs.register("alice", "alice-pw", false);
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     alice.set_display_name("Alice").await;

@@ -1,17 +1,16 @@
 //! Appservice mode against a real Synapse that has our generated registration installed: the
 //! conformance suite, ghosts, the hs_token check and retried transactions.
 
-use futures::future::BoxFuture;
 use passerelle_matrix::MatrixFactory;
 use passerelle_sdk::{
-    BuildContext, Connector, ConnectorFactory, Content, Event, EventKind, RoomId, Sender, UserId,
+    BuildContext, Connector, ConnectorFactory, Content, Event, EventKind, Sender,
 };
-use passerelle_testkit::conformance::{self, Peer, Seen};
+use passerelle_testkit::conformance;
 use passerelle_testkit::harness::Harness;
-use passerelle_testkit::matrix_client::MatrixUser;
+use passerelle_testkit::matrix_client::{MatrixUser, RoomPeer};
 use passerelle_testkit::synapse::Synapse;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 const AS_TOKEN: &str = "as-token-0123456789abcdef0123456789abcdef";
@@ -46,82 +45,6 @@ fn connector(hs: &Synapse, data_dir: &std::path::Path) -> Box<dyn Connector> {
     }
 }
 
-struct GhostPeer {
-    user: MatrixUser,
-    room: String,
-    port: u16,
-}
-
-impl Peer for GhostPeer {
-    fn room(&self) -> RoomId {
-        self.room.as_str().into()
-    }
-    fn unknown_room(&self) -> RoomId {
-        "!not-served:localhost".into()
-    }
-    fn http_port(&self) -> Option<u16> {
-        Some(self.port)
-    }
-    fn user(&self) -> UserId {
-        self.user.user_id.as_str().into()
-    }
-    fn say<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let room = self.room.clone();
-            self.user.say(&room, text).await;
-        })
-    }
-    fn act<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let room = self.room.clone();
-            self.user
-                .send(
-                    &room,
-                    "m.room.message",
-                    json!({"msgtype": "m.emote", "body": text}),
-                )
-                .await;
-        })
-    }
-    fn collect(&mut self, min_bytes: usize, timeout: Duration) -> BoxFuture<'_, Vec<Seen>> {
-        Box::pin(async move {
-            let mut seen = Vec::new();
-            let mut bytes = 0;
-            let deadline = Instant::now() + timeout;
-            while bytes < min_bytes {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let room = self.room.clone();
-                let Some(e) = self
-                    .user
-                    .next_matching(left, |e| {
-                        e.room == room
-                            && e.sender().starts_with("@passerelle_")
-                            && e.kind() == "m.room.message"
-                    })
-                    .await
-                else {
-                    break;
-                };
-                bytes += e.body().len();
-                seen.push(Seen {
-                    text: e.body().to_owned(),
-                    emote: e.event["content"]["msgtype"] == "m.emote",
-                });
-            }
-            seen
-        })
-    }
-}
-
-/// Waits until `user` is joined to `room`.
-async fn joined(alice: &MatrixUser, room: &str, user: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !alice.members(room).await.iter().any(|m| m == user) {
-        assert!(Instant::now() < deadline, "{user} never joined {room}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn appservice_mode_passes_the_conformance_suite_with_ghosts() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,13 +63,14 @@ async fn appservice_mode_passes_the_conformance_suite_with_ghosts() {
         h.serve_http(port).await;
         assert!(h.wait_connected(WAIT).await);
         alice.invite(&room, BOT).await;
-        joined(&alice, &room, BOT).await;
+        alice.wait_member(&room, BOT, WAIT).await;
         h.shutdown(Duration::from_secs(10)).await;
     }
-    let mut peer = GhostPeer {
+    let mut peer = RoomPeer {
         user: alice,
         room: room.clone(),
-        port,
+        bridge: "@passerelle_".into(),
+        http_port: Some(port),
     };
     let make = || connector(&hs, &dir.path().join("as"));
     conformance::run(&make, &mut peer, vec![room.as_str().into()]).await;
@@ -168,7 +92,7 @@ async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
     h.serve_http(port).await;
     assert!(h.wait_connected(WAIT).await);
     alice.invite(&room, BOT).await;
-    joined(&alice, &room, BOT).await;
+    alice.wait_member(&room, BOT, WAIT).await;
 
     // Through the real homeserver: alice's message arrives, from her.
     alice.say(&room, "through synapse").await;

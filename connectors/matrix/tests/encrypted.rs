@@ -78,16 +78,7 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
     let connector = MatrixFactory.build(&ctx, table).expect("config");
     let mut h = Harness::start(connector, "matrix.e2e", vec![room.as_str().into()]);
     assert!(h.wait_connected(WAIT).await, "the bot did not connect");
-    let deadline = Instant::now() + WAIT;
-    while !http
-        .members(&room)
-        .await
-        .iter()
-        .any(|m| m == "@bridge:localhost")
-    {
-        assert!(Instant::now() < deadline, "the bot never joined");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    http.wait_member(&room, "@bridge:localhost", WAIT).await;
 
     // Alice's client encrypts; the bot decrypts and emits the clear text.
     let alice = sdk_login(&hs, &dir.path().join("alice"), "alice", "alice-pw").await;
@@ -200,16 +191,7 @@ async fn appservice_mode_bridges_an_encrypted_room_through_the_bots_device() {
         "the appservice did not connect"
     );
     http.invite(&room, "@passerelle:localhost").await;
-    let deadline = Instant::now() + WAIT;
-    while !http
-        .members(&room)
-        .await
-        .iter()
-        .any(|m| m == "@passerelle:localhost")
-    {
-        assert!(Instant::now() < deadline, "the bot never joined");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    http.wait_member(&room, "@passerelle:localhost", WAIT).await;
 
     let alice = sdk_login(&hs, &dir.path().join("alice"), "alice", "alice-pw").await;
     let room_id = OwnedRoomId::try_from(room.as_str()).unwrap();

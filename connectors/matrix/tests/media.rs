@@ -9,7 +9,7 @@ use passerelle_testkit::harness::Harness;
 use passerelle_testkit::matrix_client::MatrixUser;
 use passerelle_testkit::synapse::Synapse;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -53,14 +53,6 @@ fn with_file(room: &str, port: u16) -> Event {
         ..Content::plain("a picture")
     };
     Event::new(room, sender, EventKind::Message(content))
-}
-
-async fn wait_joined(alice: &MatrixUser, room: &str, user: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !alice.members(room).await.iter().any(|m| m == user) {
-        assert!(Instant::now() < deadline, "{user} never joined");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Checks that alice sees the text and then the file, byte for byte.
@@ -108,7 +100,7 @@ async fn bot_mode_uploads_files_and_refuses_private_links_by_default() {
             vec![room.as_str().into()],
         );
         assert!(h.wait_connected(WAIT).await);
-        wait_joined(&alice, &room, "@bridge:localhost").await;
+        alice.wait_member(&room, "@bridge:localhost", WAIT).await;
         let answer = h
             .send(with_file(&room, port), WAIT)
             .await
@@ -154,7 +146,9 @@ async fn appservice_mode_uploads_files_as_the_ghost() {
     h.serve_http(port).await;
     assert!(h.wait_connected(WAIT).await);
     alice.invite(&room, "@passerelle:localhost").await;
-    wait_joined(&alice, &room, "@passerelle:localhost").await;
+    alice
+        .wait_member(&room, "@passerelle:localhost", WAIT)
+        .await;
     let answer = h
         .send(with_file(&room, file_port), WAIT)
         .await
@@ -243,7 +237,7 @@ async fn matrix_files_reach_other_networks_as_signed_links_in_both_modes() {
     );
     h.serve_http(bot_port).await;
     assert!(h.wait_connected(WAIT).await);
-    wait_joined(&alice, &room, "@bridge:localhost").await;
+    alice.wait_member(&room, "@bridge:localhost", WAIT).await;
     matrix_file_is_offered_through_a_signed_link(
         &mut h,
         &mut alice,
@@ -269,7 +263,9 @@ async fn matrix_files_reach_other_networks_as_signed_links_in_both_modes() {
     h.serve_http(as_port).await;
     assert!(h.wait_connected(WAIT).await);
     alice.invite(&room, "@passerelle:localhost").await;
-    wait_joined(&alice, &room, "@passerelle:localhost").await;
+    alice
+        .wait_member(&room, "@passerelle:localhost", WAIT)
+        .await;
     matrix_file_is_offered_through_a_signed_link(
         &mut h,
         &mut alice,

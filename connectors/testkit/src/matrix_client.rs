@@ -402,3 +402,92 @@ impl MatrixUser {
         }
     }
 }
+
+impl MatrixUser {
+    /// Waits until `user` is joined to `room` (panics after `timeout`).
+    pub async fn wait_member(&self, room: &str, user: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.members(room).await.iter().any(|m| m == user) {
+            assert!(Instant::now() < deadline, "{user} never joined {room}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A Matrix user as the conformance suite's peer, in one room, seeing what the connector sends
+/// there: messages from `bridge` (bot mode) or from any user whose id starts with it (ghosts).
+pub struct RoomPeer {
+    /// The user.
+    pub user: MatrixUser,
+    /// The room.
+    pub room: String,
+    /// The bridge's user id, or the ghosts' common prefix (`@passerelle_`).
+    pub bridge: String,
+    /// The port the connector's endpoints are served on (appservice mode).
+    pub http_port: Option<u16>,
+}
+
+impl crate::conformance::Peer for RoomPeer {
+    fn room(&self) -> passerelle_sdk::RoomId {
+        self.room.as_str().into()
+    }
+    fn unknown_room(&self) -> passerelle_sdk::RoomId {
+        "!not-served:localhost".into()
+    }
+    fn user(&self) -> passerelle_sdk::UserId {
+        self.user.user_id.as_str().into()
+    }
+    fn http_port(&self) -> Option<u16> {
+        self.http_port
+    }
+    fn say<'a>(&'a mut self, text: &'a str) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let room = self.room.clone();
+            self.user.say(&room, text).await;
+        })
+    }
+    fn act<'a>(&'a mut self, text: &'a str) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let room = self.room.clone();
+            self.user
+                .send(
+                    &room,
+                    "m.room.message",
+                    json!({"msgtype": "m.emote", "body": text}),
+                )
+                .await;
+        })
+    }
+    fn collect(
+        &mut self,
+        min_bytes: usize,
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'_, Vec<crate::conformance::Seen>> {
+        Box::pin(async move {
+            let mut seen = Vec::new();
+            let mut bytes = 0;
+            let deadline = Instant::now() + timeout;
+            while bytes < min_bytes {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let (room, bridge) = (self.room.clone(), self.bridge.clone());
+                let Some(e) = self
+                    .user
+                    .next_matching(left, |e| {
+                        e.room == room
+                            && e.sender().starts_with(&bridge)
+                            && e.kind() == "m.room.message"
+                    })
+                    .await
+                else {
+                    break;
+                };
+                bytes += e.body().len();
+                seen.push(crate::conformance::Seen {
+                    text: e.body().to_owned(),
+                    emote: e.event["content"]["msgtype"] == "m.emote",
+                });
+            }
+            seen
+        })
+    }
+}
