@@ -627,6 +627,19 @@ impl Shared {
 }
 
 impl Hs {
+    /// [`Hs::call`] for a send: errors become the SDK's send errors.
+    async fn act(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        as_user: &str,
+        body: &Value,
+    ) -> Result<Value, SendError> {
+        self.call(method, path, Some(as_user), Some(body))
+            .await
+            .map_err(|e| errors::send_error(e.meaning()))
+    }
+
     /// Uploads a file as `user`; returns its `mxc://` URI.
     async fn upload(
         &self,
@@ -721,14 +734,13 @@ impl Sender {
         if known.flatten().as_deref() != Some(name.as_str()) {
             let path = format!("/_matrix/client/v3/profile/{}/displayname", enc(&id));
             self.hs()
-                .call(
+                .act(
                     reqwest::Method::PUT,
                     &path,
-                    Some(&id),
-                    Some(&json!({"displayname": name})),
+                    &id,
+                    &json!({"displayname": name}),
                 )
-                .await
-                .map_err(|e| errors::send_error(e.meaning()))?;
+                .await?;
         }
         self.ghosts.insert(id.clone(), Some(name));
         if let Some(avatar) = out.event.sender.avatar_url.as_deref()
@@ -816,9 +828,8 @@ impl Sender {
                 .await
                 .map_err(|e| errors::send_error(e.meaning()))?;
             self.hs()
-                .call(reqwest::Method::POST, &join, Some(ghost), Some(&json!({})))
-                .await
-                .map_err(|e| errors::send_error(e.meaning()))?;
+                .act(reqwest::Method::POST, &join, ghost, &json!({}))
+                .await?;
         }
         self.joined.insert((ghost.to_owned(), room.to_owned()));
         Ok(())
@@ -905,9 +916,8 @@ impl Sender {
             );
             let v = self
                 .hs()
-                .call(reqwest::Method::PUT, &path, Some(&ghost), Some(&content))
-                .await
-                .map_err(|e| errors::send_error(e.meaning()))?;
+                .act(reqwest::Method::PUT, &path, &ghost, &content)
+                .await?;
             if first.is_none() {
                 first = v["event_id"].as_str().map(RemoteMessageId::new);
             }
@@ -1057,20 +1067,9 @@ impl Appservice {
     async fn bot_device(&self, hs: &Hs, bot: &str) -> Result<Client, ConnectorError> {
         if let Some(session) =
             bot::saved_session(&self.data_dir).filter(|s| s.meta.user_id.as_str() == bot)
+            && let Some(client) = bot::restore_saved(&self.cfg, &self.data_dir, session).await?
         {
-            let client = bot::build_client(&self.cfg, &self.data_dir).await?;
-            client
-                .matrix_auth()
-                .restore_session(session, RoomLoadSettings::default())
-                .await
-                .map_err(|e| ConnectorError::Fatal(format!("restore session: {e}")))?;
-            match client.whoami().await {
-                Ok(_) => return Ok(client),
-                Err(e) => match errors::http_meaning(&e) {
-                    Meaning::BadToken => warn!("the bot's device was logged out; logging in again"),
-                    m => return Err(errors::connector_error(m, "whoami")),
-                },
-            }
+            return Ok(client);
         }
         let body = json!({"type": "m.login.application_service",
             "identifier": {"type": "m.id.user", "user": self.asv.bot_localpart},

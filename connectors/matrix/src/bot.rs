@@ -116,6 +116,31 @@ pub(crate) fn save_session(
     Ok(())
 }
 
+/// Restores a saved session on a client and checks that its token still works. `Ok(None)` when
+/// the homeserver logged it out (the caller logs in again).
+pub(crate) async fn restore_saved(
+    cfg: &Resolved,
+    data_dir: &std::path::Path,
+    session: MatrixSession,
+) -> Result<Option<Client>, ConnectorError> {
+    let client = build_client(cfg, data_dir).await?;
+    client
+        .matrix_auth()
+        .restore_session(session, RoomLoadSettings::default())
+        .await
+        .map_err(|e| ConnectorError::Fatal(format!("restore session: {e}")))?;
+    match client.whoami().await {
+        Ok(_) => Ok(Some(client)),
+        Err(e) => match errors::http_meaning(&e) {
+            Meaning::BadToken => {
+                warn!("the saved session was logged out; logging in again");
+                Ok(None)
+            }
+            m => Err(errors::connector_error(m, "whoami")),
+        },
+    }
+}
+
 /// Forgets the local store (a new device starts with an empty one).
 pub(crate) fn reset_store(data_dir: &std::path::Path) {
     let _ = std::fs::remove_dir_all(store_dir(data_dir));
@@ -131,20 +156,8 @@ impl Bot {
         let saved = saved_session(&self.data_dir);
         match (&self.bot.login, saved) {
             (Login::Password(_), Some(s)) if s.meta.user_id.as_str() == self.bot.user => {
-                let client = self.client().await?;
-                client
-                    .matrix_auth()
-                    .restore_session(s, RoomLoadSettings::default())
-                    .await
-                    .map_err(|e| ConnectorError::Fatal(format!("restore session: {e}")))?;
-                match client.whoami().await {
-                    Ok(_) => return Ok(client),
-                    Err(e) => match errors::http_meaning(&e) {
-                        Meaning::BadToken => {
-                            warn!(account = %self.bot.user, "saved session was logged out; logging in again");
-                        }
-                        m => return Err(errors::connector_error(m, "whoami")),
-                    },
+                if let Some(client) = restore_saved(&self.cfg, &self.data_dir, s).await? {
+                    return Ok(client);
                 }
             }
             (Login::Token(token), _) => {
