@@ -485,6 +485,16 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
         "* Alice deleted a message"
     );
 
+    // Privacy: no message text in the daemon's log (trace level), and only ids in its store.
+    for text in ["hello from irc", "who is there?", "who are you?"] {
+        assert!(
+            !daemon.logs().contains(text),
+            "message text in the log: {text}"
+        );
+        let leaked = common::files_containing(&dir.path().join("data"), text);
+        assert!(leaked.is_empty(), "message text at rest in {leaked:?}");
+    }
+
     // A wrong hs_token gets 403 M_FORBIDDEN from the daemon and bridges nothing.
     let forged = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:localhost",
         "event_id": "$forged", "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "forged line"}}]});
@@ -699,6 +709,25 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
         .await
         .unwrap_or_else(|| panic!("IRC never reached the portal; log:\n{}", daemon.logs()));
     assert_eq!(seen.sender(), "@passerelle_irc_bob:localhost");
+
+    // An IRC topic reaches the portal (set by the bot where the ghost may not).
+    bob.raw("TOPIC #m :bridged topic from irc").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let topic = alice.state(&portal, "m.room.topic", "").await;
+        if topic
+            .as_ref()
+            .is_some_and(|t| t["topic"] == "bridged topic from irc")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic never arrived: {topic:?}; log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The portal is kept: after a restart it still bridges.
     daemon.restart();
