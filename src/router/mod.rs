@@ -12,6 +12,8 @@
 
 pub mod degrade;
 pub mod guard;
+#[cfg(test)]
+mod proptests;
 pub mod table;
 
 use crate::bus::Lanes;
@@ -60,6 +62,53 @@ pub struct RoutedEvent {
     pub thread_root: Option<EventKey>,
     /// The edited, deleted or reacted-to event.
     pub target: Option<EventKey>,
+}
+
+/// Where an inbound event goes, decided before anything is stored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// To these destinations (never empty).
+    To(Vec<table::Destination>),
+    /// Its room feeds no link.
+    Unrouted,
+    /// Not routed, for this fixed reason.
+    Refused(&'static str),
+}
+
+/// Steps 1 and 2 of routing, with no side effects: the origin account's right to read, the
+/// table's destinations, and only those that can carry the event's kind at all.
+pub fn plan(
+    table: &table::RouteTable,
+    policies: &HashMap<AccountId, AccountPolicy>,
+    account: &AccountId,
+    event: &Event,
+) -> Plan {
+    match policies.get(account) {
+        Some(p) if p.enabled && p.rights.read => {}
+        _ => return Plan::Refused("no_read_right"),
+    }
+    if matches!(event.kind, EventKind::Typing(_)) {
+        // Typing notices are ephemeral: never queued durably.
+        return Plan::Refused("typing_not_relayed");
+    }
+    let linked = table.destinations(account.as_str(), event.room.as_str());
+    if linked.is_empty() {
+        return Plan::Unrouted;
+    }
+    let dests: Vec<table::Destination> = linked
+        .iter()
+        .filter(|d| {
+            policies
+                .get(&d.account)
+                .is_some_and(|p| degrade::carried(&event.kind, &p.capabilities))
+        })
+        .cloned()
+        .collect();
+    if dests.is_empty() {
+        Plan::Refused("not_carried")
+    } else {
+        Plan::To(dests)
+    }
 }
 
 /// The ingest side of routing.
@@ -126,46 +175,21 @@ impl Router {
             metrics::dropped(account.as_str(), reason);
             tracing::debug!(account = %account, kind, reason, "inbound event not routed");
         };
-        match self.policies.get(account) {
-            Some(p) if p.enabled && p.rights.read => {}
-            _ => {
-                refuse("no_read_right");
-                return Ok(Disposition::Refused {
-                    reason: "no_read_right",
-                });
+        let planned = {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            plan(&table, &self.policies, account, &event)
+        };
+        let dests = match planned {
+            Plan::To(dests) => dests,
+            Plan::Unrouted => {
+                refuse("unlinked");
+                return Ok(Disposition::Unrouted);
             }
-        }
-        if matches!(event.kind, EventKind::Typing(_)) {
-            // Typing notices are ephemeral: never queued durably.
-            refuse("typing_not_relayed");
-            return Ok(Disposition::Refused {
-                reason: "typing_not_relayed",
-            });
-        }
-        let linked: Arc<[table::Destination]> = self
-            .table
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .destinations_shared(account.as_str(), event.room.as_str())
-            .unwrap_or_else(|| Arc::from(Vec::new()));
-        if linked.is_empty() {
-            refuse("unlinked");
-            return Ok(Disposition::Unrouted);
-        }
-        let dests: Vec<&table::Destination> = linked
-            .iter()
-            .filter(|d| {
-                self.policies
-                    .get(&d.account)
-                    .is_some_and(|p| degrade::carried(&event.kind, &p.capabilities))
-            })
-            .collect();
-        if dests.is_empty() {
-            refuse("not_carried");
-            return Ok(Disposition::Refused {
-                reason: "not_carried",
-            });
-        }
+            Plan::Refused(reason) => {
+                refuse(reason);
+                return Ok(Disposition::Refused { reason });
+            }
+        };
         let mut rel = self
             .map
             .inbound(account, &event)

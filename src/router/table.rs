@@ -78,16 +78,7 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// Where a message from (account, room) goes; empty when nowhere.
-    /// The destinations of a room, shared (cheap to clone), when it feeds any.
-    pub fn destinations_shared(&self, account: &str, room: &str) -> Option<Arc<[Destination]>> {
-        self.routes
-            .get(account)
-            .and_then(|rooms| rooms.get(room))
-            .cloned()
-    }
-
-    /// The destinations of a room.
+    /// The destinations of a room; empty when it feeds none.
     pub fn destinations(&self, account: &str, room: &str) -> &[Destination] {
         self.routes
             .get(account)
