@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and runs every test:
 # formatting, clippy (warnings are errors) and the whole workspace's tests, the end-to-end tests
-# against a real ngIRCd and a real Synapse on loopback included.
+# against a real ngIRCd and a real Synapse on loopback included; then a short run of every fuzz
+# target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,3 +52,5 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+echo "== fuzz (short runs; the longer run is in docs/reliability.md)"
+bash scripts/fuzz.sh "${PASSERELLE_FUZZ_SECONDS:-20}"

@@ -318,6 +318,22 @@ pub fn read_raw(path: &Path) -> Result<serde_json::Value, ConfigIssue> {
         .map_err(|e| ConfigIssue::new("", format!("cannot read {}: {e}", path.display())))
 }
 
+/// Validates a configuration given as TOML text, without the environment (for `check` on
+/// a text and for fuzzing): the same rules as [`load`].
+pub fn from_toml_str(text: &str) -> Result<Config, Vec<ConfigIssue>> {
+    let raw = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|built| built.try_deserialize::<serde_json::Value>())
+        .map_err(|e| {
+            vec![ConfigIssue::new(
+                "",
+                format!("cannot read the configuration: {e}"),
+            )]
+        })?;
+    from_value(raw)
+}
+
 /// Validates a raw configuration value, collecting every issue.
 pub fn from_value(raw: serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
     let (config, issues) = parse(raw);

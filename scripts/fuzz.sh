@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target in fuzz/ for a bounded time, starting from the committed seeds.
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] (default 30). A crash fails the script and leaves its
+# input under fuzz/artifacts/TARGET/. New corpus entries go to a temporary directory, never into
+# the repository. Builds without a sanitizer (the code is safe Rust; see docs/reliability.md) on the
+# stable toolchain, into a target directory kept between runs.
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+seconds="${1:-30}"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+export CARGO_TARGET_DIR="${PASSERELLE_FUZZ_TARGET_DIR:-$HOME/.cache/passerelle-fuzz-target}"
+cargo fuzz build -s none
+corpus="$(mktemp -d)"
+trap 'rm -rf "$corpus"' EXIT
+for target in $(cargo fuzz list); do
+  mkdir -p "$corpus/$target"
+  echo "-- fuzz $target for ${seconds}s"
+  log="$corpus/$target.log"
+  if ! cargo fuzz run -s none "$target" "$corpus/$target" "seeds/$target" -- \
+      -max_total_time="$seconds" -max_len=8192 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 60 "$log"
+    echo "fuzz target $target failed"
+    exit 1
+  fi
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|Done )' "$log" || true
+done
