@@ -189,6 +189,21 @@ impl Api {
         self.post_raw(&body.to_string(), &self.token.clone()).await
     }
 
+    /// Posts a message when the API is reachable; the status, or `None` when the daemon is
+    /// down (connection refused, reset, or no answer within 5 s).
+    pub async fn try_post(&self, body: &serde_json::Value) -> Option<u16> {
+        let r = self
+            .http
+            .post(format!("{}/api/message", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(5))
+            .json(body)
+            .send()
+            .await
+            .ok()?;
+        Some(r.status().as_u16())
+    }
+
     /// Opens `/api/stream`.
     pub async fn stream(&self) -> ApiStream {
         let response = self

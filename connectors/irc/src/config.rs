@@ -59,6 +59,16 @@ pub struct IrcConfig {
     /// Seconds to wait for the connection and registration. Default 30.
     #[serde(default = "default_connect")]
     pub connect_timeout_secs: u64,
+    /// When `nick` is taken at connect time, seconds to wait for it to come free (checked every
+    /// second) before joining under the fallback nick. The holder is usually our own previous
+    /// connection, which the server is still closing after a crash: waiting for it to go keeps
+    /// the lines it had already sent ahead of the new ones. 0 to join at once. Default 30.
+    #[serde(default = "default_reclaim")]
+    pub reclaim_nick_secs: u64,
+}
+
+fn default_reclaim() -> u64 {
+    30
 }
 
 fn yes() -> bool {
@@ -113,6 +123,8 @@ pub struct Settings {
     pub dead_link: Duration,
     /// Connection and registration timeout.
     pub connect_timeout: Duration,
+    /// How long to wait for the first nick to come free (`reclaim_nick_secs`).
+    pub reclaim_nick: Duration,
 }
 
 impl IrcConfig {
@@ -255,6 +267,7 @@ impl IrcConfig {
             ping_interval: Duration::from_secs(raw.ping_interval_secs),
             dead_link: Duration::from_secs(raw.dead_link_secs),
             connect_timeout: Duration::from_secs(raw.connect_timeout_secs.max(1)),
+            reclaim_nick: Duration::from_secs(raw.reclaim_nick_secs),
         })
     }
 }

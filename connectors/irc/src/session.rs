@@ -289,6 +289,7 @@ impl<'s> Session<'s> {
     /// Joins every room (with its key), and runs until shutdown or a lost connection.
     pub async fn run(mut self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
         self.addressing = Addressing::load(&io.state, self.rooms.keys()).await;
+        self.reclaim_nick(io).await?;
         let rooms: Vec<RoomId> = self.rooms.values().cloned().collect();
         for room in &rooms {
             let name = room.as_str();
@@ -359,6 +360,70 @@ impl<'s> Session<'s> {
                 }
             }
         }
+    }
+
+    /// When registration had to fall back to another nick, waits (`reclaim_nick_secs` at most)
+    /// for the first one to come free and takes it back, before joining anything. After a crash
+    /// the holder is our previous connection: the server may still be relaying lines it had
+    /// queued, and anything we said meanwhile could overtake them.
+    async fn reclaim_nick(&mut self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
+        let Some(wanted) = self.settings.nicks.first().cloned() else {
+            return Ok(());
+        };
+        if self.nick.eq_ignore_ascii_case(&wanted) || self.settings.reclaim_nick.is_zero() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.settings.reclaim_nick;
+        tracing::info!(nick = %wanted, waited_at_most_secs = self.settings.reclaim_nick.as_secs(), "waiting for our nick to come free");
+        let mut asked = false;
+        while Instant::now() < deadline && !self.nick.eq_ignore_ascii_case(&wanted) {
+            if !asked {
+                self.write_line(&line::build("ISON", &[&wanted])).await?;
+                asked = true;
+            }
+            let next = tokio::time::timeout_at(
+                (Instant::now() + Duration::from_secs(1))
+                    .min(deadline)
+                    .into(),
+                self.next_line(),
+            )
+            .await;
+            let Ok(next) = next else {
+                asked = false; // no answer within a second: ask again
+                continue;
+            };
+            let Some(l) = next? else { continue };
+            match l.command.as_str() {
+                // RPL_ISON: the nicks of the list that are online.
+                "303" => {
+                    let online = l
+                        .param(1)
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .any(|n| n.eq_ignore_ascii_case(&wanted));
+                    if online {
+                        tokio::time::sleep_until(
+                            (Instant::now() + Duration::from_secs(1))
+                                .min(deadline)
+                                .into(),
+                        )
+                        .await;
+                    } else {
+                        self.write_line(&line::build("NICK", &[&wanted])).await?;
+                    }
+                    asked = false;
+                }
+                // Taken again in between: keep waiting.
+                "433" | "436" | "437" => asked = false,
+                _ => self.handle(l, io).await?,
+            }
+        }
+        if self.nick.eq_ignore_ascii_case(&wanted) {
+            tracing::info!(nick = %wanted, "took our nick back");
+        } else {
+            tracing::warn!(nick = %self.nick, wanted = %wanted, "our nick stayed taken; going on under another");
+        }
+        Ok(())
     }
 
     /// Says goodbye and waits (a few seconds at most) for the server to close the link. The

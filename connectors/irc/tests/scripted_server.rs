@@ -240,13 +240,54 @@ async fn nick_in_use_falls_back_and_channel_keys_are_sent() {
         .await;
     assert_eq!(s.expect("NICK").await, "NICK bridge_");
     s.send(b":srv 001 bridge_ :Welcome\r\n").await;
+    // Nothing is joined while the first nick may come free (it may be our previous connection,
+    // still being closed): asked about every second, taken back once free.
+    assert_eq!(s.expect("ISON").await, "ISON bridge");
+    s.send(b":srv 303 bridge_ :bridge\r\n").await;
+    let asked_again = std::time::Instant::now();
+    assert_eq!(s.expect("ISON").await, "ISON bridge");
+    assert!(asked_again.elapsed() >= Duration::from_millis(900));
+    s.send(b":srv 303 bridge_ :\r\n").await;
+    assert_eq!(s.expect("NICK").await, "NICK bridge");
+    s.send(b":bridge_!b@host NICK :bridge\r\n").await;
     assert_eq!(s.expect("JOIN").await, "JOIN #chan sesame");
-    s.send(b":bridge_!b@host JOIN #chan\r\n").await;
+    s.send(b":bridge!b@host JOIN #chan\r\n").await;
     assert!(h.wait_connected(Duration::from_secs(10)).await);
     // Our own messages (echo) are not emitted back.
-    s.send(b":bridge_!b@host PRIVMSG #chan :echo of ours\r\n")
+    s.send(b":bridge!b@host PRIVMSG #chan :echo of ours\r\n")
         .await;
     assert!(h.next_event(Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_nick_that_stays_taken_is_waited_for_only_reclaim_nick_secs() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let extra = serde_json::json!({"reclaim_nick_secs": 2});
+    let mut h = Harness::start(connector(port, extra), "irc.test", vec!["#chan".into()]);
+    let mut s = Script::accept(&listener).await;
+    s.expect("CAP LS").await;
+    s.send(b":srv CAP * LS :\r\n").await;
+    s.expect("NICK").await;
+    s.send(b":srv 433 * bridge :Nickname is already in use\r\n")
+        .await;
+    assert_eq!(s.expect("NICK").await, "NICK bridge_");
+    s.send(b":srv 001 bridge_ :Welcome\r\n").await;
+    let started = std::time::Instant::now();
+    // The server never answers ISON: the session goes on after the wait, under bridge_.
+    assert_eq!(s.expect("JOIN").await, "JOIN #chan");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    s.send(b":bridge_!b@host JOIN #chan\r\n").await;
+    assert!(h.wait_connected(Duration::from_secs(10)).await);
 }
 
 #[tokio::test]
