@@ -309,3 +309,124 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
     // IRC gives no redelivery: only what was in flight at a kill can be gone.
     assert!(b.lost <= 3 * KILLS, "{b:?} (seed {seed})");
 }
+
+/// API → Matrix (bot mode) while the homeserver is down for `PASSERELLE_OUTAGE_SECS` (default 30):
+/// every message posted meanwhile is acknowledged (stored), and once the homeserver is back all of
+/// them arrive once, in order. Matrix sends carry transaction ids, so a retried send never repeats.
+#[tokio::test]
+async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_back() {
+    use passerelle_testkit::matrix_client::MatrixUser;
+    use passerelle_testkit::synapse::Synapse;
+    let outage = Duration::from_secs(
+        std::env::var("PASSERELLE_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30),
+    );
+    let mut hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = alice
+        .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, api_port) = (free_port(), free_port());
+    let config = format!(
+        r##"
+[store]
+path = "{data}/passerelle.db"
+
+[http]
+listen = "127.0.0.1:{admin}"
+
+[accounts."api.main"]
+kind = "api"
+listen = "127.0.0.1:{api_port}"
+token = "{TOKEN}"
+
+[accounts.matrix]
+kind = "matrix"
+mode = "bot"
+homeserver = "{hs}"
+user = "@bridge:localhost"
+password = "bridge-pw"
+
+[[links]]
+name = "lobby"
+rooms = [
+  {{ account = "api.main", room = "lobby", direction = "in" }},
+  {{ account = "matrix", room = "{room}", direction = "out" }},
+]
+"##,
+        data = dir.path().join("data").display(),
+        hs = hs.url(),
+    );
+    let mut daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    alice
+        .wait_member(&room, "@bridge:localhost", Duration::from_secs(30))
+        .await;
+    let api = Api::new(api_port, TOKEN);
+    let post = |i: usize| serde_json::json!({"text": format!("o {i:03}"), "username": "s", "gateway": "lobby"});
+    const BEFORE: usize = 5;
+    const DURING: usize = 30;
+    for i in 0..BEFORE {
+        assert_eq!(api.try_post(&post(i)).await, Some(200));
+    }
+    let mut seen: Vec<usize> = Vec::new();
+    let number = |e: &passerelle_testkit::matrix_client::SeenEvent| -> Option<usize> {
+        (e.sender() == "@bridge:localhost")
+            .then(|| e.body().strip_prefix("<s> o ")?.parse().ok())
+            .flatten()
+    };
+    while seen.len() < BEFORE {
+        let e = alice
+            .next_matching(Duration::from_secs(30), |e| number(e).is_some())
+            .await
+            .expect("messages before the outage");
+        seen.extend(number(&e));
+    }
+
+    hs.stop();
+    let down = std::time::Instant::now();
+    for i in BEFORE..BEFORE + DURING {
+        assert_eq!(
+            api.try_post(&post(i)).await,
+            Some(200),
+            "not acknowledged while the homeserver is down"
+        );
+        tokio::time::sleep(outage / DURING as u32).await;
+    }
+    tokio::time::sleep(outage.saturating_sub(down.elapsed())).await;
+    hs.restart();
+    let back = std::time::Instant::now();
+    while seen.len() < BEFORE + DURING {
+        let Some(e) = alice
+            .next_matching(Duration::from_secs(120), |e| number(e).is_some())
+            .await
+        else {
+            break;
+        };
+        seen.extend(number(&e));
+    }
+    let caught_up = back.elapsed();
+    // Anything repeated would come right behind.
+    for e in alice.drain(Duration::from_secs(3)).await {
+        seen.extend(number(&e));
+    }
+    let counts = count(&seen, BEFORE + DURING);
+    eprintln!(
+        "outage of {:?}: {} posted during it; all delivered {:?} after the homeserver was back; {counts:?}",
+        outage, DURING, caught_up
+    );
+    daemon.stop();
+    assert_eq!(
+        counts,
+        Counts {
+            received: BEFORE + DURING,
+            ..Counts::default()
+        },
+        "seen: {seen:?}"
+    );
+}
