@@ -568,3 +568,59 @@ rooms = [{{ account = "src", room = "g" }}, {{ account = "del", room = "g" }}, {
         "{m}"
     );
 }
+
+/// While a destination is down, what waits in the outbox is sealed: no message text in any file
+/// of the data dir (the database and its WAL included). Once delivered, the rows are gone.
+#[tokio::test]
+async fn queued_messages_are_sealed_at_rest_and_gone_once_delivered() {
+    let mut b = start("").await;
+    let api = Api::new(b.api_port, TOKEN);
+    b.irc.stop();
+    let canaries: Vec<String> = (0..5).map(|i| format!("canary-queued-{i}-a81f")).collect();
+    for c in &canaries {
+        let body = serde_json::json!({"text": c, "username": "s", "gateway": "lobby"});
+        assert_eq!(
+            api.try_post(&body).await,
+            Some(200),
+            "acknowledged once stored"
+        );
+    }
+    let m = b.daemon.metrics().await;
+    assert!(
+        metric(&m, "passerelle_queue_depth", &["irc.main"]) >= 5.0,
+        "the messages are not waiting in the outbox, so this test would prove nothing:\n{m}"
+    );
+    let data = b.dir.path().join("data");
+    for c in &canaries {
+        let leaked = files_containing(&data, c);
+        assert!(leaked.is_empty(), "queued text {c} in clear in {leaked:?}");
+    }
+
+    b.irc.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = b.daemon.metrics().await;
+        if metric(&m, "passerelle_queue_depth", &["irc.main"]) == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered after the server came back:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.daemon.stop();
+    for c in &canaries {
+        let leaked = files_containing(&data, c);
+        assert!(leaked.is_empty(), "delivered text {c} left in {leaked:?}");
+    }
+    assert!(
+        !b.daemon.logs().contains("canary-queued"),
+        "text in the log"
+    );
+    let store = rusqlite::Connection::open(data.join("passerelle.db")).expect("open the store");
+    let rows: i64 = store
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .expect("count the outbox");
+    assert_eq!(rows, 0, "delivered rows left in the outbox");
+}

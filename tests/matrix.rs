@@ -256,18 +256,52 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
         .expect("a status answer in bot mode");
     assert_eq!(status.event["content"]["msgtype"], "m.notice");
 
-    // Privacy: message text is in no log line (trace level) and nowhere in the data dir.
+    // Privacy: message text, edits, replies and file names are in no log line (trace level),
+    // nowhere in the data dir and not in /metrics.
     let canary = "canary-matrix-7f3a9";
-    alice.say(&room, &format!("{canary} from alice")).await;
+    let said = alice.say(&room, &format!("{canary} from alice")).await;
     irc_line(&mut bob, canary).await;
     bob.say("#m", &format!("{canary} from bob")).await;
     from_bridge(&mut alice, &room, canary).await;
-    assert!(
-        !daemon.logs().contains(canary),
-        "message text in the daemon's log"
-    );
-    let leaked = common::files_containing(&dir.path().join("data"), canary);
-    assert!(leaked.is_empty(), "message text at rest in {leaked:?}");
+    let edit_canary = "canary-edit-c01d2";
+    alice
+        .send(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": format!("* {edit_canary}"),
+            "m.new_content": {"msgtype": "m.text", "body": edit_canary},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": said}}),
+        )
+        .await;
+    irc_line(&mut bob, edit_canary).await;
+    let reply_canary = "canary-reply-e4f5a";
+    alice
+        .send(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": reply_canary,
+            "m.relates_to": {"m.in_reply_to": {"event_id": said}}}),
+        )
+        .await;
+    irc_line(&mut bob, reply_canary).await;
+    let file_canary = "canary-file-9b8c7.txt";
+    let mxc = alice.upload(b"file bytes".to_vec(), "text/plain").await;
+    alice
+        .send(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.file", "body": file_canary, "filename": file_canary,
+            "url": mxc, "info": {"mimetype": "text/plain", "size": 10}}),
+        )
+        .await;
+    irc_line(&mut bob, file_canary).await;
+    let metrics = daemon.metrics().await;
+    for c in [canary, edit_canary, reply_canary, file_canary] {
+        assert!(!daemon.logs().contains(c), "{c} in the daemon's log");
+        assert!(!metrics.contains(c), "{c} in /metrics");
+        let leaked = common::files_containing(&dir.path().join("data"), c);
+        assert!(leaked.is_empty(), "{c} at rest in {leaked:?}");
+    }
 
     // Nothing from before the restart came again.
     let again = bob.messages_until(Duration::from_secs(3), |_| false).await;
