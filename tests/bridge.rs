@@ -624,3 +624,63 @@ async fn queued_messages_are_sealed_at_rest_and_gone_once_delivered() {
         .expect("count the outbox");
     assert_eq!(rows, 0, "delivered rows left in the outbox");
 }
+
+/// Odd input from both sides while normal traffic flows: invalid UTF-8 on IRC is decoded (Latin-1
+/// fallback), an oversized API body, an unknown event kind and JSON of the wrong shape are refused
+/// with a clear status; the daemon keeps running and the next messages go through untouched.
+#[tokio::test]
+async fn odd_input_is_refused_or_decoded_and_other_traffic_is_unaffected() {
+    let mut b = start("").await;
+    let api = Api::new(b.api_port, TOKEN);
+    let mut stream = api.stream().await;
+    let mut alice = user(b.irc.port, "alice", "#a").await;
+
+    // Not UTF-8: "café" in Latin-1, and bytes that are no character at all in UTF-8.
+    alice.raw_bytes(b"PRIVMSG #a :caf\xe9 \xff\xfe ok").await;
+    let got = stream.next(WAIT).await.expect("the line reaches the API");
+    assert_eq!(got["text"], "caf\u{e9} \u{ff}\u{fe} ok");
+
+    let huge =
+        serde_json::json!({"text": "x".repeat(70 * 1024), "username": "s", "gateway": "lobby"});
+    let (status, _) = api.post_raw(&huge.to_string(), TOKEN).await;
+    assert_eq!(status, 413, "a body over max_body_bytes");
+    let (status, answer) = api
+        .post_raw(r#"{"text":"x","gateway":"lobby","event":"explode"}"#, TOKEN)
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("event: unknown")),
+        "{answer}"
+    );
+    for wrong in [
+        r#"["text","lobby"]"#,
+        r#"{"text":{"a":1},"gateway":"lobby"}"#,
+        "null",
+    ] {
+        let (status, answer) = api.post_raw(wrong, TOKEN).await;
+        assert_eq!(status, 400, "{wrong}: {answer}");
+    }
+    assert!(
+        alice.next_message(QUIET).await.is_none(),
+        "a refused post reached IRC"
+    );
+
+    // Everything else goes on.
+    alice.say("#a", "plain again").await;
+    assert_eq!(
+        stream.next(WAIT).await.expect("IRC to API")["text"],
+        "plain again"
+    );
+    let (status, _) = api
+        .post(serde_json::json!({"text": "still here", "username": "s", "gateway": "lobby"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        alice.next_message(WAIT).await.expect("API to IRC").text,
+        "<s> still here"
+    );
+    assert!(b.daemon.running());
+    assert!(!b.daemon.logs().contains("panicked"));
+}

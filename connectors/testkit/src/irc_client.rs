@@ -72,6 +72,16 @@ impl IrcClient {
             .expect("write to the IRC server");
     }
 
+    /// Sends raw bytes as one line (CR LF added), for input that is not UTF-8.
+    pub async fn raw_bytes(&mut self, line: &[u8]) {
+        let mut bytes = line.to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        self.writer
+            .write_all(&bytes)
+            .await
+            .expect("write to the IRC server");
+    }
+
     /// Joins `channel` and waits for the end of its names list.
     pub async fn join(&mut self, channel: &str) {
         self.raw(&format!("JOIN {channel}")).await;
