@@ -53,6 +53,14 @@ rooms = [
   {{ account = "irc", room = "#m" }},
   {{ account = "matrix", room = "{room}" }},
 ]
+
+# A room that does not exist on the homeserver.
+[[links]]
+name = "nowhere"
+rooms = [
+  {{ account = "irc", room = "#lost", direction = "in" }},
+  {{ account = "matrix", room = "!missing:localhost", direction = "out" }},
+]
 "##,
         data = dir.join("data").display(),
         hs = hs.url(),
@@ -302,6 +310,32 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
         let leaked = common::files_containing(&dir.path().join("data"), c);
         assert!(leaked.is_empty(), "{c} at rest in {leaked:?}");
     }
+
+    // A message for a room that doesn't exist on the homeserver is a counted drop, and the
+    // rest goes on.
+    let mut lost = IrcClient::connect(irc.port, "carol").await;
+    lost.join("#lost").await;
+    lost.say("#lost", "into a room that is not there").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let m = daemon.metrics().await;
+        if common::metric(&m, "passerelle_drops_total", &["matrix", "room_not_found"]) >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no counted drop for the missing room:\n{m}\n{}",
+            daemon
+                .logs()
+                .lines()
+                .filter(|l| l.contains("not joined yet") || l.contains("does not exist"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    alice.say(&room, "after the missing room").await;
+    irc_line(&mut bob, "after the missing room").await;
 
     // Nothing from before the restart came again.
     let again = bob.messages_until(Duration::from_secs(3), |_| false).await;

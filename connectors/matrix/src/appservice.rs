@@ -1257,6 +1257,7 @@ impl Appservice {
                 rooms: map,
                 state: io.state.clone(),
                 name_fallback: true,
+                missing: Default::default(),
                 max_upload: self.cfg.max_upload_bytes,
                 fetch_private: self.cfg.media_fetch_private,
             });

@@ -29,6 +29,7 @@ use passerelle_sdk::{
     Receipt, RemoteMessageId, SendError, StateHandle,
 };
 use serde_json::Value;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -257,13 +258,19 @@ impl Bot {
                 max: self.cfg.max_upload_bytes,
             }));
         }
+        let mut missing = HashSet::new();
         for id in rooms.ids() {
             if client
                 .get_room(id)
                 .is_none_or(|r| r.state() != RoomState::Joined)
                 && let Err(e) = client.join_room_by_id(id).await
             {
-                info!(room = %id, error = %e, "not joined yet; waiting for an invite");
+                if matches!(errors::meaning(&e), errors::Meaning::NotFound) {
+                    warn!(room = %id, "a linked room does not exist on the homeserver; what is sent to it is dropped (check the link's room)");
+                    missing.insert(id.clone());
+                } else {
+                    info!(room = %id, error = %e, "not joined yet; waiting for an invite");
+                }
             }
         }
         let syncer = Syncer {
@@ -287,6 +294,7 @@ impl Bot {
             rooms,
             state: io.state.clone(),
             name_fallback: false,
+            missing: Arc::new(missing),
             max_upload: self.cfg.max_upload_bytes,
             fetch_private: self.cfg.media_fetch_private,
         };
@@ -706,12 +714,15 @@ pub(crate) struct BotSender {
     /// Appservice mode in an encrypted room: the text carries no name yet (ghosts carry it
     /// elsewhere), so the bot writes the per-message profile's fallback (`Name: text`) itself.
     pub(crate) name_fallback: bool,
+    /// Linked rooms the homeserver said do not exist: sends to them are refused for good
+    /// (counted drops), not retried until an invite that can't come.
+    pub(crate) missing: Arc<HashSet<OwnedRoomId>>,
     /// The largest attachment uploaded, and whether private addresses may be fetched.
     pub(crate) max_upload: u64,
     pub(crate) fetch_private: bool,
 }
 
-fn reaction_key(room: &OwnedRoomId, target: &str, key: &str, sender: &str) -> String {
+fn reaction_key(room: &matrix_sdk::ruma::RoomId, target: &str, key: &str, sender: &str) -> String {
     format!("reaction\u{1f}{room}\u{1f}{target}\u{1f}{key}\u{1f}{sender}")
 }
 
@@ -735,11 +746,7 @@ impl BotSender {
             }
             first = self.send_event(&text_only).await?.remote_id;
         }
-        let room_id = self.rooms.id(&event.room).ok_or(SendError::RoomNotFound)?;
-        let room = match self.client.get_room(room_id) {
-            Some(r) if r.state() == RoomState::Joined => r,
-            _ => return Err(SendError::Disconnected),
-        };
+        let room = self.joined(event)?;
         for (i, att) in content.attachments.iter().enumerate() {
             let file = media::fetch(att, self.max_upload, self.fetch_private).await?;
             let mime: mime::Mime = file.mime.parse().unwrap_or(mime::APPLICATION_OCTET_STREAM);
@@ -754,13 +761,20 @@ impl BotSender {
         Ok(Receipt { remote_id: first })
     }
 
-    async fn send_event(&self, event: &Event) -> Result<Receipt, SendError> {
+    /// The joined room an event goes to.
+    fn joined(&self, event: &Event) -> Result<matrix_sdk::Room, SendError> {
         let room_id = self.rooms.id(&event.room).ok_or(SendError::RoomNotFound)?;
-        let room = match self.client.get_room(room_id) {
-            Some(r) if r.state() == RoomState::Joined => r,
+        match self.client.get_room(room_id) {
+            Some(r) if r.state() == RoomState::Joined => Ok(r),
+            _ if self.missing.contains(room_id) => Err(SendError::RoomNotFound),
             // Linked but not joined yet (no invite so far): try again later.
-            _ => return Err(SendError::Disconnected),
-        };
+            _ => Err(SendError::Disconnected),
+        }
+    }
+
+    async fn send_event(&self, event: &Event) -> Result<Receipt, SendError> {
+        let room = self.joined(event)?;
+        let room_id = room.room_id();
         let outgoing = translate::outbound(event).map_err(SendError::Unsupported)?;
         let txn = translate::txn_id(&event.key, "0");
         match outgoing {

@@ -56,6 +56,8 @@ pub fn classify(status: u16, kind: Option<&ErrorKind>) -> Meaning {
         }
         Some(ErrorKind::UnknownToken(_)) | Some(ErrorKind::MissingToken) => Meaning::BadToken,
         Some(ErrorKind::NotFound) => Meaning::NotFound,
+        // Synapse answers a join to a room it has never heard of with 404 and M_UNKNOWN.
+        Some(ErrorKind::Unknown) if status == 404 => Meaning::NotFound,
         Some(k) if status < 500 => Meaning::Refused(k.errcode().to_string()),
         _ if status == 429 => Meaning::RateLimited(Duration::from_secs(5)),
         _ if status == 404 => Meaning::NotFound,
@@ -84,5 +86,28 @@ pub fn connector_error(m: Meaning, what: &str) -> ConnectorError {
         }
         Meaning::NotFound => ConnectorError::Fatal(format!("{what}: not found")),
         Meaning::Refused(why) => ConnectorError::Fatal(format!("{what}: {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_404_is_not_found_whatever_generic_code_comes_with_it() {
+        assert!(matches!(
+            classify(404, Some(&ErrorKind::Unknown)),
+            Meaning::NotFound
+        ));
+        assert!(matches!(classify(404, None), Meaning::NotFound));
+        assert!(matches!(
+            classify(404, Some(&ErrorKind::NotFound)),
+            Meaning::NotFound
+        ));
+        assert!(matches!(
+            classify(403, Some(&ErrorKind::Forbidden)),
+            Meaning::Refused(code) if code == "M_FORBIDDEN"
+        ));
+        assert!(matches!(classify(502, None), Meaning::Transient));
     }
 }
