@@ -217,6 +217,19 @@ impl Ngircd {
         self.stop();
         self.spawn();
     }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as with a
+    /// server that hangs. Stopping or dropping it still ends it (SIGKILL).
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg("-STOP")
+                .arg(child.id().to_string())
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -STOP ngircd failed");
+        }
+    }
 }
 
 impl Drop for Ngircd {
