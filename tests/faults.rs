@@ -159,8 +159,9 @@ fn counting_finds_losses_repeats_and_reorderings() {
     assert_eq!(count(&[0, 1, 1, 2], 3).duplicated, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothing() {
+/// The run's size and seed: `PASSERELLE_FAULT_MESSAGES` (default 60 a flow) and
+/// `PASSERELLE_FAULT_SEED` (default: from the clock, printed).
+fn run_parameters(name: &str) -> (usize, Rng, u64) {
     let per_flow: usize = std::env::var("PASSERELLE_FAULT_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -174,50 +175,14 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
                 .map_or(1, |d| d.as_nanos() as u64)
                 | 1
         });
-    eprintln!("fault run: {per_flow} messages a flow, {KILLS} kills, seed {seed}");
-    let mut rng = Rng(seed);
+    eprintln!("{name}: {per_flow} messages a flow, {KILLS} kills, seed {seed}");
+    (per_flow, Rng(seed), seed)
+}
 
-    let irc = Ngircd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (admin, api_port) = (free_port(), free_port());
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &config(irc.port, admin, api_port, dir.path()),
-        admin,
-    );
-    daemon.wait_ready(Duration::from_secs(30)).await;
-
-    let mut bob = IrcClient::connect(irc.port, "bob").await;
-    bob.join("#dst").await;
-    let mut alice = IrcClient::connect(irc.port, "alice").await;
-    alice.join("#src").await;
-
-    // Bob reads until both flows are complete, or nothing came for a while.
-    let expected = 2 * per_flow;
-    let receiver = tokio::spawn(async move {
-        let mut got: Vec<Received> = Vec::new();
-        loop {
-            let a = numbers(&got, "a ");
-            let b = numbers(&got, "b ");
-            let complete = |ns: &[usize]| {
-                let mut distinct = ns.to_vec();
-                distinct.sort_unstable();
-                distinct.dedup();
-                distinct.len() >= per_flow
-            };
-            if complete(&a) && complete(&b) || got.len() > expected * 2 {
-                break;
-            }
-            match bob.next_message(Duration::from_secs(45)).await {
-                Some(m) => got.push(m),
-                None => break,
-            }
-        }
-        got
-    });
-
-    let paused = Arc::new(AtomicBool::new(false));
-    let poster = tokio::spawn(async move {
+/// Posts `a 00000`, … to gateway `lobby`, 5 a second, each again until acknowledged. Returns how
+/// many posts had to be sent again.
+fn spawn_poster(api_port: u16, per_flow: usize) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
         let api = Api::new(api_port, TOKEN);
         let mut resent = 0usize;
         for i in 0..per_flow {
@@ -236,22 +201,30 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         resent
-    });
-    let alice_paused = paused.clone();
-    let speaker = tokio::spawn(async move {
-        let mut during_pause = 0usize;
+    })
+}
+
+/// alice says `b 00000`, … in `#src`, 2 lines a second, holding while `paused`.
+fn spawn_speaker(
+    mut alice: IrcClient,
+    paused: Arc<AtomicBool>,
+    per_flow: usize,
+) -> tokio::task::JoinHandle<IrcClient> {
+    tokio::spawn(async move {
         for i in 0..per_flow {
-            while alice_paused.load(Ordering::SeqCst) {
-                during_pause += 1;
+            while paused.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             alice.say("#src", &format!("b {i:05}")).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        (alice, during_pause)
-    });
+        alice
+    })
+}
 
-    // The kills, at random points of the stream.
+/// Kills the daemon with SIGKILL [`KILLS`] times at random points, 0.5–4 s apart, and starts it
+/// again 0.1–1 s later; `paused` is set while it is down. Returns the intervals.
+async fn kill_at_random(daemon: &mut Daemon, rng: &mut Rng, paused: &AtomicBool) -> Vec<u64> {
     let mut kill_at = Vec::new();
     for _ in 0..KILLS {
         let wait = rng.between(500, 4_000);
@@ -262,12 +235,57 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
         tokio::time::sleep(Duration::from_millis(rng.between(100, 1_000))).await;
         daemon.start_again();
         daemon.wait_ready(Duration::from_secs(60)).await;
-        // The bridge has rejoined #src when it is ready; give the JOIN a moment to settle.
+        // Ready means the bridge is back in its channels; give the JOIN a moment to settle.
         tokio::time::sleep(Duration::from_millis(500)).await;
         paused.store(false, Ordering::SeqCst);
     }
+    kill_at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothing() {
+    let (per_flow, mut rng, seed) = run_parameters("IRC destination");
+    let irc = Ngircd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, api_port) = (free_port(), free_port());
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &config(irc.port, admin, api_port, dir.path()),
+        admin,
+    );
+    daemon.wait_ready(Duration::from_secs(30)).await;
+
+    let mut bob = IrcClient::connect(irc.port, "bob").await;
+    bob.join("#dst").await;
+    let mut alice = IrcClient::connect(irc.port, "alice").await;
+    alice.join("#src").await;
+
+    // Bob reads until both flows are complete, or nothing came for a while.
+    let receiver = tokio::spawn(async move {
+        let mut got: Vec<Received> = Vec::new();
+        loop {
+            let complete = |prefix: &str| {
+                let mut distinct = numbers(&got, prefix);
+                distinct.sort_unstable();
+                distinct.dedup();
+                distinct.len() >= per_flow
+            };
+            if complete("a ") && complete("b ") || got.len() > per_flow * 4 {
+                break;
+            }
+            match bob.next_message(Duration::from_secs(45)).await {
+                Some(m) => got.push(m),
+                None => break,
+            }
+        }
+        got
+    });
+    let paused = Arc::new(AtomicBool::new(false));
+    let poster = spawn_poster(api_port, per_flow);
+    let speaker = spawn_speaker(alice, paused.clone(), per_flow);
+    let kill_at = kill_at_random(&mut daemon, &mut rng, &paused).await;
     let resent = poster.await.expect("poster");
-    let (_alice, _) = speaker.await.expect("speaker");
+    let _alice = speaker.await.expect("speaker");
     let got = receiver.await.expect("receiver");
     daemon.stop();
 
@@ -275,19 +293,16 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
     let b = count(&numbers(&got, "b "), per_flow);
     eprintln!("kills after (ms): {kill_at:?}; API posts sent again while down: {resent}");
     eprintln!("API -> IRC: {a:?}");
+    eprintln!("IRC -> IRC: {b:?}");
     if std::env::var_os("PASSERELLE_FAULT_VERBOSE").is_some() {
         eprintln!("a seen: {:?}", numbers(&got, "a "));
         eprintln!("b seen: {:?}", numbers(&got, "b "));
-        for l in daemon.logs().lines().filter(|l| {
-            l.contains("WARN") || l.contains("ERROR") || l.contains("INFO") || l.contains("ready")
-        }) {
-            eprintln!("{l}");
-        }
     }
-    eprintln!("IRC -> IRC: {b:?}");
-    let logs = daemon.logs();
-    let panics = logs.matches("panicked").count();
-    assert_eq!(panics, 0, "the daemon panicked:\n{logs}");
+    assert_eq!(
+        daemon.logs().matches("panicked").count(),
+        0,
+        "the daemon panicked"
+    );
     assert_eq!(
         a.lost, 0,
         "acknowledged API messages lost: {a:?} (seed {seed})"
@@ -307,6 +322,106 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
         "{a:?} {b:?} (seed {seed})"
     );
     // IRC gives no redelivery: only what was in flight at a kill can be gone.
+    assert!(b.lost <= 3 * KILLS, "{b:?} (seed {seed})");
+}
+
+/// The same kills with a Matrix room (bot mode) as the destination of both flows. Matrix sends
+/// carry transaction ids derived from the event key, so a send repeated after a kill is not shown
+/// twice: no duplicates at all, whatever the timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_a_matrix_destination_repeats_nothing() {
+    use passerelle_testkit::matrix_client::{MatrixUser, SeenEvent};
+    use passerelle_testkit::synapse::Synapse;
+    let (per_flow, mut rng, seed) = run_parameters("Matrix destination");
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let mut reader = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = reader
+        .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
+        .await;
+    let irc = Ngircd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, api_port) = (free_port(), free_port());
+    let config = config(irc.port, admin, api_port, dir.path()).replace(
+        "{ account = \"irc.main\", room = \"#dst\", direction = \"out\" }",
+        &format!("{{ account = \"matrix\", room = \"{room}\", direction = \"out\" }}"),
+    ) + &format!(
+        "\n[accounts.matrix]\nkind = \"matrix\"\nmode = \"bot\"\nhomeserver = \"{}\"\n\
+             user = \"@bridge:localhost\"\npassword = \"bridge-pw\"\n",
+        hs.url()
+    );
+    assert_eq!(
+        config.matches(&room).count(),
+        2,
+        "both links lead to the Matrix room"
+    );
+    let mut daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    reader
+        .wait_member(&room, "@bridge:localhost", Duration::from_secs(30))
+        .await;
+    let mut alice = IrcClient::connect(irc.port, "alice").await;
+    alice.join("#src").await;
+
+    // The reader syncs all along (a sync after a long gap would give only the latest events).
+    let reading = room.clone();
+    let receiver = tokio::spawn(async move {
+        let number = |e: &SeenEvent, prefix: &str| -> Option<usize> {
+            (e.room == reading && e.sender() == "@bridge:localhost")
+                .then(|| {
+                    e.body()
+                        .split_once("> ")?
+                        .1
+                        .strip_prefix(prefix)?
+                        .parse()
+                        .ok()
+                })
+                .flatten()
+        };
+        let (mut a_seen, mut b_seen) = (Vec::new(), Vec::new());
+        let mut quiet = 0;
+        // Until both flows are complete and nothing more came for 3 s, or 45 s of silence.
+        while quiet < 45 && (a_seen.len() < per_flow || b_seen.len() < per_flow || quiet < 3) {
+            let got = reader.drain(Duration::from_secs(1)).await;
+            quiet = if got.is_empty() { quiet + 1 } else { 0 };
+            for e in got {
+                a_seen.extend(number(&e, "a "));
+                b_seen.extend(number(&e, "b "));
+            }
+        }
+        (a_seen, b_seen)
+    });
+    let paused = Arc::new(AtomicBool::new(false));
+    let poster = spawn_poster(api_port, per_flow);
+    let speaker = spawn_speaker(alice, paused.clone(), per_flow);
+    let kill_at = kill_at_random(&mut daemon, &mut rng, &paused).await;
+    let resent = poster.await.expect("poster");
+    let _alice = speaker.await.expect("speaker");
+    let (a_seen, b_seen) = receiver.await.expect("receiver");
+    daemon.stop();
+    let a = count(&a_seen, per_flow);
+    let b = count(&b_seen, per_flow);
+    eprintln!("kills after (ms): {kill_at:?}; API posts sent again while down: {resent}");
+    eprintln!("API -> Matrix: {a:?}");
+    eprintln!("IRC -> Matrix: {b:?}");
+    assert_eq!(
+        daemon.logs().matches("panicked").count(),
+        0,
+        "the daemon panicked"
+    );
+    assert_eq!(
+        (a.lost, a.reordered),
+        (0, 0),
+        "API -> Matrix: {a:?} (seed {seed})"
+    );
+    assert_eq!(b.reordered, 0, "IRC -> Matrix: {b:?} (seed {seed})");
+    // Only the API client's own resend of a post whose answer was cut off can repeat.
+    assert!(a.duplicated <= KILLS, "API -> Matrix: {a:?} (seed {seed})");
+    assert_eq!(
+        b.duplicated, 0,
+        "IRC -> Matrix repeated: {b:?} (seed {seed})"
+    );
     assert!(b.lost <= 3 * KILLS, "{b:?} (seed {seed})");
 }
 
