@@ -11,6 +11,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # Test servers from Debian's packages (tests start their own instances on free loopback ports).
 missing=()
 [ -x /usr/sbin/ngircd ] || command -v ngircd >/dev/null 2>&1 || missing+=(ngircd)
+# InspIRCd, whose flood control can be turned off, for the long fault-injection runs.
+[ -x /usr/sbin/inspircd ] || command -v inspircd >/dev/null 2>&1 || missing+=(inspircd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # throwaway certificates for TLS tests
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

@@ -159,6 +159,57 @@ fn counting_finds_losses_repeats_and_reorderings() {
     assert_eq!(count(&[0, 1, 1, 2], 3).duplicated, 1);
 }
 
+/// How fast the flows go: under what the IRC server relays from one client.
+#[derive(Clone, Copy)]
+struct Pace {
+    post_every: Duration,
+    say_every: Duration,
+}
+
+impl Pace {
+    /// ngIRCd relays 3 lines a second from a client: alice says 2, the API posts 5 (the bridge's
+    /// backlog grows, which is what the kills should hit).
+    const NGIRCD: Pace = Pace {
+        post_every: Duration::from_millis(200),
+        say_every: Duration::from_millis(500),
+    };
+    /// InspIRCd with its flood control off: 100 lines a second a flow.
+    const INSPIRCD: Pace = Pace {
+        post_every: Duration::from_millis(10),
+        say_every: Duration::from_millis(10),
+    };
+}
+
+/// The IRC server of the crash test: ngIRCd, or InspIRCd with `PASSERELLE_FAULT_IRC=inspircd`
+/// (for long runs; ngIRCd's flood control would make 10,000 lines take an hour).
+enum IrcServer {
+    Ngircd(Ngircd),
+    Inspircd(passerelle_testkit::servers::Inspircd),
+}
+
+impl IrcServer {
+    fn from_env() -> Self {
+        match std::env::var("PASSERELLE_FAULT_IRC").as_deref() {
+            Ok("inspircd") => Self::Inspircd(passerelle_testkit::servers::Inspircd::start()),
+            _ => Self::Ngircd(Ngircd::start()),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Self::Ngircd(s) => s.port,
+            Self::Inspircd(s) => s.port,
+        }
+    }
+
+    fn pace(&self) -> Pace {
+        match self {
+            Self::Ngircd(_) => Pace::NGIRCD,
+            Self::Inspircd(_) => Pace::INSPIRCD,
+        }
+    }
+}
+
 /// The run's size and seed: `PASSERELLE_FAULT_MESSAGES` (default 60 a flow) and
 /// `PASSERELLE_FAULT_SEED` (default: from the clock, printed).
 fn run_parameters(name: &str) -> (usize, Rng, u64) {
@@ -181,7 +232,7 @@ fn run_parameters(name: &str) -> (usize, Rng, u64) {
 
 /// Posts `a 00000`, … to gateway `lobby`, 5 a second, each again until acknowledged. Returns how
 /// many posts had to be sent again.
-fn spawn_poster(api_port: u16, per_flow: usize) -> tokio::task::JoinHandle<usize> {
+fn spawn_poster(api_port: u16, per_flow: usize, pace: Pace) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let api = Api::new(api_port, TOKEN);
         let mut resent = 0usize;
@@ -198,7 +249,7 @@ fn spawn_poster(api_port: u16, per_flow: usize) -> tokio::task::JoinHandle<usize
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             resent += tries;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(pace.post_every).await;
         }
         resent
     })
@@ -209,6 +260,7 @@ fn spawn_speaker(
     mut alice: IrcClient,
     paused: Arc<AtomicBool>,
     per_flow: usize,
+    pace: Pace,
 ) -> tokio::task::JoinHandle<IrcClient> {
     tokio::spawn(async move {
         for i in 0..per_flow {
@@ -216,18 +268,27 @@ fn spawn_speaker(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             alice.say("#src", &format!("b {i:05}")).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(pace.say_every).await;
         }
         alice
     })
 }
 
-/// Kills the daemon with SIGKILL [`KILLS`] times at random points, 0.5–4 s apart, and starts it
-/// again 0.1–1 s later; `paused` is set while it is down. Returns the intervals.
-async fn kill_at_random(daemon: &mut Daemon, rng: &mut Rng, paused: &AtomicBool) -> Vec<u64> {
+/// Kills the daemon with SIGKILL [`KILLS`] times at random points spread over the flows' expected
+/// length, and starts it again 0.1–1 s later; `paused` is set while it is down. Returns the
+/// intervals.
+async fn kill_at_random(
+    daemon: &mut Daemon,
+    rng: &mut Rng,
+    paused: &AtomicBool,
+    per_flow: usize,
+    pace: Pace,
+) -> Vec<u64> {
+    let span = pace.say_every.as_millis() as u64 * per_flow as u64;
+    let most = (span / (KILLS as u64 + 1)).max(2_000);
     let mut kill_at = Vec::new();
     for _ in 0..KILLS {
-        let wait = rng.between(500, 4_000);
+        let wait = rng.between(most / 4, most);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         paused.store(true, Ordering::SeqCst);
         daemon.kill();
@@ -245,19 +306,20 @@ async fn kill_at_random(daemon: &mut Daemon, rng: &mut Rng, paused: &AtomicBool)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothing() {
     let (per_flow, mut rng, seed) = run_parameters("IRC destination");
-    let irc = Ngircd::start();
+    let irc = IrcServer::from_env();
+    let pace = irc.pace();
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
     let mut daemon = Daemon::start(
         dir.path(),
-        &config(irc.port, admin, api_port, dir.path()),
+        &config(irc.port(), admin, api_port, dir.path()),
         admin,
     );
     daemon.wait_ready(Duration::from_secs(30)).await;
 
-    let mut bob = IrcClient::connect(irc.port, "bob").await;
+    let mut bob = IrcClient::connect(irc.port(), "bob").await;
     bob.join("#dst").await;
-    let mut alice = IrcClient::connect(irc.port, "alice").await;
+    let mut alice = IrcClient::connect(irc.port(), "alice").await;
     alice.join("#src").await;
 
     // Bob reads until both flows are complete, or nothing came for a while.
@@ -281,9 +343,9 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
         got
     });
     let paused = Arc::new(AtomicBool::new(false));
-    let poster = spawn_poster(api_port, per_flow);
-    let speaker = spawn_speaker(alice, paused.clone(), per_flow);
-    let kill_at = kill_at_random(&mut daemon, &mut rng, &paused).await;
+    let poster = spawn_poster(api_port, per_flow, pace);
+    let speaker = spawn_speaker(alice, paused.clone(), per_flow, pace);
+    let kill_at = kill_at_random(&mut daemon, &mut rng, &paused, per_flow, pace).await;
     let resent = poster.await.expect("poster");
     let _alice = speaker.await.expect("speaker");
     let got = receiver.await.expect("receiver");
@@ -341,6 +403,7 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
         .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
         .await;
     let irc = Ngircd::start();
+    let pace = Pace::NGIRCD;
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
     let config = config(irc.port, admin, api_port, dir.path()).replace(
@@ -393,9 +456,9 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
         (a_seen, b_seen)
     });
     let paused = Arc::new(AtomicBool::new(false));
-    let poster = spawn_poster(api_port, per_flow);
-    let speaker = spawn_speaker(alice, paused.clone(), per_flow);
-    let kill_at = kill_at_random(&mut daemon, &mut rng, &paused).await;
+    let poster = spawn_poster(api_port, per_flow, pace);
+    let speaker = spawn_speaker(alice, paused.clone(), per_flow, pace);
+    let kill_at = kill_at_random(&mut daemon, &mut rng, &paused, per_flow, pace).await;
     let resent = poster.await.expect("poster");
     let _alice = speaker.await.expect("speaker");
     let (a_seen, b_seen) = receiver.await.expect("receiver");

@@ -185,17 +185,9 @@ impl Ngircd {
                 std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755));
             let _ = std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644));
         }
-        let log = std::fs::File::create(self.dir.path().join("ngircd.log")).expect("log file");
-        let child = Command::new(find_binary("PASSERELLE_NGIRCD", &["ngircd"]))
-            .arg("-n")
-            .arg("-f")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start ngircd");
-        self.child = Some(child);
+        let mut command = Command::new(find_binary("PASSERELLE_NGIRCD", &["ngircd"]));
+        command.arg("-n").arg("-f").arg(&conf);
+        self.child = Some(spawn_logged(command, &self.dir.path().join("ngircd.log")));
         for port in std::iter::once(self.port).chain(self.tls.as_ref().map(|t| t.0)) {
             assert!(
                 wait_for_port(port, Duration::from_secs(10)),
@@ -228,6 +220,78 @@ impl Ngircd {
                 .status()
                 .expect("run kill");
             assert!(status.success(), "kill -STOP ngircd failed");
+        }
+    }
+}
+
+/// Starts `command` with its output in `log`.
+fn spawn_logged(mut command: Command, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("start the test server")
+}
+
+/// A throwaway InspIRCd on 127.0.0.1 with its flood control off (ngIRCd relays at most 3 lines a
+/// second from a client, hard-coded): for runs that must move thousands of lines. Debian package
+/// `inspircd`; `PASSERELLE_INSPIRCD` overrides the binary. Stopped by PID when dropped.
+pub struct Inspircd {
+    child: Option<Child>,
+    /// Its plain-text port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Inspircd {
+    /// Starts a server on a free port and waits until it accepts connections.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = crate::free_port();
+        let d = dir.path().display();
+        let conf = dir.path().join("inspircd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<server name="irc.passerelle.test" description="passerelle test server" network="test">
+<admin name="tests" nick="tests" email="tests@localhost">
+<bind address="127.0.0.1" port="{port}" type="clients">
+<power diepass="" restartpass="">
+<connect name="tests" allow="127.0.0.1" timeout="20" pingfreq="120" hardsendq="4194304" softsendq="4194304" recvq="4194304" threshold="100000000" commandrate="100000000" fakelag="no" localmax="1000" globalmax="1000" useident="no" resolvehostnames="no" limit="5000" maxconnwarn="no">
+<dns timeout="1">
+<pid file="{d}/inspircd.pid">
+<options defaultmodes="nt">
+<performance clonesonconnect="no" timeskipwarn="0">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="{d}/inspircd.log">
+"#
+            ),
+        )
+        .expect("write inspircd.conf");
+        let mut command = Command::new(find_binary("PASSERELLE_INSPIRCD", &["inspircd"]));
+        command
+            .arg(format!("--config={}", conf.display()))
+            .arg("--nofork")
+            .arg("--runasroot");
+        let child = spawn_logged(command, &dir.path().join("out.log"));
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "inspircd did not listen on {port} within 10 s"
+        );
+        Self {
+            child: Some(child),
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Inspircd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
