@@ -402,11 +402,11 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
     let room = reader
         .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
         .await;
-    let irc = Ngircd::start();
-    let pace = Pace::NGIRCD;
+    let irc = IrcServer::from_env();
+    let pace = irc.pace();
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
-    let config = config(irc.port, admin, api_port, dir.path()).replace(
+    let config = config(irc.port(), admin, api_port, dir.path()).replace(
         "{ account = \"irc.main\", room = \"#dst\", direction = \"out\" }",
         &format!("{{ account = \"matrix\", room = \"{room}\", direction = \"out\" }}"),
     ) + &format!(
@@ -424,7 +424,7 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
     reader
         .wait_member(&room, "@bridge:localhost", Duration::from_secs(30))
         .await;
-    let mut alice = IrcClient::connect(irc.port, "alice").await;
+    let mut alice = IrcClient::connect(irc.port(), "alice").await;
     alice.join("#src").await;
 
     // The reader syncs all along (a sync after a long gap would give only the latest events).
