@@ -427,7 +427,9 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
     let mut alice = IrcClient::connect(irc.port(), "alice").await;
     alice.join("#src").await;
 
-    // The reader syncs all along (a sync after a long gap would give only the latest events).
+    // The reader syncs all along, taking whole bursts (a sync gives only the latest events of a
+    // room otherwise).
+    reader.set_timeline_limit(1000);
     let reading = room.clone();
     let receiver = tokio::spawn(async move {
         let number = |e: &SeenEvent, prefix: &str| -> Option<usize> {
@@ -505,6 +507,8 @@ async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_bac
     hs.register("bridge", "bridge-pw", false);
     hs.register("alice", "alice-pw", false);
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    // What arrives once the homeserver is back comes as one burst.
+    alice.set_timeline_limit(1000);
     let room = alice
         .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
         .await;

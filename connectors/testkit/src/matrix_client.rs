@@ -43,6 +43,8 @@ pub struct MatrixUser {
     since: Option<String>,
     pending: VecDeque<SeenEvent>,
     txn: u64,
+    /// Timeline events per room per sync; the homeserver's default (10) when `None`.
+    timeline_limit: Option<u32>,
 }
 
 fn enc(s: &str) -> String {
@@ -90,6 +92,7 @@ impl MatrixUser {
             since: None,
             pending: VecDeque::new(),
             txn: 0,
+            timeline_limit: None,
         };
         // Start the timeline from now: what happened before login is not "seen".
         user.sync_once(0).await;
@@ -341,6 +344,10 @@ impl MatrixUser {
 
     async fn sync_once(&mut self, timeout_ms: u64) {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+        if let Some(limit) = self.timeline_limit {
+            let filter = format!(r#"{{"room":{{"timeline":{{"limit":{limit}}}}}}}"#);
+            path.push_str(&format!("&filter={}", enc(&filter)));
+        }
         if let Some(since) = &self.since {
             path.push_str(&format!("&since={}", enc(since)));
         }
@@ -404,6 +411,12 @@ impl MatrixUser {
 }
 
 impl MatrixUser {
+    /// Asks for up to `limit` timeline events per room in each sync, so that a burst between two
+    /// syncs is seen whole (the homeserver's default is 10, and it skips the rest).
+    pub fn set_timeline_limit(&mut self, limit: u32) {
+        self.timeline_limit = Some(limit);
+    }
+
     /// Waits until `user` is joined to `room` (panics after `timeout`).
     pub async fn wait_member(&self, room: &str, user: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
