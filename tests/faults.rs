@@ -34,49 +34,65 @@ use std::time::Duration;
 const TOKEN: &str = "faults-token-0123456789abcdef";
 const KILLS: usize = 5;
 
-fn config(irc_port: u16, admin: u16, api_port: u16, dir: &std::path::Path) -> String {
+/// The daemon's own sections: a short shutdown grace, the store in `dir`, the admin listener.
+fn daemon_section(dir: &std::path::Path, admin: u16) -> String {
     format!(
-        r##"
-[general]
-shutdown_grace_secs = 2
-
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
-[accounts."irc.main"]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc_port}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0.0
-ping_interval_secs = 5
-dead_link_secs = 15
-
-[accounts."api.main"]
-kind = "api"
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-
-[[links]]
-name = "from-api"
-rooms = [
-  {{ account = "api.main", room = "lobby", direction = "in" }},
-  {{ account = "irc.main", room = "#dst", direction = "out" }},
-]
-
-[[links]]
-name = "from-irc"
-rooms = [
-  {{ account = "irc.main", room = "#src", direction = "in" }},
-  {{ account = "irc.main", room = "#dst", direction = "out" }},
-]
-"##,
-        data = dir.join("data").display()
+        "[general]\nshutdown_grace_secs = 2\n\n[store]\npath = \"{}/passerelle.db\"\n\n\
+         [http]\nlisten = \"127.0.0.1:{admin}\"\n",
+        dir.join("data").display()
     )
+}
+
+/// An IRC account `name` on 127.0.0.1:`port`, without its own rate limit; `extra` adds keys.
+fn irc_account(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "\n[accounts.\"{name}\"]\nkind = \"irc\"\nserver = \"127.0.0.1\"\nport = {port}\n\
+         tls = false\nnick = \"bridge\"\nsend_rate_per_second = 0.0\n{extra}"
+    )
+}
+
+/// The HTTP message API as account `api.main` on `port`.
+fn api_account(port: u16) -> String {
+    format!(
+        "\n[accounts.\"api.main\"]\nkind = \"api\"\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n"
+    )
+}
+
+/// A Matrix account `matrix` in bot mode, as `@bridge:localhost`.
+fn matrix_account(homeserver: &str) -> String {
+    format!(
+        "\n[accounts.matrix]\nkind = \"matrix\"\nmode = \"bot\"\nhomeserver = \"{homeserver}\"\n\
+         user = \"@bridge:localhost\"\npassword = \"bridge-pw\"\n"
+    )
+}
+
+/// A link that carries messages one way only, from (account, room) to (account, room).
+fn one_way(name: &str, from: (&str, &str), to: (&str, &str)) -> String {
+    format!(
+        "\n[[links]]\nname = \"{name}\"\nrooms = [\n  \
+         {{ account = \"{}\", room = \"{}\", direction = \"in\" }},\n  \
+         {{ account = \"{}\", room = \"{}\", direction = \"out\" }},\n]\n",
+        from.0, from.1, to.0, to.1
+    )
+}
+
+/// The crash test's set-up: the API and `#src` both lead one way to `dest` (an account and room).
+fn crash_config(
+    dir: &std::path::Path,
+    admin: u16,
+    irc_port: u16,
+    api_port: u16,
+    dest: (&str, &str),
+) -> String {
+    daemon_section(dir, admin)
+        + &irc_account(
+            "irc.main",
+            irc_port,
+            "ping_interval_secs = 5\ndead_link_secs = 15\n",
+        )
+        + &api_account(api_port)
+        + &one_way("from-api", ("api.main", "lobby"), dest)
+        + &one_way("from-irc", ("irc.main", "#src"), dest)
 }
 
 /// A small deterministic generator (xorshift), so a failing run can be repeated with its seed.
@@ -312,7 +328,13 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
     let (admin, api_port) = (free_port(), free_port());
     let mut daemon = Daemon::start(
         dir.path(),
-        &config(irc.port(), admin, api_port, dir.path()),
+        &crash_config(
+            dir.path(),
+            admin,
+            irc.port(),
+            api_port,
+            ("irc.main", "#dst"),
+        ),
         admin,
     );
     daemon.wait_ready(Duration::from_secs(30)).await;
@@ -406,19 +428,8 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
     let pace = irc.pace();
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
-    let config = config(irc.port(), admin, api_port, dir.path()).replace(
-        "{ account = \"irc.main\", room = \"#dst\", direction = \"out\" }",
-        &format!("{{ account = \"matrix\", room = \"{room}\", direction = \"out\" }}"),
-    ) + &format!(
-        "\n[accounts.matrix]\nkind = \"matrix\"\nmode = \"bot\"\nhomeserver = \"{}\"\n\
-             user = \"@bridge:localhost\"\npassword = \"bridge-pw\"\n",
-        hs.url()
-    );
-    assert_eq!(
-        config.matches(&room).count(),
-        2,
-        "both links lead to the Matrix room"
-    );
+    let config = crash_config(dir.path(), admin, irc.port(), api_port, ("matrix", &room))
+        + &matrix_account(&hs.url());
     let mut daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(60)).await;
     reader
@@ -514,36 +525,10 @@ async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_bac
         .await;
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
-    let config = format!(
-        r##"
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
-[accounts."api.main"]
-kind = "api"
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-
-[accounts.matrix]
-kind = "matrix"
-mode = "bot"
-homeserver = "{hs}"
-user = "@bridge:localhost"
-password = "bridge-pw"
-
-[[links]]
-name = "lobby"
-rooms = [
-  {{ account = "api.main", room = "lobby", direction = "in" }},
-  {{ account = "matrix", room = "{room}", direction = "out" }},
-]
-"##,
-        data = dir.path().join("data").display(),
-        hs = hs.url(),
-    );
+    let config = daemon_section(dir.path(), admin)
+        + &api_account(api_port)
+        + &matrix_account(&hs.url())
+        + &one_way("lobby", ("api.main", "lobby"), ("matrix", &room));
     let mut daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(60)).await;
     alice
@@ -622,56 +607,20 @@ async fn a_hung_destination_holds_only_its_own_rooms_and_memory_stays_bounded() 
     let flowing = Ngircd::start();
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
-    let config = format!(
-        r##"
-[general]
-shutdown_grace_secs = 1
-
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
-[accounts."irc.stalled"]
-kind = "irc"
-server = "127.0.0.1"
-port = {stalled}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0.0
-
-[accounts."irc.flowing"]
-kind = "irc"
-server = "127.0.0.1"
-port = {flowing}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0.0
-
-[accounts."api.main"]
-kind = "api"
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-
-[[links]]
-name = "to-stalled"
-rooms = [
-  {{ account = "api.main", room = "heavy", direction = "in" }},
-  {{ account = "irc.stalled", room = "#slow", direction = "out" }},
-]
-
-[[links]]
-name = "to-flowing"
-rooms = [
-  {{ account = "api.main", room = "light", direction = "in" }},
-  {{ account = "irc.flowing", room = "#fast", direction = "out" }},
-]
-"##,
-        data = dir.path().join("data").display(),
-        stalled = stalled.port,
-        flowing = flowing.port,
-    );
+    let config = daemon_section(dir.path(), admin)
+        + &irc_account("irc.stalled", stalled.port, "")
+        + &irc_account("irc.flowing", flowing.port, "")
+        + &api_account(api_port)
+        + &one_way(
+            "to-stalled",
+            ("api.main", "heavy"),
+            ("irc.stalled", "#slow"),
+        )
+        + &one_way(
+            "to-flowing",
+            ("api.main", "light"),
+            ("irc.flowing", "#fast"),
+        );
     let mut daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(30)).await;
     let mut bob = IrcClient::connect(flowing.port, "bob").await;
