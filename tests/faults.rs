@@ -290,6 +290,25 @@ fn spawn_speaker(
     })
 }
 
+/// Runs both flows (the API poster and alice) while the daemon is killed at random points, until
+/// both have sent everything. Returns the kill intervals and how many posts were sent again.
+async fn run_flows(
+    daemon: &mut Daemon,
+    rng: &mut Rng,
+    api_port: u16,
+    alice: IrcClient,
+    per_flow: usize,
+    pace: Pace,
+) -> (Vec<u64>, usize) {
+    let paused = Arc::new(AtomicBool::new(false));
+    let poster = spawn_poster(api_port, per_flow, pace);
+    let speaker = spawn_speaker(alice, paused.clone(), per_flow, pace);
+    let kill_at = kill_at_random(daemon, rng, &paused, per_flow, pace).await;
+    let resent = poster.await.expect("poster");
+    speaker.await.expect("speaker");
+    (kill_at, resent)
+}
+
 /// Kills the daemon with SIGKILL [`KILLS`] times at random points spread over the flows' expected
 /// length, and starts it again 0.1–1 s later; `paused` is set while it is down. Returns the
 /// intervals.
@@ -364,12 +383,7 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
         }
         got
     });
-    let paused = Arc::new(AtomicBool::new(false));
-    let poster = spawn_poster(api_port, per_flow, pace);
-    let speaker = spawn_speaker(alice, paused.clone(), per_flow, pace);
-    let kill_at = kill_at_random(&mut daemon, &mut rng, &paused, per_flow, pace).await;
-    let resent = poster.await.expect("poster");
-    let _alice = speaker.await.expect("speaker");
+    let (kill_at, resent) = run_flows(&mut daemon, &mut rng, api_port, alice, per_flow, pace).await;
     let got = receiver.await.expect("receiver");
     daemon.stop();
 
@@ -468,12 +482,7 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
         }
         (a_seen, b_seen)
     });
-    let paused = Arc::new(AtomicBool::new(false));
-    let poster = spawn_poster(api_port, per_flow, pace);
-    let speaker = spawn_speaker(alice, paused.clone(), per_flow, pace);
-    let kill_at = kill_at_random(&mut daemon, &mut rng, &paused, per_flow, pace).await;
-    let resent = poster.await.expect("poster");
-    let _alice = speaker.await.expect("speaker");
+    let (kill_at, resent) = run_flows(&mut daemon, &mut rng, api_port, alice, per_flow, pace).await;
     let (a_seen, b_seen) = receiver.await.expect("receiver");
     daemon.stop();
     let a = count(&a_seen, per_flow);

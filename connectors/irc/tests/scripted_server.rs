@@ -56,6 +56,15 @@ impl Script {
         }
     }
 
+    /// Starts registration without capabilities and answers the first NICK with "in use".
+    async fn first_nick_taken(&mut self) {
+        self.expect("CAP LS").await;
+        self.send(b":srv CAP * LS :\r\n").await;
+        self.expect("NICK").await;
+        self.send(b":srv 433 * bridge :Nickname is already in use\r\n")
+            .await;
+    }
+
     /// Completes registration without capabilities and joins `#chan`.
     async fn welcome(&mut self) {
         self.expect("CAP LS").await;
@@ -230,11 +239,7 @@ async fn nick_in_use_falls_back_and_channel_keys_are_sent() {
     let extra = serde_json::json!({"alt_nicks": ["bridge2"], "channel_keys": {"#Chan": "sesame"}});
     let mut h = Harness::start(connector(port, extra), "irc.test", vec!["#chan".into()]);
     let mut s = Script::accept(&listener).await;
-    s.expect("CAP LS").await;
-    s.send(b":srv CAP * LS :\r\n").await;
-    s.expect("NICK").await;
-    s.send(b":srv 433 * bridge :Nickname is already in use\r\n")
-        .await;
+    s.first_nick_taken().await;
     assert_eq!(s.expect("NICK").await, "NICK bridge2");
     s.send(b":srv 433 * bridge2 :Nickname is already in use\r\n")
         .await;
@@ -266,11 +271,7 @@ async fn a_nick_that_stays_taken_is_waited_for_only_reclaim_nick_secs() {
     let extra = serde_json::json!({"reclaim_nick_secs": 2});
     let mut h = Harness::start(connector(port, extra), "irc.test", vec!["#chan".into()]);
     let mut s = Script::accept(&listener).await;
-    s.expect("CAP LS").await;
-    s.send(b":srv CAP * LS :\r\n").await;
-    s.expect("NICK").await;
-    s.send(b":srv 433 * bridge :Nickname is already in use\r\n")
-        .await;
+    s.first_nick_taken().await;
     assert_eq!(s.expect("NICK").await, "NICK bridge_");
     s.send(b":srv 001 bridge_ :Welcome\r\n").await;
     let started = std::time::Instant::now();
