@@ -20,7 +20,12 @@
 //! them (it waits for the old nick to go, `reclaim_nick_secs`).
 //!
 //! The default run is short (60 messages a flow, 5 kills); `PASSERELLE_FAULT_MESSAGES=N` runs
-//! longer (see docs/reliability.md). `PASSERELLE_FAULT_SEED` repeats a run.
+//! longer, and `PASSERELLE_FAULT_IRC=inspircd` takes InspIRCd with its flood control off for the
+//! 10,000-message runs (see docs/reliability.md). `PASSERELLE_FAULT_SEED` repeats a run. The same
+//! kills run with a Matrix room as the destination.
+//!
+//! Also here: a 30-second homeserver outage, and a hung IRC server beside a flowing link with the
+//! daemon's memory measured.
 
 mod common;
 
