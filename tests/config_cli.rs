@@ -175,11 +175,14 @@ async fn the_example_config_runs_on_the_embedded_defaults() {
     let (admin, a, b) = (free_port(), free_port(), free_port());
     let admin_addr = format!("127.0.0.1:{admin}");
     let store = dir.path().join("data/passerelle.db");
-    // The example's own API ports, moved to free ones so tests can run side by side.
+    // The example's own API ports, moved to free ones so tests can run side by side. The quotes
+    // are part of the match: a free port such as 42431 must not be taken for 4243 again.
     let text = std::fs::read_to_string(example)
         .unwrap()
-        .replace("127.0.0.1:4242", &format!("127.0.0.1:{a}"))
-        .replace("127.0.0.1:4243", &format!("127.0.0.1:{b}"));
+        .replace("\"127.0.0.1:4242\"", &format!("\"127.0.0.1:{a}\""))
+        .replace("\"127.0.0.1:4243\"", &format!("\"127.0.0.1:{b}\""));
+    assert_eq!(text.matches(&format!("\"127.0.0.1:{a}\"")).count(), 1);
+    assert_eq!(text.matches(&format!("\"127.0.0.1:{b}\"")).count(), 1);
     let config = dir.path().join("example.toml");
     std::fs::write(&config, text).unwrap();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
