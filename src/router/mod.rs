@@ -18,7 +18,7 @@ pub mod table;
 
 use crate::bus::Lanes;
 use crate::config::Rights;
-use crate::mapping::MessageMap;
+use crate::mapping::{MessageMap, Relations};
 use crate::metrics;
 use crate::store::seal::Sealer;
 use crate::store::{Accepted, NewDelivery, NewEvent, OutboxEntry, Store};
@@ -142,33 +142,130 @@ impl Router {
     }
 
     /// Takes inbound events until `intake` is cancelled or every sender is gone; then answers
-    /// whatever is still queued with [`EmitError::ShuttingDown`].
+    /// whatever is still queued with [`EmitError::ShuttingDown`]. Whatever is queued when the
+    /// router looks (up to [`INGEST_BATCH`] events) is stored in one transaction.
     pub async fn run(self, mut rx: mpsc::Receiver<Inbound>, intake: CancellationToken) {
+        let mut batch = Vec::with_capacity(INGEST_BATCH);
         loop {
             tokio::select! {
                 biased;
                 _ = intake.cancelled() => break,
-                next = rx.recv() => match next {
-                    Some(inbound) => {
-                        let answer = self.ingest(&inbound.account, inbound.event).await;
-                        let _ = inbound.ack.send(answer);
+                n = rx.recv_many(&mut batch, INGEST_BATCH) => {
+                    if n == 0 {
+                        break;
                     }
-                    None => break,
-                },
+                    self.ingest_all(&mut batch).await;
+                }
             }
         }
         rx.close();
         while let Ok(inbound) = rx.try_recv() {
-            let _ = inbound.ack.send(Err(EmitError::ShuttingDown));
+            if inbound.ack.is_none() {
+                metrics::dropped(inbound.account.as_str(), "shutting_down");
+                tracing::warn!(account = %inbound.account, "an inbound event arrived after intake stopped; not stored");
+            }
+            inbound.answer(Err(EmitError::ShuttingDown));
         }
     }
 
-    /// Routes one inbound event from `account`.
+    /// Routes a run of inbound events, in order: the plain ones are stored together in one
+    /// transaction; one whose relations must be looked up in the message map first waits for the
+    /// events before it to be stored (it may answer one of them).
+    async fn ingest_all(&self, batch: &mut Vec<Inbound>) {
+        let mut group: Vec<(Prepared, Asker)> = Vec::with_capacity(batch.len());
+        for Inbound {
+            account,
+            event,
+            ack,
+        } in batch.drain(..)
+        {
+            if has_relations(&event) && !group.is_empty() {
+                self.commit(&mut group).await;
+            }
+            let asker = Asker { account, ack };
+            match self.prepare(&asker.account, event).await {
+                Ok(Step::Answered(disposition)) => asker.answer(Ok(disposition)),
+                Ok(Step::Store(prepared)) => group.push((*prepared, asker)),
+                Err(e) => asker.failed(e),
+            }
+        }
+        self.commit(&mut group).await;
+    }
+
+    /// Stores a group of prepared events in one transaction, hands their rows to the lanes and
+    /// answers their connectors.
+    async fn commit(&self, group: &mut Vec<(Prepared, Asker)>) {
+        if group.is_empty() {
+            return;
+        }
+        let items: Vec<(NewEvent, Vec<NewDelivery>)> = group
+            .iter_mut()
+            .map(|(p, _)| (p.new_event.clone(), p.deliveries.clone()))
+            .collect();
+        match self.store.accept_many(items).await {
+            Ok(results) => {
+                for ((prepared, asker), accepted) in group.drain(..).zip(results) {
+                    let answer = self.queued(&asker.account, prepared, accepted);
+                    asker.answer(Ok(answer));
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for (_, asker) in group.drain(..) {
+                    asker.failed(EmitError::NotStored(reason.clone()));
+                }
+            }
+        }
+    }
+
+    /// Routes one inbound event from `account`, waiting until it is stored.
     pub async fn ingest(
         &self,
         account: &AccountId,
         event: Event,
     ) -> Result<Disposition, EmitError> {
+        let prepared = match self.prepare(account, event).await? {
+            Step::Answered(disposition) => return Ok(disposition),
+            Step::Store(prepared) => *prepared,
+        };
+        let accepted = self
+            .store
+            .accept(prepared.new_event.clone(), prepared.deliveries.clone())
+            .await
+            .map_err(|e| EmitError::NotStored(e.to_string()))?;
+        Ok(self.queued(account, prepared, accepted))
+    }
+
+    /// After the store answered: hands the rows to their lanes; the disposition.
+    fn queued(&self, account: &AccountId, prepared: Prepared, accepted: Accepted) -> Disposition {
+        match accepted {
+            Accepted::Duplicate => {
+                metrics::dropped(account.as_str(), "duplicate");
+                tracing::debug!(account = %account, kind = prepared.kind, reason = "duplicate", "inbound event not routed");
+                Disposition::Duplicate
+            }
+            Accepted::Stored(ids) => {
+                let n = ids.len();
+                let key = prepared.new_event.key;
+                for (id, d) in ids.into_iter().zip(prepared.deliveries) {
+                    metrics::queue_depth(d.account.as_str(), 1.0);
+                    self.lanes.push(OutboxEntry {
+                        id,
+                        key,
+                        account: d.account,
+                        room: d.room,
+                        payload: d.payload,
+                    });
+                }
+                tracing::trace!(account = %account, key = %key, destinations = n, kind = prepared.kind, "event queued");
+                Disposition::Queued { destinations: n }
+            }
+        }
+    }
+
+    /// Decides where an event goes and seals its deliveries, or answers it at once (refused,
+    /// unrouted).
+    async fn prepare(&self, account: &AccountId, event: Event) -> Result<Step, EmitError> {
         let kind = event.kind.name();
         metrics::event_in(account.as_str(), kind);
         let refuse = |reason: &'static str| {
@@ -183,40 +280,44 @@ impl Router {
             Plan::To(dests) => dests,
             Plan::Unrouted => {
                 refuse("unlinked");
-                return Ok(Disposition::Unrouted);
+                return Ok(Step::Answered(Disposition::Unrouted));
             }
             Plan::Refused(reason) => {
                 refuse(reason);
-                return Ok(Disposition::Refused { reason });
+                return Ok(Step::Answered(Disposition::Refused { reason }));
             }
         };
-        let mut rel = self
-            .map
-            .inbound(account, &event)
-            .await
-            .map_err(|e| EmitError::NotStored(e.to_string()))?;
-        // An answer can overtake the record of the message it answers: the destination showed
-        // the message as soon as it was sent, and the lane records its id a moment later. Look
-        // again a few times (at most ~200 ms, only for events whose relation is not found yet).
-        for _ in 0..4 {
-            let missing = rel.unknown_target
-                || (event.reply_to.is_some() && rel.reply_to.is_none())
-                || (event.thread_root.is_some() && rel.thread_root.is_none());
-            if !missing {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut rel = Relations::default();
+        if has_relations(&event) {
             rel = self
                 .map
                 .inbound(account, &event)
                 .await
                 .map_err(|e| EmitError::NotStored(e.to_string()))?;
-        }
-        if rel.unknown_target {
-            refuse("unknown_target");
-            return Ok(Disposition::Refused {
-                reason: "unknown_target",
-            });
+            // An answer can overtake the record of the message it answers: the destination
+            // showed the message as soon as it was sent, and the lane records its id a moment
+            // later. Look again a few times (at most ~200 ms, only for events whose relation is
+            // not found yet).
+            for _ in 0..4 {
+                let missing = rel.unknown_target
+                    || (event.reply_to.is_some() && rel.reply_to.is_none())
+                    || (event.thread_root.is_some() && rel.thread_root.is_none());
+                if !missing {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                rel = self
+                    .map
+                    .inbound(account, &event)
+                    .await
+                    .map_err(|e| EmitError::NotStored(e.to_string()))?;
+            }
+            if rel.unknown_target {
+                refuse("unknown_target");
+                return Ok(Step::Answered(Disposition::Refused {
+                    reason: "unknown_target",
+                }));
+            }
         }
 
         let new_event = NewEvent {
@@ -237,43 +338,75 @@ impl Router {
             target: rel.target,
         };
         let mut deliveries = Vec::with_capacity(dests.len());
+        let mut plain = Vec::with_capacity(256);
         for dest in dests {
             routed.link.clear();
             routed.link.push_str(&dest.link);
-            let plain =
-                serde_json::to_vec(&routed).map_err(|e| EmitError::NotStored(e.to_string()))?;
+            plain.clear();
+            serde_json::to_writer(&mut plain, &routed)
+                .map_err(|e| EmitError::NotStored(e.to_string()))?;
             deliveries.push(NewDelivery {
-                account: dest.account.clone(),
-                room: dest.room.clone(),
+                account: dest.account,
+                room: dest.room,
                 payload: self.sealer.seal(&plain),
             });
         }
-        let key = routed.event.key;
-        match self
-            .store
-            .accept(new_event, deliveries.clone())
-            .await
-            .map_err(|e| EmitError::NotStored(e.to_string()))?
-        {
-            Accepted::Duplicate => {
-                refuse("duplicate");
-                Ok(Disposition::Duplicate)
-            }
-            Accepted::Stored(ids) => {
-                let n = ids.len();
-                for (id, d) in ids.into_iter().zip(deliveries) {
-                    metrics::queue_depth(d.account.as_str(), 1.0);
-                    self.lanes.push(OutboxEntry {
-                        id,
-                        key,
-                        account: d.account,
-                        room: d.room,
-                        payload: d.payload,
-                    });
-                }
-                tracing::trace!(account = %account, key = %key, destinations = n, kind, "event queued");
-                Ok(Disposition::Queued { destinations: n })
-            }
+        Ok(Step::Store(Box::new(Prepared {
+            new_event,
+            deliveries,
+            kind,
+        })))
+    }
+}
+
+/// How many queued inbound events the router stores in one transaction at most.
+pub const INGEST_BATCH: usize = 256;
+
+/// An event ready to be stored.
+struct Prepared {
+    new_event: NewEvent,
+    deliveries: Vec<NewDelivery>,
+    kind: &'static str,
+}
+
+/// What preparing an event came to.
+enum Step {
+    /// Nothing to store: answered already (refused, unrouted).
+    Answered(Disposition),
+    /// To store.
+    Store(Box<Prepared>),
+}
+
+/// Whether routing `event` needs the message map (a reply, a thread, or a target).
+fn has_relations(event: &Event) -> bool {
+    event.reply_to.is_some()
+        || event.thread_root.is_some()
+        || matches!(
+            event.kind,
+            EventKind::Edit { .. } | EventKind::Delete { .. } | EventKind::Reaction { .. }
+        )
+}
+
+/// The connector an inbound event came from, and where it waits for the answer (if it does).
+struct Asker {
+    account: AccountId,
+    ack: Option<tokio::sync::oneshot::Sender<Result<Disposition, EmitError>>>,
+}
+
+impl Asker {
+    fn answer(self, result: Result<Disposition, EmitError>) {
+        if let Some(ack) = self.ack {
+            let _ = ack.send(result);
         }
+    }
+
+    /// Answers an event that could not be stored; when its connector does not wait for the
+    /// answer, the failure is logged (without content) and counted here.
+    fn failed(self, e: EmitError) {
+        if self.ack.is_none() {
+            metrics::dropped(self.account.as_str(), "not_stored");
+            tracing::error!(account = %self.account, error = %e, "an inbound event could not be stored; lost");
+        }
+        self.answer(Err(e));
     }
 }

@@ -97,6 +97,9 @@ pub enum Accepted {
     Duplicate,
 }
 
+/// One ended delivery: its outbox row, and the destination's id for the event when it gave one.
+pub type Completion = (i64, Option<(EventKey, AccountId, RoomId, RemoteMessageId)>);
+
 /// The storage trait every backend implements.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -107,6 +110,29 @@ pub trait Store: Send + Sync + 'static {
         event: NewEvent,
         deliveries: Vec<NewDelivery>,
     ) -> Result<Accepted, StoreError>;
+
+    /// [`Store::accept`] for several events, in order, in as few transactions as the backend
+    /// can (the SQLite store: one). A duplicate among them is answered as such and the others
+    /// stored; an error stores none of them.
+    async fn accept_many(
+        &self,
+        events: Vec<(NewEvent, Vec<NewDelivery>)>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let mut out = Vec::with_capacity(events.len());
+        for (event, deliveries) in events {
+            out.push(self.accept(event, deliveries).await?);
+        }
+        Ok(out)
+    }
+
+    /// Ends several deliveries as [`Store::complete`] does, in order, in as few transactions as
+    /// the backend can (the SQLite store: one).
+    async fn complete_many(&self, done: Vec<Completion>) -> Result<(), StoreError> {
+        for (outbox_id, delivered) in done {
+            self.complete(outbox_id, delivered).await?;
+        }
+        Ok(())
+    }
 
     /// The event an id on (account, room) belongs to.
     async fn find_by_remote(

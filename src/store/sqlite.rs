@@ -1,7 +1,9 @@
 //! The embedded SQLite store (rusqlite, bundled SQLite, WAL). Numbered migrations live in
 //! `migrations/` and are applied in order, tracked by `PRAGMA user_version`.
 
-use super::{Accepted, EventInfo, NewDelivery, NewEvent, OutboxEntry, Store, StoreError};
+use super::{
+    Accepted, Completion, EventInfo, NewDelivery, NewEvent, OutboxEntry, Store, StoreError,
+};
 use async_trait::async_trait;
 use passerelle_sdk::{AccountId, EventKey, RemoteMessageId, RoomId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -112,6 +114,69 @@ fn to_info(raw: InfoRow) -> Result<EventInfo, StoreError> {
     })
 }
 
+/// Records one event and queues its deliveries inside `tx`, unless its remote id is mapped already.
+fn accept_in(
+    tx: &rusqlite::Transaction<'_>,
+    event: &NewEvent,
+    deliveries: &[NewDelivery],
+) -> Result<Accepted, StoreError> {
+    let now = event.at.0 as i64;
+    let key = key_bytes(event.key);
+    if let Some(remote) = &event.remote_id {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO remote_ids (account, room, remote_id, key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![event.account.as_str(), event.room.as_str(), remote.as_str(), key, now])?;
+        if inserted == 0 {
+            return Ok(Accepted::Duplicate);
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO events (key, account, room, sender_name, thread_root, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        key,
+        event.account.as_str(),
+        event.room.as_str(),
+        event.sender_name,
+        event.thread_root.map(key_bytes),
+        now
+    ])?;
+    let mut ids = Vec::with_capacity(deliveries.len());
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (key, account, room, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for d in deliveries {
+        insert.execute(params![
+            key,
+            d.account.as_str(),
+            d.room.as_str(),
+            d.payload,
+            now
+        ])?;
+        ids.push(tx.last_insert_rowid());
+    }
+    Ok(Accepted::Stored(ids))
+}
+
+/// Deletes one outbox row and maps the destination's id, inside `tx`.
+fn complete_in(
+    tx: &rusqlite::Transaction<'_>,
+    outbox_id: i64,
+    delivered: Option<&(EventKey, AccountId, RoomId, RemoteMessageId)>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+        .execute(params![outbox_id])?;
+    if let Some((key, account, room, remote)) = delivered {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO remote_ids (account, room, remote_id, key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![account.as_str(), room.as_str(), remote.as_str(), key_bytes(*key), Timestamp::now().0 as i64])?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(
@@ -121,40 +186,37 @@ impl Store for SqliteStore {
     ) -> Result<Accepted, StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            let now = event.at.0 as i64;
-            let key = key_bytes(event.key);
-            if let Some(remote) = &event.remote_id {
-                let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO remote_ids (account, room, remote_id, key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![event.account.as_str(), event.room.as_str(), remote.as_str(), key, now],
-                )?;
-                if inserted == 0 {
-                    return Ok(Accepted::Duplicate);
-                }
-            }
-            tx.execute(
-                "INSERT INTO events (key, account, room, sender_name, thread_root, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    key,
-                    event.account.as_str(),
-                    event.room.as_str(),
-                    event.sender_name,
-                    event.thread_root.map(key_bytes),
-                    now
-                ],
-            )?;
-            let mut ids = Vec::with_capacity(deliveries.len());
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO outbox (key, account, room, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for d in &deliveries {
-                    insert.execute(params![key, d.account.as_str(), d.room.as_str(), d.payload, now])?;
-                    ids.push(tx.last_insert_rowid());
-                }
+            let accepted = accept_in(&tx, &event, &deliveries)?;
+            tx.commit()?;
+            Ok(accepted)
+        })
+        .await
+    }
+
+    async fn accept_many(
+        &self,
+        events: Vec<(NewEvent, Vec<NewDelivery>)>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let mut out = Vec::with_capacity(events.len());
+            for (event, deliveries) in &events {
+                out.push(accept_in(&tx, event, deliveries)?);
             }
             tx.commit()?;
-            Ok(Accepted::Stored(ids))
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn complete_many(&self, done: Vec<Completion>) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            for (outbox_id, delivered) in &done {
+                complete_in(&tx, *outbox_id, delivered.as_ref())?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }
@@ -289,13 +351,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM outbox WHERE id = ?1", params![outbox_id])?;
-            if let Some((key, account, room, remote)) = delivered {
-                tx.execute(
-                    "INSERT OR REPLACE INTO remote_ids (account, room, remote_id, key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![account.as_str(), room.as_str(), remote.as_str(), key_bytes(key), Timestamp::now().0 as i64],
-                )?;
-            }
+            complete_in(&tx, outbox_id, delivered.as_ref())?;
             tx.commit()?;
             Ok(())
         })

@@ -118,8 +118,18 @@ pub struct Inbound {
     pub account: AccountId,
     /// The event, with ids of the origin account.
     pub event: Event,
-    /// Answered once the event is durably stored (or refused).
-    pub ack: oneshot::Sender<Result<Disposition, EmitError>>,
+    /// Answered once the event is durably stored (or refused); `None` when the connector handed
+    /// it over without waiting ([`Emitter::hand_over`]), and the daemon logs a failure itself.
+    pub ack: Option<oneshot::Sender<Result<Disposition, EmitError>>>,
+}
+
+impl Inbound {
+    /// Answers the connector, when it waits for an answer.
+    pub fn answer(self, result: Result<Disposition, EmitError>) {
+        if let Some(ack) = self.ack {
+            let _ = ack.send(result);
+        }
+    }
 }
 
 /// Hands inbound events to the daemon. Cheap to clone, for connectors that read in several tasks.
@@ -142,13 +152,33 @@ impl Emitter {
         let inbound = Inbound {
             account: self.account.clone(),
             event,
-            ack,
+            ack: Some(ack),
         };
         self.tx
             .send(inbound)
             .await
             .map_err(|_| EmitError::ShuttingDown)?;
         answer.await.map_err(|_| EmitError::ShuttingDown)?
+    }
+
+    /// Hands `event` to the daemon without waiting for it to be stored: the next event can be read
+    /// at once, and the daemon stores a run of them in one transaction. Order is kept. Waits only
+    /// while the daemon's inbound queue is full (backpressure).
+    ///
+    /// For networks that cannot deliver an event again anyway (IRC), so waiting for the store
+    /// would only slow the reader; a network that redelivers unacknowledged events must use
+    /// [`Emitter::emit`] and acknowledge only after it returned. A failure to store is logged
+    /// by the daemon (without content) and counted.
+    pub async fn hand_over(&self, event: Event) -> Result<(), EmitError> {
+        let inbound = Inbound {
+            account: self.account.clone(),
+            event,
+            ack: None,
+        };
+        self.tx
+            .send(inbound)
+            .await
+            .map_err(|_| EmitError::ShuttingDown)
     }
 }
 

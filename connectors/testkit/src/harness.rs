@@ -207,10 +207,11 @@ impl Harness {
 
 async fn forward(mut rx: mpsc::Receiver<Inbound>, tx: mpsc::UnboundedSender<Event>) {
     while let Some(inbound) = rx.recv().await {
-        let _ = inbound
-            .ack
-            .send(Ok(Disposition::Queued { destinations: 1 }));
-        if tx.send(inbound.event).is_err() {
+        let Inbound { event, ack, .. } = inbound;
+        if let Some(ack) = ack {
+            let _ = ack.send(Ok(Disposition::Queued { destinations: 1 }));
+        }
+        if tx.send(event).is_err() {
             return;
         }
     }

@@ -1,0 +1,427 @@
+//! `passerelle-load`: measures passerelle with real clients against real local servers.
+//!
+//! Each scenario starts its own servers on loopback (InspIRCd with its flood limits off, from the
+//! testkit), starts the real daemon between them, and sends tagged messages through two paths in
+//! the same run: **direct** (client A → server → client B, the machine's physical limit for that
+//! path) and **passerelle** (client A → server → daemon → server → client B). It prints one line:
+//! delivered, lost, duplicated, reordered, throughput and latency of both paths, their ratio, and
+//! the daemon's resident memory (idle before the run, peak after it). Everything talks to
+//! 127.0.0.1 only and stops by itself. `docs/performance.md` has the commands and the figures.
+
+mod daemon;
+mod irc;
+mod tally;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use daemon::{Daemon, mib};
+use passerelle_testkit::free_port;
+use passerelle_testkit::servers::Inspircd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally::Figures;
+
+#[derive(Parser)]
+#[command(version, about = "Load tool for passerelle (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// IRC → IRC: a raw client's lines in one channel, bridged by the daemon into another channel
+    /// of the same server; direct baseline: the same clients in one channel.
+    Irc(Load),
+    /// HTTP API → IRC: posts to the message API, bridged into an IRC channel; direct baseline:
+    /// IRC → IRC in one channel (the destination side's own limit).
+    Api(Load),
+    /// Start-up to ready and idle memory on a configuration (the example by default), started
+    /// `--runs` times, each on a new store and again on the store it left.
+    Startup(Startup),
+}
+
+#[derive(Args, Clone)]
+struct Load {
+    /// How many messages each path carries.
+    #[arg(long, default_value_t = 10_000)]
+    messages: u64,
+    /// Messages a second; without it, a burst (as fast as the sending socket takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// In a burst, at most this many messages on their way (sent, not yet arrived); 0: no limit.
+    /// InspIRCd 3 handles a client's backlog in time quadratic in its size (it erases each line
+    /// from the front of its receive queue), so an unbounded burst measures that, not the path.
+    #[arg(long, default_value_t = 1000)]
+    window: u64,
+    /// Filler bytes after each message's tag.
+    #[arg(long, default_value_t = 0)]
+    pad: usize,
+    /// Give up on a path after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+    /// Stop waiting once sending is done and nothing arrived for this many seconds.
+    #[arg(long, default_value_t = 5)]
+    idle_secs: u64,
+    /// The `passerelle` binary (default: the one beside this tool).
+    #[arg(long)]
+    daemon: Option<PathBuf>,
+    /// Keep the daemon's log and config in this directory (default: a temporary one).
+    #[arg(long)]
+    keep: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct Startup {
+    /// The configuration to start on. Its listen addresses are moved to free ports and its store
+    /// into a temporary directory.
+    #[arg(long, default_value = "config.example.toml")]
+    config: PathBuf,
+    /// How many times.
+    #[arg(long, default_value_t = 10)]
+    runs: u32,
+    /// Seconds to stay idle before reading memory.
+    #[arg(long, default_value_t = 2)]
+    idle_secs: u64,
+    /// The `passerelle` binary (default: the one beside this tool).
+    #[arg(long)]
+    daemon: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.scenario {
+        Scenario::Irc(load) => irc_to_irc(load, false).await,
+        Scenario::Api(load) => irc_to_irc(load, true).await,
+        Scenario::Startup(s) => startup(s).await,
+    };
+    if let Err(e) = result {
+        eprintln!("passerelle-load: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+const TOKEN: &str = "passerelle-load-token";
+
+/// The daemon's config: two IRC accounts on one server (`#load-in` read by one, `#load-out`
+/// written by the other) and an API account, with one-way links into `#load-out`.
+fn bridge_config(dir: &std::path::Path, admin: u16, irc: u16, api: u16) -> String {
+    format!(
+        r##"[general]
+shutdown_grace_secs = 5
+
+[store]
+path = "{data}/passerelle.db"
+
+[http]
+listen = "127.0.0.1:{admin}"
+
+[accounts."irc.in"]
+kind = "irc"
+server = "127.0.0.1"
+port = {irc}
+tls = false
+nick = "pin"
+send_rate_per_second = 0.0
+
+[accounts."irc.out"]
+kind = "irc"
+server = "127.0.0.1"
+port = {irc}
+tls = false
+nick = "pout"
+send_rate_per_second = 0.0
+
+[accounts."api.load"]
+kind = "api"
+listen = "127.0.0.1:{api}"
+token = "{TOKEN}"
+
+[[links]]
+name = "irc"
+rooms = [
+  {{ account = "irc.in", room = "#load-in", direction = "in" }},
+  {{ account = "irc.out", room = "#load-out", direction = "out" }},
+]
+
+[[links]]
+name = "api"
+rooms = [
+  {{ account = "api.load", room = "load", direction = "in" }},
+  {{ account = "irc.out", room = "#load-out", direction = "out" }},
+]
+"##,
+        data = dir.join("data").display()
+    )
+}
+
+fn run_id() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or(1)
+}
+
+/// Runs one path: the receiver reads while `send` writes; the figures.
+async fn measure<F>(
+    receiver: irc::Client,
+    run: u32,
+    load: &Load,
+    clock: Instant,
+    progress: Arc<irc::Progress>,
+    send: F,
+) -> Result<Figures>
+where
+    F: std::future::Future<Output = Result<(u64, Box<dyn std::any::Any + Send>)>>,
+{
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let deadline = Instant::now() + Duration::from_secs(load.timeout_secs);
+    let reading = tokio::spawn(receiver.receive(
+        run,
+        load.messages,
+        clock,
+        irc::Until {
+            idle: Duration::from_secs(load.idle_secs),
+            deadline,
+            sending_done: done_rx,
+        },
+        progress,
+    ));
+    let sent = send.await;
+    let _ = done_tx.send(true);
+    let arrivals = reading.await.context("the receiver failed")??;
+    let (first, open) = sent?;
+    drop(open);
+    Ok(Figures::from_arrivals(load.messages, first, &arrivals))
+}
+
+async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
+    let binary = daemon::binary(load.daemon.clone())?;
+    let server = Inspircd::start();
+    let temp = tempfile::tempdir()?;
+    let dir = load.keep.clone().unwrap_or_else(|| temp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let (admin, api_port) = (free_port(), free_port());
+    let mut daemon = Daemon::start(
+        &binary,
+        &dir,
+        &bridge_config(&dir, admin, server.port, api_port),
+        admin,
+    )?;
+    daemon
+        .wait_for(
+            "/readyz",
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+        )
+        .await?;
+
+    // Direct: A → server → B in one channel.
+    let run = run_id();
+    let b = irc::Client::join(server.port, "lb", "#load-base").await?;
+    let a = irc::Client::join(server.port, "la", "#load-base").await?;
+    let clock = Instant::now();
+    let progress = Arc::new(irc::Progress::default());
+    let direct = measure(b, run, &load, clock, progress.clone(), async {
+        let (first, open) = a
+            .send(
+                run,
+                load.messages,
+                load.rate,
+                load.window,
+                progress,
+                load.pad,
+                clock,
+            )
+            .await?;
+        Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
+    })
+    .await?;
+
+    // Through passerelle.
+    let run = run.wrapping_add(1);
+    let b = irc::Client::join(server.port, "db", "#load-out").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = daemon.rss_kib();
+    let bridged = if from_api {
+        let clock = Instant::now();
+        let progress = Arc::new(irc::Progress::default());
+        measure(
+            b,
+            run,
+            &load,
+            clock,
+            progress,
+            post_all(api_port, run, &load, clock),
+        )
+        .await?
+    } else {
+        let a = irc::Client::join(server.port, "da", "#load-in").await?;
+        let clock = Instant::now();
+        let progress = Arc::new(irc::Progress::default());
+        measure(b, run, &load, clock, progress.clone(), async {
+            let (first, open) = a
+                .send(
+                    run,
+                    load.messages,
+                    load.rate,
+                    load.window,
+                    progress,
+                    load.pad,
+                    clock,
+                )
+                .await?;
+            Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
+        })
+        .await?
+    };
+    let peak_rss = daemon.peak_rss_kib();
+    let clean = daemon.stop();
+
+    let mode = load
+        .rate
+        .map_or_else(|| "burst".to_owned(), |r| format!("{r}/s"));
+    let path = if from_api { "api->irc" } else { "irc->irc" };
+    println!(
+        "{path} {mode} n={n} window={window} pad={pad} | direct: {direct} | passerelle: {bridged} | \
+         throughput {ratio:.1}% of direct, p50 {p50:+.2}ms p99 {p99:+.2}ms over direct | \
+         daemon rss idle={idle} peak={peak} stopped_cleanly={clean}",
+        n = load.messages,
+        window = load.window,
+        pad = load.pad,
+        ratio = 100.0 * bridged.throughput / direct.throughput.max(f64::MIN_POSITIVE),
+        p50 = (bridged.p50_us as f64 - direct.p50_us as f64) / 1000.0,
+        p99 = (bridged.p99_us as f64 - direct.p99_us as f64) / 1000.0,
+        idle = mib(idle_rss),
+        peak = mib(peak_rss),
+    );
+    if load.keep.is_none() {
+        drop(temp);
+    }
+    Ok(())
+}
+
+/// Posts the tagged messages to the API one after another (each answered once stored), paced or
+/// as fast as answers come.
+async fn post_all(
+    port: u16,
+    run: u32,
+    load: &Load,
+    clock: Instant,
+) -> Result<(u64, Box<dyn std::any::Any + Send>)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("http://127.0.0.1:{port}/api/message");
+    let filler = "x".repeat(load.pad);
+    let mut first = None;
+    for seq in 0..load.messages {
+        if let Some(rate) = load.rate {
+            let due = clock + Duration::from_secs_f64(seq as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let sent = clock.elapsed().as_micros() as u64;
+        first.get_or_insert(sent);
+        let mut text = tally::tag(run, seq, sent);
+        if load.pad > 0 {
+            text.push(' ');
+            text.push_str(&filler);
+        }
+        let body = serde_json::json!({"text": text, "username": "load", "gateway": "load"});
+        let status = http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .context("posting to the message API")?
+            .status();
+        if !status.is_success() {
+            bail!("the message API answered {status} to message {seq}");
+        }
+    }
+    Ok((first.unwrap_or(0), Box::new(())))
+}
+
+async fn startup(s: Startup) -> Result<()> {
+    if s.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let binary = daemon::binary(s.daemon.clone())?;
+    let example = std::fs::read_to_string(&s.config)
+        .with_context(|| format!("reading {}", s.config.display()))?;
+    let (mut first, mut again, mut idle, mut peak) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..s.runs {
+        let temp = tempfile::tempdir()?;
+        let admin = free_port();
+        let mut config = example.replace(
+            "path = \"data/passerelle.db\"",
+            &format!("path = \"{}/data/passerelle.db\"", temp.path().display()),
+        );
+        // Every listen address of the file moves to a free port.
+        let mut rest = config.as_str();
+        let mut moved = String::new();
+        while let Some(at) = rest.find("\"127.0.0.1:") {
+            let end = rest[at + 1..]
+                .find('"')
+                .map(|e| at + 1 + e + 1)
+                .context("an unterminated listen address")?;
+            moved.push_str(&rest[..at]);
+            let port = if rest[at..end].contains(":9180") {
+                admin
+            } else {
+                free_port()
+            };
+            moved.push_str(&format!("\"127.0.0.1:{port}\""));
+            rest = &rest[end..];
+        }
+        moved.push_str(rest);
+        config = moved;
+        for fresh in [true, false] {
+            let mut d = Daemon::start(&binary, temp.path(), &config, admin)?;
+            let ready = d
+                .wait_for(
+                    "/healthz",
+                    Duration::from_micros(500),
+                    Duration::from_secs(10),
+                )
+                .await?;
+            if fresh {
+                first.push(ready);
+                tokio::time::sleep(Duration::from_secs(s.idle_secs)).await;
+                idle.push(d.rss_kib().unwrap_or(0));
+                peak.push(d.peak_rss_kib().unwrap_or(0));
+            } else {
+                again.push(ready);
+            }
+            if !d.stop() {
+                bail!(
+                    "passerelle did not stop cleanly; its log is {}",
+                    d.log.display()
+                );
+            }
+        }
+    }
+    let ms = |v: &mut Vec<Duration>| {
+        v.sort();
+        format!(
+            "min={:.1}ms p50={:.1}ms max={:.1}ms",
+            v[0].as_secs_f64() * 1e3,
+            v[v.len() / 2].as_secs_f64() * 1e3,
+            v[v.len() - 1].as_secs_f64() * 1e3
+        )
+    };
+    println!(
+        "startup {config} runs={runs} | to /healthz, new store: {f} | existing store: {a} | \
+         idle rss max={idle} peak max={peak}",
+        config = s.config.display(),
+        runs = s.runs,
+        f = ms(&mut first),
+        a = ms(&mut again),
+        idle = mib(idle.iter().max().copied()),
+        peak = mib(peak.iter().max().copied()),
+    );
+    Ok(())
+}
