@@ -8,9 +8,12 @@
 //!
 //! Each delivery: open the sealed row, translate relations through the message map, apply the
 //! degrade rules, ask the route guard, hand the event to the destination connector and wait for its
-//! answer. A receipt maps the destination's id and deletes the row in one transaction; a retryable
-//! error retries the same row with backoff (keeping order); a permanent one is counted, logged
-//! without content, and the row deleted.
+//! answer. A receipt goes to the [`Recorder`], which maps the destination's id and deletes the row
+//! (for every receipt that came in meanwhile, in one transaction) while the lane goes on with its
+//! next row; a lane about to deliver an event that refers to another (a reply, an edit) first
+//! waits until its earlier receipts are written, so the referred message's id is found. A
+//! retryable error retries the same row with backoff (keeping order); a permanent one is counted,
+//! logged without content, and the row deleted.
 
 use crate::config::General;
 use crate::mapping::MessageMap;
@@ -19,14 +22,14 @@ use crate::router::degrade::{self, DestRelations};
 use crate::router::guard::RouteGuard;
 use crate::router::{AccountPolicy, RoutedEvent};
 use crate::store::seal::Sealer;
-use crate::store::{OutboxEntry, Store};
+use crate::store::{Completion, OutboxEntry, Store};
 use dashmap::DashMap;
 use passerelle_sdk::{AccountId, EventKind, Outbound, RoomId, SendError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -36,6 +39,65 @@ const LANE_CAPACITY: usize = 256;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many rows a spilled lane reads from the store at once.
 const RELOAD_BATCH: usize = 256;
+/// How many receipts the recorder writes in one transaction at most.
+const RECORD_BATCH: usize = 512;
+
+/// What lanes ask of the [`Recorder`].
+pub enum Record {
+    /// A delivered row: delete it and map the destination's id.
+    Done(Completion),
+    /// Answered once everything asked before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes delivered rows in batches: one transaction for every receipt that came in while the
+/// previous one was written. It stops once every lane (every sender) is gone, after writing what
+/// it was given.
+pub struct Recorder;
+
+impl Recorder {
+    /// Starts the recorder on `tracker`; lanes send to the returned queue.
+    pub fn start(store: Arc<dyn Store>, tracker: &TaskTracker) -> mpsc::Sender<Record> {
+        let (tx, rx) = mpsc::channel(4 * RECORD_BATCH);
+        tracker.spawn(Self::run(store, rx));
+        tx
+    }
+
+    async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Record>) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        let mut done = Vec::with_capacity(RECORD_BATCH);
+        let mut waiting = Vec::new();
+        while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            for r in batch.drain(..) {
+                match r {
+                    Record::Done(c) => done.push(c),
+                    Record::Flush(answer) => waiting.push(answer),
+                }
+            }
+            if !done.is_empty() {
+                let rows: Arc<[Completion]> = done.drain(..).collect();
+                let n = rows.len();
+                // Retry the store, never the sends: if it keeps failing, the rows stay queued and
+                // are sent again after a restart (the repeats this allows are logged).
+                for attempt in 1..=5u32 {
+                    match store.complete_many(rows.clone()).await {
+                        Ok(()) => break,
+                        Err(e) if attempt == 5 => {
+                            tracing::error!(error = %e, rows = n, "delivered, but the store failed to record it; they may be sent again after a restart");
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt)))
+                                .await
+                        }
+                    }
+                }
+            }
+            for answer in waiting.drain(..) {
+                let _ = answer.send(());
+            }
+        }
+    }
+}
 
 /// Everything a lane needs to deliver.
 pub struct Delivery {
@@ -53,6 +115,8 @@ pub struct Delivery {
     pub general: General,
     /// Cancelled when lanes must stop (after the shutdown grace, before the connectors stop).
     pub stop: CancellationToken,
+    /// Where receipts are written ([`Recorder::start`]).
+    pub recorder: mpsc::Sender<Record>,
 }
 
 struct Lane {
@@ -116,6 +180,7 @@ impl Lanes {
                     rx,
                     spilled: spilled.clone(),
                     last: 0,
+                    unrecorded: AtomicBool::new(false),
                 };
                 self.tracker.spawn(task.run());
                 Lane { tx, spilled }
@@ -132,6 +197,8 @@ struct LaneTask {
     spilled: Arc<AtomicBool>,
     /// The highest outbox id delivered (or dropped) by this lane.
     last: i64,
+    /// Whether receipts of this lane may still be on their way to the store.
+    unrecorded: AtomicBool,
 }
 
 enum Outcome {
@@ -266,6 +333,14 @@ impl LaneTask {
         let Some(policy) = d.policies.get(&self.account) else {
             return self.drop_row(entry, "unknown_account").await;
         };
+        if has_relations(&routed) && self.unrecorded.swap(false, Ordering::AcqRel) {
+            // The event refers to another, perhaps one this lane just delivered: its id on this
+            // destination must be in the store before it is looked up.
+            let (answer, written) = oneshot::channel();
+            if d.recorder.send(Record::Flush(answer)).await.is_ok() {
+                let _ = written.await;
+            }
+        }
         let rel = match self.relations(&routed).await {
             Ok(rel) => rel,
             Err(e) => {
@@ -325,21 +400,17 @@ impl LaneTask {
                     .remote_id
                     .zip(map_key)
                     .map(|(id, key)| (key, self.account.clone(), self.room.clone(), id));
-                // Delivered: record it, retrying the store (never the send, which would repeat
-                // the message). If the store keeps failing, the row stays queued and is sent
-                // again after a restart: the one duplicate this allows is logged.
-                for attempt in 1..=5u32 {
-                    match d.store.complete(entry.id, mapped.clone()).await {
-                        Ok(()) => return Some(Outcome::Done),
-                        Err(e) if attempt == 5 => {
-                            tracing::error!(error = %e, key = %entry.key, "delivered, but the store failed to record it; it may be sent again after a restart");
-                        }
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt)))
-                                .await
-                        }
-                    }
+                // Delivered: the recorder writes it while this lane goes on. The recorder only
+                // stops once every lane is gone, so this send fails only in a daemon that is
+                // being torn down; the row then stays queued and is sent again at the next start.
+                if d.recorder
+                    .send(Record::Done((entry.id, mapped)))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(key = %entry.key, "delivered, but the recorder is gone; it may be sent again after a restart");
                 }
+                self.unrecorded.store(true, Ordering::Release);
                 Some(Outcome::Done)
             }
             Ok(Err(SendError::RateLimited { retry_after })) => Some(Outcome::Retry(retry_after)),
@@ -368,6 +439,11 @@ impl LaneTask {
         }
         Ok(rel)
     }
+}
+
+/// Whether delivering `routed` looks up another event's id on the destination.
+fn has_relations(routed: &RoutedEvent) -> bool {
+    routed.reply_to.is_some() || routed.thread_root.is_some() || routed.target.is_some()
 }
 
 #[cfg(test)]
@@ -424,7 +500,9 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let sealer = Arc::new(Sealer::new([1; 32]));
         let (tx, rx) = mpsc::channel(8);
+        let tracker = TaskTracker::new();
         let delivery = Arc::new(Delivery {
+            recorder: Recorder::start(store.clone(), &tracker),
             store: store.clone(),
             sealer: sealer.clone(),
             guard: Arc::new(std::sync::RwLock::new(RouteGuard::build(&links, &policies))),
@@ -433,7 +511,7 @@ mod tests {
             general: General::default(),
             stop: CancellationToken::new(),
         });
-        let lanes = Lanes::new(delivery, TaskTracker::new());
+        let lanes = Lanes::new(delivery, tracker);
         let router = Router::new(
             Arc::new(std::sync::RwLock::new(RouteTable::build(&links, &policies))),
             policies,

@@ -187,6 +187,7 @@ pub async fn run(
         outbound,
         general: config.general.clone(),
         stop: lanes_stop.clone(),
+        recorder: crate::bus::Recorder::start(store.clone(), &lane_tasks),
     });
     let lanes = Lanes::new(delivery, lane_tasks.clone());
     for (account, queued) in store

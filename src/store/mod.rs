@@ -127,9 +127,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends several deliveries as [`Store::complete`] does, in order, in as few transactions as
     /// the backend can (the SQLite store: one).
-    async fn complete_many(&self, done: Vec<Completion>) -> Result<(), StoreError> {
-        for (outbox_id, delivered) in done {
-            self.complete(outbox_id, delivered).await?;
+    async fn complete_many(&self, done: std::sync::Arc<[Completion]>) -> Result<(), StoreError> {
+        for (outbox_id, delivered) in done.iter() {
+            self.complete(*outbox_id, delivered.clone()).await?;
         }
         Ok(())
     }

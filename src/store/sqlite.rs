@@ -209,10 +209,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn complete_many(&self, done: Vec<Completion>) -> Result<(), StoreError> {
+    async fn complete_many(&self, done: Arc<[Completion]>) -> Result<(), StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            for (outbox_id, delivered) in &done {
+            for (outbox_id, delivered) in done.iter() {
                 complete_in(&tx, *outbox_id, delivered.as_ref())?;
             }
             tx.commit()?;

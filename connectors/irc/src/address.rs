@@ -2,11 +2,12 @@
 //! sender: `alice: sure`. The connector gives every message it sends an id of its own
 //! (`irc-out.<event key>`) and remembers, per channel, the last one sent for each remote name; a
 //! line addressed to that name becomes a reply to that message (the address is removed, as the
-//! reply names the person). The memory is kept in the connector state, so replies after a restart
-//! still find their message.
+//! reply names the person). The memory is kept in the connector state (saved at most a second
+//! after it changes, and when the session ends), so replies after a restart still find their
+//! message.
 
 use passerelle_sdk::{RemoteMessageId, StateHandle};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// How many names a channel remembers (the least recent is forgotten first).
 const PER_CHANNEL: usize = 64;
@@ -16,6 +17,8 @@ const PER_CHANNEL: usize = 64;
 pub struct Addressing {
     /// Channel (lowercase) → (name lowercase, message id), least recent first.
     recent: HashMap<String, Vec<(String, String)>>,
+    /// Channels changed since the last save.
+    dirty: HashSet<String>,
 }
 
 fn state_key(channel: &str) -> String {
@@ -36,8 +39,9 @@ impl Addressing {
         me
     }
 
-    /// Records that `id` was the last message sent for `name` in `channel`, and saves it.
-    pub async fn record(&mut self, state: &StateHandle, channel: &str, name: &str, id: &str) {
+    /// Records that `id` was the last message sent for `name` in `channel` (saved by the next
+    /// [`Addressing::save`]).
+    pub fn record(&mut self, channel: &str, name: &str, id: &str) {
         let name = name.to_lowercase();
         if name.is_empty() {
             return;
@@ -49,10 +53,30 @@ impl Addressing {
             let extra = list.len() - PER_CHANNEL;
             list.drain(..extra);
         }
-        if let Ok(bytes) = serde_json::to_vec(list)
-            && let Err(e) = state.put(&state_key(channel), bytes).await
-        {
-            tracing::warn!(error = %e, "could not save the reply memory");
+        if !self.dirty.contains(channel) {
+            self.dirty.insert(channel.to_owned());
+        }
+    }
+
+    /// Whether something changed since the last save.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Saves the channels changed since the last save. A channel that fails stays to be saved.
+    pub async fn save(&mut self, state: &StateHandle) {
+        for channel in std::mem::take(&mut self.dirty) {
+            let Some(list) = self.recent.get(&channel) else {
+                continue;
+            };
+            let saved = match serde_json::to_vec(list) {
+                Ok(bytes) => state.put(&state_key(&channel), bytes).await,
+                Err(_) => continue,
+            };
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "could not save the reply memory; trying again");
+                self.dirty.insert(channel);
+            }
         }
     }
 

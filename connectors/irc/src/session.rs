@@ -30,6 +30,8 @@ const WANTED_CAPS: [&str; 4] = [
 const MAX_LINE: usize = 512;
 /// How long a QUIT waits for the server to close the link.
 const QUIT_WAIT: Duration = Duration::from_secs(10);
+/// How often the reply memory is saved while it changes.
+const ADDRESSING_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Assumed host length when the server has not shown us ours.
 const ASSUMED_HOST_LEN: usize = 63;
 
@@ -286,9 +288,16 @@ impl<'s> Session<'s> {
         }
     }
 
-    /// Joins every room (with its key), and runs until shutdown or a lost connection.
+    /// Joins every room (with its key), and runs until shutdown or a lost connection. The reply
+    /// memory is saved at least once a second while it changes, and when the session ends.
     pub async fn run(mut self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
         self.addressing = Addressing::load(&io.state, self.rooms.keys()).await;
+        let result = self.serve(io).await;
+        self.addressing.save(&io.state).await;
+        result
+    }
+
+    async fn serve(&mut self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
         self.reclaim_nick(io).await?;
         let rooms: Vec<RoomId> = self.rooms.values().cloned().collect();
         for room in &rooms {
@@ -310,6 +319,8 @@ impl<'s> Session<'s> {
             io.status.set(ConnectionState::Connected);
             announced = true;
         }
+        let mut save_tick = tokio::time::interval(ADDRESSING_SAVE_EVERY);
+        save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !announced && (self.pending_joins.is_empty() || Instant::now() >= joins_deadline) {
                 if !self.pending_joins.is_empty() {
@@ -344,7 +355,10 @@ impl<'s> Session<'s> {
                         self.quit().await;
                         return Ok(());
                     };
-                    self.send(outbound, &io.state).await?;
+                    self.send(outbound).await?;
+                }
+                _ = save_tick.tick(), if self.addressing.is_dirty() => {
+                    self.addressing.save(&io.state).await;
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let silent = self.last_seen.elapsed();
@@ -459,11 +473,10 @@ impl<'s> Session<'s> {
             "PRIVMSG" | "NOTICE" => {
                 if let Some(event) = self.inbound_message(&l) {
                     let room = event.room.clone();
-                    match io.emitter.emit(event).await {
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(room = %room, error = %e, "IRC message not handed to the daemon")
-                        }
+                    // IRC cannot send a line again: waiting for the store would only slow the
+                    // reader. The daemon stores what queued up in one transaction.
+                    if let Err(e) = io.emitter.hand_over(event).await {
+                        tracing::warn!(room = %room, error = %e, "IRC message not handed to the daemon")
                     }
                 }
             }
@@ -478,7 +491,7 @@ impl<'s> Session<'s> {
                         Sender::new(nick),
                         EventKind::Topic(Text::new(topic)),
                     );
-                    let _ = io.emitter.emit(event).await;
+                    let _ = io.emitter.hand_over(event).await;
                 }
             }
             "NICK" => {
@@ -528,7 +541,7 @@ impl<'s> Session<'s> {
                 Sender::new(who),
                 EventKind::Membership(change),
             );
-            let _ = io.emitter.emit(event).await;
+            let _ = io.emitter.hand_over(event).await;
         }
     }
 
@@ -602,11 +615,7 @@ impl<'s> Session<'s> {
         MAX_LINE.saturating_sub(fixed).max(16)
     }
 
-    async fn send(
-        &mut self,
-        outbound: Outbound,
-        state: &passerelle_sdk::StateHandle,
-    ) -> Result<(), ConnectorError> {
+    async fn send(&mut self, outbound: Outbound) -> Result<(), ConnectorError> {
         let result = self.send_event(&outbound.event).await;
         // Only said messages are answered by name; actions and notices (which also carry the
         // core's words about reactions and deletions) are not.
@@ -619,8 +628,7 @@ impl<'s> Session<'s> {
         {
             let channel = outbound.event.room.as_str().to_lowercase();
             self.addressing
-                .record(state, &channel, outbound.event.sender.name(), id.as_str())
-                .await;
+                .record(&channel, outbound.event.sender.name(), id.as_str());
         }
         let lost = matches!(result, Err(SendError::Disconnected));
         outbound.respond(result);

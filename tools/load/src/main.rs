@@ -55,6 +55,9 @@ struct Load {
     /// from the front of its receive queue), so an unbounded burst measures that, not the path.
     #[arg(long, default_value_t = 1000)]
     window: u64,
+    /// Skip the direct path (when profiling the daemon).
+    #[arg(long)]
+    no_direct: bool,
     /// Filler bytes after each message's tag.
     #[arg(long, default_value_t = 0)]
     pad: usize,
@@ -224,21 +227,25 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
     let a = irc::Client::join(server.port, "la", "#load-base").await?;
     let clock = Instant::now();
     let progress = Arc::new(irc::Progress::default());
-    let direct = measure(b, run, &load, clock, progress.clone(), async {
-        let (first, open) = a
-            .send(
-                run,
-                load.messages,
-                load.rate,
-                load.window,
-                progress,
-                load.pad,
-                clock,
-            )
-            .await?;
-        Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
-    })
-    .await?;
+    let direct = if load.no_direct {
+        Figures::default()
+    } else {
+        measure(b, run, &load, clock, progress.clone(), async {
+            let (first, open) = a
+                .send(
+                    run,
+                    load.messages,
+                    load.rate,
+                    load.window,
+                    progress,
+                    load.pad,
+                    clock,
+                )
+                .await?;
+            Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
+        })
+        .await?
+    };
 
     // Through passerelle.
     let run = run.wrapping_add(1);
