@@ -18,9 +18,10 @@
 use crate::config::General;
 use crate::mapping::MessageMap;
 use crate::metrics;
+use crate::router::Policies;
+use crate::router::RoutedEvent;
 use crate::router::degrade::{self, DestRelations};
 use crate::router::guard::RouteGuard;
-use crate::router::{AccountPolicy, RoutedEvent};
 use crate::store::seal::Sealer;
 use crate::store::{Completion, OutboxEntry, Store};
 use dashmap::DashMap;
@@ -108,7 +109,7 @@ pub struct Delivery {
     /// The last check before every send (replaced when a link is made at run time).
     pub guard: Arc<std::sync::RwLock<RouteGuard>>,
     /// Every account's policy.
-    pub policies: Arc<HashMap<AccountId, AccountPolicy>>,
+    pub policies: Arc<Policies>,
     /// Each running account's outbound queue.
     pub outbound: HashMap<AccountId, mpsc::Sender<Outbound>>,
     /// `[general]`.
@@ -120,8 +121,16 @@ pub struct Delivery {
 }
 
 struct Lane {
-    tx: mpsc::Sender<OutboxEntry>,
+    tx: mpsc::Sender<Queued>,
     spilled: Arc<AtomicBool>,
+}
+
+/// A row on its way to its lane.
+pub struct Queued {
+    /// The row.
+    pub entry: OutboxEntry,
+    /// The event it holds, when known without opening it.
+    pub routed: Option<Arc<RoutedEvent>>,
 }
 
 /// The set of lanes, created on first use.
@@ -147,22 +156,19 @@ impl Lanes {
         self.lane(account, room);
     }
 
-    /// Hands a freshly stored row to its lane.
-    pub fn push(&self, entry: OutboxEntry) {
+    /// Hands a freshly stored row to its lane, with the event it holds (so the lane need not
+    /// open the sealed row again) when the caller has it.
+    pub fn push(&self, entry: OutboxEntry, routed: Option<Arc<RoutedEvent>>) {
         let (tx, spilled) = self.lane(&entry.account, &entry.room);
         if spilled.load(Ordering::SeqCst) {
             return; // the lane will read it from the store
         }
-        if tx.try_send(entry).is_err() {
+        if tx.try_send(Queued { entry, routed }).is_err() {
             spilled.store(true, Ordering::SeqCst);
         }
     }
 
-    fn lane(
-        &self,
-        account: &AccountId,
-        room: &RoomId,
-    ) -> (mpsc::Sender<OutboxEntry>, Arc<AtomicBool>) {
+    fn lane(&self, account: &AccountId, room: &RoomId) -> (mpsc::Sender<Queued>, Arc<AtomicBool>) {
         if let Some(lane) = self.lanes.get(&(account.clone(), room.clone())) {
             return (lane.tx.clone(), lane.spilled.clone());
         }
@@ -193,7 +199,7 @@ struct LaneTask {
     delivery: Arc<Delivery>,
     account: AccountId,
     room: RoomId,
-    rx: mpsc::Receiver<OutboxEntry>,
+    rx: mpsc::Receiver<Queued>,
     spilled: Arc<AtomicBool>,
     /// The highest outbox id delivered (or dropped) by this lane.
     last: i64,
@@ -216,7 +222,7 @@ impl LaneTask {
                 }
                 continue;
             }
-            let entry = tokio::select! {
+            let Queued { entry, routed } = tokio::select! {
                 _ = stop.cancelled() => return,
                 next = self.rx.recv() => match next {
                     Some(e) => e,
@@ -227,7 +233,7 @@ impl LaneTask {
                 continue;
             }
             let id = entry.id;
-            if !self.deliver(entry).await {
+            if !self.deliver(entry, routed).await {
                 return;
             }
             self.last = id;
@@ -255,7 +261,7 @@ impl LaneTask {
             }
             for entry in batch {
                 let id = entry.id;
-                if !self.deliver(entry).await {
+                if !self.deliver(entry, None).await {
                     return false;
                 }
                 self.last = id;
@@ -272,10 +278,10 @@ impl LaneTask {
     }
 
     /// Delivers one row, retrying as needed. False when stopped (the row stays queued).
-    async fn deliver(&self, entry: OutboxEntry) -> bool {
+    async fn deliver(&self, entry: OutboxEntry, routed: Option<Arc<RoutedEvent>>) -> bool {
         let mut attempt: u32 = 0;
         loop {
-            match self.attempt(&entry).await {
+            match self.attempt(&entry, routed.as_deref()).await {
                 Some(Outcome::Done) => {
                     metrics::queue_depth(self.account.as_str(), -1.0);
                     return true;
@@ -318,17 +324,25 @@ impl LaneTask {
         }
     }
 
-    /// One try. `None` when stopped while waiting.
-    async fn attempt(&self, entry: &OutboxEntry) -> Option<Outcome> {
+    /// One try. `None` when stopped while waiting. `known`: the event the row holds, when the
+    /// router handed it over with the row (else the sealed row is opened).
+    async fn attempt(&self, entry: &OutboxEntry, known: Option<&RoutedEvent>) -> Option<Outcome> {
         let d = &self.delivery;
-        let routed: RoutedEvent = match d
-            .sealer
-            .open(&entry.payload)
-            .ok()
-            .and_then(|plain| serde_json::from_slice(&plain).ok())
-        {
+        let opened: RoutedEvent;
+        let routed: &RoutedEvent = match known {
             Some(r) => r,
-            None => return self.drop_row(entry, "corrupt_payload").await,
+            None => match d
+                .sealer
+                .open(&entry.payload)
+                .ok()
+                .and_then(|plain| serde_json::from_slice(&plain).ok())
+            {
+                Some(r) => {
+                    opened = r;
+                    &opened
+                }
+                None => return self.drop_row(entry, "corrupt_payload").await,
+            },
         };
         let Some(policy) = d.policies.get(&self.account) else {
             return self.drop_row(entry, "unknown_account").await;
@@ -451,7 +465,7 @@ mod tests {
     use super::*;
     use crate::config::{Direction, LinkConfig, LinkRoom, Rights};
     use crate::router::table::RouteTable;
-    use crate::router::{Router, guard::RouteGuard};
+    use crate::router::{AccountPolicy, Router, guard::RouteGuard};
     use crate::store::sqlite::SqliteStore;
     use passerelle_sdk::{Capabilities, Content, Event, EventKind, Limits, Sender};
 
@@ -472,7 +486,7 @@ mod tests {
             write: true,
             delete: false,
         };
-        let policies: Arc<HashMap<AccountId, AccountPolicy>> = Arc::new(
+        let policies: Arc<Policies> = Arc::new(
             [("a".into(), policy(rw)), ("b".into(), policy(rw))]
                 .into_iter()
                 .collect(),

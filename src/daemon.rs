@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::http::{self, AdminState};
 use crate::metrics;
 use crate::registry::{self, BuiltAccount};
+use crate::router::Policies;
 use crate::router::guard::RouteGuard;
 use crate::router::table::RouteTable;
 use crate::router::{AccountPolicy, Router};
@@ -22,8 +23,8 @@ use crate::store::{Store, StoreState};
 use crate::supervisor;
 use anyhow::Context;
 use passerelle_sdk::{
-    AccountId, ConnectorIo, DaemonView, Emitter, HttpMount, LinkSummary, StateHandle,
-    StatusReporter, Timestamp,
+    ConnectorIo, DaemonView, Emitter, HttpMount, LinkSummary, StateHandle, StatusReporter,
+    Timestamp,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ pub async fn run(
         .context("store: outbox key")?,
     );
 
-    let policies: Arc<HashMap<AccountId, AccountPolicy>> = Arc::new(
+    let policies: Arc<Policies> = Arc::new(
         config
             .accounts
             .iter()

@@ -4,20 +4,19 @@
 //! guard are rebuilt from the configured links plus the kept ones, exactly as at start.
 
 use crate::config::{Direction, LinkConfig, LinkRoom};
-use crate::router::AccountPolicy;
+use crate::router::Policies;
 use crate::router::guard::RouteGuard;
 use crate::router::table::RouteTable;
 use crate::store::Store;
 use futures::future::BoxFuture;
 use passerelle_sdk::{AccountId, LinkService, PortalRequest, RoomId};
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// The daemon's link service.
 pub struct PortalService {
     store: Arc<dyn Store>,
     links: tokio::sync::Mutex<Vec<LinkConfig>>,
-    policies: Arc<HashMap<AccountId, AccountPolicy>>,
+    policies: Arc<Policies>,
     table: Arc<RwLock<RouteTable>>,
     guard: Arc<RwLock<RouteGuard>>,
 }
@@ -35,11 +34,7 @@ pub fn rooms_json(rooms: &[LinkRoom]) -> String {
 
 /// Reads a kept link back; `None` when it no longer fits the configuration (an account was
 /// removed), which the caller logs and skips.
-pub fn parse_kept(
-    name: &str,
-    rooms: &str,
-    accounts: &HashMap<AccountId, AccountPolicy>,
-) -> Option<LinkConfig> {
+pub fn parse_kept(name: &str, rooms: &str, accounts: &Policies) -> Option<LinkConfig> {
     let list: Vec<serde_json::Value> = serde_json::from_str(rooms).ok()?;
     let mut out = Vec::new();
     for r in list {
@@ -66,7 +61,7 @@ impl PortalService {
     pub fn new(
         store: Arc<dyn Store>,
         links: Vec<LinkConfig>,
-        policies: Arc<HashMap<AccountId, AccountPolicy>>,
+        policies: Arc<Policies>,
         table: Arc<RwLock<RouteTable>>,
         guard: Arc<RwLock<RouteGuard>>,
     ) -> Self {

@@ -2,10 +2,12 @@
 //! rights by its own code, not from the routing table, so a fault in the table (or a corrupted
 //! outbox row) can't send a message where it may not go. A refusal is counted and logged.
 
-use super::AccountPolicy;
+use super::Policies;
 use crate::config::{Direction, LinkConfig};
 use passerelle_sdk::{AccountId, EventKind, RoomId};
 use std::collections::HashMap;
+
+type FxMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Why the guard refused a send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,14 +46,14 @@ struct Membership {
 /// The guard itself.
 #[derive(Debug, Default)]
 pub struct RouteGuard {
-    members: HashMap<AccountId, HashMap<RoomId, Vec<Membership>>>,
-    policies: HashMap<AccountId, (bool, crate::config::Rights)>,
+    members: FxMap<AccountId, FxMap<RoomId, Vec<Membership>>>,
+    policies: FxMap<AccountId, (bool, crate::config::Rights)>,
 }
 
 impl RouteGuard {
     /// Builds the guard from the links and the accounts' policies.
-    pub fn build(links: &[LinkConfig], policies: &HashMap<AccountId, AccountPolicy>) -> Self {
-        let mut members: HashMap<AccountId, HashMap<RoomId, Vec<Membership>>> = HashMap::new();
+    pub fn build(links: &[LinkConfig], policies: &Policies) -> Self {
+        let mut members: FxMap<AccountId, FxMap<RoomId, Vec<Membership>>> = FxMap::default();
         for (index, link) in links.iter().enumerate() {
             for room in &link.rooms {
                 members
@@ -124,6 +126,7 @@ impl RouteGuard {
 mod tests {
     use super::*;
     use crate::config::{LinkRoom, Rights};
+    use crate::router::AccountPolicy;
     use crate::router::table::RouteTable;
     use passerelle_sdk::{Capabilities, Content, Limits};
 
@@ -149,7 +152,7 @@ mod tests {
         }
     }
 
-    fn setup() -> (Vec<LinkConfig>, HashMap<AccountId, AccountPolicy>) {
+    fn setup() -> (Vec<LinkConfig>, Policies) {
         let links = vec![
             LinkConfig {
                 name: "one".into(),

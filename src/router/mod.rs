@@ -31,6 +31,14 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Every account's policy. Its hash is FxHash, as in the route table and the guard: these maps
+/// are built from the configuration only, so input from a network can look keys up but never
+/// insert any, and a fast hash of short ids costs less than the look-up's cache misses.
+pub type Policies = HashMap<AccountId, AccountPolicy, rustc_hash::FxBuildHasher>;
+
+/// The destinations of a plan, shared with the route table when none is left out.
+pub type Destinations = Arc<[table::Destination]>;
+
 /// What the core knows of an account when routing to or from it.
 #[derive(Clone, Debug)]
 pub struct AccountPolicy {
@@ -68,7 +76,7 @@ pub struct RoutedEvent {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Plan {
     /// To these destinations (never empty).
-    To(Vec<table::Destination>),
+    To(Destinations),
     /// Its room feeds no link.
     Unrouted,
     /// Not routed, for this fixed reason.
@@ -79,7 +87,7 @@ pub enum Plan {
 /// table's destinations, and only those that can carry the event's kind at all.
 pub fn plan(
     table: &table::RouteTable,
-    policies: &HashMap<AccountId, AccountPolicy>,
+    policies: &Policies,
     account: &AccountId,
     event: &Event,
 ) -> Plan {
@@ -91,23 +99,23 @@ pub fn plan(
         // Typing notices are ephemeral: never queued durably.
         return Plan::Refused("typing_not_relayed");
     }
-    let linked = table.destinations(account.as_str(), event.room.as_str());
-    if linked.is_empty() {
+    let Some(linked) = table.shared(account.as_str(), event.room.as_str()) else {
         return Plan::Unrouted;
+    };
+    let carries = |d: &table::Destination| {
+        policies
+            .get(&d.account)
+            .is_some_and(|p| degrade::carried(&event.kind, &p.capabilities))
+    };
+    if linked.iter().all(carries) {
+        // The common case: no copy, only a shared reference to the table's entry.
+        return Plan::To(linked.clone());
     }
-    let dests: Vec<table::Destination> = linked
-        .iter()
-        .filter(|d| {
-            policies
-                .get(&d.account)
-                .is_some_and(|p| degrade::carried(&event.kind, &p.capabilities))
-        })
-        .cloned()
-        .collect();
+    let dests: Vec<table::Destination> = linked.iter().filter(|d| carries(d)).cloned().collect();
     if dests.is_empty() {
         Plan::Refused("not_carried")
     } else {
-        Plan::To(dests)
+        Plan::To(dests.into())
     }
 }
 
@@ -115,7 +123,7 @@ pub fn plan(
 pub struct Router {
     /// Shared with the portal service, which replaces it when a link is made at run time.
     table: Arc<std::sync::RwLock<table::RouteTable>>,
-    policies: Arc<HashMap<AccountId, AccountPolicy>>,
+    policies: Arc<Policies>,
     store: Arc<dyn Store>,
     map: MessageMap,
     sealer: Arc<Sealer>,
@@ -126,7 +134,7 @@ impl Router {
     /// A router over its table, the accounts' policies, the store and the delivery lanes.
     pub fn new(
         table: Arc<std::sync::RwLock<table::RouteTable>>,
-        policies: Arc<HashMap<AccountId, AccountPolicy>>,
+        policies: Arc<Policies>,
         store: Arc<dyn Store>,
         sealer: Arc<Sealer>,
         lanes: Lanes,
@@ -247,15 +255,22 @@ impl Router {
             Accepted::Stored(ids) => {
                 let n = ids.len();
                 let key = prepared.new_event.key;
-                for (id, d) in ids.into_iter().zip(prepared.deliveries) {
+                for ((id, d), routed) in ids
+                    .into_iter()
+                    .zip(prepared.deliveries)
+                    .zip(prepared.routed)
+                {
                     metrics::queue_depth(d.account.as_str(), 1.0);
-                    self.lanes.push(OutboxEntry {
-                        id,
-                        key,
-                        account: d.account,
-                        room: d.room,
-                        payload: d.payload,
-                    });
+                    self.lanes.push(
+                        OutboxEntry {
+                            id,
+                            key,
+                            account: d.account,
+                            room: d.room,
+                            payload: d.payload,
+                        },
+                        Some(routed),
+                    );
                 }
                 tracing::trace!(account = %account, key = %key, destinations = n, kind = prepared.kind, "event queued");
                 Disposition::Queued { destinations: n }
@@ -338,22 +353,34 @@ impl Router {
             target: rel.target,
         };
         let mut deliveries = Vec::with_capacity(dests.len());
+        // The lanes get the event as well as its sealed row, so they need not open it again; one
+        // copy for each link it travels by (usually one for all its destinations).
+        let mut shared: Vec<Arc<RoutedEvent>> = Vec::with_capacity(dests.len());
         let mut plain = Vec::with_capacity(256);
-        for dest in dests {
-            routed.link.clear();
-            routed.link.push_str(&dest.link);
-            plain.clear();
-            serde_json::to_writer(&mut plain, &routed)
-                .map_err(|e| EmitError::NotStored(e.to_string()))?;
+        for dest in dests.iter() {
+            let same = shared.last().filter(|r| *r.link == *dest.link).cloned();
+            let this = match same {
+                Some(r) => r,
+                None => {
+                    routed.link.clear();
+                    routed.link.push_str(&dest.link);
+                    plain.clear();
+                    serde_json::to_writer(&mut plain, &routed)
+                        .map_err(|e| EmitError::NotStored(e.to_string()))?;
+                    Arc::new(routed.clone())
+                }
+            };
             deliveries.push(NewDelivery {
-                account: dest.account,
-                room: dest.room,
+                account: dest.account.clone(),
+                room: dest.room.clone(),
                 payload: self.sealer.seal(&plain),
             });
+            shared.push(this);
         }
         Ok(Step::Store(Box::new(Prepared {
             new_event,
             deliveries,
+            routed: shared,
             kind,
         })))
     }
@@ -366,6 +393,8 @@ pub const INGEST_BATCH: usize = 256;
 struct Prepared {
     new_event: NewEvent,
     deliveries: Vec<NewDelivery>,
+    /// The event each delivery holds, in the same order.
+    routed: Vec<Arc<RoutedEvent>>,
     kind: &'static str,
 }
 

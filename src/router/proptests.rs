@@ -9,6 +9,7 @@
 //! A second property builds the route table from a corrupted copy of the configuration and checks
 //! that the guard, built from the true one, lets nothing through that the oracle forbids.
 
+use super::Policies;
 use super::degrade::{self, DestRelations};
 use super::guard::RouteGuard;
 use super::table::RouteTable;
@@ -20,7 +21,7 @@ use passerelle_sdk::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 const ROOMS_PER_ACCOUNT: usize = 3;
 /// Events per case, and cases: at least 1,000,000 routed events in all.
@@ -132,7 +133,7 @@ fn events(accounts: usize, len: usize) -> impl Strategy<Value = Vec<Ev>> {
     prop::collection::vec(ev, len)
 }
 
-fn policies(accounts: &[Account]) -> HashMap<AccountId, AccountPolicy> {
+fn policies(accounts: &[Account]) -> Policies {
     accounts
         .iter()
         .enumerate()
@@ -240,7 +241,7 @@ struct Tally {
 fn route_all(
     topo: &Topology,
     table_links: &[LinkConfig],
-    table_policies: &HashMap<AccountId, AccountPolicy>,
+    table_policies: &Policies,
     events: &[Ev],
     honest: bool,
     tally: &mut Tally,
@@ -256,7 +257,7 @@ fn route_all(
         let event = event_of(ev);
         let planned = plan(&table, table_policies, &origin, &event);
         let dests = match planned {
-            Plan::To(dests) => dests,
+            Plan::To(dests) => dests.to_vec(),
             Plan::Unrouted | Plan::Refused(_) => Vec::new(),
         };
         let mut reached = HashSet::new();
@@ -397,10 +398,7 @@ enum Corruption {
     Stranger,
 }
 
-fn corrupt(
-    topo: &Topology,
-    how: Corruption,
-) -> (Vec<LinkConfig>, HashMap<AccountId, AccountPolicy>) {
+fn corrupt(topo: &Topology, how: Corruption) -> (Vec<LinkConfig>, Policies) {
     let mut links = topo.links.clone();
     let mut policies = policies(&topo.accounts);
     match how {

@@ -2,7 +2,7 @@
 //! once from the links and the accounts' rights, so a routing decision is two hash look-ups,
 //! however many links there are.
 
-use super::AccountPolicy;
+use super::Policies;
 use crate::config::LinkConfig;
 use passerelle_sdk::{AccountId, RoomId};
 use std::collections::HashMap;
@@ -19,17 +19,19 @@ pub struct Destination {
     pub link: Arc<str>,
 }
 
+type FxMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+
 /// Destinations by origin account and room.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: HashMap<AccountId, HashMap<RoomId, Arc<[Destination]>>>,
+    routes: FxMap<AccountId, FxMap<RoomId, Arc<[Destination]>>>,
 }
 
 impl RouteTable {
     /// Builds the table: a room that feeds a link (`in`/`inout`) on an enabled account with
     /// `read` sends to every other room of that link that receives (`out`/`inout`) on an enabled
     /// account with `write`.
-    pub fn build(links: &[LinkConfig], policies: &HashMap<AccountId, AccountPolicy>) -> Self {
+    pub fn build(links: &[LinkConfig], policies: &Policies) -> Self {
         let allowed = |account: &AccountId, want_read: bool| {
             policies.get(account).is_some_and(|p| {
                 p.enabled
@@ -68,7 +70,7 @@ impl RouteTable {
                 }
             }
         }
-        let mut routes: HashMap<AccountId, HashMap<RoomId, Arc<[Destination]>>> = HashMap::new();
+        let mut routes: FxMap<AccountId, FxMap<RoomId, Arc<[Destination]>>> = FxMap::default();
         for ((account, room), dests) in building {
             routes
                 .entry(account)
@@ -80,10 +82,14 @@ impl RouteTable {
 
     /// The destinations of a room; empty when it feeds none.
     pub fn destinations(&self, account: &str, room: &str) -> &[Destination] {
+        self.shared(account, room).map(|d| &d[..]).unwrap_or(&[])
+    }
+
+    /// The destinations of a room as the table keeps them (never empty); `None` when it feeds none.
+    pub fn shared(&self, account: &str, room: &str) -> Option<&Arc<[Destination]>> {
         self.routes
             .get(account)
             .and_then(|rooms| rooms.get(room))
-            .map(|d| &d[..])
-            .unwrap_or(&[])
+            .filter(|d| !d.is_empty())
     }
 }

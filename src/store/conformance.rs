@@ -235,6 +235,111 @@ pub async fn dynamic_links(store: impl Store) {
     );
 }
 
+/// Batches behave as the same calls one by one: in order, a duplicate (also of an earlier event
+/// of the same batch) is answered as such while the others are stored, and completing a batch
+/// deletes every row and maps every id given.
+pub async fn batches_behave_as_single_calls(store: impl Store) {
+    let (k1, k2, k3) = (EventKey::new(), EventKey::new(), EventKey::new());
+    store
+        .accept(new_event(k1, "irc", "#a", Some("m1")), vec![])
+        .await
+        .unwrap();
+    let got = store
+        .accept_many(vec![
+            (
+                new_event(k2, "irc", "#a", Some("m2")),
+                vec![delivery("api", "x", b"two")],
+            ),
+            // Already mapped before the batch.
+            (
+                new_event(EventKey::new(), "irc", "#a", Some("m1")),
+                vec![delivery("api", "x", b"dup")],
+            ),
+            // The same id as the first of this batch.
+            (
+                new_event(EventKey::new(), "irc", "#a", Some("m2")),
+                vec![delivery("api", "x", b"dup")],
+            ),
+            (
+                new_event(k3, "irc", "#a", Some("m3")),
+                vec![delivery("api", "x", b"three"), delivery("irc", "#b", b"3")],
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!(&got[1..3], &[Accepted::Duplicate, Accepted::Duplicate]);
+    let (Accepted::Stored(first), Accepted::Stored(last)) = (&got[0], &got[3]) else {
+        panic!("expected the new events stored, got {got:?}")
+    };
+    assert_eq!((first.len(), last.len()), (1, 2));
+    assert!(first[0] < last[0], "ids follow the batch's order");
+    let queued = store
+        .pending(&"api".into(), &"x".into(), 0, 10)
+        .await
+        .unwrap();
+    let payloads: Vec<&[u8]> = queued.iter().map(|e| &e.payload[..]).collect();
+    assert_eq!(
+        payloads,
+        [&b"two"[..], &b"three"[..]],
+        "no duplicate was queued"
+    );
+    for (remote, key) in [("m2", k2), ("m3", k3)] {
+        let info = store
+            .find_by_remote(&"irc".into(), &"#a".into(), &remote.into())
+            .await
+            .unwrap();
+        assert_eq!(info.map(|i| i.key), Some(key));
+    }
+
+    let done: std::sync::Arc<[super::Completion]> = vec![
+        (
+            first[0],
+            Some((
+                k2,
+                AccountId::from("api"),
+                RoomId::from("x"),
+                RemoteMessageId::from("a2"),
+            )),
+        ),
+        (last[0], None),
+        (
+            last[1],
+            Some((
+                k3,
+                AccountId::from("irc"),
+                RoomId::from("#b"),
+                RemoteMessageId::from("b3"),
+            )),
+        ),
+    ]
+    .into();
+    store.complete_many(done).await.unwrap();
+    assert_eq!(store.pending_count().await.unwrap(), 0, "every row deleted");
+    assert_eq!(
+        store
+            .remote_id(k2, &"api".into(), &"x".into())
+            .await
+            .unwrap(),
+        Some("a2".into())
+    );
+    assert_eq!(
+        store
+            .remote_id(k3, &"irc".into(), &"#b".into())
+            .await
+            .unwrap(),
+        Some("b3".into())
+    );
+    assert_eq!(
+        store
+            .remote_id(k3, &"api".into(), &"x".into())
+            .await
+            .unwrap(),
+        None,
+        "a receipt without an id maps nothing"
+    );
+}
+
 /// Runs every store conformance test against the store that `$make` builds (a fresh one each).
 #[macro_export]
 macro_rules! store_conformance {
@@ -245,6 +350,10 @@ macro_rules! store_conformance {
             #[tokio::test]
             async fn accept_maps_queues_and_dedupes() {
                 $crate::store::conformance::accept_maps_queues_and_dedupes($make).await;
+            }
+            #[tokio::test]
+            async fn batches_behave_as_single_calls() {
+                $crate::store::conformance::batches_behave_as_single_calls($make).await;
             }
             #[tokio::test]
             async fn outbox_orders_and_completes() {

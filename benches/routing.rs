@@ -1,0 +1,100 @@
+//! Routing one event: the router's decision (`plan`: rights, the route table, what each
+//! destination can carry) and the route guard's check of every destination, with 10, 1,000 and
+//! 100,000 links. The store is not involved. Figures: `docs/performance.md`.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use passerelle::config::{Direction, LinkConfig, LinkRoom, Rights};
+use passerelle::router::Policies;
+use passerelle::router::guard::RouteGuard;
+use passerelle::router::table::RouteTable;
+use passerelle::router::{AccountPolicy, Plan, plan};
+use passerelle_sdk::{AccountId, Capabilities, Content, Event, EventKind, Limits, Sender};
+use std::hint::black_box;
+
+const ACCOUNTS: [&str; 3] = ["irc.libera", "matrix.main", "api.scripts"];
+
+fn policies() -> Policies {
+    ACCOUNTS
+        .iter()
+        .map(|a| {
+            (
+                AccountId::from(*a),
+                AccountPolicy {
+                    enabled: true,
+                    rights: Rights {
+                        read: true,
+                        write: true,
+                        delete: true,
+                    },
+                    capabilities: Capabilities {
+                        edits: true,
+                        replies: true,
+                        ..Capabilities::default()
+                    },
+                    limits: Limits::default(),
+                    remote_nick_format: None,
+                },
+            )
+        })
+        .collect()
+}
+
+/// `n` links, each joining one room on every account (both ways).
+fn links(n: usize) -> Vec<LinkConfig> {
+    (0..n)
+        .map(|i| LinkConfig {
+            name: format!("link{i}"),
+            rooms: ACCOUNTS
+                .iter()
+                .map(|a| LinkRoom {
+                    account: AccountId::from(*a),
+                    room: format!("#room{i}").into(),
+                    direction: Direction::Inout,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn routing(c: &mut Criterion) {
+    let policies = policies();
+    let mut group = c.benchmark_group("route_one_event");
+    group.throughput(Throughput::Elements(1));
+    for n in [10usize, 1_000, 100_000] {
+        let links = links(n);
+        let table = RouteTable::build(&links, &policies);
+        let guard = RouteGuard::build(&links, &policies);
+        // Events spread over every linked room, so look-ups do not all hit one hot entry.
+        let origin = AccountId::from(ACCOUNTS[0]);
+        let events: Vec<Event> = (0..4096)
+            .map(|i| {
+                let room = format!("#room{}", (i * 7919) % n);
+                Event::new(
+                    room,
+                    Sender::new("alice"),
+                    EventKind::Message(Content::plain("hello")),
+                )
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut i = 0;
+            b.iter(|| {
+                let event = &events[i & 4095];
+                i += 1;
+                let Plan::To(dests) = plan(&table, &policies, &origin, event) else {
+                    panic!("a linked room routes somewhere");
+                };
+                for d in dests.iter() {
+                    let checked =
+                        guard.check((&origin, &event.room), (&d.account, &d.room), &event.kind);
+                    black_box(checked).expect("the guard allows a linked room");
+                }
+                black_box(dests.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, routing);
+criterion_main!(benches);
