@@ -347,7 +347,7 @@ impl LaneTask {
         let Some(policy) = d.policies.get(&self.account) else {
             return self.drop_row(entry, "unknown_account").await;
         };
-        if has_relations(&routed) && self.unrecorded.swap(false, Ordering::AcqRel) {
+        if has_relations(routed) && self.unrecorded.swap(false, Ordering::AcqRel) {
             // The event refers to another, perhaps one this lane just delivered: its id on this
             // destination must be in the store before it is looked up.
             let (answer, written) = oneshot::channel();
@@ -355,14 +355,14 @@ impl LaneTask {
                 let _ = written.await;
             }
         }
-        let rel = match self.relations(&routed).await {
+        let rel = match self.relations(routed).await {
             Ok(rel) => rel,
             Err(e) => {
                 tracing::error!(error = %e, "message map lookup failed; retrying");
                 return Some(Outcome::Retry(Duration::from_secs(1)));
             }
         };
-        let event = match degrade::adapt(&routed, &self.room, policy, rel, &d.general) {
+        let event = match degrade::adapt(routed, &self.room, policy, rel, &d.general) {
             Ok(event) => event,
             Err(reason) => return self.drop_row(entry, reason).await,
         };
