@@ -20,6 +20,39 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Keeps the checkpointer running; it stops when the last clone is dropped.
+    _checkpointer: Option<Arc<std::sync::mpsc::Sender<()>>>,
+}
+
+/// How often the checkpointer copies the write-ahead log into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Checkpoints the write-ahead log from its own connection and thread, so the writes on the
+/// bridging path never wait for a checkpoint's copy and `fsync` (SQLite's automatic checkpoint
+/// runs inside the commit that crosses its threshold: a stall of tens of milliseconds on this
+/// machine's disk). A passive checkpoint never blocks the writer.
+fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("passerelle-checkpoint".into())
+        .spawn(move || {
+            loop {
+                let last = matches!(
+                    rx.recv_timeout(CHECKPOINT_EVERY),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                );
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "store checkpoint failed; trying again");
+                }
+                if last {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| StoreError::Database(format!("starting the checkpointer: {e}")))?;
+    Ok(tx)
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -38,7 +71,14 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        store
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Database("store lock poisoned".into()))?
+            .pragma_update(None, "wal_autocheckpoint", 0)?;
+        store._checkpointer = Some(Arc::new(start_checkpointer(path)?));
+        Ok(store)
     }
 
     /// A private in-memory database (tests).
@@ -67,6 +107,7 @@ impl SqliteStore {
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            _checkpointer: None,
         })
     }
 

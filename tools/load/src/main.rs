@@ -70,7 +70,8 @@ struct Load {
     /// The `passerelle` binary (default: the one beside this tool).
     #[arg(long)]
     daemon: Option<PathBuf>,
-    /// Keep the daemon's log and config in this directory (default: a temporary one).
+    /// Keep the daemon's log and config in this directory (default: a temporary one), with every
+    /// arrival of each path (`arrivals-<run>.txt`: sequence number, µs sent, µs received).
     #[arg(long)]
     keep: Option<PathBuf>,
 }
@@ -197,6 +198,14 @@ where
     let arrivals = reading.await.context("the receiver failed")??;
     let (first, open) = sent?;
     drop(open);
+    if let Some(dir) = &load.keep {
+        // Every arrival, for a closer look: sequence number, sent and received (µs).
+        let mut rows = String::with_capacity(arrivals.len() * 24);
+        for a in &arrivals {
+            rows.push_str(&format!("{} {} {}\n", a.seq, a.sent_us, a.recv_us));
+        }
+        std::fs::write(dir.join(format!("arrivals-{run}.txt")), rows)?;
+    }
     Ok(Figures::from_arrivals(load.messages, first, &arrivals))
 }
 
