@@ -56,19 +56,31 @@ fn links(n: usize) -> Vec<LinkConfig> {
         .collect()
 }
 
+/// Two ways to pick the rooms that events come from:
+/// - `route_one_event`: 10 active rooms, spread evenly over the table, whatever its size. The work
+///   per event is compared with the same active set, so what grows with the number of links shows.
+/// - `route_one_event_4096_rooms`: events cycle over up to 4,096 distinct rooms, so with 100,000
+///   links every look-up misses the CPU caches; this measures the memory hierarchy as much as the
+///   router.
 fn routing(c: &mut Criterion) {
+    route(c, "route_one_event", 10);
+    route(c, "route_one_event_4096_rooms", 4096);
+}
+
+fn route(c: &mut Criterion, name: &str, active: usize) {
     let policies = policies();
-    let mut group = c.benchmark_group("route_one_event");
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     for n in [10usize, 1_000, 100_000] {
         let links = links(n);
         let table = RouteTable::build(&links, &policies);
         let guard = RouteGuard::build(&links, &policies);
-        // Events spread over every linked room, so look-ups do not all hit one hot entry.
         let origin = AccountId::from(ACCOUNTS[0]);
+        let active = active.min(n);
         let events: Vec<Event> = (0..4096)
             .map(|i| {
-                let room = format!("#room{}", (i * 7919) % n);
+                // Room `k * n / active` for the k-th active room: spread over the whole table.
+                let room = format!("#room{}", ((i * 7919) % active) * n / active);
                 Event::new(
                     room,
                     Sender::new("alice"),

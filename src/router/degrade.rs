@@ -47,6 +47,16 @@ pub fn carried(kind: &EventKind, caps: &passerelle_sdk::Capabilities) -> bool {
     }
 }
 
+/// Whether [`carried`] can be false for this kind on some network. When it can't (messages,
+/// edits, replies, reactions, deletes: they all have a fallback), the router skips the
+/// destinations' capabilities altogether.
+pub fn depends_on_capabilities(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Membership(_) | EventKind::Topic(_) | EventKind::Typing(_)
+    )
+}
+
 /// Adapts `routed` for a destination room. `Err` is a content-free drop reason.
 pub fn adapt(
     routed: &RoutedEvent,

@@ -3,9 +3,11 @@
 //! outbox row) can't send a message where it may not go. A refusal is counted and logged.
 
 use super::Policies;
+use super::key::RoomKey;
 use crate::config::{Direction, LinkConfig};
 use passerelle_sdk::{AccountId, EventKind, RoomId};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 type FxMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
@@ -43,28 +45,50 @@ struct Membership {
     direction: Direction,
 }
 
+/// The links one room belongs to. Nearly every room is in one link, so the first membership is
+/// kept inline: a check reads the map's slot and nothing behind another pointer.
+#[derive(Debug)]
+struct Memberships {
+    first: Membership,
+    rest: Vec<Membership>,
+}
+
+impl Memberships {
+    fn iter(&self) -> impl Iterator<Item = &Membership> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+}
+
 /// The guard itself.
 #[derive(Debug, Default)]
 pub struct RouteGuard {
-    members: FxMap<AccountId, FxMap<RoomId, Vec<Membership>>>,
+    members: FxMap<AccountId, FxMap<RoomKey, Memberships>>,
     policies: FxMap<AccountId, (bool, crate::config::Rights)>,
 }
 
 impl RouteGuard {
     /// Builds the guard from the links and the accounts' policies.
     pub fn build(links: &[LinkConfig], policies: &Policies) -> Self {
-        let mut members: FxMap<AccountId, FxMap<RoomId, Vec<Membership>>> = FxMap::default();
+        let mut members: FxMap<AccountId, FxMap<RoomKey, Memberships>> = FxMap::default();
         for (index, link) in links.iter().enumerate() {
             for room in &link.rooms {
-                members
+                let membership = Membership {
+                    link: index,
+                    direction: room.direction,
+                };
+                match members
                     .entry(room.account.clone())
                     .or_default()
-                    .entry(room.room.clone())
-                    .or_default()
-                    .push(Membership {
-                        link: index,
-                        direction: room.direction,
-                    });
+                    .entry(RoomKey::new(room.room.as_str()))
+                {
+                    Entry::Occupied(mut known) => known.get_mut().rest.push(membership),
+                    Entry::Vacant(new) => {
+                        new.insert(Memberships {
+                            first: membership,
+                            rest: Vec::new(),
+                        });
+                    }
+                }
             }
         }
         let policies = policies
@@ -99,21 +123,16 @@ impl RouteGuard {
         if modifies && !dest_rights.delete {
             return Err(Refusal::DestinationMayNotDelete);
         }
-        let of = |a: &AccountId, r: &RoomId| {
-            self.members
-                .get(a)
-                .and_then(|rooms| rooms.get(r))
-                .map(|v| &v[..])
-                .unwrap_or(&[])
+        let of = |a: &AccountId, r: &RoomId| self.members.get(a).and_then(|rooms| rooms.get(r.as_str().as_bytes()));
+        let linked = match (of(origin.0, origin.1), of(dest.0, dest.1)) {
+            (Some(from), Some(to)) => from.iter().any(|f| {
+                f.direction.feeds()
+                    && to
+                        .iter()
+                        .any(|t| t.link == f.link && t.direction.receives())
+            }),
+            _ => false,
         };
-        let from = of(origin.0, origin.1);
-        let to = of(dest.0, dest.1);
-        let linked = from.iter().any(|f| {
-            f.direction.feeds()
-                && to
-                    .iter()
-                    .any(|t| t.link == f.link && t.direction.receives())
-        });
         if linked {
             Ok(())
         } else {

@@ -12,6 +12,7 @@
 
 pub mod degrade;
 pub mod guard;
+pub mod key;
 #[cfg(test)]
 mod proptests;
 pub mod table;
@@ -102,6 +103,10 @@ pub fn plan(
     let Some(linked) = table.shared(account.as_str(), event.room.as_str()) else {
         return Plan::Unrouted;
     };
+    if !degrade::depends_on_capabilities(&event.kind) {
+        // Every destination carries this kind in some form: no look-up per destination.
+        return Plan::To(linked.clone());
+    }
     let carries = |d: &table::Destination| {
         policies
             .get(&d.account)

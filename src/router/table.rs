@@ -3,6 +3,7 @@
 //! however many links there are.
 
 use super::Policies;
+use super::key::RoomKey;
 use crate::config::LinkConfig;
 use passerelle_sdk::{AccountId, RoomId};
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ type FxMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 /// Destinations by origin account and room.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: FxMap<AccountId, FxMap<RoomId, Arc<[Destination]>>>,
+    routes: FxMap<AccountId, FxMap<RoomKey, Arc<[Destination]>>>,
 }
 
 impl RouteTable {
@@ -70,12 +71,12 @@ impl RouteTable {
                 }
             }
         }
-        let mut routes: FxMap<AccountId, FxMap<RoomId, Arc<[Destination]>>> = FxMap::default();
+        let mut routes: FxMap<AccountId, FxMap<RoomKey, Arc<[Destination]>>> = FxMap::default();
         for ((account, room), dests) in building {
             routes
                 .entry(account)
                 .or_default()
-                .insert(room, Arc::from(dests));
+                .insert(RoomKey::new(room.as_str()), Arc::from(dests));
         }
         Self { routes }
     }
@@ -89,7 +90,7 @@ impl RouteTable {
     pub fn shared(&self, account: &str, room: &str) -> Option<&Arc<[Destination]>> {
         self.routes
             .get(account)
-            .and_then(|rooms| rooms.get(room))
+            .and_then(|rooms| rooms.get(room.as_bytes()))
             .filter(|d| !d.is_empty())
     }
 }
