@@ -164,6 +164,7 @@ impl Client {
         clock: Instant,
         until: Until,
         progress: Arc<Progress>,
+        quickack: bool,
     ) -> Result<Vec<Arrival>> {
         let Until {
             idle,
@@ -198,6 +199,11 @@ impl Client {
                 bail!("the IRC server closed the receiving connection");
             }
             let recv_us = clock.elapsed().as_micros() as u64;
+            if quickack && reader.buffer().is_empty() {
+                // Everything read so far is consumed: acknowledge it now (not sticky in Linux,
+                // so once per socket read).
+                let _ = socket2::SockRef::from(reader.get_ref().as_ref()).set_tcp_quickack(true);
+            }
             let l = buf.trim_end();
             if let Some(token) = l.strip_prefix("PING ") {
                 writer

@@ -55,6 +55,11 @@ struct Load {
     /// from the front of its receive queue), so an unbounded burst measures that, not the path.
     #[arg(long, default_value_t = 1000)]
     window: u64,
+    /// The receiving clients (of both paths) acknowledge every read at once (`TCP_QUICKACK`).
+    /// Without it they are ordinary clients: Linux delays their ACKs up to 40 ms, and InspIRCd,
+    /// which writes with Nagle's algorithm on, holds the next lines until that ACK comes.
+    #[arg(long)]
+    quickack: bool,
     /// Skip the direct path (when profiling the daemon).
     #[arg(long)]
     no_direct: bool,
@@ -192,6 +197,7 @@ where
             sending_done: done_rx,
         },
         progress,
+        load.quickack,
     ));
     let sent = send.await;
     let _ = done_tx.send(true);
@@ -301,12 +307,13 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
         .map_or_else(|| "burst".to_owned(), |r| format!("{r}/s"));
     let path = if from_api { "api->irc" } else { "irc->irc" };
     println!(
-        "{path} {mode} n={n} window={window} pad={pad} | direct: {direct} | passerelle: {bridged} | \
+        "{path} {mode} n={n} window={window} pad={pad} quickack={quickack} | direct: {direct} | passerelle: {bridged} | \
          throughput {ratio:.1}% of direct, p50 {p50:+.2}ms p99 {p99:+.2}ms over direct | \
          daemon rss idle={idle} peak={peak} stopped_cleanly={clean}",
         n = load.messages,
         window = load.window,
         pad = load.pad,
+        quickack = load.quickack,
         ratio = 100.0 * bridged.throughput / direct.throughput.max(f64::MIN_POSITIVE),
         p50 = (bridged.p50_us as f64 - direct.p50_us as f64) / 1000.0,
         p99 = (bridged.p99_us as f64 - direct.p99_us as f64) / 1000.0,
