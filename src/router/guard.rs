@@ -123,7 +123,11 @@ impl RouteGuard {
         if modifies && !dest_rights.delete {
             return Err(Refusal::DestinationMayNotDelete);
         }
-        let of = |a: &AccountId, r: &RoomId| self.members.get(a).and_then(|rooms| rooms.get(r.as_str().as_bytes()));
+        let of = |a: &AccountId, r: &RoomId| {
+            self.members
+                .get(a)
+                .and_then(|rooms| rooms.get(r.as_str().as_bytes()))
+        };
         let linked = match (of(origin.0, origin.1), of(dest.0, dest.1)) {
             (Some(from), Some(to)) => from.iter().any(|f| {
                 f.direction.feeds()
