@@ -10,6 +10,7 @@
 
 mod daemon;
 mod irc;
+mod matrix;
 mod tally;
 
 use anyhow::{Context, Result, bail};
@@ -37,6 +38,10 @@ enum Scenario {
     /// HTTP API → IRC: posts to the message API, bridged into an IRC channel; direct baseline:
     /// IRC → IRC in one channel (the destination side's own limit).
     Api(Load),
+    /// Matrix → IRC: a Matrix user's messages, bridged by the daemon's Matrix bot into an IRC
+    /// channel; direct baseline: the same user's messages read by another Matrix user (Synapse
+    /// from the testkit's Python venv). `--window` does not apply: each message is one request.
+    Matrix(Load),
     /// Start-up to ready and idle memory on a configuration (the example by default), started
     /// `--runs` times, each on a new store and again on the store it left.
     Startup(Startup),
@@ -104,6 +109,7 @@ async fn main() {
     let result = match cli.scenario {
         Scenario::Irc(load) => irc_to_irc(load, false).await,
         Scenario::Api(load) => irc_to_irc(load, true).await,
+        Scenario::Matrix(load) => matrix::matrix_to_irc(load).await,
         Scenario::Startup(s) => startup(s).await,
     };
     if let Err(e) = result {
@@ -185,20 +191,32 @@ async fn measure<F>(
 where
     F: std::future::Future<Output = Result<(u64, Box<dyn std::any::Any + Send>)>>,
 {
+    let (messages, quickack) = (load.messages, load.quickack);
+    measure_with(
+        load,
+        run,
+        move |until| {
+            tokio::spawn(receiver.receive(run, messages, clock, until, progress, quickack))
+        },
+        send,
+    )
+    .await
+}
+
+/// Runs one path with any receiver: `start_reading` spawns it (told when to stop), then `send`
+/// writes; the figures.
+async fn measure_with<R, F>(load: &Load, run: u32, start_reading: R, send: F) -> Result<Figures>
+where
+    R: FnOnce(irc::Until) -> tokio::task::JoinHandle<Result<Vec<tally::Arrival>>>,
+    F: std::future::Future<Output = Result<(u64, Box<dyn std::any::Any + Send>)>>,
+{
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let deadline = Instant::now() + Duration::from_secs(load.timeout_secs);
-    let reading = tokio::spawn(receiver.receive(
-        run,
-        load.messages,
-        clock,
-        irc::Until {
-            idle: Duration::from_secs(load.idle_secs),
-            deadline,
-            sending_done: done_rx,
-        },
-        progress,
-        load.quickack,
-    ));
+    let reading = start_reading(irc::Until {
+        idle: Duration::from_secs(load.idle_secs),
+        deadline,
+        sending_done: done_rx,
+    });
     let sent = send.await;
     let _ = done_tx.send(true);
     let arrivals = reading.await.context("the receiver failed")??;

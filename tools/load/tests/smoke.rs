@@ -1,5 +1,5 @@
-//! The load tool itself, end to end on small runs: real InspIRCd, the real daemon (the debug build
-//! beside the tool), the figures line parsed back. The real measurements are in
+//! The load tool itself, end to end on small runs: real InspIRCd and Synapse, the real daemon
+//! (the debug build beside the tool), the figures line parsed back. The real measurements are in
 //! `docs/performance.md`; these only prove the tool counts what arrives.
 
 use std::process::Command;
@@ -103,4 +103,13 @@ fn start_up_is_timed_on_the_example_config() {
     assert!(line.contains("new store: min="), "{line}");
     assert!(line.contains("existing store: min="), "{line}");
     assert!(line.contains("idle rss max="), "{line}");
+}
+
+#[test]
+fn a_matrix_burst_is_counted_on_both_paths() {
+    let line = run(&["matrix", "--messages", "40", "--idle-secs", "5"]);
+    assert!(line.starts_with("matrix->irc burst n=40"), "{line}");
+    assert_all_arrived(&line, "direct:", "40");
+    assert_all_arrived(&line, "passerelle:", "40");
+    assert!(line.contains("stopped_cleanly=true"), "{line}");
 }
