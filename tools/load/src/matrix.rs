@@ -168,7 +168,12 @@ pub async fn matrix_to_irc(load: Load) -> Result<()> {
         .await?;
     // The bot joins on invite.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !alice.members(&bridged_room).await.iter().any(|m| m == BRIDGE) {
+    while !alice
+        .members(&bridged_room)
+        .await
+        .iter()
+        .any(|m| m == BRIDGE)
+    {
         if Instant::now() >= deadline {
             bail!(
                 "the daemon's Matrix bot never joined the room; its log is in {}",
