@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and runs every test:
 # formatting, clippy (warnings are errors) and the whole workspace's tests, the end-to-end tests
-# against a real ngIRCd and a real Synapse on loopback included; then a short run of every fuzz
-# target.
+# against real ngIRCd, InspIRCd, Prosody and Synapse servers on loopback included; then a short
+# run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ missing=()
 # InspIRCd, whose flood control can be turned off, for the long fault-injection runs.
 [ -x /usr/sbin/inspircd ] || command -v inspircd >/dev/null 2>&1 || missing+=(inspircd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # throwaway certificates for TLS tests
+# Prosody, the XMPP server (accounts, a MUC component, HTTP file sharing, external components).
+[ -x /usr/bin/prosody ] || command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   # Keep the packages' own services from starting: the tests run their own.

@@ -19,6 +19,7 @@ pub mod harness;
 pub mod http_bridge;
 pub mod irc_client;
 pub mod matrix_client;
+pub mod prosody;
 pub mod servers;
 pub mod synapse;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn find_binary(env: &str, names: &[&str]) -> PathBuf {
+pub(crate) fn find_binary(env: &str, names: &[&str]) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
         return PathBuf::from(path);
     }
@@ -60,6 +60,12 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 /// Makes a throwaway CA and a certificate for 127.0.0.1 / localhost signed by it, in `dir`.
 /// Returns the CA file.
 fn make_certificates(dir: &std::path::Path) -> PathBuf {
+    make_certificates_for(dir, &["localhost"])
+}
+
+/// Makes a throwaway CA (`ca.pem`) and a certificate (`server.pem`, `server.key`) for 127.0.0.1
+/// and the DNS `names`, signed by it, in `dir`. Returns the CA file.
+pub(crate) fn make_certificates_for(dir: &std::path::Path, names: &[&str]) -> PathBuf {
     openssl(
         dir,
         &[
@@ -95,7 +101,10 @@ fn make_certificates(dir: &std::path::Path) -> PathBuf {
     );
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName=IP:127.0.0.1{}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            names.iter().map(|n| format!(",DNS:{n}")).collect::<String>()
+        ),
     )
     .expect("write ext.cnf");
     openssl(
@@ -225,7 +234,7 @@ impl Ngircd {
 }
 
 /// Starts `command` with its output in `log`.
-fn spawn_logged(mut command: Command, log: &std::path::Path) -> Child {
+pub(crate) fn spawn_logged(mut command: Command, log: &std::path::Path) -> Child {
     let log = std::fs::File::create(log).expect("log file");
     command
         .stdin(Stdio::null())

@@ -1,0 +1,178 @@
+//! A throwaway Prosody XMPP server on loopback (Debian package `prosody`; `PASSERELLE_PROSODY`
+//! overrides the binary, `PASSERELLE_PROSODYCTL` its control tool): one virtual host `localhost`
+//! with local accounts, a multi-user chat component `muc.localhost`, HTTP file sharing
+//! (XEP-0363) on `upload.localhost` served over plain HTTP on 127.0.0.1, and an external component
+//! (XEP-0114) `bridge.localhost`. Client connections need TLS (STARTTLS or direct TLS) with a
+//! certificate signed by a throwaway CA ([`Prosody::ca`]). Stopped by PID when dropped.
+
+use crate::servers::{find_binary, make_certificates_for, spawn_logged, wait_for_port};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The virtual host.
+pub const DOMAIN: &str = "localhost";
+/// The multi-user chat component.
+pub const MUC: &str = "muc.localhost";
+/// The HTTP file share component.
+pub const UPLOAD: &str = "upload.localhost";
+/// The external component (XEP-0114), and its secret.
+pub const COMPONENT: &str = "bridge.localhost";
+/// The external component's shared secret.
+pub const COMPONENT_SECRET: &str = "component-secret";
+
+/// A running Prosody.
+pub struct Prosody {
+    child: Option<Child>,
+    /// Client-to-server port (STARTTLS).
+    pub c2s_port: u16,
+    /// Client-to-server port with TLS from the first byte (XEP-0368).
+    pub c2s_tls_port: u16,
+    /// External component port (XEP-0114).
+    pub component_port: u16,
+    /// HTTP port (file sharing).
+    pub http_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Prosody {
+    /// Starts a server on free ports and waits until it accepts connections.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        make_certificates_for(dir.path(), &[DOMAIN, MUC, UPLOAD, COMPONENT]);
+        std::fs::create_dir_all(dir.path().join("data")).expect("data directory");
+        let mut server = Self {
+            child: None,
+            c2s_port: crate::free_port(),
+            c2s_tls_port: crate::free_port(),
+            component_port: crate::free_port(),
+            http_port: crate::free_port(),
+            dir,
+        };
+        std::fs::write(server.config(), server.config_text()).expect("write prosody.cfg.lua");
+        server.spawn();
+        server
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("prosody.cfg.lua")
+    }
+
+    fn config_text(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            r#"-- Throwaway test server: loopback only, no server-to-server, no rate limits.
+run_as_root = true
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/data"
+certificates = "{d}"
+admins = {{}}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "smacks"; "carbons"; "posix" }}
+modules_disabled = {{ "s2s" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s} }}
+c2s_direct_tls_ports = {{ {c2s_tls} }}
+component_ports = {{ {component} }}
+component_interfaces = {{ "127.0.0.1" }}
+http_ports = {{ {http} }}
+http_interfaces = {{ "127.0.0.1" }}
+https_ports = {{}}
+s2s_ports = {{}}
+http_external_url = "http://127.0.0.1:{http}/"
+authentication = "internal_hashed"
+storage = "internal"
+c2s_require_encryption = true
+limits = {{ c2s = {{ rate = "1000mb/s" }} }}
+log = {{ info = "{d}/prosody.log" }}
+ssl = {{ certificate = "{d}/server.pem"; key = "{d}/server.key" }}
+
+VirtualHost "{DOMAIN}"
+
+Component "{MUC}" "muc"
+
+Component "{UPLOAD}" "http_file_share"
+  http_file_share_size_limit = 10485760
+
+Component "{COMPONENT}"
+  component_secret = "{COMPONENT_SECRET}"
+"#,
+            c2s = self.c2s_port,
+            c2s_tls = self.c2s_tls_port,
+            component = self.component_port,
+            http = self.http_port,
+        )
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(find_binary("PASSERELLE_PROSODY", &["prosody"]));
+        command.arg("--config").arg(self.config()).arg("-F");
+        self.child = Some(spawn_logged(command, &self.dir.path().join("out.log")));
+        for port in [self.c2s_port, self.component_port, self.http_port] {
+            assert!(
+                wait_for_port(port, Duration::from_secs(15)),
+                "prosody did not listen on {port} within 15 s; its log: {}",
+                self.log()
+            );
+        }
+    }
+
+    /// The CA that signed the server's certificate (for `SSL_CERT_FILE` or a client's roots).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The server's directory (config, log, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What the server logged (never message text: Prosody logs at `info` here).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
+    }
+
+    /// Creates the account `user@localhost`.
+    pub fn register(&self, user: &str, password: &str) {
+        let status = Command::new(find_binary("PASSERELLE_PROSODYCTL", &["prosodyctl"]))
+            .arg("--config")
+            .arg(self.config())
+            .args(["register", user, DOMAIN, password])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run prosodyctl");
+        assert!(status.success(), "registering {user}@{DOMAIN} failed");
+    }
+
+    /// Stops the server (SIGTERM by PID, then SIGKILL after 10 s) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg(child.id().to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            for _ in 0..100 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops and starts the server again on the same ports, with the same accounts and rooms.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
