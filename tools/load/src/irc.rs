@@ -176,12 +176,10 @@ impl Client {
             mut writer,
             ..
         } = self;
-        let mut arrivals = Vec::with_capacity(count as usize);
-        let mut seen = vec![false; count as usize];
-        let mut distinct = 0u64;
+        let mut log = tally::Log::new(count);
         let mut buf = String::new();
         let mut last_arrival = Instant::now();
-        while distinct < count {
+        while log.distinct < count {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -215,24 +213,15 @@ impl Client {
             if !l.contains(" PRIVMSG ") {
                 continue;
             }
-            if let Some((seq, sent_us)) = tally::parse(run, l) {
-                arrivals.push(Arrival {
-                    seq,
-                    sent_us,
-                    recv_us,
-                });
-                if let Some(slot) = seen.get_mut(seq as usize)
-                    && !*slot
-                {
-                    *slot = true;
-                    distinct += 1;
-                    progress.arrived.store(distinct, Ordering::Release);
+            if let Some(first) = log.record(run, l, recv_us) {
+                if first {
+                    progress.arrived.store(log.distinct, Ordering::Release);
                     progress.notify.notify_one();
                 }
                 last_arrival = Instant::now();
             }
         }
-        Ok(arrivals)
+        Ok(log.arrivals)
     }
 }
 

@@ -344,6 +344,28 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
     Ok(())
 }
 
+/// For senders that write one message per request: waits until message `seq` is due (when
+/// paced), then its send time and text (the tag, then `filler` when there is one).
+async fn next_message(
+    load: &Load,
+    run: u32,
+    seq: u64,
+    clock: Instant,
+    filler: &str,
+) -> (u64, String) {
+    if let Some(rate) = load.rate {
+        let due = clock + Duration::from_secs_f64(seq as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    let sent = clock.elapsed().as_micros() as u64;
+    let mut text = tally::tag(run, seq, sent);
+    if !filler.is_empty() {
+        text.push(' ');
+        text.push_str(filler);
+    }
+    (sent, text)
+}
+
 /// Posts the tagged messages to the API one after another (each answered once stored), paced or
 /// as fast as answers come.
 async fn post_all(
@@ -359,17 +381,8 @@ async fn post_all(
     let filler = "x".repeat(load.pad);
     let mut first = None;
     for seq in 0..load.messages {
-        if let Some(rate) = load.rate {
-            let due = clock + Duration::from_secs_f64(seq as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let sent = clock.elapsed().as_micros() as u64;
+        let (sent, text) = next_message(load, run, seq, clock, &filler).await;
         first.get_or_insert(sent);
-        let mut text = tally::tag(run, seq, sent);
-        if load.pad > 0 {
-            text.push(' ');
-            text.push_str(&filler);
-        }
         let body = serde_json::json!({"text": text, "username": "load", "gateway": "load"});
         let status = http
             .post(&url)

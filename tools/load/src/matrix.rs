@@ -6,7 +6,7 @@
 use crate::daemon::{Daemon, mib};
 use crate::irc;
 use crate::tally::{self, Arrival, Figures};
-use crate::{Load, measure_with, run_id};
+use crate::{Load, measure_with, next_message, run_id};
 use anyhow::{Result, bail};
 use passerelle_testkit::free_port;
 use passerelle_testkit::matrix_client::MatrixUser;
@@ -67,17 +67,8 @@ async fn send(
     let filler = "x".repeat(load.pad);
     let mut first = None;
     for seq in 0..load.messages {
-        if let Some(rate) = load.rate {
-            let due = clock + Duration::from_secs_f64(seq as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let sent = clock.elapsed().as_micros() as u64;
+        let (sent, text) = next_message(load, run, seq, clock, &filler).await;
         first.get_or_insert(sent);
-        let mut text = tally::tag(run, seq, sent);
-        if load.pad > 0 {
-            text.push(' ');
-            text.push_str(&filler);
-        }
         user.say(room, &text).await;
     }
     Ok((first.unwrap_or(0), Box::new(())))
@@ -93,11 +84,9 @@ pub async fn receive(
     clock: Instant,
     until: irc::Until,
 ) -> Result<Vec<Arrival>> {
-    let mut arrivals = Vec::with_capacity(count as usize);
-    let mut seen = vec![false; count as usize];
-    let mut distinct = 0u64;
+    let mut log = tally::Log::new(count);
     let mut last_arrival = Instant::now();
-    while distinct < count {
+    while log.distinct < count {
         let now = Instant::now();
         if now >= until.deadline {
             break;
@@ -113,22 +102,11 @@ pub async fn receive(
             continue;
         };
         let recv_us = clock.elapsed().as_micros() as u64;
-        if let Some((seq, sent_us)) = tally::parse(run, event.body()) {
-            arrivals.push(Arrival {
-                seq,
-                sent_us,
-                recv_us,
-            });
-            if let Some(slot) = seen.get_mut(seq as usize)
-                && !*slot
-            {
-                *slot = true;
-                distinct += 1;
-            }
+        if log.record(run, event.body(), recv_us).is_some() {
             last_arrival = Instant::now();
         }
     }
-    Ok(arrivals)
+    Ok(log.arrivals)
 }
 
 /// The scenario.

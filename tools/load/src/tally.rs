@@ -42,6 +42,46 @@ pub struct Arrival {
     pub recv_us: u64,
 }
 
+/// What a receiver read so far: every tagged arrival of its run, in order, and how many distinct
+/// messages they were.
+pub struct Log {
+    /// The arrivals, in the order read.
+    pub arrivals: Vec<Arrival>,
+    seen: Vec<bool>,
+    /// Distinct messages among them.
+    pub distinct: u64,
+}
+
+impl Log {
+    /// A log for a run of `count` messages.
+    pub fn new(count: u64) -> Self {
+        Self {
+            arrivals: Vec::with_capacity(count as usize),
+            seen: vec![false; count as usize],
+            distinct: 0,
+        }
+    }
+
+    /// Records `text` read at `recv_us` if it carries a tag of run `run`: `None` when it does
+    /// not, else whether it was the message's first arrival.
+    pub fn record(&mut self, run: u32, text: &str, recv_us: u64) -> Option<bool> {
+        let (seq, sent_us) = parse(run, text)?;
+        self.arrivals.push(Arrival {
+            seq,
+            sent_us,
+            recv_us,
+        });
+        let first = self
+            .seen
+            .get_mut(seq as usize)
+            .is_some_and(|slot| !std::mem::replace(slot, true));
+        if first {
+            self.distinct += 1;
+        }
+        Some(first)
+    }
+}
+
 /// The figures of one path.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Figures {
@@ -178,5 +218,26 @@ mod tests {
         assert_eq!((f.p50_us, f.p99_us, f.max_us), (2_980, 3_990, 3_990));
         // 3 distinct arrivals over 4 ms.
         assert!((f.throughput - 750.0).abs() < 1e-6, "{}", f.throughput);
+    }
+
+    #[test]
+    fn a_log_keeps_every_arrival_and_counts_each_message_once() {
+        let mut log = Log::new(3);
+        assert_eq!(log.record(1, "<pin> chatter", 10), None);
+        assert_eq!(log.record(1, &tag(2, 0, 5), 11), None, "another run");
+        assert_eq!(
+            log.record(1, &format!("<da> {}", tag(1, 2, 5)), 12),
+            Some(true)
+        );
+        assert_eq!(log.record(1, &tag(1, 2, 5), 13), Some(false), "a repeat");
+        assert_eq!(
+            log.record(1, &tag(1, 9, 5), 14),
+            Some(false),
+            "beyond the run"
+        );
+        assert_eq!(log.record(1, &tag(1, 0, 6), 15), Some(true));
+        assert_eq!(log.distinct, 2);
+        let seqs: Vec<u64> = log.arrivals.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, [2, 2, 9, 0]);
     }
 }
