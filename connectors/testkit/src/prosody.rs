@@ -145,20 +145,9 @@ Component "{COMPONENT}"
         assert!(status.success(), "registering {user}@{DOMAIN} failed");
     }
 
-    /// Stops the server (SIGTERM by PID, then SIGKILL after 10 s) and waits for it.
+    /// Stops the server (by its PID) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg(child.id().to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            for _ in 0..100 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
             let _ = child.kill();
             let _ = child.wait();
         }

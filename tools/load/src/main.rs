@@ -320,16 +320,42 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
     let peak_rss = daemon.peak_rss_kib();
     let clean = daemon.stop();
 
+    let path = if from_api { "api->irc" } else { "irc->irc" };
+    report(
+        path,
+        &load,
+        Some(load.window),
+        &direct,
+        &bridged,
+        (idle_rss, peak_rss),
+        clean,
+    );
+    if load.keep.is_none() {
+        drop(temp);
+    }
+    Ok(())
+}
+
+/// Prints a run's one line: both paths' figures, their ratio and the daemon's memory
+/// (`window` only where the path has one).
+fn report(
+    path: &str,
+    load: &Load,
+    window: Option<u64>,
+    direct: &Figures,
+    bridged: &Figures,
+    (idle_rss, peak_rss): (Option<u64>, Option<u64>),
+    clean: bool,
+) {
     let mode = load
         .rate
         .map_or_else(|| "burst".to_owned(), |r| format!("{r}/s"));
-    let path = if from_api { "api->irc" } else { "irc->irc" };
+    let window = window.map_or_else(String::new, |w| format!(" window={w}"));
     println!(
-        "{path} {mode} n={n} window={window} pad={pad} quickack={quickack} | direct: {direct} | passerelle: {bridged} | \
+        "{path} {mode} n={n}{window} pad={pad} quickack={quickack} | direct: {direct} | passerelle: {bridged} | \
          throughput {ratio:.1}% of direct, p50 {p50:+.2}ms p99 {p99:+.2}ms over direct | \
          daemon rss idle={idle} peak={peak} stopped_cleanly={clean}",
         n = load.messages,
-        window = load.window,
         pad = load.pad,
         quickack = load.quickack,
         ratio = 100.0 * bridged.throughput / direct.throughput.max(f64::MIN_POSITIVE),
@@ -338,10 +364,6 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
         idle = mib(idle_rss),
         peak = mib(peak_rss),
     );
-    if load.keep.is_none() {
-        drop(temp);
-    }
-    Ok(())
 }
 
 /// For senders that write one message per request: waits until message `seq` is due (when

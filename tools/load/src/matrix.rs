@@ -3,10 +3,10 @@
 //! the same homeserver (the source side's own limit: every message is one client-server request
 //! and one `/sync` away on both paths).
 
-use crate::daemon::{Daemon, mib};
+use crate::daemon::Daemon;
 use crate::irc;
 use crate::tally::{self, Arrival, Figures};
-use crate::{Load, measure_with, next_message, run_id};
+use crate::{Load, measure_with, next_message, report, run_id};
 use anyhow::{Result, bail};
 use passerelle_testkit::free_port;
 use passerelle_testkit::matrix_client::MatrixUser;
@@ -205,20 +205,14 @@ pub async fn matrix_to_irc(load: Load) -> Result<()> {
     let clean = daemon.stop();
     drop(hs);
 
-    let mode = load
-        .rate
-        .map_or_else(|| "burst".to_owned(), |r| format!("{r}/s"));
-    println!(
-        "matrix->irc {mode} n={n} pad={pad} quickack={quickack} | direct: {direct} | passerelle: {bridged} | \
-         throughput {ratio:.1}% of direct, p50 {p50:+.2}ms p99 {p99:+.2}ms over direct | \
-         daemon rss idle={idle} peak={peak} stopped_cleanly={clean}",
-        n = load.messages,
-        pad = load.pad,
-        ratio = 100.0 * bridged.throughput / direct.throughput.max(f64::MIN_POSITIVE),
-        p50 = (bridged.p50_us as f64 - direct.p50_us as f64) / 1000.0,
-        p99 = (bridged.p99_us as f64 - direct.p99_us as f64) / 1000.0,
-        idle = mib(idle_rss),
-        peak = mib(peak_rss),
+    report(
+        "matrix->irc",
+        &load,
+        None,
+        &direct,
+        &bridged,
+        (idle_rss, peak_rss),
+        clean,
     );
     if load.keep.is_none() {
         drop(temp);
