@@ -18,6 +18,8 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_api::ApiFactory));
     #[cfg(feature = "matrix")]
     all.push(Arc::new(passerelle_matrix::MatrixFactory));
+    #[cfg(feature = "xmpp")]
+    all.push(Arc::new(passerelle_xmpp::XmppFactory));
     all
 }
 

@@ -3,7 +3,6 @@
 
 use crate::config::Settings;
 use crate::line::MAX_INBOUND_LINE;
-use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -32,29 +31,13 @@ pub async fn connect(settings: &Settings) -> Result<Box<dyn Stream>, String> {
     if !settings.tls {
         return Ok(Box::new(tcp));
     }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &settings.tls_ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = passerelle_sdk::tls::client_config(settings.tls_ca_file.as_deref())
+        .map_err(|e| format!("tls_ca_file {e}"))?;
     let name = rustls::pki_types::ServerName::try_from(settings.server.clone())
         .map_err(|_| format!("{} is not a valid TLS server name", settings.server))?;
     let tls = tokio::time::timeout(
         settings.connect_timeout,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
     )
     .await
     .map_err(|_| "TLS handshake timed out".to_owned())?

@@ -13,6 +13,7 @@
 //! - [`error`]: typed errors for running, sending and configuring.
 //! - [`state`]: a key-value handle for connector-private state kept in the daemon's store.
 //! - [`secret`]: [`Secret`], a string that never prints, and the `*_file` resolution rule.
+//! - `tls` (feature `tls`): one rustls client set-up with an operator's CA file.
 //! - [`config`]: parsing a connector's typed config table with errors that name the key path.
 //!
 //! ## Writing a connector
@@ -35,6 +36,8 @@ pub mod ids;
 pub mod links;
 pub mod secret;
 pub mod state;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use caps::{Capabilities, Limits};
 pub use connector::{

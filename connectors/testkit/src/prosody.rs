@@ -89,6 +89,8 @@ ssl = {{ certificate = "{d}/server.pem"; key = "{d}/server.key" }}
 VirtualHost "{DOMAIN}"
 
 Component "{MUC}" "muc"
+  modules_enabled = {{ "muc_mam" }}
+  muc_room_default_persistent = true
 
 Component "{UPLOAD}" "http_file_share"
   http_file_share_size_limit = 10485760

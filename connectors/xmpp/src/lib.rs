@@ -1,0 +1,92 @@
+//! # passerelle-xmpp
+//!
+//! The XMPP connector (`kind = "xmpp"`), on tokio-xmpp's XML streams and xmpp-parsers: a client
+//! account (STARTTLS or direct TLS, SASL SCRAM/PLAIN) that joins multi-user chat rooms and talks
+//! with configured people directly.
+//!
+//! Rooms are room addresses (`room@conference.example.org`) or `dm:user@example.org` for the
+//! direct chat with one person; a direct message from anyone else, and a private message from a
+//! room occupant, is never bridged. Corrections, replies, reactions, retractions, moderation,
+//! stable ids, occupant ids, out-of-band links and `/me` are mapped both ways where XMPP has
+//! them (see [`stanza`]).
+//!
+//! ## Layout
+//! - [`config`]: the account's typed config, and what a room id may be.
+//! - [`transport`]: TCP, TLS, login and binding.
+//! - [`stanza`]: message stanzas ↔ the event model, without I/O.
+//! - [`memory`]: ids, reaction sets and the last message seen, per room, in the connector state.
+//! - [`session`]: one connection: joins, the read/send loop, confirmations, keep-alive.
+
+pub mod config;
+pub mod memory;
+pub mod session;
+pub mod stanza;
+pub mod transport;
+
+use futures::future::BoxFuture;
+use passerelle_sdk::{
+    BuildContext, Capabilities, ConfigIssue, Connector, ConnectorError, ConnectorFactory,
+    ConnectorIo, Limits,
+};
+
+/// Builds XMPP connectors.
+pub struct XmppFactory;
+
+impl ConnectorFactory for XmppFactory {
+    fn kind(&self) -> &'static str {
+        "xmpp"
+    }
+
+    fn build(
+        &self,
+        _ctx: &BuildContext,
+        table: serde_json::Value,
+    ) -> Result<Box<dyn Connector>, Vec<ConfigIssue>> {
+        Ok(Box::new(XmppConnector {
+            settings: config::XmppConfig::parse(table)?,
+        }))
+    }
+}
+
+/// One XMPP account.
+pub struct XmppConnector {
+    settings: config::Settings,
+}
+
+impl Connector for XmppConnector {
+    fn capabilities(&self) -> Capabilities {
+        // One account speaks for everyone: the core puts the sender's name in the text.
+        Capabilities {
+            edits: true,
+            deletes: true,
+            reactions: true,
+            replies: true,
+            ..Capabilities::default()
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_text_bytes: Some(stanza::MAX_BODY_BYTES),
+            max_upload_bytes: None,
+        }
+    }
+
+    fn check_room(&self, room: &passerelle_sdk::RoomId) -> Result<(), String> {
+        config::parse_room(room.as_str()).map(|_| ())
+    }
+
+    fn run<'a>(
+        self: Box<Self>,
+        io: &'a mut ConnectorIo,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let session = tokio::select! {
+                _ = io.shutdown.cancelled() => return Ok(()),
+                s = session::Session::open(&self.settings, io) => s?,
+            };
+            tracing::info!(account = %io.account, jid = %session.jid(), "XMPP logged in");
+            session.run(io).await
+        })
+    }
+}

@@ -1,0 +1,930 @@
+//! One connection: initial presence, room joins (nick fallback, passwords, history only for
+//! catch-up), the read/send loop, keep-alive, and the confirmation of every send.
+//!
+//! A send is answered only when the server has it: in a room, when the room echoes our message
+//! back (with the id it stamped, which becomes the receipt); in a direct chat, when a ping sent
+//! right after it is answered (the server handles a stream's stanzas in order). A send still
+//! unconfirmed when the connection drops is answered `Disconnected`, and the daemon sends it
+//! again on the next connection. After a reconnect each room is asked for the messages since the
+//! last one seen (`catch_up_secs`); the daemon drops the ones it already has by their ids. So a
+//! dropped connection or a server restart loses nothing and duplicates nothing.
+
+use crate::config::{RoomKind, Settings, parse_room};
+use crate::memory::{Known, Memory};
+use crate::stanza::{self, Parsed, What};
+use crate::transport::{self, Read, Stream};
+use passerelle_sdk::{
+    ConnectionState, ConnectorError, ConnectorIo, Content, EmitError, Event, EventKind,
+    MembershipChange, MessageKind, Outbound, Receipt, RoomId, SendError, Sender, Text, Timestamp,
+};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::disco::{DiscoInfoQuery, DiscoInfoResult, Identity};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::muc::muc::History;
+use tokio_xmpp::parsers::muc::user::{MucUser, Status};
+use tokio_xmpp::parsers::muc::Muc;
+use tokio_xmpp::parsers::ping::Ping;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::xmlstream::XmppStreamElement;
+use tokio_xmpp::Stanza;
+
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// How long shutdown waits for the confirmations of sends already made.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// The features we answer disco#info queries with.
+const FEATURES: [&str; 9] = [
+    "http://jabber.org/protocol/disco#info",
+    "urn:xmpp:ping",
+    "urn:xmpp:message-correct:0",
+    "urn:xmpp:reply:0",
+    "urn:xmpp:reactions:0",
+    "urn:xmpp:message-retract:1",
+    "urn:xmpp:sid:0",
+    "urn:xmpp:fallback:0",
+    "jabber:x:oob",
+];
+
+/// One room we serve.
+struct Room {
+    id: RoomId,
+    /// Which of the configured nicks we are trying or have.
+    nick_index: usize,
+    nick: String,
+    joined: bool,
+    /// Refused for good (wrong password, banned...): sends are refused.
+    failed: Option<String>,
+    /// The room sent the subject that closes the join (later subjects are changes).
+    subject_seen: bool,
+    /// Our occupant id, when the room gives them.
+    occupant_id: Option<String>,
+    /// Other occupants: nick → occupant id.
+    occupants: HashMap<String, Option<String>>,
+}
+
+/// A send waiting for the server's confirmation.
+struct Pending {
+    outbound: Outbound,
+    deadline: Instant,
+    /// Whether it was a message of ours that later corrections may name.
+    remember: bool,
+}
+
+/// A live connection.
+pub struct Session<'s> {
+    settings: &'s Settings,
+    stream: Stream,
+    me: FullJid,
+    /// Our server, which keep-alive and confirmation pings go to.
+    server: Jid,
+    rooms: HashMap<BareJid, Room>,
+    directs: HashMap<BareJid, RoomId>,
+    memory: Memory,
+    /// Sends awaiting confirmation, by (room address, our message id).
+    pending: HashMap<(String, String), Pending>,
+    /// Ping ids whose answers confirm direct-chat sends.
+    barriers: HashMap<String, (String, String)>,
+    next_id: u64,
+}
+
+fn now_ms() -> u64 {
+    Timestamp::now().0
+}
+
+impl<'s> Session<'s> {
+    /// Connects, logs in, and joins every room.
+    pub async fn open(
+        settings: &'s Settings,
+        io: &ConnectorIo,
+    ) -> Result<Session<'s>, ConnectorError> {
+        let (stream, me) = transport::open(settings).await?;
+        let mut rooms = HashMap::new();
+        let mut directs = HashMap::new();
+        for room in &io.rooms {
+            match parse_room(room.as_str()) {
+                Ok(RoomKind::Muc(jid)) => {
+                    rooms.insert(
+                        jid,
+                        Room {
+                            id: room.clone(),
+                            nick_index: 0,
+                            nick: settings.nicks[0].clone(),
+                            joined: false,
+                            failed: None,
+                            subject_seen: false,
+                            occupant_id: None,
+                            occupants: HashMap::new(),
+                        },
+                    );
+                }
+                Ok(RoomKind::Direct(jid)) => {
+                    directs.insert(jid, room.clone());
+                }
+                Err(why) => tracing::warn!(%room, %why, "not an XMPP room; skipped"),
+            }
+        }
+        let memory = Memory::load(
+            &io.state,
+            rooms
+                .values()
+                .map(|r| r.id.as_str())
+                .chain(directs.values().map(|r| r.as_str())),
+        )
+        .await;
+        let server = Jid::new(me.domain().as_str())
+            .map_err(|e| ConnectorError::Disconnected(format!("the server bound a bad JID: {e}")))?;
+        let mut session = Session {
+            settings,
+            stream,
+            me,
+            server,
+            rooms,
+            directs,
+            memory,
+            pending: HashMap::new(),
+            barriers: HashMap::new(),
+            next_id: 0,
+        };
+        // Available, so that direct messages (and those kept offline) are delivered to us.
+        transport::send(&mut session.stream, Presence::available()).await?;
+        let addresses: Vec<BareJid> = session.rooms.keys().cloned().collect();
+        for room in addresses {
+            session.join(&room).await?;
+        }
+        Ok(session)
+    }
+
+    /// The JID the server bound.
+    pub fn jid(&self) -> &FullJid {
+        &self.me
+    }
+
+    fn fresh_id(&mut self, what: &str) -> String {
+        self.next_id += 1;
+        format!("pss-{what}-{}", self.next_id)
+    }
+
+    async fn join(&mut self, address: &BareJid) -> Result<(), ConnectorError> {
+        let Some(room) = self.rooms.get(address) else {
+            return Ok(());
+        };
+        let Ok(to) = address.with_resource_str(&room.nick) else {
+            tracing::warn!(room = %room.id, "the nick is not usable as an XMPP resource; trying the next");
+            return self.next_nick(address).await;
+        };
+        let last_seen = self.memory.room(room.id.as_str()).and_then(|m| m.last_seen_ms);
+        let history = match last_seen {
+            Some(seen) if !self.settings.catch_up.is_zero() => {
+                let floor = now_ms().saturating_sub(self.settings.catch_up.as_millis() as u64);
+                let since = seen.saturating_sub(1000).max(floor);
+                match chrono::DateTime::from_timestamp_millis(since as i64) {
+                    Some(t) => History::new().with_since(tokio_xmpp::parsers::date::DateTime(
+                        t.fixed_offset(),
+                    )),
+                    None => History::new().with_maxstanzas(0),
+                }
+            }
+            _ => History::new().with_maxstanzas(0),
+        };
+        let mut muc = Muc::new().with_history(history);
+        if let Some(pw) = self.settings.room_passwords.get(address.as_str()) {
+            muc = muc.with_password(pw.expose().to_owned());
+        }
+        let presence = Presence::available().with_to(to).with_payload(muc);
+        transport::send(&mut self.stream, presence).await
+    }
+
+    async fn next_nick(&mut self, address: &BareJid) -> Result<(), ConnectorError> {
+        let Some(room) = self.rooms.get_mut(address) else {
+            return Ok(());
+        };
+        room.nick_index += 1;
+        match self.settings.nicks.get(room.nick_index) {
+            Some(n) => {
+                room.nick = n.clone();
+                Box::pin(self.join(address)).await
+            }
+            None => {
+                tracing::warn!(room = %room.id, "every configured nick is taken in the room; not joined");
+                room.failed = Some("every nick is taken".into());
+                Ok(())
+            }
+        }
+    }
+
+    fn all_joins_settled(&self) -> bool {
+        self.rooms.values().all(|r| r.joined || r.failed.is_some())
+    }
+
+    /// Runs until the connection drops (`Err`) or shutdown (`Ok`).
+    pub async fn run(mut self, io: &mut ConnectorIo) -> Result<(), ConnectorError> {
+        let join_deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        let mut announced = false;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            let settled = self.all_joins_settled();
+            if !announced && (settled || tokio::time::Instant::now() >= join_deadline) {
+                announced = true;
+                for room in self.rooms.values().filter(|r| !r.joined && r.failed.is_none()) {
+                    tracing::warn!(room = %room.id, "the room has not answered the join yet; sends to it wait");
+                }
+                tracing::info!(account = %io.account, rooms = self.rooms.values().filter(|r| r.joined).count(), "XMPP rooms joined");
+                io.status.set(ConnectionState::Connected);
+            }
+            tokio::select! {
+                _ = io.shutdown.cancelled() => break Ok(()),
+                read = transport::read(&mut self.stream) => {
+                    if let Err(e) = self.on_read(io, read?).await {
+                        break Err(e);
+                    }
+                }
+                Some(out) = io.outbound.recv(), if announced => {
+                    if let Err(e) = self.on_outbound(out).await {
+                        break Err(e);
+                    }
+                }
+                _ = tick.tick() => {
+                    self.expire();
+                    self.memory.save(&io.state).await;
+                }
+                _ = tokio::time::sleep_until(join_deadline), if !announced => {}
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.finish(io).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail_pending();
+                self.memory.save(&io.state).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Shutdown: waits a little for the confirmations of sends already made, then leaves.
+    async fn finish(&mut self, io: &mut ConnectorIo) {
+        let until = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while !self.pending.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                read = transport::read(&mut self.stream) => match read {
+                    Ok(r) => {
+                        if self.on_read(io, r).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
+        self.fail_pending();
+        self.memory.save(&io.state).await;
+        let _ = transport::send(
+            &mut self.stream,
+            Presence::new(PresenceType::Unavailable),
+        )
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.shutdown()).await;
+    }
+
+    fn fail_pending(&mut self) {
+        for (_, p) in self.pending.drain() {
+            p.outbound.respond(Err(SendError::Disconnected));
+        }
+        self.barriers.clear();
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let late: Vec<(String, String)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in late {
+            if let Some(p) = self.pending.remove(&key) {
+                tracing::warn!(room = %key.0, "the server did not confirm a send in time; the daemon will send it again");
+                p.outbound.respond(Err(SendError::Disconnected));
+            }
+        }
+    }
+
+    async fn on_read(&mut self, io: &mut ConnectorIo, read: Read) -> Result<(), ConnectorError> {
+        match read {
+            Read::Idle => {
+                let id = self.fresh_id("ping");
+                let ping = Iq::from_get(id, Ping).with_to(self.server.clone());
+                transport::send(&mut self.stream, ping).await
+            }
+            Read::Malformed(why) => {
+                tracing::warn!(error = %why, "a malformed stanza from the XMPP server was skipped");
+                Ok(())
+            }
+            Read::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => {
+                self.on_message(io, m).await
+            }
+            Read::Element(XmppStreamElement::Stanza(Stanza::Presence(p))) => {
+                self.on_presence(io, p).await
+            }
+            Read::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) => self.on_iq(iq).await,
+            Read::Element(_) => Ok(()),
+        }
+    }
+
+    async fn on_iq(&mut self, iq: Iq) -> Result<(), ConnectorError> {
+        match iq {
+            Iq::Get {
+                from, id, payload, ..
+            } => {
+                let reply = if payload.is("ping", "urn:xmpp:ping") {
+                    Iq::Result {
+                        from: None,
+                        to: from,
+                        id,
+                        payload: None,
+                    }
+                } else if DiscoInfoQuery::try_from(payload.clone()).is_ok() {
+                    let info = DiscoInfoResult {
+                        node: None,
+                        identities: vec![Identity::new("client", "bot", "en", "passerelle")],
+                        features: FEATURES.iter().map(|f| f.to_string()).collect(),
+                        extensions: vec![],
+                    };
+                    Iq::Result {
+                        from: None,
+                        to: from,
+                        id,
+                        payload: Some(info.into()),
+                    }
+                } else {
+                    unavailable(from, id)
+                };
+                transport::send(&mut self.stream, reply).await
+            }
+            Iq::Set { from, id, .. } => {
+                transport::send(&mut self.stream, unavailable(from, id)).await
+            }
+            Iq::Result { id, .. } => {
+                if let Some(key) = self.barriers.remove(&id) {
+                    self.confirm(&key.0, &key.1, None);
+                }
+                Ok(())
+            }
+            Iq::Error { id, error, .. } => {
+                if let Some(key) = self.barriers.remove(&id) {
+                    // The server answered, so it had handled the message before.
+                    self.confirm(&key.0, &key.1, None);
+                } else {
+                    tracing::debug!(condition = ?error.defined_condition, "an XMPP request was refused");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers a confirmed send with its receipt, and remembers our message.
+    fn confirm(&mut self, room: &str, id: &str, stamped: Option<String>) {
+        let Some(p) = self.pending.remove(&(room.to_owned(), id.to_owned())) else {
+            return;
+        };
+        let remote = stamped.unwrap_or_else(|| id.to_owned());
+        if p.remember {
+            let room_id = p.outbound.event.room.as_str().to_owned();
+            self.memory.room_mut(&room_id).remember(Known {
+                remote: remote.clone(),
+                origin: id.to_owned(),
+                author: String::new(),
+            });
+        }
+        p.outbound.respond(Ok(Receipt {
+            remote_id: Some(remote.into()),
+        }));
+    }
+
+    async fn emit(&mut self, io: &ConnectorIo, room: &str, event: Event, seen_ms: u64) {
+        match io.emitter.emit(event).await {
+            Ok(_) => self.memory.room_mut(room).seen_at(seen_ms),
+            Err(EmitError::ShuttingDown) => {}
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "an XMPP event was not stored; catch-up after the next reconnect asks for it again")
+            }
+        }
+    }
+
+    async fn on_message(&mut self, io: &ConnectorIo, m: Message) -> Result<(), ConnectorError> {
+        let Some(from) = m.from.clone() else {
+            return Ok(());
+        };
+        let bare = from.to_bare();
+        if m.type_ == MessageType::Error {
+            let key = (bare.to_string(), m.id.as_ref().map(|i| i.0.clone()).unwrap_or_default());
+            let dm_key = (format!("dm:{bare}"), key.1.clone());
+            let condition = m
+                .payloads
+                .iter()
+                .find_map(|e| StanzaError::try_from(e.clone()).ok())
+                .map(|e| e.defined_condition);
+            for k in [key, dm_key] {
+                if let Some(p) = self.pending.remove(&k) {
+                    let err = match &condition {
+                        Some(DefinedCondition::ResourceConstraint)
+                        | Some(DefinedCondition::PolicyViolation) => SendError::RateLimited {
+                            retry_after: Duration::from_secs(5),
+                        },
+                        Some(DefinedCondition::NotAcceptable)
+                        | Some(DefinedCondition::RemoteServerTimeout)
+                        | Some(DefinedCondition::RecipientUnavailable) => SendError::Disconnected,
+                        Some(DefinedCondition::ItemNotFound) => SendError::RoomNotFound,
+                        other => SendError::Rejected(format!("the server refused it: {other:?}")),
+                    };
+                    tracing::warn!(room = %k.0, condition = ?condition, "the XMPP server refused a message");
+                    p.outbound.respond(Err(err));
+                }
+            }
+            return Ok(());
+        }
+        if self.rooms.contains_key(&bare) {
+            if m.type_ == MessageType::Groupchat {
+                return self.on_room_message(io, &bare, from, m).await;
+            }
+            if from.resource().is_some() {
+                tracing::info!(room = %bare, "a private message from a room occupant is not bridged");
+            }
+            return Ok(());
+        }
+        if let Some(room) = self.directs.get(&bare).cloned()
+            && matches!(m.type_, MessageType::Chat | MessageType::Normal)
+        {
+            return self.on_direct_message(io, &room, &bare, m).await;
+        }
+        if m.type_ != MessageType::Headline {
+            tracing::info!("a message from an XMPP address that no link serves is not bridged");
+        }
+        Ok(())
+    }
+
+    async fn on_room_message(
+        &mut self,
+        io: &ConnectorIo,
+        address: &BareJid,
+        from: Jid,
+        m: Message,
+    ) -> Result<(), ConnectorError> {
+        let parsed = stanza::parse(&m, address);
+        let Some(room) = self.rooms.get_mut(address) else {
+            return Ok(());
+        };
+        let room_id = room.id.clone();
+        let Some(nick) = from.resource().map(|r| r.to_string()) else {
+            // From the room itself: moderation, or the subject.
+            match parsed.what {
+                What::Moderated { target } => {
+                    let sender = Sender::new(address.as_str());
+                    let event = Event::new(room_id.clone(), sender, EventKind::Delete {
+                        target: target.into(),
+                    });
+                    self.emit(io, room_id.as_str(), event, now_ms()).await;
+                }
+                What::Subject(s) => self.on_subject(io, address, None, s).await,
+                _ => {}
+            }
+            return Ok(());
+        };
+        let own = nick == room.nick
+            && (room.occupant_id.is_none() || parsed.occupant_id == room.occupant_id);
+        if own {
+            if let Some(origin) = &parsed.origin {
+                self.confirm(address.as_str(), origin, parsed.stanza_id.clone());
+            }
+            return Ok(());
+        }
+        let author = parsed
+            .occupant_id
+            .clone()
+            .unwrap_or_else(|| from.to_string());
+        let mut sender = Sender::new(author.as_str());
+        sender.display_name = Some(nick);
+        if let What::Subject(s) = parsed.what {
+            self.on_subject(io, address, Some(sender), s).await;
+            return Ok(());
+        }
+        let seen = parsed.delay_ms.unwrap_or_else(now_ms);
+        for event in self.translate(room_id.as_str(), &author, sender, &parsed) {
+            self.emit(io, room_id.as_str(), event, seen).await;
+        }
+        Ok(())
+    }
+
+    async fn on_subject(
+        &mut self,
+        io: &ConnectorIo,
+        address: &BareJid,
+        sender: Option<Sender>,
+        subject: String,
+    ) {
+        let Some(room) = self.rooms.get_mut(address) else {
+            return;
+        };
+        if !room.subject_seen {
+            // The subject that ends the join is the current one, not a change.
+            room.subject_seen = true;
+            return;
+        }
+        let room_id = room.id.clone();
+        let sender = sender.unwrap_or_else(|| Sender::new(address.as_str()));
+        let event = Event::new(room_id.clone(), sender, EventKind::Topic(Text::new(subject)));
+        self.emit(io, room_id.as_str(), event, now_ms()).await;
+    }
+
+    async fn on_direct_message(
+        &mut self,
+        io: &ConnectorIo,
+        room: &RoomId,
+        from: &BareJid,
+        m: Message,
+    ) -> Result<(), ConnectorError> {
+        let parsed = stanza::parse(&m, &self.me.to_bare());
+        let author = from.to_string();
+        let sender = Sender::new(author.as_str());
+        let seen = parsed.delay_ms.unwrap_or_else(now_ms);
+        for event in self.translate(room.as_str(), &author, sender, &parsed) {
+            self.emit(io, room.as_str(), event, seen).await;
+        }
+        Ok(())
+    }
+
+    /// The events an inbound message means, checked against the memory (a correction or
+    /// retraction counts only from the author of the message it names).
+    fn translate(&mut self, room: &str, author: &str, sender: Sender, p: &Parsed) -> Vec<Event> {
+        let at = p.delay_ms.map(Timestamp);
+        let stamp = |mut e: Event| {
+            if let Some(at) = at {
+                e.at = at;
+            }
+            e
+        };
+        let memory = self.memory.room_mut(room);
+        let remote = p.remote_id().map(str::to_owned);
+        let mut events = Vec::new();
+        match &p.what {
+            What::Message {
+                text,
+                emote,
+                attachments,
+                replaces,
+            } => {
+                let content = Content {
+                    text: Text::new(text.clone()),
+                    formatted: None,
+                    kind: if *emote {
+                        MessageKind::Emote
+                    } else {
+                        MessageKind::Normal
+                    },
+                    attachments: attachments.clone(),
+                };
+                let kind = match replaces {
+                    None => EventKind::Message(content),
+                    Some(origin) => match memory.by_origin(author, origin) {
+                        Some(k) => EventKind::Edit {
+                            target: k.remote.clone().into(),
+                            content,
+                        },
+                        None => {
+                            tracing::info!(%room, "a correction of a message we do not know (or not by its author) is not bridged");
+                            return events;
+                        }
+                    },
+                };
+                if let (Some(remote), Some(origin), None) = (&remote, &p.origin, replaces) {
+                    memory.remember(Known {
+                        remote: remote.clone(),
+                        origin: origin.clone(),
+                        author: author.to_owned(),
+                    });
+                }
+                let mut e = Event::new(room, sender, kind);
+                e.remote_id = remote.map(Into::into);
+                e.reply_to = p.reply_to.clone().map(Into::into);
+                events.push(stamp(e));
+            }
+            What::Reactions { target, keys } => {
+                let (added, removed) = memory.reactions_seen(author, target, keys.clone());
+                for (key, removed) in added
+                    .into_iter()
+                    .map(|k| (k, false))
+                    .chain(removed.into_iter().map(|k| (k, true)))
+                {
+                    let e = Event::new(room, sender.clone(), EventKind::Reaction {
+                        target: target.clone().into(),
+                        key: Text::new(key),
+                        removed,
+                    });
+                    events.push(stamp(e));
+                }
+            }
+            What::Retract { target, by_origin } => {
+                let known = if *by_origin {
+                    memory.by_origin(author, target)
+                } else {
+                    memory.by_remote(target).filter(|k| k.author == author)
+                };
+                match known {
+                    Some(k) => {
+                        let mut e = Event::new(room, sender, EventKind::Delete {
+                            target: k.remote.clone().into(),
+                        });
+                        e.remote_id = remote.map(Into::into);
+                        events.push(stamp(e));
+                    }
+                    None => tracing::info!(%room, "a retraction of a message we do not know (or not by its author) is not bridged"),
+                }
+            }
+            // Moderation counts only from the room itself (handled before); subjects apart.
+            What::Moderated { .. } | What::Subject(_) | What::Nothing => {}
+        }
+        events
+    }
+
+    async fn on_presence(&mut self, io: &ConnectorIo, p: Presence) -> Result<(), ConnectorError> {
+        let Some(from) = p.from.clone() else {
+            return Ok(());
+        };
+        let address = from.to_bare();
+        let Some(nick) = from.resource().map(|r| r.to_string()) else {
+            return Ok(());
+        };
+        let Some(room) = self.rooms.get_mut(&address) else {
+            return Ok(());
+        };
+        if p.type_ == PresenceType::Error {
+            let condition = p
+                .payloads
+                .iter()
+                .find_map(|e| StanzaError::try_from(e.clone()).ok())
+                .map(|e| e.defined_condition);
+            if room.joined {
+                return Ok(());
+            }
+            if condition == Some(DefinedCondition::Conflict) {
+                tracing::info!(room = %room.id, "the nick is taken in the room; trying the next");
+                return self.next_nick(&address).await;
+            }
+            let why = match condition {
+                Some(DefinedCondition::NotAuthorized) => {
+                    "the room needs a password (room_passwords) or refused it".to_owned()
+                }
+                Some(DefinedCondition::Forbidden) => "we are banned from the room".to_owned(),
+                Some(DefinedCondition::RegistrationRequired) => {
+                    "the room is members-only and we are not a member".to_owned()
+                }
+                other => format!("the room refused us: {other:?}"),
+            };
+            tracing::warn!(room = %room.id, %why, "cannot join the XMPP room");
+            room.failed = Some(why);
+            return Ok(());
+        }
+        let user = p
+            .payloads
+            .iter()
+            .find(|e| e.is("x", NS_MUC_USER))
+            .and_then(|e| MucUser::try_from(e.clone()).ok());
+        let statuses: Vec<Status> = user.as_ref().map(|u| u.status.clone()).unwrap_or_default();
+        let occupant_id = p
+            .payloads
+            .iter()
+            .find(|e| e.is("occupant-id", stanza::NS_OCCUPANT_ID))
+            .and_then(|e| e.attr("id"))
+            .map(str::to_owned);
+        let is_self = statuses.contains(&Status::SelfPresence)
+            || (nick == room.nick && !room.joined && p.type_ != PresenceType::Unavailable);
+        if is_self {
+            if p.type_ == PresenceType::Unavailable {
+                if statuses.contains(&Status::NewNick) {
+                    return Ok(());
+                }
+                room.joined = false;
+                return Err(ConnectorError::Disconnected(format!(
+                    "removed from the room {} ({:?})",
+                    room.id, statuses
+                )));
+            }
+            room.nick = nick;
+            room.occupant_id = occupant_id;
+            if !room.joined {
+                room.joined = true;
+                room.subject_seen = false;
+                tracing::info!(room = %room.id, "joined the XMPP room");
+            }
+            if statuses.contains(&Status::RoomHasBeenCreated) {
+                // A new room stays locked until configured: accept the default configuration.
+                let id = self.fresh_id("create");
+                let form = Element::builder("query", NS_MUC_OWNER)
+                    .append(
+                        Element::builder("x", "jabber:x:data")
+                            .attr(
+                                tokio_xmpp::minidom::rxml::NcName::try_from("type")
+                                    .map_err(|e| ConnectorError::Fatal(e.to_string()))?,
+                                "submit",
+                            )
+                            .build(),
+                    )
+                    .build();
+                let iq = Iq::Set {
+                    from: None,
+                    to: Some(Jid::from(address.clone())),
+                    id,
+                    payload: form,
+                };
+                transport::send(&mut self.stream, iq).await?;
+            }
+            return Ok(());
+        }
+        let author = occupant_id
+            .clone()
+            .unwrap_or_else(|| from.to_string());
+        let mut sender = Sender::new(author.as_str());
+        sender.display_name = Some(nick.clone());
+        let room_id = room.id.clone();
+        let change = if p.type_ == PresenceType::Unavailable {
+            if statuses.contains(&Status::NewNick) {
+                room.occupants.remove(&nick);
+                if let Some(new) = user
+                    .as_ref()
+                    .and_then(|u| u.items.first())
+                    .and_then(|i| i.nick.clone())
+                {
+                    room.occupants.insert(new, occupant_id);
+                }
+                return Ok(());
+            }
+            if room.occupants.remove(&nick).is_none() {
+                return Ok(());
+            }
+            if statuses.contains(&Status::Banned) {
+                MembershipChange::Ban
+            } else if statuses.contains(&Status::Kicked) {
+                MembershipChange::Kick
+            } else {
+                MembershipChange::Leave
+            }
+        } else {
+            if room.occupants.insert(nick, occupant_id).is_some() || !room.joined {
+                // A presence update, or the roster sent before our own join completes.
+                return Ok(());
+            }
+            MembershipChange::Join
+        };
+        let event = Event::new(room_id.clone(), sender, EventKind::Membership(change));
+        self.emit(io, room_id.as_str(), event, now_ms()).await;
+        Ok(())
+    }
+
+    async fn on_outbound(&mut self, out: Outbound) -> Result<(), ConnectorError> {
+        let room = out.event.room.as_str().to_owned();
+        let (to, type_) = match parse_room(&room) {
+            Ok(RoomKind::Muc(jid)) => match self.rooms.get(&jid) {
+                Some(r) if r.joined => (Jid::from(jid.clone()), MessageType::Groupchat),
+                Some(r) => {
+                    let err = if r.failed.is_some() {
+                        SendError::RoomNotFound
+                    } else {
+                        SendError::Disconnected
+                    };
+                    out.respond(Err(err));
+                    return Ok(());
+                }
+                None => {
+                    out.respond(Err(SendError::RoomNotFound));
+                    return Ok(());
+                }
+            },
+            Ok(RoomKind::Direct(jid)) if self.directs.contains_key(&jid) => {
+                (Jid::from(jid), MessageType::Chat)
+            }
+            _ => {
+                out.respond(Err(SendError::RoomNotFound));
+                return Ok(());
+            }
+        };
+        let id = format!("pss-{}", out.event.key);
+        let direct = type_ == MessageType::Chat;
+        let mut m = stanza::new_message(to, type_, &id);
+        let mut remember = false;
+        let kind = out.event.kind.clone();
+        match &kind {
+            EventKind::Message(content) => {
+                if content.text.len() > stanza::MAX_BODY_BYTES {
+                    out.respond(Err(SendError::TooLarge));
+                    return Ok(());
+                }
+                stanza::set_body(
+                    &mut m,
+                    content.text.as_str(),
+                    content.kind == MessageKind::Emote,
+                );
+                for a in content.attachments.iter().filter(|a| !a.url.is_empty()) {
+                    stanza::add_oob(&mut m, a.url.as_str());
+                }
+                if let Some(target) = &out.event.reply_to {
+                    stanza::set_reply(&mut m, target.as_str(), None);
+                }
+                remember = true;
+            }
+            EventKind::Edit { target, content } => {
+                let origin = self
+                    .memory
+                    .room(&room)
+                    .and_then(|mem| mem.by_remote(target.as_str()))
+                    .filter(|k| k.author.is_empty())
+                    .map(|k| k.origin.clone());
+                let Some(origin) = origin else {
+                    out.respond(Err(SendError::Rejected(
+                        "only the bridge's own recent messages can be corrected".into(),
+                    )));
+                    return Ok(());
+                };
+                stanza::set_body(
+                    &mut m,
+                    content.text.as_str(),
+                    content.kind == MessageKind::Emote,
+                );
+                stanza::set_replace(&mut m, &origin);
+            }
+            EventKind::Delete { target } => {
+                let ours = self
+                    .memory
+                    .room(&room)
+                    .and_then(|mem| mem.by_remote(target.as_str()))
+                    .is_some_and(|k| k.author.is_empty());
+                if !ours {
+                    out.respond(Err(SendError::Rejected(
+                        "only the bridge's own recent messages can be retracted".into(),
+                    )));
+                    return Ok(());
+                }
+                stanza::set_retract(&mut m, target.as_str());
+            }
+            EventKind::Reaction {
+                target,
+                key,
+                removed,
+            } => {
+                let keys = self.memory.room_mut(&room).our_reaction(
+                    target.as_str(),
+                    out.event.sender.id.as_str(),
+                    key.as_str(),
+                    *removed,
+                );
+                stanza::set_reactions(&mut m, target.as_str(), &keys);
+            }
+            other => {
+                out.respond(Err(SendError::Unsupported(other.name())));
+                return Ok(());
+            }
+        }
+        transport::send(&mut self.stream, m).await?;
+        let key = (room.clone(), id.clone());
+        if direct {
+            let ping_id = self.fresh_id("sent");
+            let ping = Iq::from_get(ping_id.clone(), Ping)
+                .with_to(self.server.clone());
+            transport::send(&mut self.stream, ping).await?;
+            self.barriers.insert(ping_id, key.clone());
+        }
+        self.pending.insert(
+            key,
+            Pending {
+                outbound: out,
+                deadline: Instant::now() + self.settings.send_timeout,
+                remember,
+            },
+        );
+        Ok(())
+    }
+}
+
+fn unavailable(to: Option<Jid>, id: String) -> Iq {
+    Iq::Error {
+        from: None,
+        to,
+        id,
+        error: StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "en",
+            "",
+        ),
+        payload: None,
+    }
+}

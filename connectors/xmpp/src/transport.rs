@@ -1,0 +1,227 @@
+//! Opening a client stream: TCP, then STARTTLS (or TLS from the first byte), certificate checked
+//! against the JID's domain with the SDK's TLS set-up (Mozilla roots plus `tls_ca_file`), SASL
+//! (SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN, the best the server offers, only ever over TLS), and
+//! resource binding. tokio-xmpp provides the XML stream and the SASL exchange; the connection
+//! itself is ours, so that a private CA works and every failure is classified for the supervisor.
+
+use crate::config::{Settings, TlsMode};
+use futures::{SinkExt, StreamExt};
+use passerelle_sdk::ConnectorError;
+use std::borrow::Cow;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio_xmpp::connect::AsyncReadAndWrite;
+use tokio_xmpp::error::{AuthError, Error as XmppError};
+use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::parsers::bind::{BindQuery, BindResponse};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::starttls;
+use tokio_xmpp::xmlstream::{
+    self, ReadError, StreamHeader, Timeouts, XmppStream, XmppStreamElement,
+};
+use tokio_xmpp::Stanza;
+
+/// A logged-in, bound client stream.
+pub type Stream = XmppStream<Box<dyn AsyncReadAndWrite + Send + 'static>>;
+
+/// What one stream read gave.
+pub enum Read {
+    /// A stanza or nonza.
+    Element(XmppStreamElement),
+    /// An element that did not parse: logged (without content) and skipped.
+    Malformed(String),
+    /// Nothing for the stream's read timeout: time to check the link.
+    Idle,
+}
+
+/// Reads the next element. `Err` ends the session.
+pub async fn read(stream: &mut Stream) -> Result<Read, ConnectorError> {
+    match stream.next().await.map(|r| r.and_then(|e| e.into_read_error())) {
+        Some(Ok(XmppStreamElement::StreamError(e))) => Err(ConnectorError::Disconnected(format!(
+            "the server ended the stream: {:?}",
+            e.0.condition
+        ))),
+        Some(Ok(el)) => Ok(Read::Element(el)),
+        Some(Err(ReadError::SoftTimeout)) => Ok(Read::Idle),
+        Some(Err(ReadError::ParseError(e))) => Ok(Read::Malformed(e.to_string())),
+        Some(Err(ReadError::HardError(e))) => {
+            Err(ConnectorError::Disconnected(format!("read failed: {e}")))
+        }
+        Some(Err(ReadError::StreamFooterReceived)) | None => Err(ConnectorError::Disconnected(
+            "the server closed the stream".into(),
+        )),
+    }
+}
+
+/// Writes one stanza.
+pub async fn send(stream: &mut Stream, stanza: impl Into<Stanza>) -> Result<(), ConnectorError> {
+    stream
+        .send(&XmppStreamElement::Stanza(stanza.into()))
+        .await
+        .map_err(|e| ConnectorError::Disconnected(format!("write failed: {e}")))
+}
+
+/// Connects, secures, logs in and binds, within the connect timeout.
+pub async fn open(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
+    tokio::time::timeout(settings.connect_timeout, open_inner(settings))
+        .await
+        .map_err(|_| {
+            ConnectorError::Disconnected(format!(
+                "connecting to {}:{} and logging in timed out",
+                settings.server, settings.port
+            ))
+        })?
+}
+
+fn timeouts(settings: &Settings) -> Timeouts {
+    Timeouts {
+        read_timeout: settings.ping_interval,
+        response_timeout: settings.ping_timeout,
+    }
+}
+
+fn header(settings: &Settings) -> StreamHeader<'static> {
+    StreamHeader {
+        to: Some(Cow::Owned(settings.jid.domain().to_string())),
+        from: None,
+        id: None,
+    }
+}
+
+fn stream_error(what: &str, e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Disconnected(format!("{what}: {e}"))
+}
+
+async fn tls(
+    settings: &Settings,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectorError> {
+    let config = passerelle_sdk::tls::client_config(settings.tls_ca_file.as_deref())
+        .map_err(|e| ConnectorError::Config(format!("tls_ca_file {e}")))?;
+    let domain = settings.jid.domain().to_string();
+    let name = rustls::pki_types::ServerName::try_from(domain.clone())
+        .map_err(|_| ConnectorError::Config(format!("{domain} is not a valid TLS server name")))?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ConnectorError::Disconnected(format!("TLS with {domain} failed: {e}")))
+}
+
+async fn open_inner(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
+    let tcp = TcpStream::connect((settings.server.as_str(), settings.port))
+        .await
+        .map_err(|e| {
+            ConnectorError::Disconnected(format!(
+                "cannot connect to {}:{}: {e}",
+                settings.server, settings.port
+            ))
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let tcp = match settings.tls {
+        TlsMode::Direct => tcp,
+        TlsMode::Starttls => starttls(settings, tcp).await?,
+    };
+    let secured = tls(settings, tcp).await?;
+    let io: Box<dyn AsyncReadAndWrite + Send> = Box::new(BufStream::new(secured));
+    let pending = xmlstream::initiate_stream(io, ns::JABBER_CLIENT, header(settings), timeouts(settings))
+        .await
+        .map_err(|e| stream_error("opening the stream", e))?;
+    let (features, stream) = pending
+        .recv_features()
+        .await
+        .map_err(|e| stream_error("reading stream features", e))?;
+    let credentials = sasl::common::Credentials::default()
+        .with_username(settings.jid.node().map(|n| n.as_str()).unwrap_or_default())
+        .with_password(settings.password.expose());
+    let authed = tokio_xmpp::client_login(stream, features.sasl_mechanisms, credentials)
+        .await
+        .map_err(|e| match e {
+            XmppError::Auth(AuthError::Fail(condition)) => ConnectorError::AuthRejected(format!(
+                "the server refused the password for {} ({condition:?})",
+                settings.jid
+            )),
+            XmppError::Auth(AuthError::NoMechanism) => ConnectorError::AuthRejected(
+                "the server offers no SASL mechanism we support".into(),
+            ),
+            other => stream_error("logging in", other),
+        })?;
+    let pending = authed
+        .send_header(header(settings))
+        .await
+        .map_err(|e| stream_error("restarting the stream", e))?;
+    let (features, mut stream): (_, Stream) = pending
+        .recv_features()
+        .await
+        .map_err(|e| stream_error("reading stream features", e))?;
+    if !features.can_bind() {
+        return Err(ConnectorError::Disconnected(
+            "the server offers no resource binding".into(),
+        ));
+    }
+    let bind = Iq::from_set("bind", BindQuery::new(Some(settings.resource.clone())));
+    send(&mut stream, bind).await?;
+    loop {
+        match read(&mut stream).await? {
+            Read::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Result {
+                id,
+                payload: Some(payload),
+                ..
+            }))) if id == "bind" => {
+                let bound = BindResponse::try_from(payload)
+                    .map_err(|e| stream_error("binding a resource", e))?;
+                return Ok((stream, FullJid::from(bound)));
+            }
+            Read::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Error { id, error, .. })))
+                if id == "bind" =>
+            {
+                return Err(ConnectorError::Disconnected(format!(
+                    "the server refused the resource: {:?}",
+                    error.defined_condition
+                )));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn starttls(settings: &Settings, tcp: TcpStream) -> Result<TcpStream, ConnectorError> {
+    let pending = xmlstream::initiate_stream(
+        BufStream::new(tcp),
+        ns::JABBER_CLIENT,
+        header(settings),
+        timeouts(settings),
+    )
+    .await
+    .map_err(|e| stream_error("opening the stream", e))?;
+    let (features, mut stream): (_, XmppStream<BufStream<TcpStream>>) = pending
+        .recv_features()
+        .await
+        .map_err(|e| stream_error("reading stream features", e))?;
+    if !features.can_starttls() {
+        // Never fall back to plain text: the password would travel in the clear.
+        return Err(ConnectorError::Config(format!(
+            "{}:{} does not offer STARTTLS (try tls = \"direct\" with its direct TLS port)",
+            settings.server, settings.port
+        )));
+    }
+    stream
+        .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
+            starttls::Request,
+        )))
+        .await
+        .map_err(|e| stream_error("asking for STARTTLS", e))?;
+    loop {
+        match stream.next().await.map(|r| r.and_then(|e| e.into_read_error())) {
+            Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
+            Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) | Some(Err(ReadError::ParseError(_))) => {}
+            Some(Err(ReadError::HardError(e))) => return Err(stream_error("STARTTLS", e)),
+            Some(Err(ReadError::StreamFooterReceived)) | None => {
+                return Err(ConnectorError::Disconnected(
+                    "the server closed the stream during STARTTLS".into(),
+                ));
+            }
+        }
+    }
+    Ok(stream.into_inner().into_inner())
+}
