@@ -22,6 +22,7 @@ pub mod matrix_client;
 pub mod prosody;
 pub mod servers;
 pub mod synapse;
+pub mod xmpp_client;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {

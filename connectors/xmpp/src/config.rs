@@ -138,7 +138,9 @@ pub fn parse_room(room: &str) -> Result<RoomKind, String> {
             .to_owned()
     })?;
     if jid.node().is_none() {
-        return Err(format!("{address} has no local part (expected name@domain)"));
+        return Err(format!(
+            "{address} has no local part (expected name@domain)"
+        ));
     }
     if jid.as_str() != address {
         return Err(format!(
@@ -215,7 +217,10 @@ impl XmppConfig {
         }
         for (i, n) in raw.alt_nicks.iter().enumerate() {
             if !valid_nick(n) {
-                issues.push(ConfigIssue::new(format!("alt_nicks[{i}]"), "must not be empty"));
+                issues.push(ConfigIssue::new(
+                    format!("alt_nicks[{i}]"),
+                    "must not be empty",
+                ));
             }
         }
         let mut room_passwords = BTreeMap::new();
@@ -330,7 +335,10 @@ mod tests {
             "jid": "example.org", "tls": "none", "password": "x"
         }))
         .unwrap_err();
-        assert!(err[0].to_string().starts_with("tls: unknown variant"), "{err:?}");
+        assert!(
+            err[0].to_string().starts_with("tls: unknown variant"),
+            "{err:?}"
+        );
         let err = XmppConfig::parse(json!({
             "jid": "example.org/res", "server": " ", "ping_interval_secs": 0,
             "room_passwords": {"not a room": "x"}, "alt_nicks": [""]
@@ -397,7 +405,13 @@ mod tests {
             parse_room("dm:alice@example.org"),
             Ok(RoomKind::Direct(BareJid::new("alice@example.org").unwrap()))
         );
-        for bad in ["#irc", "muc.example.org", "r@muc.example.org/nick", "dm:", "R@Muc.Example.Org"] {
+        for bad in [
+            "#irc",
+            "muc.example.org",
+            "r@muc.example.org/nick",
+            "dm:",
+            "R@Muc.Example.Org",
+        ] {
             assert!(parse_room(bad).is_err(), "{bad}");
         }
     }

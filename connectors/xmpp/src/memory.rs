@@ -82,7 +82,11 @@ impl RoomMemory {
     ) -> (Vec<String>, Vec<String>) {
         let key = (author.to_owned(), target.to_owned());
         let before = match self.seen_reactions.iter().position(|(k, _)| *k == key) {
-            Some(i) => self.seen_reactions.remove(i).map(|(_, v)| v).unwrap_or_default(),
+            Some(i) => self
+                .seen_reactions
+                .remove(i)
+                .map(|(_, v)| v)
+                .unwrap_or_default(),
             None => Vec::new(),
         };
         let added: Vec<String> = unique(&now)
@@ -112,7 +116,11 @@ impl RoomMemory {
         removed: bool,
     ) -> Vec<String> {
         let mut keys = match self.our_reactions.iter().position(|(t, _)| t == target) {
-            Some(i) => self.our_reactions.remove(i).map(|(_, v)| v).unwrap_or_default(),
+            Some(i) => self
+                .our_reactions
+                .remove(i)
+                .map(|(_, v)| v)
+                .unwrap_or_default(),
             None => BTreeMap::new(),
         };
         if removed {
@@ -172,7 +180,9 @@ impl Memory {
                     Ok(m) => {
                         me.rooms.insert(room.to_owned(), m);
                     }
-                    Err(e) => tracing::warn!(%room, error = %e, "the XMPP room memory did not parse; starting it afresh"),
+                    Err(e) => {
+                        tracing::warn!(%room, error = %e, "the XMPP room memory did not parse; starting it afresh")
+                    }
                 },
                 Ok(None) => {}
                 Err(e) => tracing::warn!(%room, error = %e, "cannot read the XMPP room memory"),
@@ -229,7 +239,10 @@ mod tests {
             author: "alice".into(),
         });
         assert_eq!(m.by_remote("sid1").map(|k| k.origin.as_str()), Some("o1"));
-        assert_eq!(m.by_origin("alice", "o1").map(|k| k.remote.as_str()), Some("sid1"));
+        assert_eq!(
+            m.by_origin("alice", "o1").map(|k| k.remote.as_str()),
+            Some("sid1")
+        );
         assert!(m.by_origin("mallory", "o1").is_none());
         for i in 0..IDS_PER_ROOM {
             m.remember(Known {
@@ -238,16 +251,28 @@ mod tests {
                 author: "bob".into(),
             });
         }
-        assert!(m.by_remote("sid1").is_none(), "the oldest is forgotten first");
+        assert!(
+            m.by_remote("sid1").is_none(),
+            "the oldest is forgotten first"
+        );
     }
 
     #[test]
     fn inbound_reaction_sets_become_additions_and_removals() {
         let mut m = RoomMemory::default();
-        assert_eq!(m.reactions_seen("a", "t", s(&["👍", "🎉"])), (s(&["👍", "🎉"]), s(&[])));
-        assert_eq!(m.reactions_seen("a", "t", s(&["🎉", "❤"])), (s(&["❤"]), s(&["👍"])));
+        assert_eq!(
+            m.reactions_seen("a", "t", s(&["👍", "🎉"])),
+            (s(&["👍", "🎉"]), s(&[]))
+        );
+        assert_eq!(
+            m.reactions_seen("a", "t", s(&["🎉", "❤"])),
+            (s(&["❤"]), s(&["👍"]))
+        );
         assert_eq!(m.reactions_seen("b", "t", s(&["🎉"])), (s(&["🎉"]), s(&[])));
-        assert_eq!(m.reactions_seen("a", "t", s(&[])), (s(&[]), s(&["🎉", "❤"])));
+        assert_eq!(
+            m.reactions_seen("a", "t", s(&[])),
+            (s(&[]), s(&["🎉", "❤"]))
+        );
     }
 
     #[test]

@@ -19,19 +19,19 @@ use passerelle_sdk::{
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::disco::{DiscoInfoQuery, DiscoInfoResult, Identity};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::muc::Muc;
 use tokio_xmpp::parsers::muc::muc::History;
 use tokio_xmpp::parsers::muc::user::{MucUser, Status};
-use tokio_xmpp::parsers::muc::Muc;
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::xmlstream::XmppStreamElement;
-use tokio_xmpp::Stanza;
 
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
@@ -137,8 +137,9 @@ impl<'s> Session<'s> {
                 .chain(directs.values().map(|r| r.as_str())),
         )
         .await;
-        let server = Jid::new(me.domain().as_str())
-            .map_err(|e| ConnectorError::Disconnected(format!("the server bound a bad JID: {e}")))?;
+        let server = Jid::new(me.domain().as_str()).map_err(|e| {
+            ConnectorError::Disconnected(format!("the server bound a bad JID: {e}"))
+        })?;
         let mut session = Session {
             settings,
             stream,
@@ -178,15 +179,17 @@ impl<'s> Session<'s> {
             tracing::warn!(room = %room.id, "the nick is not usable as an XMPP resource; trying the next");
             return self.next_nick(address).await;
         };
-        let last_seen = self.memory.room(room.id.as_str()).and_then(|m| m.last_seen_ms);
+        let last_seen = self
+            .memory
+            .room(room.id.as_str())
+            .and_then(|m| m.last_seen_ms);
         let history = match last_seen {
             Some(seen) if !self.settings.catch_up.is_zero() => {
                 let floor = now_ms().saturating_sub(self.settings.catch_up.as_millis() as u64);
                 let since = seen.saturating_sub(1000).max(floor);
                 match chrono::DateTime::from_timestamp_millis(since as i64) {
-                    Some(t) => History::new().with_since(tokio_xmpp::parsers::date::DateTime(
-                        t.fixed_offset(),
-                    )),
+                    Some(t) => History::new()
+                        .with_since(tokio_xmpp::parsers::date::DateTime(t.fixed_offset())),
                     None => History::new().with_maxstanzas(0),
                 }
             }
@@ -232,7 +235,11 @@ impl<'s> Session<'s> {
             let settled = self.all_joins_settled();
             if !announced && (settled || tokio::time::Instant::now() >= join_deadline) {
                 announced = true;
-                for room in self.rooms.values().filter(|r| !r.joined && r.failed.is_none()) {
+                for room in self
+                    .rooms
+                    .values()
+                    .filter(|r| !r.joined && r.failed.is_none())
+                {
                     tracing::warn!(room = %room.id, "the room has not answered the join yet; sends to it wait");
                 }
                 tracing::info!(account = %io.account, rooms = self.rooms.values().filter(|r| r.joined).count(), "XMPP rooms joined");
@@ -288,11 +295,7 @@ impl<'s> Session<'s> {
         }
         self.fail_pending();
         self.memory.save(&io.state).await;
-        let _ = transport::send(
-            &mut self.stream,
-            Presence::new(PresenceType::Unavailable),
-        )
-        .await;
+        let _ = transport::send(&mut self.stream, Presence::new(PresenceType::Unavailable)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.shutdown()).await;
     }
 
@@ -427,7 +430,10 @@ impl<'s> Session<'s> {
         };
         let bare = from.to_bare();
         if m.type_ == MessageType::Error {
-            let key = (bare.to_string(), m.id.as_ref().map(|i| i.0.clone()).unwrap_or_default());
+            let key = (
+                bare.to_string(),
+                m.id.as_ref().map(|i| i.0.clone()).unwrap_or_default(),
+            );
             let dm_key = (format!("dm:{bare}"), key.1.clone());
             let condition = m
                 .payloads
@@ -490,9 +496,13 @@ impl<'s> Session<'s> {
             match parsed.what {
                 What::Moderated { target } => {
                     let sender = Sender::new(address.as_str());
-                    let event = Event::new(room_id.clone(), sender, EventKind::Delete {
-                        target: target.into(),
-                    });
+                    let event = Event::new(
+                        room_id.clone(),
+                        sender,
+                        EventKind::Delete {
+                            target: target.into(),
+                        },
+                    );
                     self.emit(io, room_id.as_str(), event, now_ms()).await;
                 }
                 What::Subject(s) => self.on_subject(io, address, None, s).await,
@@ -542,7 +552,11 @@ impl<'s> Session<'s> {
         }
         let room_id = room.id.clone();
         let sender = sender.unwrap_or_else(|| Sender::new(address.as_str()));
-        let event = Event::new(room_id.clone(), sender, EventKind::Topic(Text::new(subject)));
+        let event = Event::new(
+            room_id.clone(),
+            sender,
+            EventKind::Topic(Text::new(subject)),
+        );
         self.emit(io, room_id.as_str(), event, now_ms()).await;
     }
 
@@ -625,11 +639,15 @@ impl<'s> Session<'s> {
                     .map(|k| (k, false))
                     .chain(removed.into_iter().map(|k| (k, true)))
                 {
-                    let e = Event::new(room, sender.clone(), EventKind::Reaction {
-                        target: target.clone().into(),
-                        key: Text::new(key),
-                        removed,
-                    });
+                    let e = Event::new(
+                        room,
+                        sender.clone(),
+                        EventKind::Reaction {
+                            target: target.clone().into(),
+                            key: Text::new(key),
+                            removed,
+                        },
+                    );
                     events.push(stamp(e));
                 }
             }
@@ -641,13 +659,19 @@ impl<'s> Session<'s> {
                 };
                 match known {
                     Some(k) => {
-                        let mut e = Event::new(room, sender, EventKind::Delete {
-                            target: k.remote.clone().into(),
-                        });
+                        let mut e = Event::new(
+                            room,
+                            sender,
+                            EventKind::Delete {
+                                target: k.remote.clone().into(),
+                            },
+                        );
                         e.remote_id = remote.map(Into::into);
                         events.push(stamp(e));
                     }
-                    None => tracing::info!(%room, "a retraction of a message we do not know (or not by its author) is not bridged"),
+                    None => {
+                        tracing::info!(%room, "a retraction of a message we do not know (or not by its author) is not bridged")
+                    }
                 }
             }
             // Moderation counts only from the room itself (handled before); subjects apart.
@@ -750,9 +774,7 @@ impl<'s> Session<'s> {
             }
             return Ok(());
         }
-        let author = occupant_id
-            .clone()
-            .unwrap_or_else(|| from.to_string());
+        let author = occupant_id.clone().unwrap_or_else(|| from.to_string());
         let mut sender = Sender::new(author.as_str());
         sender.display_name = Some(nick.clone());
         let room_id = room.id.clone();
@@ -897,8 +919,7 @@ impl<'s> Session<'s> {
         let key = (room.clone(), id.clone());
         if direct {
             let ping_id = self.fresh_id("sent");
-            let ping = Iq::from_get(ping_id.clone(), Ping)
-                .with_to(self.server.clone());
+            let ping = Iq::from_get(ping_id.clone(), Ping).with_to(self.server.clone());
             transport::send(&mut self.stream, ping).await?;
             self.barriers.insert(ping_id, key.clone());
         }

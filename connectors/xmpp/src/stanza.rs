@@ -8,8 +8,8 @@
 
 use passerelle_sdk::{Attachment, Text};
 use tokio_xmpp::jid::{BareJid, Jid};
-use tokio_xmpp::minidom::rxml::NcName;
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::minidom::rxml::NcName;
 use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 
 /// XEP-0359.
@@ -264,7 +264,11 @@ fn file_name(url: &str) -> String {
 /// The body without the parts marked as reply fallback (XEP-0428 ranges count characters).
 fn strip_fallback(msg: &Message, body: &str) -> String {
     let mut cut: Vec<(usize, usize)> = Vec::new();
-    for f in msg.payloads.iter().filter(|e| e.is("fallback", NS_FALLBACK)) {
+    for f in msg
+        .payloads
+        .iter()
+        .filter(|e| e.is("fallback", NS_FALLBACK))
+    {
         if f.attr("for") != Some(NS_REPLY) {
             continue;
         }
@@ -333,7 +337,8 @@ pub fn set_reply(m: &mut Message, target: &str, author: Option<&Jid>) {
 
 /// Marks `m` as the correction of our message with the sender's id `origin`.
 pub fn set_replace(m: &mut Message, origin: &str) {
-    m.payloads.push(el("replace", NS_CORRECT, &[("id", origin)]));
+    m.payloads
+        .push(el("replace", NS_CORRECT, &[("id", origin)]));
 }
 
 /// Adds an out-of-band link.
@@ -360,7 +365,8 @@ pub fn set_reactions(m: &mut Message, target: &str, keys: &[String]) {
 /// Retracts `target` (the room's id in a room), with a fallback body for clients without
 /// XEP-0424.
 pub fn set_retract(m: &mut Message, target: &str) {
-    m.payloads.push(el("retract", NS_RETRACT, &[("id", target)]));
+    m.payloads
+        .push(el("retract", NS_RETRACT, &[("id", target)]));
     m.payloads
         .push(el("fallback", NS_FALLBACK, &[("for", NS_RETRACT)]));
     m.payloads.push(el("store", NS_HINTS, &[]));
@@ -387,14 +393,16 @@ mod tests {
 
     #[test]
     fn a_room_message_gives_its_ids_sender_and_text() {
-        let m = msg(r#"<message xmlns='jabber:client' type='groupchat' id='abc' from='room@muc.example/alice'>
+        let m = msg(
+            r#"<message xmlns='jabber:client' type='groupchat' id='abc' from='room@muc.example/alice'>
             <body xml:lang='en'>hello</body>
             <stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='other@muc.example'/>
             <stanza-id xmlns='urn:xmpp:sid:0' id='S1' by='room@muc.example'/>
             <occupant-id xmlns='urn:xmpp:occupant-id:0' id='occ-a'/>
             <origin-id xmlns='urn:xmpp:sid:0' id='O1'/>
             <delay xmlns='urn:xmpp:delay' stamp='2026-01-02T03:04:05.678Z'/>
-        </message>"#);
+        </message>"#,
+        );
         let p = parse(&m, &room());
         assert_eq!(p.origin.as_deref(), Some("O1"));
         assert_eq!(p.stanza_id.as_deref(), Some("S1"));
@@ -443,7 +451,10 @@ sure</body>
         </message>"#);
         let p = parse(&m, &room());
         assert_eq!(p.reply_to.as_deref(), Some("S9"));
-        assert!(matches!(p.what, What::Message { ref text, .. } if text == "sure"), "{p:?}");
+        assert!(
+            matches!(p.what, What::Message { ref text, .. } if text == "sure"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -477,11 +488,18 @@ sure</body>
                 by_origin: true
             }
         );
-        let m = msg(r#"<message xmlns='jabber:client' type='groupchat' from='room@muc.example'>
+        let m = msg(
+            r#"<message xmlns='jabber:client' type='groupchat' from='room@muc.example'>
             <retract xmlns='urn:xmpp:message-retract:1' id='S2'>
               <moderated by='room@muc.example/mod' xmlns='urn:xmpp:message-moderate:1'/>
-            </retract></message>"#);
-        assert_eq!(parse(&m, &room()).what, What::Moderated { target: "S2".into() });
+            </retract></message>"#,
+        );
+        assert_eq!(
+            parse(&m, &room()).what,
+            What::Moderated {
+                target: "S2".into()
+            }
+        );
     }
 
     #[test]
@@ -496,7 +514,10 @@ sure</body>
                 assert_eq!(text, "");
                 assert_eq!(attachments.len(), 1);
                 assert_eq!(attachments[0].name.as_str(), "cat.png");
-                assert_eq!(attachments[0].url.as_str(), "https://up.example/abc/cat.png");
+                assert_eq!(
+                    attachments[0].url.as_str(),
+                    "https://up.example/abc/cat.png"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -510,7 +531,9 @@ sure</body>
         let m = msg(r#"<message xmlns='jabber:client' type='groupchat'>
             <composing xmlns='http://jabber.org/protocol/chatstates'/></message>"#);
         assert_eq!(parse(&m, &room()).what, What::Nothing);
-        let m = msg(r#"<message xmlns='jabber:client' type='groupchat'><subject>Topic</subject></message>"#);
+        let m = msg(
+            r#"<message xmlns='jabber:client' type='groupchat'><subject>Topic</subject></message>"#,
+        );
         assert_eq!(parse(&m, &room()).what, What::Subject("Topic".into()));
     }
 

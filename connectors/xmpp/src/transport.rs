@@ -10,6 +10,7 @@ use passerelle_sdk::ConnectorError;
 use std::borrow::Cow;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
+use tokio_xmpp::Stanza;
 use tokio_xmpp::connect::AsyncReadAndWrite;
 use tokio_xmpp::error::{AuthError, Error as XmppError};
 use tokio_xmpp::jid::FullJid;
@@ -20,7 +21,6 @@ use tokio_xmpp::parsers::starttls;
 use tokio_xmpp::xmlstream::{
     self, ReadError, StreamHeader, Timeouts, XmppStream, XmppStreamElement,
 };
-use tokio_xmpp::Stanza;
 
 /// A logged-in, bound client stream.
 pub type Stream = XmppStream<Box<dyn AsyncReadAndWrite + Send + 'static>>;
@@ -37,7 +37,11 @@ pub enum Read {
 
 /// Reads the next element. `Err` ends the session.
 pub async fn read(stream: &mut Stream) -> Result<Read, ConnectorError> {
-    match stream.next().await.map(|r| r.and_then(|e| e.into_read_error())) {
+    match stream
+        .next()
+        .await
+        .map(|r| r.and_then(|e| e.into_read_error()))
+    {
         Some(Ok(XmppStreamElement::StreamError(e))) => Err(ConnectorError::Disconnected(format!(
             "the server ended the stream: {:?}",
             e.0.condition
@@ -124,9 +128,10 @@ async fn open_inner(settings: &Settings) -> Result<(Stream, FullJid), ConnectorE
     };
     let secured = tls(settings, tcp).await?;
     let io: Box<dyn AsyncReadAndWrite + Send> = Box::new(BufStream::new(secured));
-    let pending = xmlstream::initiate_stream(io, ns::JABBER_CLIENT, header(settings), timeouts(settings))
-        .await
-        .map_err(|e| stream_error("opening the stream", e))?;
+    let pending =
+        xmlstream::initiate_stream(io, ns::JABBER_CLIENT, header(settings), timeouts(settings))
+            .await
+            .map_err(|e| stream_error("opening the stream", e))?;
     let (features, stream) = pending
         .recv_features()
         .await
@@ -172,9 +177,9 @@ async fn open_inner(settings: &Settings) -> Result<(Stream, FullJid), ConnectorE
                     .map_err(|e| stream_error("binding a resource", e))?;
                 return Ok((stream, FullJid::from(bound)));
             }
-            Read::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Error { id, error, .. })))
-                if id == "bind" =>
-            {
+            Read::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Error {
+                id, error, ..
+            }))) if id == "bind" => {
                 return Err(ConnectorError::Disconnected(format!(
                     "the server refused the resource: {:?}",
                     error.defined_condition
@@ -212,9 +217,15 @@ async fn starttls(settings: &Settings, tcp: TcpStream) -> Result<TcpStream, Conn
         .await
         .map_err(|e| stream_error("asking for STARTTLS", e))?;
     loop {
-        match stream.next().await.map(|r| r.and_then(|e| e.into_read_error())) {
+        match stream
+            .next()
+            .await
+            .map(|r| r.and_then(|e| e.into_read_error()))
+        {
             Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
-            Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) | Some(Err(ReadError::ParseError(_))) => {}
+            Some(Ok(_))
+            | Some(Err(ReadError::SoftTimeout))
+            | Some(Err(ReadError::ParseError(_))) => {}
             Some(Err(ReadError::HardError(e))) => return Err(stream_error("STARTTLS", e)),
             Some(Err(ReadError::StreamFooterReceived)) | None => {
                 return Err(ConnectorError::Disconnected(

@@ -1,0 +1,360 @@
+//! The shared conformance suite, and the XMPP extensions both ways, against a real Prosody on
+//! loopback (TLS with its throwaway CA, a MUC with stable ids and occupant ids).
+
+use futures::future::BoxFuture;
+use passerelle_sdk::{
+    BuildContext, Connector, ConnectorFactory, Content, Event, EventKind, RoomId, Sender, UserId,
+};
+use passerelle_testkit::conformance::{self, Peer, Seen};
+use passerelle_testkit::harness::Harness;
+use passerelle_testkit::prosody::{DOMAIN, MUC, Prosody};
+use passerelle_testkit::xmpp_client::{XmppClient, body, payload};
+use passerelle_xmpp::XmppFactory;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::jid::BareJid;
+use tokio_xmpp::parsers::message::{Lang, MessageType};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct XmppPeer {
+    client: XmppClient,
+    room: BareJid,
+    nick: String,
+}
+
+impl XmppPeer {
+    fn from_bridge(&self, m: &tokio_xmpp::parsers::message::Message) -> bool {
+        m.type_ == MessageType::Groupchat
+            && m.from.as_ref().is_some_and(|f| {
+                f.to_bare() == self.room && f.resource().is_some_and(|r| r.as_str() != self.nick)
+            })
+    }
+}
+
+impl Peer for XmppPeer {
+    fn room(&self) -> RoomId {
+        self.room.as_str().into()
+    }
+    fn unknown_room(&self) -> RoomId {
+        format!("not-served@{MUC}").into()
+    }
+    fn user(&self) -> UserId {
+        self.client
+            .occupant_ids
+            .get(&self.room)
+            .cloned()
+            .unwrap_or_default()
+            .into()
+    }
+    fn say<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.client.say(&self.room, text).await;
+        })
+    }
+    fn act<'a>(&'a mut self, text: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.client.say(&self.room, &format!("/me {text}")).await;
+        })
+    }
+    fn collect(&mut self, min_bytes: usize, timeout: Duration) -> BoxFuture<'_, Vec<Seen>> {
+        Box::pin(async move {
+            let room = self.room.clone();
+            let nick = self.nick.clone();
+            let mine = move |m: &tokio_xmpp::parsers::message::Message| {
+                m.type_ == MessageType::Groupchat
+                    && m.from.as_ref().is_some_and(|f| {
+                        f.to_bare() == room && f.resource().is_some_and(|r| r.as_str() != nick)
+                    })
+            };
+            let text = |m: &tokio_xmpp::parsers::message::Message| -> (String, bool) {
+                let b = body(m).unwrap_or_default();
+                match b.strip_prefix("/me ") {
+                    Some(rest) => (rest.to_owned(), true),
+                    None => (b.to_owned(), false),
+                }
+            };
+            let got = self
+                .client
+                .messages_until(timeout, |got| {
+                    got.iter()
+                        .filter(|m| mine(m))
+                        .map(|m| text(m).0.len())
+                        .sum::<usize>()
+                        >= min_bytes
+                })
+                .await;
+            got.iter()
+                .filter(|m| self.from_bridge(m))
+                .map(|m| {
+                    let (text, emote) = text(m);
+                    Seen { text, emote }
+                })
+                .collect()
+        })
+    }
+}
+
+fn connector(server: &Prosody) -> Box<dyn Connector> {
+    let ctx = BuildContext {
+        account: "xmpp.test".into(),
+        data_dir: std::env::temp_dir(),
+    };
+    let table = serde_json::json!({
+        "jid": format!("bridge@{DOMAIN}"), "password": "bridge-pw",
+        "server": "127.0.0.1", "port": server.c2s_port,
+        "tls_ca_file": server.ca(), "nick": "bridge",
+        "ping_interval_secs": 5, "ping_timeout_secs": 5, "send_timeout_secs": 10
+    });
+    match XmppFactory.build(&ctx, table) {
+        Ok(c) => c,
+        Err(issues) => panic!("config refused: {issues:?}"),
+    }
+}
+
+fn server() -> Prosody {
+    let server = Prosody::start();
+    server.register("bridge", "bridge-pw");
+    server.register("peer", "peer-pw");
+    server
+}
+
+#[tokio::test]
+async fn xmpp_passes_the_conformance_suite_against_prosody() {
+    let server = server();
+    let room = BareJid::from_str(&format!("conformance@{MUC}")).expect("a room");
+    let mut client = XmppClient::connect(&server, "peer").await;
+    client.join(&room, "peer").await;
+    let mut peer = XmppPeer {
+        client,
+        room: room.clone(),
+        nick: "peer".into(),
+    };
+    let make = || connector(&server);
+    conformance::run(&make, &mut peer, vec![room.as_str().into()]).await;
+}
+
+fn outbound(room: &BareJid, kind: EventKind) -> Event {
+    let mut sender = Sender::new("matrix-alice");
+    sender.display_name = Some("alice".into());
+    Event::new(room.as_str(), sender, kind)
+}
+
+fn el(xml: &str) -> Element {
+    xml.parse().expect("test XML")
+}
+
+/// Corrections, replies, reactions and retractions, each way, with a real room.
+#[tokio::test]
+async fn corrections_replies_reactions_and_retractions_map_both_ways() {
+    let server = server();
+    let room = BareJid::from_str(&format!("fidelity@{MUC}")).expect("a room");
+    let mut peer = XmppClient::connect(&server, "peer").await;
+    let peer_occupant = peer.join(&room, "peer").await.expect("an occupant id");
+    let mut h = Harness::start(connector(&server), "xmpp.test", vec![room.as_str().into()]);
+    assert!(h.wait_connected(WAIT).await, "connected");
+
+    // Inbound: a message, its correction, a reply to it, reactions, and its retraction.
+    let first = peer.say(&room, "first").await;
+    let msg = h
+        .next_matching(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "first"),
+        )
+        .await
+        .expect("the message");
+    assert_eq!(msg.sender.id.as_str(), peer_occupant);
+    assert_eq!(msg.sender.display_name.as_deref(), Some("peer"));
+    let sid = msg.remote_id.clone().expect("the room's id");
+    assert_ne!(sid.as_str(), first, "known by the room's stanza-id");
+
+    let (mut m, _) = peer.message(&room, MessageType::Groupchat);
+    m.bodies.insert(Lang::default(), "first, corrected".into());
+    m.payloads.push(el(&format!(
+        "<replace xmlns='urn:xmpp:message-correct:0' id='{first}'/>"
+    )));
+    peer.send(m).await;
+    let edit = h
+        .next_matching(WAIT, |e| matches!(e.kind, EventKind::Edit { .. }))
+        .await
+        .expect("the edit");
+    match &edit.kind {
+        EventKind::Edit { target, content } => {
+            assert_eq!(target, &sid);
+            assert_eq!(content.text.as_str(), "first, corrected");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let (mut m, _) = peer.message(&room, MessageType::Groupchat);
+    m.bodies
+        .insert(Lang::default(), "> peer: first\nan answer".into());
+    m.payloads.push(el(&format!(
+        "<reply xmlns='urn:xmpp:reply:0' to='{room}/peer' id='{}'/>",
+        sid.as_str()
+    )));
+    m.payloads.push(el("<fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='14'/></fallback>"));
+    peer.send(m).await;
+    let reply = h
+        .next_matching(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "an answer"),
+        )
+        .await
+        .expect("the reply, without its fallback");
+    assert_eq!(reply.reply_to.as_ref(), Some(&sid));
+
+    for set in [
+        "<reaction>👍</reaction><reaction>🎉</reaction>",
+        "<reaction>🎉</reaction>",
+    ] {
+        let (mut m, _) = peer.message(&room, MessageType::Groupchat);
+        m.payloads.push(el(&format!(
+            "<reactions xmlns='urn:xmpp:reactions:0' id='{}'>{set}</reactions>",
+            sid.as_str()
+        )));
+        peer.send(m).await;
+    }
+    let mut reactions = Vec::new();
+    while reactions.len() < 3 {
+        let e = h
+            .next_matching(WAIT, |e| matches!(e.kind, EventKind::Reaction { .. }))
+            .await
+            .expect("reactions");
+        if let EventKind::Reaction {
+            target,
+            key,
+            removed,
+        } = e.kind
+        {
+            assert_eq!(target, sid);
+            reactions.push((key.as_str().to_owned(), removed));
+        }
+    }
+    assert_eq!(
+        reactions,
+        vec![
+            ("👍".to_owned(), false),
+            ("🎉".to_owned(), false),
+            ("👍".to_owned(), true)
+        ]
+    );
+
+    let (mut m, _) = peer.message(&room, MessageType::Groupchat);
+    m.payloads.push(el(&format!(
+        "<retract xmlns='urn:xmpp:message-retract:1' id='{}'/>",
+        sid.as_str()
+    )));
+    peer.send(m).await;
+    let delete = h
+        .next_matching(WAIT, |e| matches!(e.kind, EventKind::Delete { .. }))
+        .await
+        .expect("the delete");
+    assert!(matches!(&delete.kind, EventKind::Delete { target } if *target == sid));
+
+    // Outbound: a message, a reply to the peer's, its correction, a reaction, its retraction.
+    let from_bridge = |m: &tokio_xmpp::parsers::message::Message| {
+        m.type_ == MessageType::Groupchat
+            && m.from
+                .as_ref()
+                .is_some_and(|f| f.resource().is_some_and(|r| r.as_str() == "bridge"))
+    };
+    let mut out = outbound(&room, EventKind::Message(Content::plain("from matrix")));
+    out.reply_to = Some(sid.clone());
+    let receipt = h.send(out, WAIT).await.expect("an answer").expect("sent");
+    let ours = receipt.remote_id.expect("the room's id for our message");
+    let seen = peer
+        .next_message(WAIT, |m| from_bridge(m) && body(m) == Some("from matrix"))
+        .await
+        .expect("seen");
+    let stamped = payload(&seen, "stanza-id", "urn:xmpp:sid:0").and_then(|e| e.attr("id"));
+    assert_eq!(stamped, Some(ours.as_str()), "the receipt is the room's id");
+    let replied = payload(&seen, "reply", "urn:xmpp:reply:0").and_then(|e| e.attr("id"));
+    assert_eq!(replied, Some(sid.as_str()));
+    let origin = seen.id.clone().expect("an id").0;
+
+    let edit = outbound(
+        &room,
+        EventKind::Edit {
+            target: ours.clone(),
+            content: Content::plain("from matrix, edited"),
+        },
+    );
+    h.send(edit, WAIT)
+        .await
+        .expect("an answer")
+        .expect("corrected");
+    let seen = peer
+        .next_message(WAIT, |m| {
+            from_bridge(m) && body(m) == Some("from matrix, edited")
+        })
+        .await
+        .expect("seen");
+    let replaced =
+        payload(&seen, "replace", "urn:xmpp:message-correct:0").and_then(|e| e.attr("id"));
+    assert_eq!(
+        replaced,
+        Some(origin.as_str()),
+        "a correction names our own id"
+    );
+
+    let react = outbound(
+        &room,
+        EventKind::Reaction {
+            target: sid.clone(),
+            key: "❤".into(),
+            removed: false,
+        },
+    );
+    h.send(react, WAIT)
+        .await
+        .expect("an answer")
+        .expect("reacted");
+    let seen = peer
+        .next_message(WAIT, |m| {
+            from_bridge(m) && payload(m, "reactions", "urn:xmpp:reactions:0").is_some()
+        })
+        .await
+        .expect("seen");
+    let r = payload(&seen, "reactions", "urn:xmpp:reactions:0").expect("reactions");
+    assert_eq!(r.attr("id"), Some(sid.as_str()));
+    assert_eq!(
+        r.children().map(|c| c.text()).collect::<Vec<_>>(),
+        vec!["❤".to_owned()]
+    );
+
+    let delete = outbound(
+        &room,
+        EventKind::Delete {
+            target: ours.clone(),
+        },
+    );
+    h.send(delete, WAIT)
+        .await
+        .expect("an answer")
+        .expect("retracted");
+    let seen = peer
+        .next_message(WAIT, |m| {
+            from_bridge(m) && payload(m, "retract", "urn:xmpp:message-retract:1").is_some()
+        })
+        .await
+        .expect("seen");
+    let r = payload(&seen, "retract", "urn:xmpp:message-retract:1").and_then(|e| e.attr("id"));
+    assert_eq!(r, Some(ours.as_str()));
+
+    // Someone else's message can't be corrected or retracted by the bridge.
+    let edit = outbound(
+        &room,
+        EventKind::Edit {
+            target: sid.clone(),
+            content: Content::plain("no"),
+        },
+    );
+    assert!(matches!(
+        h.send(edit, WAIT).await,
+        Some(Err(passerelle_sdk::SendError::Rejected(_)))
+    ));
+    let _ = h.shutdown(WAIT).await;
+    peer.close().await;
+}
