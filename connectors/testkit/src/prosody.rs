@@ -91,6 +91,7 @@ VirtualHost "{DOMAIN}"
 Component "{MUC}" "muc"
   modules_enabled = {{ "muc_mam" }}
   muc_room_default_persistent = true
+  max_history_messages = 1000
 
 Component "{UPLOAD}" "http_file_share"
   http_file_share_size_limit = 10485760

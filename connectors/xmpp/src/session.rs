@@ -58,6 +58,8 @@ struct Room {
     nick_index: usize,
     nick: String,
     joined: bool,
+    /// When our own presence came back (the history, then the subject, follow it).
+    joined_at: Option<Instant>,
     /// Refused for good (wrong password, banned...): sends are refused.
     failed: Option<String>,
     /// The room sent the subject that closes the join (later subjects are changes).
@@ -66,6 +68,18 @@ struct Room {
     occupant_id: Option<String>,
     /// Other occupants: nick → occupant id.
     occupants: HashMap<String, Option<String>>,
+}
+
+impl Room {
+    /// Joined, and the join's history is through (the subject closes it; a server that sends
+    /// none gets a few seconds), so that our own earlier messages in it are known before we send.
+    fn ready(&self) -> bool {
+        self.joined
+            && (self.subject_seen
+                || self
+                    .joined_at
+                    .is_some_and(|t| t.elapsed() > Duration::from_secs(5)))
+    }
 }
 
 /// A send waiting for the server's confirmation.
@@ -116,6 +130,7 @@ impl<'s> Session<'s> {
                             nick_index: 0,
                             nick: settings.nicks[0].clone(),
                             joined: false,
+                            joined_at: None,
                             failed: None,
                             subject_seen: false,
                             occupant_id: None,
@@ -222,7 +237,7 @@ impl<'s> Session<'s> {
     }
 
     fn all_joins_settled(&self) -> bool {
-        self.rooms.values().all(|r| r.joined || r.failed.is_some())
+        self.rooms.values().all(|r| r.ready() || r.failed.is_some())
     }
 
     /// Runs until the connection drops (`Err`) or shutdown (`Ok`).
@@ -514,7 +529,17 @@ impl<'s> Session<'s> {
             && (room.occupant_id.is_none() || parsed.occupant_id == room.occupant_id);
         if own {
             if let Some(origin) = &parsed.origin {
-                self.confirm(address.as_str(), origin, parsed.stanza_id.clone());
+                // Live or in catch-up history: either way the room has it. Remembered, so a
+                // send that the daemon retries after a lost confirmation is not made twice.
+                let remote = parsed.stanza_id.clone().unwrap_or_else(|| origin.clone());
+                let memory = self.memory.room_mut(room_id.as_str());
+                memory.remember(Known {
+                    remote: remote.clone(),
+                    origin: origin.clone(),
+                    author: String::new(),
+                });
+                memory.seen_at(parsed.delay_ms.unwrap_or_else(now_ms));
+                self.confirm(address.as_str(), origin, Some(remote));
             }
             return Ok(());
         }
@@ -747,6 +772,7 @@ impl<'s> Session<'s> {
             room.occupant_id = occupant_id;
             if !room.joined {
                 room.joined = true;
+                room.joined_at = Some(Instant::now());
                 room.subject_seen = false;
                 tracing::info!(room = %room.id, "joined the XMPP room");
             }
@@ -816,7 +842,7 @@ impl<'s> Session<'s> {
         let room = out.event.room.as_str().to_owned();
         let (to, type_) = match parse_room(&room) {
             Ok(RoomKind::Muc(jid)) => match self.rooms.get(&jid) {
-                Some(r) if r.joined => (Jid::from(jid.clone()), MessageType::Groupchat),
+                Some(r) if r.ready() => (Jid::from(jid.clone()), MessageType::Groupchat),
                 Some(r) => {
                     let err = if r.failed.is_some() {
                         SendError::RoomNotFound
@@ -840,6 +866,12 @@ impl<'s> Session<'s> {
             }
         };
         let id = format!("pss-{}", out.event.key);
+        if let Some(k) = self.memory.room(&room).and_then(|m| m.by_origin("", &id)) {
+            // Sent before (the confirmation was lost with the connection) and seen in the room.
+            let remote_id = Some(k.remote.clone().into());
+            out.respond(Ok(Receipt { remote_id }));
+            return Ok(());
+        }
         let direct = type_ == MessageType::Chat;
         let mut m = stanza::new_message(to, type_, &id);
         let mut remember = false;
