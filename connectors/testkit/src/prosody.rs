@@ -79,6 +79,7 @@ http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{}}
 s2s_ports = {{}}
 http_external_url = "http://127.0.0.1:{http}/"
+http_default_host = "{UPLOAD}"
 authentication = "internal_hashed"
 storage = "internal"
 c2s_require_encryption = true
@@ -92,6 +93,7 @@ Component "{MUC}" "muc"
   modules_enabled = {{ "muc_mam" }}
   muc_room_default_persistent = true
   max_history_messages = 1000
+  muc_room_default_history_length = 1000
 
 Component "{UPLOAD}" "http_file_share"
   http_file_share_size_limit = 10485760

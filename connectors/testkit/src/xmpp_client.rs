@@ -92,14 +92,27 @@ impl XmppClient {
     /// Joins `room` as `nick` without history; configures it as an instant room when we
     /// created it. Returns our occupant id there, when the room gives them.
     pub async fn join(&mut self, room: &BareJid, nick: &str) -> Option<String> {
+        self.join_asking(room, nick, History::new().with_maxstanzas(0))
+            .await
+    }
+
+    /// Joins `room` as `nick` asking for the room's whole history (which then arrives as
+    /// messages, see [`XmppClient::messages_until`]).
+    pub async fn join_with_history(&mut self, room: &BareJid, nick: &str) -> Option<String> {
+        self.join_asking(room, nick, History::new().with_maxstanzas(10_000))
+            .await
+    }
+
+    async fn join_asking(
+        &mut self,
+        room: &BareJid,
+        nick: &str,
+        history: History,
+    ) -> Option<String> {
         let occupant = FullJid::from_str(&format!("{room}/{nick}")).expect("an occupant JID");
         let presence = Presence::available()
             .with_to(Jid::from(occupant))
-            .with_payloads(vec![
-                Muc::new()
-                    .with_history(History::new().with_maxstanzas(0))
-                    .into(),
-            ]);
+            .with_payloads(vec![Muc::new().with_history(history).into()]);
         self.send(presence).await;
         let own = format!("{room}/{nick}");
         let created = tokio::time::timeout(WAIT, async {
@@ -214,6 +227,66 @@ impl XmppClient {
             }
         }
         got
+    }
+
+    /// Sends an IQ request to `to` and waits for its answer.
+    pub async fn iq(&mut self, to: &Jid, request: IqRequest) -> IqResponse {
+        let token = self.client.send_iq(Some(to.clone()), request).await;
+        match tokio::time::timeout(WAIT, token).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => panic!("the request to {to} failed: {e}"),
+            Err(_) => panic!("no answer from {to} within {WAIT:?}"),
+        }
+    }
+
+    /// Uploads `data` through the server's HTTP file sharing (XEP-0363) and returns the URL to
+    /// get it from.
+    pub async fn upload(&mut self, service: &Jid, name: &str, mime: &str, data: Vec<u8>) -> String {
+        let request: Element = format!(
+            "<request xmlns='urn:xmpp:http:upload:0' filename='{name}' size='{}' content-type='{mime}'/>",
+            data.len()
+        )
+        .parse()
+        .expect("the slot request");
+        let slot = match self.iq(service, IqRequest::Get(request)).await {
+            IqResponse::Result(Some(slot)) => slot,
+            other => panic!("no upload slot: {other:?}"),
+        };
+        let ns = "urn:xmpp:http:upload:0";
+        let put_el = slot.get_child("put", ns).expect("a put element");
+        let put = put_el.attr("url").expect("a put URL").to_owned();
+        // The slot's headers (Prosody's authorization token) go with the upload.
+        let headers: Vec<(String, String)> = put_el
+            .children()
+            .filter(|h| h.is("header", ns))
+            .filter_map(|h| h.attr("name").map(|n| (n.to_owned(), h.text())))
+            .collect();
+        let get = slot
+            .get_child("get", ns)
+            .and_then(|g| g.attr("url"))
+            .expect("a get URL")
+            .to_owned();
+        let status = reqwest::Client::new()
+            .put(&put)
+            .headers(
+                headers
+                    .iter()
+                    .filter_map(|(n, v)| {
+                        Some((
+                            reqwest::header::HeaderName::from_bytes(n.as_bytes()).ok()?,
+                            reqwest::header::HeaderValue::from_str(v).ok()?,
+                        ))
+                    })
+                    .collect(),
+            )
+            .header("content-type", mime)
+            .body(data)
+            .send()
+            .await
+            .expect("the upload")
+            .status();
+        assert!(status.is_success(), "upload answered {status}");
+        get
     }
 
     /// Closes the stream.

@@ -263,7 +263,11 @@ impl<'s> Session<'s> {
             tokio::select! {
                 _ = io.shutdown.cancelled() => break Ok(()),
                 read = transport::read(&mut self.stream) => {
-                    if let Err(e) = self.on_read(io, read?).await {
+                    let handled = match read {
+                        Ok(r) => self.on_read(io, r).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = handled {
                         break Err(e);
                     }
                 }

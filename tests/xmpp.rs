@@ -1,0 +1,421 @@
+//! End-to-end: the real `passerelle` binary between a real Prosody (an XMPP room), a real ngIRCd
+//! and the HTTP message API.
+
+mod common;
+
+use common::{Api, Daemon, free_port};
+use passerelle_testkit::irc_client::IrcClient;
+use passerelle_testkit::prosody::{DOMAIN, MUC, Prosody, UPLOAD};
+use passerelle_testkit::servers::Ngircd;
+use passerelle_testkit::xmpp_client::{XmppClient, body, payload};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+
+const TOKEN: &str = "e2e-token-0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Bridge {
+    xmpp: Prosody,
+    irc: Ngircd,
+    _dir: tempfile::TempDir,
+    daemon: Daemon,
+    api_port: u16,
+    room: BareJid,
+}
+
+async fn start() -> Bridge {
+    let xmpp = Prosody::start();
+    xmpp.register("bridge", "bridge-pw");
+    xmpp.register("peer", "peer-pw");
+    xmpp.register("observer", "observer-pw");
+    let irc = Ngircd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, api_port) = (free_port(), free_port());
+    let room = BareJid::from_str(&format!("lobby@{MUC}")).expect("a room");
+    let config = format!(
+        r##"
+[general]
+shutdown_grace_secs = 5
+
+[store]
+path = "{data}/passerelle.db"
+
+[http]
+listen = "127.0.0.1:{admin}"
+
+[accounts."xmpp.main"]
+kind = "xmpp"
+jid = "bridge@{DOMAIN}"
+password = "bridge-pw"
+server = "127.0.0.1"
+port = {c2s}
+tls_ca_file = "{ca}"
+nick = "bridge"
+ping_interval_secs = 5
+ping_timeout_secs = 5
+send_timeout_secs = 10
+rights = ["read", "write", "delete"]
+
+[accounts."irc.main"]
+kind = "irc"
+server = "127.0.0.1"
+port = {irc}
+tls = false
+nick = "bridge"
+send_rate_per_second = 0
+
+[accounts."api.main"]
+kind = "api"
+listen = "127.0.0.1:{api_port}"
+token = "{TOKEN}"
+rights = ["read", "write", "delete"]
+
+[[links]]
+name = "lobby"
+rooms = [
+  {{ account = "xmpp.main", room = "{room}" }},
+  {{ account = "irc.main", room = "#x" }},
+  {{ account = "api.main", room = "lobby" }},
+]
+"##,
+        data = dir.path().join("data").display(),
+        c2s = xmpp.c2s_port,
+        ca = xmpp.ca().display(),
+        irc = irc.port,
+    );
+    let daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    Bridge {
+        xmpp,
+        irc,
+        _dir: dir,
+        daemon,
+        api_port,
+        room,
+    }
+}
+
+fn el(xml: &str) -> Element {
+    xml.parse().expect("test XML")
+}
+
+fn from_nick(m: &Message, nick: &str) -> bool {
+    m.type_ == MessageType::Groupchat
+        && m.from
+            .as_ref()
+            .and_then(|f| f.resource())
+            .is_some_and(|r| r.as_str() == nick)
+}
+
+fn stanza_id(m: &Message) -> String {
+    payload(m, "stanza-id", "urn:xmpp:sid:0")
+        .and_then(|e| e.attr("id"))
+        .expect("the room stamps a stanza-id")
+        .to_owned()
+}
+
+/// The peer's message with `id`, as the room echoed it: its stanza-id.
+async fn echoed(peer: &mut XmppClient, id: &str) -> String {
+    let m = peer
+        .next_message(WAIT, |m| {
+            from_nick(m, "peer") && m.id.as_ref().is_some_and(|i| i.0 == id)
+        })
+        .await
+        .expect("the room echoes the peer's message");
+    stanza_id(&m)
+}
+
+async fn irc_line(irc: &mut IrcClient, what: &str) -> String {
+    let got = irc
+        .next_message(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("IRC did not see {what}"));
+    got.action().map(|a| format!("* {a}")).unwrap_or(got.text)
+}
+
+#[tokio::test]
+async fn xmpp_room_events_reach_irc_and_the_api_and_back() {
+    let b = start().await;
+    let api = Api::new(b.api_port, TOKEN);
+    let mut stream = api.stream().await;
+    let mut irc = IrcClient::connect(b.irc.port, "ircer").await;
+    irc.join("#x").await;
+    let mut peer = XmppClient::connect(&b.xmpp, "peer").await;
+    peer.join(&b.room, "peer").await;
+
+    // A message.
+    let first = peer.say(&b.room, "hello from xmpp").await;
+    let sid = echoed(&mut peer, &first).await;
+    assert_eq!(
+        irc_line(&mut irc, "the message").await,
+        "<peer> hello from xmpp"
+    );
+    let m = stream.next(WAIT).await.expect("the API sees the message");
+    assert_eq!(
+        (m["text"].as_str(), m["username"].as_str()),
+        (Some("hello from xmpp"), Some("peer"))
+    );
+    let api_id = m["id"].as_str().expect("an id").to_owned();
+
+    // Its correction.
+    let (mut c, _) = peer.message(&b.room, MessageType::Groupchat);
+    c.bodies
+        .insert(Lang::default(), "hello from xmpp, fixed".into());
+    c.payloads.push(el(&format!(
+        "<replace xmlns='urn:xmpp:message-correct:0' id='{first}'/>"
+    )));
+    peer.send(c).await;
+    assert_eq!(
+        irc_line(&mut irc, "the correction").await,
+        "<peer> hello from xmpp, fixed (edited)"
+    );
+    let m = stream.next(WAIT).await.expect("the API sees the edit");
+    assert_eq!(
+        (m["text"].as_str(), m["id"].as_str()),
+        (Some("hello from xmpp, fixed"), Some(api_id.as_str()))
+    );
+
+    // A reply to it.
+    let (mut r, _) = peer.message(&b.room, MessageType::Groupchat);
+    r.bodies.insert(Lang::default(), "an answer".into());
+    r.payloads.push(el(&format!(
+        "<reply xmlns='urn:xmpp:reply:0' to='{}/peer' id='{sid}'/>",
+        b.room
+    )));
+    peer.send(r).await;
+    assert_eq!(
+        irc_line(&mut irc, "the reply").await,
+        "<peer> (re peer) an answer"
+    );
+    let m = stream.next(WAIT).await.expect("the API sees the reply");
+    assert_eq!(
+        (m["text"].as_str(), m["parent_id"].as_str()),
+        (Some("an answer"), Some(api_id.as_str()))
+    );
+
+    // A reaction.
+    let (mut r, _) = peer.message(&b.room, MessageType::Groupchat);
+    r.payloads.push(el(&format!(
+        "<reactions xmlns='urn:xmpp:reactions:0' id='{sid}'><reaction>👍</reaction></reactions>"
+    )));
+    peer.send(r).await;
+    assert_eq!(
+        irc_line(&mut irc, "the reaction").await,
+        "* peer reacted 👍 to peer's message"
+    );
+    let m = stream
+        .next(WAIT)
+        .await
+        .expect("the API sees the reaction, as an action");
+    assert_eq!(m["event"].as_str(), Some("user_action"));
+    assert!(
+        m["text"].as_str().is_some_and(|t| t.contains("reacted 👍")),
+        "{m}"
+    );
+
+    // Its retraction.
+    let (mut d, _) = peer.message(&b.room, MessageType::Groupchat);
+    d.payloads.push(el(&format!(
+        "<retract xmlns='urn:xmpp:message-retract:1' id='{sid}'/>"
+    )));
+    peer.send(d).await;
+    assert_eq!(
+        irc_line(&mut irc, "the retraction").await,
+        "* peer deleted a message"
+    );
+    let m = stream.next(WAIT).await.expect("the API sees the delete");
+    assert_eq!(
+        (m["event"].as_str(), m["id"].as_str()),
+        (Some("msg_delete"), Some(api_id.as_str()))
+    );
+
+    // A file, uploaded with HTTP file sharing and posted as an out-of-band link.
+    let data = b"a file from xmpp\n".to_vec();
+    let url = peer
+        .upload(
+            &Jid::from_str(UPLOAD).expect("a JID"),
+            "note.txt",
+            "text/plain",
+            data.clone(),
+        )
+        .await;
+    let (mut f, _) = peer.message(&b.room, MessageType::Groupchat);
+    f.bodies.insert(Lang::default(), url.clone());
+    f.payloads
+        .push(el(&format!("<x xmlns='jabber:x:oob'><url>{url}</url></x>")));
+    peer.send(f).await;
+    let line = irc_line(&mut irc, "the file").await;
+    assert_eq!(line, format!("<peer> note.txt: {url}"));
+    let fetched = reqwest::get(&url).await.expect("the link works");
+    assert!(fetched.status().is_success());
+    assert_eq!(fetched.bytes().await.expect("the file").to_vec(), data);
+
+    // The other way: IRC and the API into the room.
+    irc.say("#x", "hello from irc").await;
+    let seen = peer
+        .next_message(WAIT, |m| {
+            from_nick(m, "bridge") && body(m) == Some("<ircer> hello from irc")
+        })
+        .await;
+    assert!(
+        seen.is_some(),
+        "the room sees the IRC message with its sender's name"
+    );
+
+    let (status, answer) = api
+        .post(serde_json::json!({"text": "from the api", "username": "scripty", "gateway": "lobby", "parent_id": api_id}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let posted = answer["id"].as_str().expect("an id").to_owned();
+    let seen = peer
+        .next_message(WAIT, |m| {
+            from_nick(m, "bridge") && body(m) == Some("<scripty> from the api")
+        })
+        .await
+        .expect("the room sees the API message");
+    let replied = payload(&seen, "reply", "urn:xmpp:reply:0").and_then(|e| e.attr("id"));
+    assert_eq!(
+        replied,
+        Some(sid.as_str()),
+        "a reply names the room's id of the message"
+    );
+    let ours = stanza_id(&seen);
+    let origin = seen.id.clone().expect("an id").0;
+
+    let (status, _) = api
+        .post(serde_json::json!({"text": "from the api, edited", "username": "scripty", "gateway": "lobby", "id": posted}))
+        .await;
+    assert_eq!(status, 200);
+    let seen = peer
+        .next_message(WAIT, |m| {
+            from_nick(m, "bridge") && body(m) == Some("<scripty> from the api, edited")
+        })
+        .await
+        .expect("the room sees the correction");
+    let replaced =
+        payload(&seen, "replace", "urn:xmpp:message-correct:0").and_then(|e| e.attr("id"));
+    assert_eq!(replaced, Some(origin.as_str()));
+
+    let (status, _) = api
+        .post(serde_json::json!({"event": "msg_delete", "gateway": "lobby", "id": posted}))
+        .await;
+    assert_eq!(status, 200);
+    let seen = peer
+        .next_message(WAIT, |m| {
+            from_nick(m, "bridge") && payload(m, "retract", "urn:xmpp:message-retract:1").is_some()
+        })
+        .await
+        .expect("the room sees the retraction");
+    let retracted =
+        payload(&seen, "retract", "urn:xmpp:message-retract:1").and_then(|e| e.attr("id"));
+    assert_eq!(retracted, Some(ours.as_str()));
+    peer.close().await;
+}
+
+/// Texts the bridge posted in the room, from its whole history as a fresh occupant sees it.
+async fn room_history(b: &Bridge) -> HashMap<String, usize> {
+    let mut observer = XmppClient::connect(&b.xmpp, "observer").await;
+    observer.join_with_history(&b.room, "observer").await;
+    let got = observer
+        .messages_until(Duration::from_secs(5), |_| false)
+        .await;
+    let mut counts = HashMap::new();
+    for m in got.iter().filter(|m| from_nick(m, "bridge")) {
+        if let Some(text) = body(m) {
+            *counts.entry(text.to_owned()).or_insert(0) += 1;
+        }
+    }
+    observer.close().await;
+    counts
+}
+
+#[tokio::test]
+async fn a_prosody_restart_mid_stream_loses_and_duplicates_nothing() {
+    let mut b = start().await;
+    let mut irc = IrcClient::connect(b.irc.port, "ircer").await;
+    irc.join("#x").await;
+    let mut sender = IrcClient::connect(b.irc.port, "talker").await;
+    sender.join("#x").await;
+    let mut peer = XmppClient::connect(&b.xmpp, "peer").await;
+    peer.join(&b.room, "peer").await;
+
+    // IRC → XMPP: a steady stream, with the XMPP server killed and started again in the middle.
+    const IRC_TOTAL: usize = 40;
+    const XMPP_BEFORE: usize = 5;
+    const XMPP_AFTER: usize = 10;
+    for i in 0..XMPP_BEFORE {
+        let id = peer.say(&b.room, &format!("xmpp-{i}")).await;
+        echoed(&mut peer, &id).await;
+    }
+    for i in 0..IRC_TOTAL {
+        sender.say("#x", &format!("irc-{i}")).await;
+        if i == 10 {
+            b.xmpp.restart();
+            // The peer is back first: what it says before the bridge has rejoined must still
+            // reach IRC (catch-up from the room's history).
+            peer = XmppClient::connect(&b.xmpp, "peer").await;
+            peer.join(&b.room, "peer").await;
+            for j in XMPP_BEFORE..XMPP_BEFORE + XMPP_AFTER {
+                let id = peer.say(&b.room, &format!("xmpp-{j}")).await;
+                echoed(&mut peer, &id).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Every XMPP message reached IRC exactly once.
+    let want_irc = XMPP_BEFORE + XMPP_AFTER;
+    let lines = irc
+        .messages_until(Duration::from_secs(60), |got| {
+            got.iter().filter(|m| m.nick == "bridge").count() >= want_irc
+        })
+        .await;
+    let extra = irc.messages_until(Duration::from_secs(3), |_| false).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in lines
+        .iter()
+        .chain(extra.iter())
+        .filter(|m| m.nick == "bridge")
+    {
+        *seen.entry(m.text.clone()).or_insert(0) += 1;
+    }
+    for i in 0..want_irc {
+        let text = format!("<peer> xmpp-{i}");
+        assert_eq!(
+            seen.get(&text),
+            Some(&1),
+            "{text} on IRC: {seen:?}\n{}",
+            b.daemon.logs()
+        );
+    }
+    assert_eq!(seen.len(), want_irc, "nothing else reached IRC: {seen:?}");
+
+    // Every IRC message reached the room exactly once (waiting for the bridge's retries).
+    let mut counts = HashMap::new();
+    for _ in 0..12 {
+        counts = room_history(&b).await;
+        if (0..IRC_TOTAL).all(|i| counts.contains_key(&format!("<talker> irc-{i}"))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    for i in 0..IRC_TOTAL {
+        let text = format!("<talker> irc-{i}");
+        assert_eq!(
+            counts.get(&text),
+            Some(&1),
+            "{text} in the room: {counts:?}\n{}",
+            b.daemon.logs()
+        );
+    }
+    assert_eq!(
+        counts.len(),
+        IRC_TOTAL,
+        "nothing else reached the room: {counts:?}"
+    );
+    peer.close().await;
+}
