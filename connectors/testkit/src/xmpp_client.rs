@@ -72,13 +72,16 @@ impl XmppClient {
             "{user} never came online; server log:\n{}",
             server.log()
         );
-        Self {
+        let mut me = Self {
             client,
             jid,
             occupant_ids: HashMap::new(),
             inbox: VecDeque::new(),
             next_id: 0,
-        }
+        };
+        // Available, as a client is, so that messages to the bare JID reach this session.
+        me.send(Presence::available()).await;
+        me
     }
 
     /// Sends any stanza.

@@ -358,3 +358,82 @@ async fn corrections_replies_reactions_and_retractions_map_both_ways() {
     let _ = h.shutdown(WAIT).await;
     peer.close().await;
 }
+
+/// A direct chat is a room only for the person it names: their messages come in there, ours go
+/// to them, and a message from anyone else (or a private message in a room) is not bridged.
+#[tokio::test]
+async fn direct_chats_reach_only_the_configured_person() {
+    let server = server();
+    server.register("stranger", "stranger-pw");
+    let dm: RoomId = format!("dm:peer@{DOMAIN}").into();
+    let mut h = Harness::start(connector(&server), "xmpp.test", vec![dm.clone()]);
+    assert!(h.wait_connected(WAIT).await, "connected");
+    let bridge = BareJid::from_str(&format!("bridge@{DOMAIN}")).expect("a JID");
+    let mut peer = XmppClient::connect(&server, "peer").await;
+    let mut stranger = XmppClient::connect(&server, "stranger").await;
+
+    let (mut m, _) = stranger.message(&bridge, MessageType::Chat);
+    m.bodies.insert(Lang::default(), "from a stranger".into());
+    stranger.send(m).await;
+    let (mut m, _) = peer.message(&bridge, MessageType::Chat);
+    m.bodies.insert(Lang::default(), "hello bridge".into());
+    peer.send(m).await;
+    let e = h
+        .next_matching(WAIT, |e| matches!(e.kind, EventKind::Message(_)))
+        .await
+        .expect("the peer's direct message");
+    assert_eq!(e.room, dm);
+    assert_eq!(e.sender.id.as_str(), format!("peer@{DOMAIN}"));
+    assert!(
+        matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "hello bridge"),
+        "the stranger's message was not bridged first"
+    );
+
+    let receipt = h
+        .send(
+            outbound_to(&dm, EventKind::Message(Content::plain("hello peer"))),
+            WAIT,
+        )
+        .await
+        .expect("an answer");
+    assert!(receipt.is_ok(), "{receipt:?}");
+    let got = peer
+        .next_message(WAIT, |m| {
+            m.type_ == MessageType::Chat && body(m) == Some("hello peer")
+        })
+        .await
+        .expect("the peer got our direct message");
+    assert_eq!(got.from.map(|f| f.to_bare()), Some(bridge.clone()));
+    assert!(
+        stranger
+            .next_message(Duration::from_secs(2), |m| body(m) == Some("hello peer"))
+            .await
+            .is_none(),
+        "only the configured person gets it"
+    );
+    let other: RoomId = format!("dm:stranger@{DOMAIN}").into();
+    let refused = h
+        .send(
+            outbound_to(&other, EventKind::Message(Content::plain("no"))),
+            WAIT,
+        )
+        .await;
+    assert!(
+        matches!(refused, Some(Err(passerelle_sdk::SendError::RoomNotFound))),
+        "{refused:?}"
+    );
+    assert!(
+        h.next_matching(Duration::from_secs(2), |e| matches!(
+            e.kind,
+            EventKind::Message(_)
+        ))
+        .await
+        .is_none(),
+        "nothing else was bridged"
+    );
+    let _ = h.shutdown(WAIT).await;
+}
+
+fn outbound_to(room: &RoomId, kind: EventKind) -> Event {
+    Event::new(room.clone(), Sender::new("someone"), kind)
+}
