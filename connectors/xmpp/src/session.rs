@@ -352,14 +352,12 @@ impl<'s> Session<'s> {
                 tracing::warn!(error = %why, "a malformed stanza from the XMPP server was skipped");
                 Ok(())
             }
-            Read::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => {
-                self.on_message(io, m).await
-            }
-            Read::Element(XmppStreamElement::Stanza(Stanza::Presence(p))) => {
-                self.on_presence(io, p).await
-            }
-            Read::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) => self.on_iq(iq).await,
-            Read::Element(_) => Ok(()),
+            Read::Element(el) => match *el {
+                XmppStreamElement::Stanza(Stanza::Message(m)) => self.on_message(io, m).await,
+                XmppStreamElement::Stanza(Stanza::Presence(p)) => self.on_presence(io, p).await,
+                XmppStreamElement::Stanza(Stanza::Iq(iq)) => self.on_iq(iq).await,
+                _ => Ok(()),
+            },
         }
     }
 

@@ -27,8 +27,8 @@ pub type Stream = XmppStream<Box<dyn AsyncReadAndWrite + Send + 'static>>;
 
 /// What one stream read gave.
 pub enum Read {
-    /// A stanza or nonza.
-    Element(XmppStreamElement),
+    /// A stanza or nonza (boxed: stanzas are large).
+    Element(Box<XmppStreamElement>),
     /// An element that did not parse: logged (without content) and skipped.
     Malformed(String),
     /// Nothing for the stream's read timeout: time to check the link.
@@ -46,7 +46,7 @@ pub async fn read(stream: &mut Stream) -> Result<Read, ConnectorError> {
             "the server ended the stream: {:?}",
             e.0.condition
         ))),
-        Some(Ok(el)) => Ok(Read::Element(el)),
+        Some(Ok(el)) => Ok(Read::Element(Box::new(el))),
         Some(Err(ReadError::SoftTimeout)) => Ok(Read::Idle),
         Some(Err(ReadError::ParseError(e))) => Ok(Read::Malformed(e.to_string())),
         Some(Err(ReadError::HardError(e))) => {
@@ -167,19 +167,20 @@ async fn open_inner(settings: &Settings) -> Result<(Stream, FullJid), ConnectorE
     let bind = Iq::from_set("bind", BindQuery::new(Some(settings.resource.clone())));
     send(&mut stream, bind).await?;
     loop {
-        match read(&mut stream).await? {
-            Read::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Result {
+        let Read::Element(el) = read(&mut stream).await? else {
+            continue;
+        };
+        match *el {
+            XmppStreamElement::Stanza(Stanza::Iq(Iq::Result {
                 id,
                 payload: Some(payload),
                 ..
-            }))) if id == "bind" => {
+            })) if id == "bind" => {
                 let bound = BindResponse::try_from(payload)
                     .map_err(|e| stream_error("binding a resource", e))?;
                 return Ok((stream, FullJid::from(bound)));
             }
-            Read::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Error {
-                id, error, ..
-            }))) if id == "bind" => {
+            XmppStreamElement::Stanza(Stanza::Iq(Iq::Error { id, error, .. })) if id == "bind" => {
                 return Err(ConnectorError::Disconnected(format!(
                     "the server refused the resource: {:?}",
                     error.defined_condition

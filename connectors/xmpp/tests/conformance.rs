@@ -24,15 +24,6 @@ struct XmppPeer {
     nick: String,
 }
 
-impl XmppPeer {
-    fn from_bridge(&self, m: &tokio_xmpp::parsers::message::Message) -> bool {
-        m.type_ == MessageType::Groupchat
-            && m.from.as_ref().is_some_and(|f| {
-                f.to_bare() == self.room && f.resource().is_some_and(|r| r.as_str() != self.nick)
-            })
-    }
-}
-
 impl Peer for XmppPeer {
     fn room(&self) -> RoomId {
         self.room.as_str().into()
@@ -86,7 +77,7 @@ impl Peer for XmppPeer {
                 })
                 .await;
             got.iter()
-                .filter(|m| self.from_bridge(m))
+                .filter(|m| mine(m))
                 .map(|m| {
                     let (text, emote) = text(m);
                     Seen { text, emote }
