@@ -49,6 +49,11 @@ pub async fn read(stream: &mut Stream) -> Result<Read, ConnectorError> {
         Some(Ok(el)) => Ok(Read::Element(Box::new(el))),
         Some(Err(ReadError::SoftTimeout)) => Ok(Read::Idle),
         Some(Err(ReadError::ParseError(e))) => Ok(Read::Malformed(e.to_string())),
+        // A stanza that is well-formed XML but not valid (tokio-xmpp reports it as InvalidData
+        // and keeps the stream): skipped. The error names the element and the rule, never text.
+        Some(Err(ReadError::HardError(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Ok(Read::Malformed(e.to_string()))
+        }
         Some(Err(ReadError::HardError(e))) => {
             Err(ConnectorError::Disconnected(format!("read failed: {e}")))
         }
@@ -236,4 +241,63 @@ async fn starttls(settings: &Settings, tcp: TcpStream) -> Result<TcpStream, Conn
         }
     }
     Ok(stream.into_inner().into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that sends a message the parsers refuse (an unknown `type`), a stanza cut off by
+    /// nothing but well-formed, and then a good message: the bad ones come out as `Malformed`
+    /// (no content in the error) and the stream goes on.
+    #[tokio::test]
+    async fn a_malformed_stanza_is_skipped_and_the_stream_goes_on() {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut header = vec![0u8; 512];
+            let _ = theirs.read(&mut header).await;
+            theirs
+                .write_all(
+                    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                      xmlns:stream='http://etherx.jabber.org/streams' version='1.0' \
+                      from='example.org' id='s1'><stream:features/>\
+                      <message type='nonsense' from='a@example.org/x'><body>secret words</body></message>\
+                      <message from='a@example.org/x'><thread>1</thread><thread>2</thread><body>more secret</body></message>\
+                      <message type='chat' from='a@example.org/x'><body>fine</body></message>",
+                )
+                .await
+                .expect("write");
+            theirs
+        });
+        let io: Box<dyn AsyncReadAndWrite + Send> = Box::new(BufStream::new(ours));
+        let header = StreamHeader {
+            to: Some(Cow::Borrowed("example.org")),
+            from: None,
+            id: None,
+        };
+        let pending = xmlstream::initiate_stream(io, ns::JABBER_CLIENT, header, Timeouts::tight())
+            .await
+            .expect("stream");
+        let (_, mut stream): (_, Stream) = pending.recv_features().await.expect("features");
+        let mut malformed = 0;
+        loop {
+            match read(&mut stream).await.expect("the stream stays up") {
+                Read::Malformed(why) => {
+                    assert!(!why.contains("secret"), "the error names no content: {why}");
+                    malformed += 1;
+                }
+                Read::Element(el) => match *el {
+                    XmppStreamElement::Stanza(Stanza::Message(m)) => {
+                        assert_eq!(m.bodies.values().next().map(String::as_str), Some("fine"));
+                        break;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+                Read::Idle => panic!("idle before the good message"),
+            }
+        }
+        assert_eq!(malformed, 2);
+        drop(server.await);
+    }
 }
