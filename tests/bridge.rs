@@ -24,15 +24,7 @@ struct Bridge {
 fn config(irc_port: u16, admin: u16, api_port: u16, dir: &std::path::Path, extra: &str) -> String {
     format!(
         r##"
-[general]
-shutdown_grace_secs = 5
-
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
+{head}
 [accounts."irc.main"]
 kind = "irc"
 server = "127.0.0.1"
@@ -62,7 +54,7 @@ rooms = [
 ]
 {extra}
 "##,
-        data = dir.join("data").display()
+        head = common::base_config(dir, admin)
     )
 }
 

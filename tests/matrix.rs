@@ -22,15 +22,7 @@ fn bot_config(
 ) -> String {
     format!(
         r##"
-[general]
-shutdown_grace_secs = 5
-
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
+{head}
 [accounts.irc]
 kind = "irc"
 server = "127.0.0.1"
@@ -62,7 +54,7 @@ rooms = [
   {{ account = "matrix", room = "!missing:localhost", direction = "out" }},
 ]
 "##,
-        data = dir.join("data").display(),
+        head = common::base_config(dir, admin),
         hs = hs.url(),
     )
 }
@@ -361,15 +353,7 @@ fn appservice_config(
 ) -> String {
     format!(
         r##"
-[general]
-shutdown_grace_secs = 5
-
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
+{head}
 [accounts.irc]
 kind = "irc"
 server = "127.0.0.1"
@@ -393,7 +377,7 @@ rooms = [
   {{ account = "matrix", room = "{room}" }},
 ]
 "##,
-        data = dir.join("data").display(),
+        head = common::base_config(dir, admin),
     )
 }
 

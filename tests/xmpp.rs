@@ -38,15 +38,7 @@ async fn start() -> Bridge {
     let room = BareJid::from_str(&format!("lobby@{MUC}")).expect("a room");
     let config = format!(
         r##"
-[general]
-shutdown_grace_secs = 5
-
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
+{head}
 [accounts."xmpp.main"]
 kind = "xmpp"
 jid = "bridge@{DOMAIN}"
@@ -82,7 +74,7 @@ rooms = [
   {{ account = "api.main", room = "lobby" }},
 ]
 "##,
-        data = dir.path().join("data").display(),
+        head = common::base_config(dir.path(), admin),
         c2s = xmpp.c2s_port,
         ca = xmpp.ca().display(),
         irc = irc.port,

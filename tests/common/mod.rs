@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 
 pub use passerelle_testkit::free_port;
 
+/// The `[general]`, `[store]` and `[http]` tables every end-to-end config starts with: a short
+/// shutdown grace, the store under `dir/data`, the admin listener on `admin`.
+pub fn base_config(dir: &Path, admin: u16) -> String {
+    format!(
+        "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{}/passerelle.db\"\n\n[http]\nlisten = \"127.0.0.1:{admin}\"\n",
+        dir.join("data").display()
+    )
+}
+
 /// A running daemon (the real binary), stopped by PID when dropped.
 pub struct Daemon {
     child: Option<Child>,

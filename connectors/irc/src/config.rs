@@ -194,37 +194,16 @@ impl IrcConfig {
             .map(|(k, v)| (k.to_lowercase(), v))
             .collect();
         if let Some(path) = &raw.channel_keys_file {
-            match secret::read_secret_file(path) {
-                Ok(text) => {
-                    for (n, line) in text.expose().lines().enumerate() {
-                        let line = line.trim();
-                        if line.is_empty() {
-                            continue;
-                        }
-                        match line.split_once(char::is_whitespace) {
-                            Some((chan, key)) if !key.trim().is_empty() => {
-                                channel_keys.insert(chan.to_lowercase(), Secret::new(key.trim()));
-                            }
-                            _ => issues.push(ConfigIssue::new(
-                                "channel_keys_file",
-                                format!("line {}: expected \"#channel key\"", n + 1),
-                            )),
-                        }
-                    }
-                }
-                Err(e) => issues.push(ConfigIssue::new(
-                    "channel_keys_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )),
+            for pair in
+                secret::read_pairs_file("channel_keys_file", path, "#channel key", &mut issues)
+            {
+                channel_keys.insert(pair.name.to_lowercase(), pair.secret);
             }
         }
         if let Some(ca) = &raw.tls_ca_file
-            && std::fs::metadata(ca).is_err()
+            && let Err(e) = passerelle_sdk::tls::client_config(Some(ca))
         {
-            issues.push(ConfigIssue::new(
-                "tls_ca_file",
-                format!("cannot read {}", ca.display()),
-            ));
+            issues.push(ConfigIssue::new("tls_ca_file", e));
         }
         if !(raw.send_rate_per_second >= 0.0 && raw.send_rate_per_second.is_finite()) {
             issues.push(ConfigIssue::new(

@@ -71,6 +71,58 @@ pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
     Ok(Secret(value))
 }
 
+/// One `name secret` line of a file read by [`read_pairs_file`].
+#[derive(Clone, Debug)]
+pub struct Pair {
+    /// The line's number, from 1.
+    pub line: usize,
+    /// The first word.
+    pub name: String,
+    /// The rest of the line, trimmed.
+    pub secret: Secret,
+}
+
+/// Reads a file of `name secret` lines (channel keys, room passwords) for the config key `key`
+/// (e.g. `channel_keys_file`); blank lines are skipped. An unreadable file, and each line that
+/// is not `shape` (e.g. `"#channel key"`), is an issue under `key` naming the line, never its
+/// secret.
+pub fn read_pairs_file(
+    key: &str,
+    path: &Path,
+    shape: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<Pair> {
+    let text = match read_secret_file(path) {
+        Ok(t) => t,
+        Err(e) => {
+            issues.push(ConfigIssue::new(
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut pairs = Vec::new();
+    for (n, line) in text.expose().lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_once(char::is_whitespace) {
+            Some((name, secret)) if !secret.trim().is_empty() => pairs.push(Pair {
+                line: n + 1,
+                name: name.to_owned(),
+                secret: Secret::new(secret.trim()),
+            }),
+            _ => issues.push(ConfigIssue::new(
+                key,
+                format!("line {}: expected \"{shape}\"", n + 1),
+            )),
+        }
+    }
+    pairs
+}
+
 /// Resolves the pair `key` / `key_file`: at most one may be set; the file must be readable.
 /// Returns `Ok(None)` when neither is set. Issues name `key` or `key_file`.
 pub fn resolve(

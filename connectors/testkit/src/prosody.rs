@@ -5,7 +5,9 @@
 //! (XEP-0114) `bridge.localhost`. Client connections need TLS (STARTTLS or direct TLS) with a
 //! certificate signed by a throwaway CA ([`Prosody::ca`]). Stopped by PID when dropped.
 
-use crate::servers::{find_binary, make_certificates_for, spawn_logged, wait_for_port};
+use crate::servers::{
+    find_binary, kill_and_wait, make_certificates_for, spawn_logged, wait_for_port,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -152,10 +154,7 @@ Component "{COMPONENT}"
 
     /// Stops the server (by its PID) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_and_wait(&mut self.child);
     }
 
     /// Stops and starts the server again on the same ports, with the same accounts and rooms.

@@ -207,10 +207,7 @@ impl Ngircd {
 
     /// Stops the server (by its PID) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_and_wait(&mut self.child);
     }
 
     /// Starts the server again on the same port.
@@ -230,6 +227,14 @@ impl Ngircd {
                 .expect("run kill");
             assert!(status.success(), "kill -STOP ngircd failed");
         }
+    }
+}
+
+/// Ends a test server's process (SIGKILL, by its PID) and waits for it, if it is running.
+pub(crate) fn kill_and_wait(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -298,10 +303,7 @@ impl Inspircd {
 
 impl Drop for Inspircd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_and_wait(&mut self.child);
     }
 }
 

@@ -2,7 +2,7 @@
 //! users created with the shared registration secret. The test command installs Synapse from PyPI
 //! into a virtual environment (`$HOME/.cache/passerelle-venv`, or `PASSERELLE_SYNAPSE_VENV`).
 
-use crate::servers::wait_for_port;
+use crate::servers::{kill_and_wait, wait_for_port};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -248,10 +248,7 @@ app_service_config_files:{appservices}
 
     /// Stops the server (by its PID) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_and_wait(&mut self.child);
     }
 
     /// Starts the server again on the same port, with the same database.

@@ -196,12 +196,9 @@ impl XmppConfig {
             issues.push(ConfigIssue::new("server", "must not be empty"));
         }
         if let Some(ca) = &raw.tls_ca_file
-            && std::fs::metadata(ca).is_err()
+            && let Err(e) = passerelle_sdk::tls::client_config(Some(ca))
         {
-            issues.push(ConfigIssue::new(
-                "tls_ca_file",
-                format!("cannot read {}", ca.display()),
-            ));
+            issues.push(ConfigIssue::new("tls_ca_file", e));
         }
         let resource = raw.resource.unwrap_or_else(|| "passerelle".to_owned());
         if resource.trim().is_empty() {
@@ -236,34 +233,17 @@ impl XmppConfig {
             }
         }
         if let Some(path) = &raw.room_passwords_file {
-            match secret::read_secret_file(path) {
-                Ok(text) => {
-                    for (n, line) in text.expose().lines().enumerate() {
-                        let line = line.trim();
-                        if line.is_empty() {
-                            continue;
-                        }
-                        match line.split_once(char::is_whitespace) {
-                            Some((room, pw)) if !pw.trim().is_empty() => match parse_room(room) {
-                                Ok(RoomKind::Muc(j)) => {
-                                    room_passwords.insert(j.to_string(), Secret::new(pw.trim()));
-                                }
-                                _ => issues.push(ConfigIssue::new(
-                                    "room_passwords_file",
-                                    format!("line {}: not a room address (room@service)", n + 1),
-                                )),
-                            },
-                            _ => issues.push(ConfigIssue::new(
-                                "room_passwords_file",
-                                format!("line {}: expected \"room@service password\"", n + 1),
-                            )),
-                        }
+            let shape = "room@service password";
+            for pair in secret::read_pairs_file("room_passwords_file", path, shape, &mut issues) {
+                match parse_room(&pair.name) {
+                    Ok(RoomKind::Muc(j)) => {
+                        room_passwords.insert(j.to_string(), pair.secret);
                     }
+                    _ => issues.push(ConfigIssue::new(
+                        "room_passwords_file",
+                        format!("line {}: not a room address (room@service)", pair.line),
+                    )),
                 }
-                Err(e) => issues.push(ConfigIssue::new(
-                    "room_passwords_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )),
             }
         }
         if raw.ping_interval_secs == 0 {

@@ -6,6 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `[general]`, `[store]` and `[http]` tables every load config starts with: a short
+/// shutdown grace, the store under `dir/data`, the admin listener on `admin`.
+pub fn base_config(dir: &Path, admin: u16) -> String {
+    format!(
+        "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{}/passerelle.db\"\n\n[http]\nlisten = \"127.0.0.1:{admin}\"\n",
+        dir.join("data").display()
+    )
+}
+
 /// A running daemon, stopped (SIGTERM, then SIGKILL after 30 s) when dropped.
 pub struct Daemon {
     child: Option<Child>,

@@ -124,15 +124,7 @@ const TOKEN: &str = "passerelle-load-token";
 /// written by the other) and an API account, with one-way links into `#load-out`.
 fn bridge_config(dir: &std::path::Path, admin: u16, irc: u16, api: u16) -> String {
     format!(
-        r##"[general]
-shutdown_grace_secs = 5
-
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
+        r##"{head}
 [accounts."irc.in"]
 kind = "irc"
 server = "127.0.0.1"
@@ -168,7 +160,7 @@ rooms = [
   {{ account = "irc.out", room = "#load-out", direction = "out" }},
 ]
 "##,
-        data = dir.join("data").display()
+        head = daemon::base_config(dir, admin)
     )
 }
 

@@ -20,15 +20,7 @@ const BRIDGE: &str = "@bridge:localhost";
 
 fn config(dir: &std::path::Path, admin: u16, hs: &str, irc: u16, room: &str) -> String {
     format!(
-        r##"[general]
-shutdown_grace_secs = 5
-
-[store]
-path = "{data}/passerelle.db"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
+        r##"{head}
 [accounts.matrix]
 kind = "matrix"
 mode = "bot"
@@ -51,7 +43,7 @@ rooms = [
   {{ account = "irc.out", room = "#load-out", direction = "out" }},
 ]
 "##,
-        data = dir.join("data").display(),
+        head = crate::daemon::base_config(dir, admin),
     )
 }
 
