@@ -86,8 +86,6 @@ impl Room {
 struct Pending {
     outbound: Outbound,
     deadline: Instant,
-    /// Whether it was a message of ours that later corrections may name.
-    remember: bool,
 }
 
 /// A live connection.
@@ -395,15 +393,15 @@ impl<'s> Session<'s> {
                 transport::send(&mut self.stream, unavailable(from, id)).await
             }
             Iq::Result { id, .. } => {
-                if let Some(key) = self.barriers.remove(&id) {
-                    self.confirm(&key.0, &key.1, None);
+                if let Some((room, sent)) = self.barriers.remove(&id) {
+                    self.sent(&room, &sent, sent.clone());
                 }
                 Ok(())
             }
             Iq::Error { id, error, .. } => {
-                if let Some(key) = self.barriers.remove(&id) {
+                if let Some((room, sent)) = self.barriers.remove(&id) {
                     // The server answered, so it had handled the message before.
-                    self.confirm(&key.0, &key.1, None);
+                    self.sent(&room, &sent, sent.clone());
                 } else {
                     tracing::debug!(condition = ?error.defined_condition, "an XMPP request was refused");
                 }
@@ -412,23 +410,20 @@ impl<'s> Session<'s> {
         }
     }
 
-    /// Answers a confirmed send with its receipt, and remembers our message.
-    fn confirm(&mut self, room: &str, id: &str, stamped: Option<String>) {
-        let Some(p) = self.pending.remove(&(room.to_owned(), id.to_owned())) else {
-            return;
-        };
-        let remote = stamped.unwrap_or_else(|| id.to_owned());
-        if p.remember {
-            let room_id = p.outbound.event.room.as_str().to_owned();
-            self.memory.room_mut(&room_id).remember(Known {
-                remote: remote.clone(),
-                origin: id.to_owned(),
-                author: String::new(),
-            });
+    /// Our message `id` is in `room` (echoed by the room, or handled by the server): remembered
+    /// by its `remote` id, so that corrections and retractions can name it and a retried send is
+    /// not made twice; the send waiting for it, if any, is answered.
+    fn sent(&mut self, room: &str, id: &str, remote: String) {
+        self.memory.room_mut(room).remember(Known {
+            remote: remote.clone(),
+            origin: id.to_owned(),
+            author: String::new(),
+        });
+        if let Some(p) = self.pending.remove(&(room.to_owned(), id.to_owned())) {
+            p.outbound.respond(Ok(Receipt {
+                remote_id: Some(remote.into()),
+            }));
         }
-        p.outbound.respond(Ok(Receipt {
-            remote_id: Some(remote.into()),
-        }));
     }
 
     async fn emit(&mut self, io: &ConnectorIo, room: &str, event: Event, seen_ms: u64) {
@@ -531,17 +526,12 @@ impl<'s> Session<'s> {
             && (room.occupant_id.is_none() || parsed.occupant_id == room.occupant_id);
         if own {
             if let Some(origin) = &parsed.origin {
-                // Live or in catch-up history: either way the room has it. Remembered, so a
-                // send that the daemon retries after a lost confirmation is not made twice.
+                // Live or in catch-up history: either way the room has it.
                 let remote = parsed.stanza_id.clone().unwrap_or_else(|| origin.clone());
-                let memory = self.memory.room_mut(room_id.as_str());
-                memory.remember(Known {
-                    remote: remote.clone(),
-                    origin: origin.clone(),
-                    author: String::new(),
-                });
-                memory.seen_at(parsed.delay_ms.unwrap_or_else(now_ms));
-                self.confirm(address.as_str(), origin, Some(remote));
+                self.memory
+                    .room_mut(room_id.as_str())
+                    .seen_at(parsed.delay_ms.unwrap_or_else(now_ms));
+                self.sent(room_id.as_str(), origin, remote);
             }
             return Ok(());
         }
@@ -876,7 +866,6 @@ impl<'s> Session<'s> {
         }
         let direct = type_ == MessageType::Chat;
         let mut m = stanza::new_message(to, type_, &id);
-        let mut remember = false;
         let kind = out.event.kind.clone();
         match &kind {
             EventKind::Message(content) => {
@@ -895,7 +884,6 @@ impl<'s> Session<'s> {
                 if let Some(target) = &out.event.reply_to {
                     stanza::set_reply(&mut m, target.as_str(), None);
                 }
-                remember = true;
             }
             EventKind::Edit { target, content } => {
                 let origin = self
@@ -962,7 +950,6 @@ impl<'s> Session<'s> {
             Pending {
                 outbound: out,
                 deadline: Instant::now() + self.settings.send_timeout,
-                remember,
             },
         );
         Ok(())

@@ -3,7 +3,8 @@
 
 use futures::future::BoxFuture;
 use passerelle_sdk::{
-    BuildContext, Connector, ConnectorFactory, Content, Event, EventKind, RoomId, Sender, UserId,
+    BuildContext, Connector, ConnectorFactory, Content, Event, EventKind, MembershipChange, RoomId,
+    Sender, UserId,
 };
 use passerelle_testkit::conformance::{self, Peer, Seen};
 use passerelle_testkit::harness::Harness;
@@ -145,6 +146,35 @@ async fn corrections_replies_reactions_and_retractions_map_both_ways() {
     let peer_occupant = peer.join(&room, "peer").await.expect("an occupant id");
     let mut h = Harness::start(connector(&server), "xmpp.test", vec![room.as_str().into()]);
     assert!(h.wait_connected(WAIT).await, "connected");
+    assert!(
+        h.next_matching(Duration::from_secs(1), |e| matches!(
+            e.kind,
+            EventKind::Membership(_)
+        ))
+        .await
+        .is_none(),
+        "occupants already in the room are not announced as joining"
+    );
+
+    // Someone joins and leaves: membership events, with their occupant id and nick.
+    server.register("visitor", "visitor-pw");
+    let mut visitor = XmppClient::connect(&server, "visitor").await;
+    let visitor_occupant = visitor
+        .join(&room, "Visitor")
+        .await
+        .expect("an occupant id");
+    let membership = |e: &Event| matches!(e.kind, EventKind::Membership(_));
+    let joined = h.next_matching(WAIT, membership).await.expect("a join");
+    visitor.close().await;
+    let left = h.next_matching(WAIT, membership).await.expect("a leave");
+    for (e, change) in [
+        (joined, MembershipChange::Join),
+        (left, MembershipChange::Leave),
+    ] {
+        assert_eq!(e.kind, EventKind::Membership(change));
+        assert_eq!(e.sender.id.as_str(), visitor_occupant);
+        assert_eq!(e.sender.display_name.as_deref(), Some("Visitor"));
+    }
 
     // Inbound: a message, its correction, a reply to it, reactions, and its retraction.
     let first = peer.say(&room, "first").await;
