@@ -767,7 +767,9 @@ impl Sender {
                 url: avatar.into(),
             };
             let limit = self.shared.max_upload.min(5 * 1024 * 1024);
-            let Ok(file) = media::fetch(&att, limit, self.shared.fetch_private).await else {
+            let Ok(file) =
+                passerelle_sdk::fetch::fetch(&att, limit, self.shared.fetch_private).await
+            else {
                 debug!("remote avatar not fetched");
                 return;
             };
@@ -890,7 +892,7 @@ impl Sender {
         self.ensure_joined(&ghost, &room).await?;
         let (max, private) = (self.shared.max_upload, self.shared.fetch_private);
         for (i, att) in content.attachments.iter().enumerate() {
-            let file = media::fetch(att, max, private).await?;
+            let file = passerelle_sdk::fetch::fetch(att, max, private).await?;
             let size = file.data.len();
             let path = format!(
                 "/_matrix/media/v3/upload?filename={}",

@@ -748,7 +748,8 @@ impl BotSender {
         }
         let room = self.joined(event)?;
         for (i, att) in content.attachments.iter().enumerate() {
-            let file = media::fetch(att, self.max_upload, self.fetch_private).await?;
+            let file =
+                passerelle_sdk::fetch::fetch(att, self.max_upload, self.fetch_private).await?;
             let mime: mime::Mime = file.mime.parse().unwrap_or(mime::APPLICATION_OCTET_STREAM);
             let txn = translate::txn_id(&event.key, &format!("a{i}"));
             let config = AttachmentConfig::new().txn_id(OwnedTransactionId::from(txn));

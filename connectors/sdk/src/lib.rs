@@ -13,6 +13,7 @@
 //! - [`error`]: typed errors for running, sending and configuring.
 //! - [`state`]: a key-value handle for connector-private state kept in the daemon's store.
 //! - [`secret`]: [`Secret`], a string that never prints, and the `*_file` resolution rule.
+//! - `fetch` (feature `fetch`): fetching a linked file safely (public addresses, size cap).
 //! - `tls` (feature `tls`): one rustls client set-up with an operator's CA file.
 //! - [`config`]: parsing a connector's typed config table with errors that name the key path.
 //!
@@ -31,6 +32,8 @@ pub mod content;
 pub mod daemon_view;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fetch")]
+pub mod fetch;
 pub mod http;
 pub mod ids;
 pub mod links;

@@ -74,6 +74,21 @@ pub struct XmppConfig {
     /// the daemon after a reconnect. Default 30.
     #[serde(default = "default_send_timeout")]
     pub send_timeout_secs: u64,
+    /// The HTTP File Upload service (XEP-0363) that files from other networks are uploaded to;
+    /// default: the one the server lists, if any. Without one, files go out as links.
+    pub upload_service: Option<String>,
+    /// The largest file fetched and uploaded, in bytes (the service's own limit applies too);
+    /// larger ones go out as links. Default 52428800 (50 MiB).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+    /// Whether files may be fetched from loopback and private addresses (a private network, or
+    /// tests). Default false: only public addresses.
+    #[serde(default)]
+    pub media_fetch_private: bool,
+}
+
+fn default_max_upload() -> u64 {
+    50 * 1024 * 1024
 }
 
 fn default_catch_up() -> u64 {
@@ -123,6 +138,12 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// How long a sent message may stay unconfirmed.
     pub send_timeout: Duration,
+    /// The upload service, when configured (else discovered).
+    pub upload_service: Option<Jid>,
+    /// The largest file uploaded.
+    pub max_upload: u64,
+    /// Whether files may be fetched from private addresses.
+    pub fetch_private: bool,
 }
 
 /// Whether `room` names a room this connector can serve: `room@service` (a multi-user chat) or
@@ -246,6 +267,17 @@ impl XmppConfig {
                 }
             }
         }
+        let upload_service = match raw.upload_service.as_deref().map(Jid::new) {
+            None => None,
+            Some(Ok(j)) => Some(j),
+            Some(Err(e)) => {
+                issues.push(ConfigIssue::new(
+                    "upload_service",
+                    format!("not a valid JID: {e}"),
+                ));
+                None
+            }
+        };
         if raw.ping_interval_secs == 0 {
             issues.push(ConfigIssue::new("ping_interval_secs", "must be at least 1"));
         }
@@ -284,6 +316,9 @@ impl XmppConfig {
             ping_timeout: Duration::from_secs(raw.ping_timeout_secs),
             connect_timeout: Duration::from_secs(raw.connect_timeout_secs.max(1)),
             send_timeout: Duration::from_secs(raw.send_timeout_secs),
+            upload_service,
+            max_upload: raw.max_upload_bytes,
+            fetch_private: raw.media_fetch_private,
         })
     }
 }

@@ -14,6 +14,7 @@
 //! - [`config`]: the account's typed config, and what a room id may be.
 //! - [`transport`]: TCP, TLS, login and binding.
 //! - [`stanza`]: message stanzas ↔ the event model, without I/O.
+//! - [`upload`]: HTTP File Upload (XEP-0363) for files from other networks.
 //! - [`memory`]: ids, reaction sets and the last message seen, per room, in the connector state.
 //! - [`session`]: one connection: joins, the read/send loop, confirmations, keep-alive.
 
@@ -22,6 +23,7 @@ pub mod memory;
 pub mod session;
 pub mod stanza;
 pub mod transport;
+pub mod upload;
 
 use futures::future::BoxFuture;
 use passerelle_sdk::{
@@ -61,6 +63,8 @@ impl Connector for XmppConnector {
             deletes: true,
             reactions: true,
             replies: true,
+            // Uploaded with HTTP File Upload where the server has it, else sent as links.
+            attachments: true,
             ..Capabilities::default()
         }
     }
@@ -68,7 +72,7 @@ impl Connector for XmppConnector {
     fn limits(&self) -> Limits {
         Limits {
             max_text_bytes: Some(stanza::MAX_BODY_BYTES),
-            max_upload_bytes: None,
+            max_upload_bytes: Some(self.settings.max_upload),
         }
     }
 

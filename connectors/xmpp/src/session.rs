@@ -13,12 +13,16 @@ use crate::config::{RoomKind, Settings, parse_room};
 use crate::memory::{Known, Memory};
 use crate::stanza::{self, Parsed, What};
 use crate::transport::{self, Read, Stream};
+use crate::upload;
+use passerelle_sdk::Attachment;
+use passerelle_sdk::fetch::Fetched;
 use passerelle_sdk::{
     ConnectionState, ConnectorError, ConnectorIo, Content, EmitError, Event, EventKind,
     MembershipChange, MessageKind, Outbound, Receipt, RoomId, SendError, Sender, Text, Timestamp,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -88,6 +92,22 @@ struct Pending {
     deadline: Instant,
 }
 
+/// A file upload in progress: the send it is for, the files still to put, the links of those
+/// already up.
+struct Job {
+    outbound: Outbound,
+    files: VecDeque<(String, Fetched)>,
+    links: Vec<String>,
+}
+
+/// What an upload task reports.
+enum Step {
+    /// The message's files, fetched.
+    Fetched(Result<Vec<(String, Fetched)>, SendError>),
+    /// One file is up, at this link.
+    Put(Result<String, SendError>),
+}
+
 /// A live connection.
 pub struct Session<'s> {
     settings: &'s Settings,
@@ -103,6 +123,14 @@ pub struct Session<'s> {
     /// Ping ids whose answers confirm direct-chat sends.
     barriers: HashMap<String, (String, String)>,
     next_id: u64,
+    /// The upload service, when the server has one.
+    upload: Option<upload::Service>,
+    /// Uploads in progress, and the slot requests they wait for.
+    jobs: HashMap<u64, Job>,
+    slot_iqs: HashMap<String, u64>,
+    next_job: u64,
+    steps_tx: mpsc::UnboundedSender<(u64, Step)>,
+    steps_rx: mpsc::UnboundedReceiver<(u64, Step)>,
 }
 
 fn now_ms() -> u64 {
@@ -115,7 +143,7 @@ impl<'s> Session<'s> {
         settings: &'s Settings,
         io: &ConnectorIo,
     ) -> Result<Session<'s>, ConnectorError> {
-        let (stream, me) = transport::open(settings).await?;
+        let (mut stream, me) = transport::open(settings).await?;
         let mut rooms = HashMap::new();
         let mut directs = HashMap::new();
         for room in &io.rooms {
@@ -153,6 +181,21 @@ impl<'s> Session<'s> {
         let server = Jid::new(me.domain().as_str()).map_err(|e| {
             ConnectorError::Disconnected(format!("the server bound a bad JID: {e}"))
         })?;
+        let upload = upload::discover(
+            &mut stream,
+            &server,
+            settings.upload_service.as_ref(),
+            settings.max_upload,
+            settings.connect_timeout,
+        )
+        .await?;
+        match &upload {
+            Some(s) => {
+                tracing::info!(service = %s.jid, max_bytes = s.max, "XMPP files are uploaded with HTTP File Upload")
+            }
+            None => tracing::info!("no XMPP upload service: files go out as links"),
+        }
+        let (steps_tx, steps_rx) = mpsc::unbounded_channel();
         let mut session = Session {
             settings,
             stream,
@@ -164,6 +207,12 @@ impl<'s> Session<'s> {
             pending: HashMap::new(),
             barriers: HashMap::new(),
             next_id: 0,
+            upload,
+            jobs: HashMap::new(),
+            slot_iqs: HashMap::new(),
+            next_job: 0,
+            steps_tx,
+            steps_rx,
         };
         // Available, so that direct messages (and those kept offline) are delivered to us.
         transport::send(&mut session.stream, Presence::available()).await?;
@@ -274,6 +323,11 @@ impl<'s> Session<'s> {
                         break Err(e);
                     }
                 }
+                Some((job, step)) = self.steps_rx.recv() => {
+                    if let Err(e) = self.on_step(job, step).await {
+                        break Err(e);
+                    }
+                }
                 _ = tick.tick() => {
                     self.expire();
                     self.memory.save(&io.state).await;
@@ -320,7 +374,11 @@ impl<'s> Session<'s> {
         for (_, p) in self.pending.drain() {
             p.outbound.respond(Err(SendError::Disconnected));
         }
+        for (_, j) in self.jobs.drain() {
+            j.outbound.respond(Err(SendError::Disconnected));
+        }
         self.barriers.clear();
+        self.slot_iqs.clear();
     }
 
     fn expire(&mut self) {
@@ -392,14 +450,29 @@ impl<'s> Session<'s> {
             Iq::Set { from, id, .. } => {
                 transport::send(&mut self.stream, unavailable(from, id)).await
             }
-            Iq::Result { id, .. } => {
+            Iq::Result { id, payload, .. } => {
                 if let Some((room, sent)) = self.barriers.remove(&id) {
                     self.sent(&room, &sent, sent.clone());
+                } else if let Some(job) = self.slot_iqs.remove(&id) {
+                    let slot = payload
+                        .ok_or_else(|| SendError::Rejected("an empty slot answer".into()))
+                        .and_then(upload::slot);
+                    self.on_slot(job, slot);
                 }
                 Ok(())
             }
             Iq::Error { id, error, .. } => {
-                if let Some((room, sent)) = self.barriers.remove(&id) {
+                if let Some(job) = self.slot_iqs.remove(&id) {
+                    let e = if error.defined_condition == DefinedCondition::NotAcceptable {
+                        SendError::TooLarge
+                    } else {
+                        SendError::Rejected(format!(
+                            "the upload service refused: {:?}",
+                            error.defined_condition
+                        ))
+                    };
+                    self.on_slot(job, Err(e));
+                } else if let Some((room, sent)) = self.barriers.remove(&id) {
                     // The server answered, so it had handled the message before.
                     self.sent(&room, &sent, sent.clone());
                 } else {
@@ -830,30 +903,179 @@ impl<'s> Session<'s> {
         Ok(())
     }
 
-    async fn on_outbound(&mut self, out: Outbound) -> Result<(), ConnectorError> {
-        let room = out.event.room.as_str().to_owned();
-        let (to, type_) = match parse_room(&room) {
+    /// Where a send to `room` goes, or why it can't go now.
+    fn target(&self, room: &str) -> Result<(Jid, MessageType), SendError> {
+        match parse_room(room) {
             Ok(RoomKind::Muc(jid)) => match self.rooms.get(&jid) {
-                Some(r) if r.ready() => (Jid::from(jid.clone()), MessageType::Groupchat),
-                Some(r) => {
-                    let err = if r.failed.is_some() {
-                        SendError::RoomNotFound
-                    } else {
-                        SendError::Disconnected
-                    };
-                    out.respond(Err(err));
-                    return Ok(());
-                }
-                None => {
-                    out.respond(Err(SendError::RoomNotFound));
-                    return Ok(());
-                }
+                Some(r) if r.ready() => Ok((Jid::from(jid), MessageType::Groupchat)),
+                Some(r) if r.failed.is_some() => Err(SendError::RoomNotFound),
+                Some(_) => Err(SendError::Disconnected),
+                None => Err(SendError::RoomNotFound),
             },
             Ok(RoomKind::Direct(jid)) if self.directs.contains_key(&jid) => {
-                (Jid::from(jid), MessageType::Chat)
+                Ok((Jid::from(jid), MessageType::Chat))
             }
-            _ => {
-                out.respond(Err(SendError::RoomNotFound));
+            _ => Err(SendError::RoomNotFound),
+        }
+    }
+
+    /// Fetches a message's files (in a task, so the connection goes on being read); the next
+    /// steps come back through [`Session::on_step`].
+    fn start_upload(&mut self, out: Outbound, files: Vec<Attachment>, max: u64) {
+        self.next_job += 1;
+        let job = self.next_job;
+        let private = self.settings.fetch_private;
+        let steps = self.steps_tx.clone();
+        tokio::spawn(async move {
+            let mut fetched = Vec::new();
+            for a in &files {
+                match passerelle_sdk::fetch::fetch(a, max, private).await {
+                    Ok(f) => fetched.push((a.name.as_str().to_owned(), f)),
+                    Err(e) => {
+                        let _ = steps.send((job, Step::Fetched(Err(e))));
+                        return;
+                    }
+                }
+            }
+            let _ = steps.send((job, Step::Fetched(Ok(fetched))));
+        });
+        self.jobs.insert(
+            job,
+            Job {
+                outbound: out,
+                files: VecDeque::new(),
+                links: Vec::new(),
+            },
+        );
+    }
+
+    /// The next step of an upload.
+    async fn on_step(&mut self, job: u64, step: Step) -> Result<(), ConnectorError> {
+        if !self.jobs.contains_key(&job) {
+            return Ok(()); // answered already (the connection dropped meanwhile)
+        }
+        match step {
+            Step::Fetched(Ok(files)) => {
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.files = files.into();
+                }
+                self.request_slot(job).await
+            }
+            Step::Put(Ok(link)) => {
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.links.push(link);
+                }
+                self.request_slot(job).await
+            }
+            Step::Fetched(Err(e)) | Step::Put(Err(e)) => self.upload_failed(job, e).await,
+        }
+    }
+
+    /// Asks the service for a slot for the job's next file, or sends the message once every file
+    /// is up.
+    async fn request_slot(&mut self, job: u64) -> Result<(), ConnectorError> {
+        let (Some(service), Some(j)) = (self.upload.clone(), self.jobs.get(&job)) else {
+            return Ok(());
+        };
+        let Some((name, file)) = j.files.front() else {
+            let links = j.links.clone();
+            return self.finish_upload(job, links).await;
+        };
+        let request = upload::slot_request(
+            &format!("pss-slot-{job}"),
+            &service.jid,
+            name,
+            file.data.len() as u64,
+            &file.mime,
+        );
+        self.slot_iqs.insert(format!("pss-slot-{job}"), job);
+        transport::send(&mut self.stream, request).await
+    }
+
+    /// The service answered a slot request: the file goes up in a task.
+    fn on_slot(&mut self, job: u64, answer: Result<upload::Slot, SendError>) {
+        let steps = self.steps_tx.clone();
+        let Some((_, file)) = self.jobs.get_mut(&job).and_then(|j| j.files.pop_front()) else {
+            return;
+        };
+        let answer = answer.map(|slot| {
+            tokio::spawn(async move {
+                let step = match upload::put(&slot, &file.mime, file.data).await {
+                    Ok(()) => Step::Put(Ok(slot.get)),
+                    Err(e) => Step::Put(Err(e)),
+                };
+                let _ = steps.send((job, step));
+            })
+        });
+        if let Err(e) = answer {
+            let _ = self.steps_tx.send((job, Step::Put(Err(e))));
+        }
+    }
+
+    /// An upload that can't be made: a lost connection is answered so (the daemon retries);
+    /// anything else sends the files' original links instead, so nothing is dropped.
+    async fn upload_failed(&mut self, job: u64, e: SendError) -> Result<(), ConnectorError> {
+        if e == SendError::Disconnected {
+            if let Some(j) = self.jobs.remove(&job) {
+                j.outbound.respond(Err(e));
+            }
+            return Ok(());
+        }
+        tracing::warn!(
+            reason = e.reason(),
+            "a file could not be uploaded to XMPP; its link is sent instead"
+        );
+        let links = self
+            .jobs
+            .get(&job)
+            .and_then(|j| j.outbound.event.content())
+            .map(|c| {
+                c.attachments
+                    .iter()
+                    .filter(|a| !a.url.is_empty())
+                    .map(|a| a.url.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.finish_upload(job, links).await
+    }
+
+    /// Sends the job's message with `links` (the uploaded files', or the original ones).
+    async fn finish_upload(&mut self, job: u64, links: Vec<String>) -> Result<(), ConnectorError> {
+        let Some(j) = self.jobs.remove(&job) else {
+            return Ok(());
+        };
+        let out = j.outbound;
+        let (to, type_) = match self.target(out.event.room.as_str()) {
+            Ok(t) => t,
+            Err(e) => {
+                out.respond(Err(e));
+                return Ok(());
+            }
+        };
+        let Some(content) = out.event.content().cloned() else {
+            return Ok(());
+        };
+        let direct = type_ == MessageType::Chat;
+        let mut m = stanza::new_message(to, type_, &format!("pss-{}", out.event.key));
+        stanza::set_text_and_links(
+            &mut m,
+            content.text.as_str(),
+            content.kind == MessageKind::Emote,
+            &links,
+        );
+        if let Some(target) = &out.event.reply_to {
+            stanza::set_reply(&mut m, target.as_str(), None);
+        }
+        self.send_built(out, m, direct).await
+    }
+
+    async fn on_outbound(&mut self, out: Outbound) -> Result<(), ConnectorError> {
+        let room = out.event.room.as_str().to_owned();
+        let (to, type_) = match self.target(&room) {
+            Ok(t) => t,
+            Err(e) => {
+                out.respond(Err(e));
                 return Ok(());
             }
         };
@@ -873,14 +1095,25 @@ impl<'s> Session<'s> {
                     out.respond(Err(SendError::TooLarge));
                     return Ok(());
                 }
-                stanza::set_body(
+                let files: Vec<Attachment> = content
+                    .attachments
+                    .iter()
+                    .filter(|a| !a.url.is_empty())
+                    .cloned()
+                    .collect();
+                if !files.is_empty()
+                    && let Some(max) = self.upload.as_ref().map(|s| s.max)
+                {
+                    self.start_upload(out, files, max);
+                    return Ok(());
+                }
+                let links: Vec<String> = files.iter().map(|a| a.url.as_str().to_owned()).collect();
+                stanza::set_text_and_links(
                     &mut m,
                     content.text.as_str(),
                     content.kind == MessageKind::Emote,
+                    &links,
                 );
-                for a in content.attachments.iter().filter(|a| !a.url.is_empty()) {
-                    stanza::add_oob(&mut m, a.url.as_str());
-                }
                 if let Some(target) = &out.event.reply_to {
                     stanza::set_reply(&mut m, target.as_str(), None);
                 }
@@ -937,8 +1170,20 @@ impl<'s> Session<'s> {
                 return Ok(());
             }
         }
+        self.send_built(out, m, direct).await
+    }
+
+    /// Sends a built message for `out` and keeps `out` until the server confirms it.
+    async fn send_built(
+        &mut self,
+        out: Outbound,
+        m: Message,
+        direct: bool,
+    ) -> Result<(), ConnectorError> {
+        let room = out.event.room.as_str().to_owned();
+        let id = m.id.as_ref().map(|i| i.0.clone()).unwrap_or_default();
         transport::send(&mut self.stream, m).await?;
-        let key = (room.clone(), id.clone());
+        let key = (room, id);
         if direct {
             let ping_id = self.fresh_id("sent");
             let ping = Iq::from_get(ping_id.clone(), Ping).with_to(self.server.clone());

@@ -325,6 +325,24 @@ pub fn set_body(m: &mut Message, text: &str, emote: bool) {
     m.bodies.insert(Lang(String::new()), body);
 }
 
+/// Sets the body to `text` (`/me ` before an action's) followed by one line per link, each link
+/// also out of band (XEP-0066), so that clients show a file whose link is the whole body inline.
+pub fn set_text_and_links(m: &mut Message, text: &str, emote: bool, links: &[String]) {
+    let mut body = if emote {
+        format!("/me {text}")
+    } else {
+        text.to_owned()
+    };
+    for link in links {
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        body.push_str(link);
+        add_oob(m, link);
+    }
+    m.bodies.insert(Lang(String::new()), body);
+}
+
 /// Marks `m` as an answer to `target` (the room's id in a room).
 pub fn set_reply(m: &mut Message, target: &str, author: Option<&Jid>) {
     let to = author.map(|a| a.to_string());

@@ -89,16 +89,24 @@ impl Peer for XmppPeer {
 }
 
 fn connector(server: &Prosody) -> Box<dyn Connector> {
+    connector_with(server, serde_json::json!({}))
+}
+
+/// The test account's config, with `extra` keys added.
+fn connector_with(server: &Prosody, extra: serde_json::Value) -> Box<dyn Connector> {
     let ctx = BuildContext {
         account: "xmpp.test".into(),
         data_dir: std::env::temp_dir(),
     };
-    let table = serde_json::json!({
+    let mut table = serde_json::json!({
         "jid": format!("bridge@{DOMAIN}"), "password": "bridge-pw",
         "server": "127.0.0.1", "port": server.c2s_port,
         "tls_ca_file": server.ca(), "nick": "bridge",
         "ping_interval_secs": 5, "ping_timeout_secs": 5, "send_timeout_secs": 10
     });
+    if let (Some(t), Some(e)) = (table.as_object_mut(), extra.as_object()) {
+        t.extend(e.clone());
+    }
     match XmppFactory.build(&ctx, table) {
         Ok(c) => c,
         Err(issues) => panic!("config refused: {issues:?}"),
@@ -457,4 +465,107 @@ async fn direct_chats_reach_only_the_configured_person() {
 
 fn outbound_to(room: &RoomId, kind: EventKind) -> Event {
     Event::new(room.clone(), Sender::new("someone"), kind)
+}
+
+/// Serves `body` once per connection on a loopback port (a file another network links to).
+async fn serve_file(body: &'static [u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(body).await;
+        }
+    });
+    port
+}
+
+/// A file from another network is fetched and uploaded to the server's HTTP File Upload service
+/// (found by service discovery), and the room gets its new link, out of band too; where it may
+/// not be fetched (a private address, not allowed), its original link goes out instead.
+#[tokio::test]
+async fn files_from_other_networks_are_uploaded_or_sent_as_links() {
+    const PICTURE: &[u8] = b"\x89PNG a tiny picture";
+    let server = server();
+    let room = BareJid::from_str(&format!("files@{MUC}")).expect("a room");
+    let mut peer = XmppClient::connect(&server, "peer").await;
+    peer.join(&room, "peer").await;
+    let origin = format!("http://127.0.0.1:{}/cat.png", serve_file(PICTURE).await);
+    let attachment = passerelle_sdk::Attachment {
+        name: "cat.png".into(),
+        mime: Some("image/png".into()),
+        size: Some(PICTURE.len() as u64),
+        url: origin.as_str().into(),
+    };
+    let content = Content {
+        attachments: vec![attachment],
+        ..Content::plain("a picture")
+    };
+    let from_bridge = |m: &tokio_xmpp::parsers::message::Message| {
+        m.type_ == MessageType::Groupchat
+            && m.from
+                .as_ref()
+                .is_some_and(|f| f.resource().is_some_and(|r| r.as_str() == "bridge"))
+    };
+
+    for allowed in [true, false] {
+        let mut h = Harness::start(
+            connector_with(&server, serde_json::json!({"media_fetch_private": allowed})),
+            "xmpp.test",
+            vec![room.as_str().into()],
+        );
+        assert!(h.wait_connected(WAIT).await, "connected");
+        let sent = h
+            .send(outbound(&room, EventKind::Message(content.clone())), WAIT)
+            .await
+            .expect("an answer");
+        assert!(sent.is_ok(), "{sent:?}");
+        let seen = peer
+            .next_message(WAIT, |m| {
+                from_bridge(m) && body(m).is_some_and(|b| b.starts_with("a picture\n"))
+            })
+            .await
+            .expect("the room sees the message with its file");
+        let link = body(&seen)
+            .and_then(|b| b.lines().nth(1))
+            .expect("a link line")
+            .to_owned();
+        let oob = payload(&seen, "x", "jabber:x:oob")
+            .and_then(|x| x.get_child("url", "jabber:x:oob"))
+            .map(|u| u.text());
+        assert_eq!(
+            oob.as_deref(),
+            Some(link.as_str()),
+            "the link is also out of band"
+        );
+        if allowed {
+            let upload = format!("http://127.0.0.1:{}/", server.http_port);
+            assert!(link.starts_with(&upload), "{link} is on the upload service");
+            let got = reqwest::get(&link).await.expect("the uploaded file");
+            assert!(got.status().is_success());
+            assert_eq!(got.bytes().await.expect("bytes").as_ref(), PICTURE);
+        } else {
+            assert_eq!(
+                link, origin,
+                "not fetched from a private address: the original link"
+            );
+        }
+        let _ = h.shutdown(WAIT).await;
+    }
+    peer.close().await;
 }
