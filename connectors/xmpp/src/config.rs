@@ -19,24 +19,40 @@ pub enum TlsMode {
     Direct,
 }
 
+/// How the bridge connects.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// As a client account: one occupant speaks for everyone (`<nick> text`).
+    #[default]
+    Client,
+    /// As an external component (XEP-0114) with its own domain: every person from another
+    /// network gets a JID there and joins rooms under their own name.
+    Component,
+}
+
 /// The keys of an XMPP account.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct XmppConfig {
-    /// The bridge's account, `name@domain`.
+    /// `client` (default) or `component`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Client mode: the bridge's account, `name@domain`. Component mode: the bridge's own
+    /// address in the component's domain (`bridge@bridge.example.org`), which joins the rooms.
     pub jid: String,
-    /// Its password.
+    /// Client mode: the account's password. Component mode: the component's shared secret.
     pub password: Option<Secret>,
     /// File holding `password`.
     pub password_file: Option<PathBuf>,
     /// The host to connect to; default the JID's domain (no DNS SRV look-up is made).
     pub server: Option<String>,
-    /// Port; default 5222 with STARTTLS, 5223 with direct TLS.
+    /// Port; default 5222 with STARTTLS, 5223 with direct TLS, 5347 in component mode.
     pub port: Option<u16>,
-    /// `starttls` (default) or `direct`. The certificate is always verified against the JID's
-    /// domain (the Mozilla roots plus `tls_ca_file`).
-    #[serde(default)]
-    pub tls: TlsMode,
+    /// Client mode: `starttls` (default) or `direct`. The certificate is always verified against
+    /// the JID's domain (the Mozilla roots plus `tls_ca_file`). Component connections (XEP-0114)
+    /// are plain TCP: keep them on loopback or a private network.
+    pub tls: Option<TlsMode>,
     /// A PEM file of extra certificate authorities to trust (a private server's CA).
     pub tls_ca_file: Option<PathBuf>,
     /// The resource to bind; default `passerelle`.
@@ -110,9 +126,11 @@ fn default_send_timeout() -> u64 {
 /// The config with secrets read and defaults applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Our account.
+    /// Client or component.
+    pub mode: Mode,
+    /// Our account (client mode), or our bot's address in the component's domain.
     pub jid: BareJid,
-    /// Its password.
+    /// The account's password, or the component's secret.
     pub password: Secret,
     /// Host to connect to.
     pub server: String,
@@ -216,6 +234,25 @@ impl XmppConfig {
         {
             issues.push(ConfigIssue::new("server", "must not be empty"));
         }
+        if raw.mode == Mode::Component {
+            if raw.server.is_none() {
+                issues.push(ConfigIssue::new(
+                    "server",
+                    "missing (component mode connects to the XMPP server's component port)",
+                ));
+            }
+            for (key, set) in [
+                ("tls", raw.tls.is_some()),
+                ("tls_ca_file", raw.tls_ca_file.is_some()),
+            ] {
+                if set {
+                    issues.push(ConfigIssue::new(
+                        key,
+                        "not used in component mode (XEP-0114 connections are plain TCP)",
+                    ));
+                }
+            }
+        }
         if let Some(ca) = &raw.tls_ca_file
             && let Err(e) = passerelle_sdk::tls::client_config(Some(ca))
         {
@@ -287,6 +324,7 @@ impl XmppConfig {
         if raw.send_timeout_secs == 0 {
             issues.push(ConfigIssue::new("send_timeout_secs", "must be at least 1"));
         }
+        let tls = raw.tls.unwrap_or_default();
         let (Some(jid), Some(password)) = (jid, password) else {
             return Err(issues);
         };
@@ -300,13 +338,15 @@ impl XmppConfig {
         }
         Ok(Settings {
             server: raw.server.unwrap_or_else(|| jid.domain().to_string()),
-            port: raw.port.unwrap_or(match raw.tls {
-                TlsMode::Starttls => 5222,
-                TlsMode::Direct => 5223,
+            port: raw.port.unwrap_or(match (raw.mode, tls) {
+                (Mode::Component, _) => 5347,
+                (Mode::Client, TlsMode::Starttls) => 5222,
+                (Mode::Client, TlsMode::Direct) => 5223,
             }),
+            mode: raw.mode,
             jid,
             password,
-            tls: raw.tls,
+            tls,
             tls_ca_file: raw.tls_ca_file,
             resource,
             nicks,
@@ -342,6 +382,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.port, s.nicks[0].as_str()), (5223, "Relay"));
+    }
+
+    #[test]
+    fn component_mode_needs_a_server_and_no_tls() {
+        let s = XmppConfig::parse(json!({
+            "mode": "component", "jid": "bridge@bridge.example.org", "password": "secret",
+            "server": "127.0.0.1"
+        }))
+        .unwrap();
+        assert_eq!((s.mode, s.port), (Mode::Component, 5347));
+        let err = XmppConfig::parse(json!({
+            "mode": "component", "jid": "bridge@bridge.example.org", "password": "secret",
+            "tls": "direct"
+        }))
+        .unwrap_err();
+        let all: Vec<String> = err.iter().map(|i| i.to_string()).collect();
+        assert!(
+            all.iter().any(|e| e.starts_with("server: missing")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.starts_with("tls: not used in component mode")),
+            "{all:?}"
+        );
     }
 
     #[test]

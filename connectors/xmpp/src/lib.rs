@@ -2,7 +2,8 @@
 //!
 //! The XMPP connector (`kind = "xmpp"`), on tokio-xmpp's XML streams and xmpp-parsers: a client
 //! account (STARTTLS or direct TLS, SASL SCRAM/PLAIN) that joins multi-user chat rooms and talks
-//! with configured people directly.
+//! with configured people directly, or an external component (XEP-0114) in whose domain each
+//! person from another network has their own address and occupant.
 //!
 //! Rooms are room addresses (`room@conference.example.org`) or `dm:user@example.org` for the
 //! direct chat with one person; a direct message from anyone else, and a private message from a
@@ -12,7 +13,8 @@
 //!
 //! ## Layout
 //! - [`config`]: the account's typed config, and what a room id may be.
-//! - [`transport`]: TCP, TLS, login and binding.
+//! - [`transport`]: TCP, TLS, login and binding; or the component handshake.
+//! - [`nsswap`]: a component connection under parsers built for client streams.
 //! - [`stanza`]: message stanzas ↔ the event model, without I/O.
 //! - [`upload`]: HTTP File Upload (XEP-0363) for files from other networks.
 //! - [`memory`]: ids, reaction sets and the last message seen, per room, in the connector state.
@@ -20,6 +22,7 @@
 
 pub mod config;
 pub mod memory;
+pub mod nsswap;
 pub mod session;
 pub mod stanza;
 pub mod transport;
@@ -57,8 +60,12 @@ pub struct XmppConnector {
 
 impl Connector for XmppConnector {
     fn capabilities(&self) -> Capabilities {
-        // One account speaks for everyone: the core puts the sender's name in the text.
+        // Client mode: one account speaks for everyone, so the core puts the sender's name in
+        // the text. Component mode: each person speaks as their own puppet.
+        let puppets = self.settings.mode == config::Mode::Component;
         Capabilities {
+            per_message_identity: puppets,
+            puppets,
             edits: true,
             deletes: true,
             reactions: true,

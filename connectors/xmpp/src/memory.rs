@@ -107,13 +107,15 @@ impl RoomMemory {
     }
 
     /// Records that `sender` added (or took back) `key` on our behalf on `target`; returns the
-    /// whole set the bridge's account now holds on it.
+    /// whole set to send: every key someone holds when one account reacts for everyone, or the
+    /// sender's own keys when each person reacts as themselves (`just_sender`, component mode).
     pub fn our_reaction(
         &mut self,
         target: &str,
         sender: &str,
         key: &str,
         removed: bool,
+        just_sender: bool,
     ) -> Vec<String> {
         let mut keys = match self.our_reactions.iter().position(|(t, _)| t == target) {
             Some(i) => self
@@ -135,7 +137,11 @@ impl RoomMemory {
                 .or_default()
                 .insert(sender.to_owned());
         }
-        let set: Vec<String> = keys.keys().cloned().collect();
+        let set: Vec<String> = keys
+            .iter()
+            .filter(|(_, holders)| !just_sender || holders.contains(sender))
+            .map(|(k, _)| k.clone())
+            .collect();
         if !keys.is_empty() {
             self.our_reactions.push_back((target.to_owned(), keys));
             while self.our_reactions.len() > REACTED_PER_ROOM {
@@ -278,12 +284,25 @@ mod tests {
     #[test]
     fn outbound_reactions_keep_a_key_while_anyone_holds_it() {
         let mut m = RoomMemory::default();
-        assert_eq!(m.our_reaction("t", "alice", "👍", false), s(&["👍"]));
-        assert_eq!(m.our_reaction("t", "bob", "👍", false), s(&["👍"]));
-        assert_eq!(m.our_reaction("t", "bob", "❤", false), s(&["❤", "👍"]));
-        assert_eq!(m.our_reaction("t", "alice", "👍", true), s(&["❤", "👍"]));
-        assert_eq!(m.our_reaction("t", "bob", "👍", true), s(&["❤"]));
-        assert_eq!(m.our_reaction("t", "bob", "❤", true), s(&[]));
+        assert_eq!(m.our_reaction("t", "alice", "👍", false, false), s(&["👍"]));
+        assert_eq!(m.our_reaction("t", "bob", "👍", false, false), s(&["👍"]));
+        assert_eq!(
+            m.our_reaction("t", "bob", "❤", false, false),
+            s(&["❤", "👍"])
+        );
+        assert_eq!(
+            m.our_reaction("t", "alice", "👍", true, false),
+            s(&["❤", "👍"])
+        );
+        assert_eq!(m.our_reaction("t", "bob", "👍", true, false), s(&["❤"]));
+        assert_eq!(m.our_reaction("t", "bob", "❤", true, false), s(&[]));
+        // Each person as themselves: only their own keys.
+        assert_eq!(m.our_reaction("u", "alice", "👍", false, true), s(&["👍"]));
+        assert_eq!(m.our_reaction("u", "bob", "❤", false, true), s(&["❤"]));
+        assert_eq!(
+            m.our_reaction("u", "alice", "🎉", false, true),
+            s(&["🎉", "👍"])
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! last one seen (`catch_up_secs`); the daemon drops the ones it already has by their ids. So a
 //! dropped connection or a server restart loses nothing and duplicates nothing.
 
-use crate::config::{RoomKind, Settings, parse_room};
+use crate::config::{Mode, RoomKind, Settings, parse_room};
 use crate::memory::{Known, Memory};
 use crate::stanza::{self, Parsed, What};
 use crate::transport::{self, Read, Stream};
@@ -72,6 +72,50 @@ struct Room {
     occupant_id: Option<String>,
     /// Other occupants: nick → occupant id.
     occupants: HashMap<String, Option<String>>,
+    /// Component mode: the puppets of other networks' people here, by their JID.
+    puppets: HashMap<String, Puppet>,
+    /// Component mode: our puppets' nicks here (their messages and presence are ours).
+    puppet_nicks: HashMap<String, String>,
+}
+
+/// Component mode: one person from another network in one room, under their own JID and name.
+struct Puppet {
+    jid: FullJid,
+    /// Their name, and the nicks tried in turn when it is taken.
+    nicks: Vec<String>,
+    nick_index: usize,
+    joined: bool,
+    /// The room refused them: their messages go through the bridge's own occupant, named.
+    failed: bool,
+    /// Sends waiting for the join.
+    waiting: Vec<(Outbound, Message)>,
+}
+
+impl Puppet {
+    fn nick(&self) -> &str {
+        self.nicks
+            .get(self.nick_index)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// A puppet's local part: the origin account and the person's id there, each byte outside
+/// `[a-z0-9._-]` written `=XX`, so that different people never share an address.
+pub fn puppet_local(origin: &str, id: &str) -> String {
+    let mut out = String::new();
+    for b in origin
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(id.bytes())
+    {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02x}"));
+        }
+    }
+    out
 }
 
 impl Room {
@@ -131,6 +175,8 @@ pub struct Session<'s> {
     next_job: u64,
     steps_tx: mpsc::UnboundedSender<(u64, Step)>,
     steps_rx: mpsc::UnboundedReceiver<(u64, Step)>,
+    /// Component mode (XEP-0114): stanzas name their sender; people get puppets.
+    component: bool,
 }
 
 fn now_ms() -> u64 {
@@ -161,6 +207,8 @@ impl<'s> Session<'s> {
                             subject_seen: false,
                             occupant_id: None,
                             occupants: HashMap::new(),
+                            puppets: HashMap::new(),
+                            puppet_nicks: HashMap::new(),
                         },
                     );
                 }
@@ -181,14 +229,25 @@ impl<'s> Session<'s> {
         let server = Jid::new(me.domain().as_str()).map_err(|e| {
             ConnectorError::Disconnected(format!("the server bound a bad JID: {e}"))
         })?;
-        let upload = upload::discover(
-            &mut stream,
-            &server,
-            settings.upload_service.as_ref(),
-            settings.max_upload,
-            settings.connect_timeout,
-        )
-        .await?;
+        let component = settings.mode == Mode::Component;
+        let upload = match (&settings.upload_service, component) {
+            // A component is no client of the server: only a configured service is used.
+            (Some(jid), true) => Some(upload::Service {
+                jid: jid.clone(),
+                max: settings.max_upload,
+            }),
+            (None, true) => None,
+            (configured, false) => {
+                upload::discover(
+                    &mut stream,
+                    &server,
+                    configured.as_ref(),
+                    settings.max_upload,
+                    settings.connect_timeout,
+                )
+                .await?
+            }
+        };
         match &upload {
             Some(s) => {
                 tracing::info!(service = %s.jid, max_bytes = s.max, "XMPP files are uploaded with HTTP File Upload")
@@ -213,9 +272,12 @@ impl<'s> Session<'s> {
             next_job: 0,
             steps_tx,
             steps_rx,
+            component,
         };
         // Available, so that direct messages (and those kept offline) are delivered to us.
-        transport::send(&mut session.stream, Presence::available()).await?;
+        if !session.component {
+            session.send(Presence::available()).await?;
+        }
         let addresses: Vec<BareJid> = session.rooms.keys().cloned().collect();
         for room in addresses {
             session.join(&room).await?;
@@ -223,9 +285,24 @@ impl<'s> Session<'s> {
         Ok(session)
     }
 
-    /// The JID the server bound.
+    /// The JID the server bound (client mode), or the bot's address (component mode).
     pub fn jid(&self) -> &FullJid {
         &self.me
+    }
+
+    /// Writes a stanza. A component names the sender of every stanza: the bot, unless set.
+    async fn send(&mut self, stanza: impl Into<Stanza>) -> Result<(), ConnectorError> {
+        let mut stanza = stanza.into();
+        if self.component {
+            let me = Some(Jid::from(self.me.clone()));
+            match &mut stanza {
+                Stanza::Message(m) if m.from.is_none() => m.from = me,
+                Stanza::Presence(p) if p.from.is_none() => p.from = me,
+                Stanza::Iq(iq) if iq.from().is_none() => *iq.from_mut() = me,
+                _ => {}
+            }
+        }
+        transport::send(&mut self.stream, stanza).await
     }
 
     fn fresh_id(&mut self, what: &str) -> String {
@@ -262,7 +339,7 @@ impl<'s> Session<'s> {
             muc = muc.with_password(pw.expose().to_owned());
         }
         let presence = Presence::available().with_to(to).with_payload(muc);
-        transport::send(&mut self.stream, presence).await
+        self.send(presence).await
     }
 
     async fn next_nick(&mut self, address: &BareJid) -> Result<(), ConnectorError> {
@@ -366,7 +443,30 @@ impl<'s> Session<'s> {
         }
         self.fail_pending();
         self.memory.save(&io.state).await;
-        let _ = transport::send(&mut self.stream, Presence::new(PresenceType::Unavailable)).await;
+        let mut leaving = Vec::new();
+        for (address, room) in &self.rooms {
+            for p in room.puppets.values().filter(|p| p.joined) {
+                if let Ok(to) = address.with_resource_str(p.nick()) {
+                    leaving.push(
+                        Presence::new(PresenceType::Unavailable)
+                            .with_from(Jid::from(p.jid.clone()))
+                            .with_to(to),
+                    );
+                }
+            }
+            if self.component
+                && room.joined
+                && let Ok(to) = address.with_resource_str(&room.nick)
+            {
+                leaving.push(Presence::new(PresenceType::Unavailable).with_to(to));
+            }
+        }
+        for presence in leaving {
+            let _ = self.send(presence).await;
+        }
+        if !self.component {
+            let _ = self.send(Presence::new(PresenceType::Unavailable)).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.shutdown()).await;
     }
 
@@ -376,6 +476,13 @@ impl<'s> Session<'s> {
         }
         for (_, j) in self.jobs.drain() {
             j.outbound.respond(Err(SendError::Disconnected));
+        }
+        for room in self.rooms.values_mut() {
+            for p in room.puppets.values_mut() {
+                for (out, _) in p.waiting.drain(..) {
+                    out.respond(Err(SendError::Disconnected));
+                }
+            }
         }
         self.barriers.clear();
         self.slot_iqs.clear();
@@ -402,7 +509,7 @@ impl<'s> Session<'s> {
             Read::Idle => {
                 let id = self.fresh_id("ping");
                 let ping = Iq::from_get(id, Ping).with_to(self.server.clone());
-                transport::send(&mut self.stream, ping).await
+                self.send(ping).await
             }
             Read::Malformed(why) => {
                 tracing::warn!(error = %why, "a malformed stanza from the XMPP server was skipped");
@@ -420,11 +527,15 @@ impl<'s> Session<'s> {
     async fn on_iq(&mut self, iq: Iq) -> Result<(), ConnectorError> {
         match iq {
             Iq::Get {
-                from, id, payload, ..
+                from,
+                to,
+                id,
+                payload,
             } => {
+                let answering = to.filter(|_| self.component);
                 let reply = if payload.is("ping", "urn:xmpp:ping") {
                     Iq::Result {
-                        from: None,
+                        from: answering,
                         to: from,
                         id,
                         payload: None,
@@ -437,18 +548,22 @@ impl<'s> Session<'s> {
                         extensions: vec![],
                     };
                     Iq::Result {
-                        from: None,
+                        from: answering,
                         to: from,
                         id,
                         payload: Some(info.into()),
                     }
                 } else {
-                    unavailable(from, id)
+                    let mut refusal = unavailable(from, id);
+                    *refusal.from_mut() = answering;
+                    refusal
                 };
-                transport::send(&mut self.stream, reply).await
+                self.send(reply).await
             }
-            Iq::Set { from, id, .. } => {
-                transport::send(&mut self.stream, unavailable(from, id)).await
+            Iq::Set { from, to, id, .. } => {
+                let mut refusal = unavailable(from, id);
+                *refusal.from_mut() = to.filter(|_| self.component);
+                self.send(refusal).await
             }
             Iq::Result { id, payload, .. } => {
                 if let Some((room, sent)) = self.barriers.remove(&id) {
@@ -545,10 +660,13 @@ impl<'s> Session<'s> {
             return Ok(());
         }
         if self.rooms.contains_key(&bare) {
-            if m.type_ == MessageType::Groupchat {
+            let to_bot =
+                m.to.as_ref()
+                    .is_none_or(|t| t.to_bare() == self.me.to_bare());
+            if m.type_ == MessageType::Groupchat && to_bot {
                 return self.on_room_message(io, &bare, from, m).await;
             }
-            if from.resource().is_some() {
+            if from.resource().is_some() && m.type_ != MessageType::Groupchat {
                 tracing::info!(room = %bare, "a private message from a room occupant is not bridged");
             }
             return Ok(());
@@ -595,8 +713,16 @@ impl<'s> Session<'s> {
             }
             return Ok(());
         };
-        let own = nick == room.nick
-            && (room.occupant_id.is_none() || parsed.occupant_id == room.occupant_id);
+        // Ours: the bot's occupant, one of this session's puppets, or (in catch-up history after
+        // a reconnect, when the puppets are not back yet) a message we remember sending.
+        let own = (nick == room.nick
+            && (room.occupant_id.is_none() || parsed.occupant_id == room.occupant_id))
+            || room.puppet_nicks.contains_key(&nick)
+            || parsed.origin.as_deref().is_some_and(|o| {
+                self.memory
+                    .room(room.id.as_str())
+                    .is_some_and(|m| m.by_origin("", o).is_some())
+            });
         if own {
             if let Some(origin) = &parsed.origin {
                 // Live or in catch-up history: either way the room has it.
@@ -778,9 +904,19 @@ impl<'s> Session<'s> {
         let Some(nick) = from.resource().map(|r| r.to_string()) else {
             return Ok(());
         };
+        if let Some(to) = &p.to
+            && self.component
+            && to.to_bare() != self.me.to_bare()
+        {
+            let puppet = to.to_string();
+            return self.on_puppet_presence(&address, &puppet, &nick, &p).await;
+        }
         let Some(room) = self.rooms.get_mut(&address) else {
             return Ok(());
         };
+        if room.puppet_nicks.contains_key(&nick) {
+            return Ok(()); // one of ours coming or going: not someone joining
+        }
         if p.type_ == PresenceType::Error {
             let condition = p
                 .payloads
@@ -861,7 +997,7 @@ impl<'s> Session<'s> {
                     id,
                     payload: form,
                 };
-                transport::send(&mut self.stream, iq).await?;
+                self.send(iq).await?;
             }
             return Ok(());
         }
@@ -989,7 +1125,7 @@ impl<'s> Session<'s> {
             &file.mime,
         );
         self.slot_iqs.insert(format!("pss-slot-{job}"), job);
-        transport::send(&mut self.stream, request).await
+        self.send(request).await
     }
 
     /// The service answered a slot request: the file goes up in a task.
@@ -1067,7 +1203,7 @@ impl<'s> Session<'s> {
         if let Some(target) = &out.event.reply_to {
             stanza::set_reply(&mut m, target.as_str(), None);
         }
-        self.send_built(out, m, direct).await
+        self.dispatch(out, m, direct).await
     }
 
     async fn on_outbound(&mut self, out: Outbound) -> Result<(), ConnectorError> {
@@ -1162,6 +1298,7 @@ impl<'s> Session<'s> {
                     out.event.sender.id.as_str(),
                     key.as_str(),
                     *removed,
+                    self.component,
                 );
                 stanza::set_reactions(&mut m, target.as_str(), &keys);
             }
@@ -1170,7 +1307,170 @@ impl<'s> Session<'s> {
                 return Ok(());
             }
         }
-        self.send_built(out, m, direct).await
+        self.dispatch(out, m, direct).await
+    }
+
+    /// Sends a built message: in component mode, from the sender's puppet (which first joins the
+    /// room under their name; the send waits for that), else from the bridge's account.
+    async fn dispatch(
+        &mut self,
+        out: Outbound,
+        mut m: Message,
+        direct: bool,
+    ) -> Result<(), ConnectorError> {
+        if !self.component {
+            return self.send_built(out, m, direct).await;
+        }
+        let local = puppet_local(out.origin.as_str(), out.event.sender.id.as_str());
+        let jid = match BareJid::new(&format!("{local}@{}", self.me.domain()))
+            .and_then(|b| b.with_resource_str(&self.settings.resource))
+        {
+            Ok(j) => j,
+            Err(e) => {
+                out.respond(Err(SendError::Rejected(format!("no puppet address: {e}"))));
+                return Ok(());
+            }
+        };
+        let Some(address) = m.to.as_ref().map(|t| t.to_bare()) else {
+            return Ok(());
+        };
+        if direct {
+            m.from = Some(Jid::from(jid));
+            return self.send_built(out, m, direct).await;
+        }
+        let key = jid.to_string();
+        let Some(room) = self.rooms.get_mut(&address) else {
+            out.respond(Err(SendError::RoomNotFound));
+            return Ok(());
+        };
+        match room.puppets.get_mut(&key) {
+            Some(p) if p.joined => {
+                m.from = Some(Jid::from(p.jid.clone()));
+                self.send_built(out, m, direct).await
+            }
+            Some(p) if p.failed => {
+                let name = out.event.sender.name().to_owned();
+                named(&mut m, &name);
+                self.send_built(out, m, direct).await
+            }
+            Some(p) => {
+                p.waiting.push((out, m));
+                Ok(())
+            }
+            None => {
+                let name = out.event.sender.name().trim().to_owned();
+                let name = if name.is_empty() { local.clone() } else { name };
+                let nicks = (0..4).map(|n| format!("{name}{}", "_".repeat(n))).collect();
+                let puppet = Puppet {
+                    jid,
+                    nicks,
+                    nick_index: 0,
+                    joined: false,
+                    failed: false,
+                    waiting: vec![(out, m)],
+                };
+                room.puppet_nicks
+                    .insert(puppet.nick().to_owned(), key.clone());
+                room.puppets.insert(key.clone(), puppet);
+                self.join_puppet(&address, &key).await
+            }
+        }
+    }
+
+    /// Sends a puppet's join: no history, the room's password if it has one.
+    async fn join_puppet(&mut self, address: &BareJid, key: &str) -> Result<(), ConnectorError> {
+        let Some(p) = self.rooms.get(address).and_then(|r| r.puppets.get(key)) else {
+            return Ok(());
+        };
+        let Ok(to) = address.with_resource_str(p.nick()) else {
+            return self
+                .puppet_refused(address, key, "the name is not usable as a nick")
+                .await;
+        };
+        let mut muc = Muc::new().with_history(History::new().with_maxstanzas(0));
+        if let Some(pw) = self.settings.room_passwords.get(address.as_str()) {
+            muc = muc.with_password(pw.expose().to_owned());
+        }
+        let presence = Presence::available()
+            .with_from(Jid::from(p.jid.clone()))
+            .with_to(to)
+            .with_payload(muc);
+        self.send(presence).await
+    }
+
+    /// What the room says to one of our puppets: joined (its waiting sends go), a nick taken
+    /// (the next is tried), refused (its sends go through the bridge's occupant, named).
+    async fn on_puppet_presence(
+        &mut self,
+        address: &BareJid,
+        key: &str,
+        nick: &str,
+        p: &Presence,
+    ) -> Result<(), ConnectorError> {
+        let Some(room) = self.rooms.get_mut(address) else {
+            return Ok(());
+        };
+        let Some(puppet) = room.puppets.get_mut(key) else {
+            return Ok(());
+        };
+        if p.type_ == PresenceType::Error {
+            let conflict = p
+                .payloads
+                .iter()
+                .find_map(|e| StanzaError::try_from(e.clone()).ok())
+                .is_some_and(|e| e.defined_condition == DefinedCondition::Conflict);
+            if conflict && puppet.nick_index + 1 < puppet.nicks.len() {
+                room.puppet_nicks.remove(puppet.nick());
+                puppet.nick_index += 1;
+                room.puppet_nicks
+                    .insert(puppet.nick().to_owned(), key.to_owned());
+                return self.join_puppet(address, key).await;
+            }
+            return self
+                .puppet_refused(address, key, "the room refused the puppet")
+                .await;
+        }
+        if nick != puppet.nick() {
+            return Ok(());
+        }
+        if p.type_ == PresenceType::Unavailable {
+            puppet.joined = false;
+            return Ok(());
+        }
+        puppet.joined = true;
+        let from = Jid::from(puppet.jid.clone());
+        let waiting = std::mem::take(&mut puppet.waiting);
+        for (out, mut m) in waiting {
+            m.from = Some(from.clone());
+            self.send_built(out, m, false).await?;
+        }
+        Ok(())
+    }
+
+    /// A puppet can't be in the room: its sends go through the bridge's own occupant, with the
+    /// person's name before the text.
+    async fn puppet_refused(
+        &mut self,
+        address: &BareJid,
+        key: &str,
+        why: &str,
+    ) -> Result<(), ConnectorError> {
+        let Some(room) = self.rooms.get_mut(address) else {
+            return Ok(());
+        };
+        let Some(puppet) = room.puppets.get_mut(key) else {
+            return Ok(());
+        };
+        tracing::warn!(room = %room.id, %why, "a puppet could not join; its messages are sent by the bridge, named");
+        puppet.failed = true;
+        room.puppet_nicks.remove(puppet.nick());
+        let waiting = std::mem::take(&mut puppet.waiting);
+        for (out, mut m) in waiting {
+            let name = out.event.sender.name().to_owned();
+            named(&mut m, &name);
+            self.send_built(out, m, false).await?;
+        }
+        Ok(())
     }
 
     /// Sends a built message for `out` and keeps `out` until the server confirms it.
@@ -1182,12 +1482,12 @@ impl<'s> Session<'s> {
     ) -> Result<(), ConnectorError> {
         let room = out.event.room.as_str().to_owned();
         let id = m.id.as_ref().map(|i| i.0.clone()).unwrap_or_default();
-        transport::send(&mut self.stream, m).await?;
+        self.send(m).await?;
         let key = (room, id);
         if direct {
             let ping_id = self.fresh_id("sent");
             let ping = Iq::from_get(ping_id.clone(), Ping).with_to(self.server.clone());
-            transport::send(&mut self.stream, ping).await?;
+            self.send(ping).await?;
             self.barriers.insert(ping_id, key.clone());
         }
         self.pending.insert(
@@ -1198,6 +1498,17 @@ impl<'s> Session<'s> {
             },
         );
         Ok(())
+    }
+}
+
+/// Puts a person's name before a message's text, for a message the bridge's own occupant sends
+/// for them (`<name> text`, or `/me name text` for an action).
+fn named(m: &mut Message, name: &str) {
+    for body in m.bodies.values_mut() {
+        *body = match body.strip_prefix("/me ") {
+            Some(rest) => format!("/me {name} {rest}"),
+            None => format!("<{name}> {body}"),
+        };
     }
 }
 

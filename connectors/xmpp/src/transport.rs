@@ -4,7 +4,8 @@
 //! resource binding. tokio-xmpp provides the XML stream and the SASL exchange; the connection
 //! itself is ours, so that a private CA works and every failure is classified for the supervisor.
 
-use crate::config::{Settings, TlsMode};
+use crate::config::{Mode, Settings, TlsMode};
+use crate::nsswap::NamespaceSwap;
 use futures::{SinkExt, StreamExt};
 use passerelle_sdk::ConnectorError;
 use std::borrow::Cow;
@@ -15,6 +16,7 @@ use tokio_xmpp::connect::AsyncReadAndWrite;
 use tokio_xmpp::error::{AuthError, Error as XmppError};
 use tokio_xmpp::jid::FullJid;
 use tokio_xmpp::parsers::bind::{BindQuery, BindResponse};
+use tokio_xmpp::parsers::component::Handshake;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::starttls;
@@ -71,9 +73,17 @@ pub async fn send(stream: &mut Stream, stanza: impl Into<Stanza>) -> Result<(), 
         .map_err(|e| ConnectorError::Disconnected(format!("write failed: {e}")))
 }
 
-/// Connects, secures, logs in and binds, within the connect timeout.
+/// Connects, secures, logs in and binds (client mode), or connects and completes the component
+/// handshake (component mode), within the connect timeout. Returns our address: the bound JID,
+/// or the bot's address in the component's domain.
 pub async fn open(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
-    tokio::time::timeout(settings.connect_timeout, open_inner(settings))
+    let opening = async {
+        match settings.mode {
+            Mode::Client => open_client(settings).await,
+            Mode::Component => open_component(settings).await,
+        }
+    };
+    tokio::time::timeout(settings.connect_timeout, opening)
         .await
         .map_err(|_| {
             ConnectorError::Disconnected(format!(
@@ -117,7 +127,7 @@ async fn tls(
         .map_err(|e| ConnectorError::Disconnected(format!("TLS with {domain} failed: {e}")))
 }
 
-async fn open_inner(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
+async fn connect_tcp(settings: &Settings) -> Result<TcpStream, ConnectorError> {
     let tcp = TcpStream::connect((settings.server.as_str(), settings.port))
         .await
         .map_err(|e| {
@@ -127,6 +137,68 @@ async fn open_inner(settings: &Settings) -> Result<(Stream, FullJid), ConnectorE
             ))
         })?;
     let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// XEP-0114: a plain TCP stream to the server's component port, the stream header naming the
+/// component's domain, and the handshake proving the shared secret.
+async fn open_component(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
+    let tcp = connect_tcp(settings).await?;
+    let io: Box<dyn AsyncReadAndWrite + Send> = Box::new(BufStream::new(NamespaceSwap::new(tcp)));
+    let mut pending =
+        xmlstream::initiate_stream(io, ns::JABBER_CLIENT, header(settings), timeouts(settings))
+            .await
+            .map_err(|e| stream_error("opening the component stream", e))?;
+    let Some(stream_id) = pending.take_header().id else {
+        return Err(ConnectorError::Disconnected(
+            "the server's component stream has no id".into(),
+        ));
+    };
+    let mut stream: Stream = pending.skip_features();
+    let handshake =
+        Handshake::from_stream_id_and_password(stream_id.into_owned(), settings.password.expose());
+    stream
+        .send(&XmppStreamElement::ComponentHandshake(handshake))
+        .await
+        .map_err(|e| stream_error("sending the component handshake", e))?;
+    loop {
+        match stream
+            .next()
+            .await
+            .map(|r| r.and_then(|e| e.into_read_error()))
+        {
+            Some(Ok(XmppStreamElement::ComponentHandshake(_))) => break,
+            Some(Ok(XmppStreamElement::StreamError(e))) => {
+                return Err(ConnectorError::AuthRejected(format!(
+                    "the server refused the component {} ({:?}); check password and the \
+                     server's component secret",
+                    settings.jid.domain(),
+                    e.0.condition
+                )));
+            }
+            Some(Ok(_))
+            | Some(Err(ReadError::SoftTimeout))
+            | Some(Err(ReadError::ParseError(_))) => {}
+            Some(Err(ReadError::HardError(e))) => {
+                return Err(stream_error("component handshake", e));
+            }
+            Some(Err(ReadError::StreamFooterReceived)) | None => {
+                return Err(ConnectorError::AuthRejected(format!(
+                    "the server closed the stream during the handshake of {} (wrong secret?)",
+                    settings.jid.domain()
+                )));
+            }
+        }
+    }
+    let me = settings
+        .jid
+        .with_resource_str(&settings.resource)
+        .map_err(|e| ConnectorError::Config(format!("resource: {e}")))?;
+    Ok((stream, me))
+}
+
+async fn open_client(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
+    let tcp = connect_tcp(settings).await?;
     let tcp = match settings.tls {
         TlsMode::Direct => tcp,
         TlsMode::Starttls => starttls(settings, tcp).await?,

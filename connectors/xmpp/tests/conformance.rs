@@ -8,7 +8,7 @@ use passerelle_sdk::{
 };
 use passerelle_testkit::conformance::{self, Peer, Seen};
 use passerelle_testkit::harness::Harness;
-use passerelle_testkit::prosody::{DOMAIN, MUC, Prosody};
+use passerelle_testkit::prosody::{COMPONENT, COMPONENT_SECRET, DOMAIN, MUC, Prosody};
 use passerelle_testkit::xmpp_client::{XmppClient, body, payload};
 use passerelle_xmpp::XmppFactory;
 use std::str::FromStr;
@@ -567,5 +567,164 @@ async fn files_from_other_networks_are_uploaded_or_sent_as_links() {
         }
         let _ = h.shutdown(WAIT).await;
     }
+    peer.close().await;
+}
+
+/// The account in component mode (XEP-0114): the bot `bridge@bridge.localhost` joins the rooms,
+/// and each person from another network speaks as their own puppet there.
+fn component(server: &Prosody) -> Box<dyn Connector> {
+    let ctx = BuildContext {
+        account: "xmpp.component".into(),
+        data_dir: std::env::temp_dir(),
+    };
+    let table = serde_json::json!({
+        "mode": "component", "jid": format!("bridge@{COMPONENT}"),
+        "password": COMPONENT_SECRET, "server": "127.0.0.1", "port": server.component_port,
+        "nick": "bridge", "ping_interval_secs": 5, "ping_timeout_secs": 5, "send_timeout_secs": 10
+    });
+    match XmppFactory.build(&ctx, table) {
+        Ok(c) => c,
+        Err(issues) => panic!("config refused: {issues:?}"),
+    }
+}
+
+#[tokio::test]
+async fn xmpp_component_mode_passes_the_conformance_suite_against_prosody() {
+    let server = server();
+    let room = BareJid::from_str(&format!("component@{MUC}")).expect("a room");
+    let mut client = XmppClient::connect(&server, "peer").await;
+    client.join(&room, "peer").await;
+    let mut peer = XmppPeer {
+        client,
+        room: room.clone(),
+        nick: "peer".into(),
+    };
+    let make = || component(&server);
+    conformance::run(&make, &mut peer, vec![room.as_str().into()]).await;
+}
+
+/// Two people from another network appear as two occupants under their own names; their
+/// messages, corrections and reactions come from their puppets and are not bridged back; a
+/// taken name gets a `_`; a refused secret is an authentication error.
+#[tokio::test]
+async fn component_mode_gives_each_person_their_own_occupant() {
+    let server = server();
+    let room = BareJid::from_str(&format!("puppets@{MUC}")).expect("a room");
+    let mut peer = XmppClient::connect(&server, "peer").await;
+    peer.join(&room, "carol").await;
+    let mut h = Harness::start(
+        component(&server),
+        "xmpp.component",
+        vec![room.as_str().into()],
+    );
+    if !h.wait_connected(WAIT).await {
+        let r = h.wait_finished(WAIT).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        panic!("not connected: {r:?}\n{}", server.log());
+    }
+
+    let from_nick = |m: &tokio_xmpp::parsers::message::Message, nick: &str| {
+        m.type_ == MessageType::Groupchat
+            && m.from
+                .as_ref()
+                .is_some_and(|f| f.resource().is_some_and(|r| r.as_str() == nick))
+    };
+    let said = |name: &str, text: &str| {
+        let mut sender = Sender::new(name.to_lowercase());
+        sender.display_name = Some(name.into());
+        Event::new(
+            room.as_str(),
+            sender,
+            EventKind::Message(Content::plain(text)),
+        )
+    };
+    let alice = h
+        .send(said("Alice", "hello from alice"), WAIT)
+        .await
+        .expect("an answer")
+        .expect("sent");
+    h.send(said("Bob", "hello from bob"), WAIT)
+        .await
+        .expect("an answer")
+        .expect("sent");
+    h.send(said("carol", "hello from another carol"), WAIT)
+        .await
+        .expect("an answer")
+        .expect("sent");
+    for (nick, text) in [
+        ("Alice", "hello from alice"),
+        ("Bob", "hello from bob"),
+        ("carol_", "hello from another carol"),
+    ] {
+        let m = peer
+            .next_message(WAIT, |m| from_nick(m, nick) && body(m) == Some(text))
+            .await
+            .unwrap_or_else(|| panic!("{nick} said {text:?} in the room"));
+        assert!(payload(&m, "occupant-id", "urn:xmpp:occupant-id:0").is_some());
+    }
+
+    let mut sender = Sender::new("alice");
+    sender.display_name = Some("Alice".into());
+    let edit = Event::new(
+        room.as_str(),
+        sender.clone(),
+        EventKind::Edit {
+            target: alice.remote_id.clone().expect("an id"),
+            content: Content::plain("hello, edited"),
+        },
+    );
+    h.send(edit, WAIT)
+        .await
+        .expect("an answer")
+        .expect("corrected");
+    let m = peer
+        .next_message(WAIT, |m| {
+            from_nick(m, "Alice") && body(m) == Some("hello, edited")
+        })
+        .await
+        .expect("Alice's correction, from Alice");
+    assert!(payload(&m, "replace", "urn:xmpp:message-correct:0").is_some());
+
+    assert!(
+        h.next_matching(Duration::from_secs(2), |e| matches!(
+            e.kind,
+            EventKind::Message(_) | EventKind::Edit { .. } | EventKind::Membership(_)
+        ))
+        .await
+        .is_none(),
+        "the puppets' messages and joins are not bridged back"
+    );
+    // A person in the room is still bridged, by the bot.
+    peer.say(&room, "hello puppets").await;
+    let e = h
+        .next_matching(
+            WAIT,
+            |e| matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "hello puppets"),
+        )
+        .await
+        .expect("the peer's message");
+    assert_eq!(e.sender.display_name.as_deref(), Some("carol"));
+    let _ = h.shutdown(WAIT).await;
+
+    // A wrong secret is refused for good, not retried as a lost connection.
+    let ctx = BuildContext {
+        account: "xmpp.bad".into(),
+        data_dir: std::env::temp_dir(),
+    };
+    let bad = XmppFactory
+        .build(
+            &ctx,
+            serde_json::json!({
+                "mode": "component", "jid": format!("bridge@{COMPONENT}"), "password": "wrong",
+                "server": "127.0.0.1", "port": server.component_port
+            }),
+        )
+        .expect("config");
+    let mut h = Harness::start(bad, "xmpp.bad", vec![]);
+    let result = h.wait_finished(WAIT).await.expect("run returned");
+    assert!(
+        matches!(result, Err(passerelle_sdk::ConnectorError::AuthRejected(_))),
+        "{result:?}"
+    );
     peer.close().await;
 }
