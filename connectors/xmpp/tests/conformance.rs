@@ -728,3 +728,73 @@ async fn component_mode_gives_each_person_their_own_occupant() {
     );
     peer.close().await;
 }
+
+/// A room with a password is joined with the configured one (and refused without it), and a
+/// taken nick falls back to the next.
+#[tokio::test]
+async fn room_passwords_and_taken_nicks() {
+    let server = server();
+    let room = BareJid::from_str(&format!("locked@{MUC}")).expect("a room");
+    let mut peer = XmppClient::connect(&server, "peer").await;
+    // The peer holds the bridge's nick and locks the room with a password.
+    peer.join(&room, "bridge").await;
+    let form: tokio_xmpp::minidom::Element = "<query xmlns='http://jabber.org/protocol/muc#owner'>\
+        <x xmlns='jabber:x:data' type='submit'>\
+          <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+          <field var='muc#roomconfig_passwordprotectedroom'><value>1</value></field>\
+          <field var='muc#roomconfig_roomsecret'><value>sesame</value></field>\
+        </x></query>"
+        .parse()
+        .expect("the form");
+    let answer = peer
+        .iq(
+            &tokio_xmpp::parsers::jid::Jid::from(room.clone()),
+            tokio_xmpp::IqRequest::Set(form),
+        )
+        .await;
+    assert!(
+        matches!(answer, tokio_xmpp::IqResponse::Result(_)),
+        "{answer:?}"
+    );
+
+    for (password, joins) in [("wrong", false), ("sesame", true)] {
+        let extra = serde_json::json!({"room_passwords": {room.to_string(): password}});
+        let mut h = Harness::start(
+            connector_with(&server, extra),
+            "xmpp.test",
+            vec![room.as_str().into()],
+        );
+        assert!(h.wait_connected(WAIT).await, "connected");
+        let answer = h
+            .send(
+                outbound(
+                    &room,
+                    EventKind::Message(Content::plain("through the lock")),
+                ),
+                WAIT,
+            )
+            .await
+            .expect("an answer");
+        if joins {
+            assert!(answer.is_ok(), "{answer:?}");
+            let seen = peer
+                .next_message(WAIT, |m| body(m) == Some("through the lock"))
+                .await
+                .expect("the room sees it");
+            let nick = seen
+                .from
+                .as_ref()
+                .and_then(|f| f.resource())
+                .map(|r| r.to_string());
+            assert_eq!(nick.as_deref(), Some("bridge_"), "the taken nick fell back");
+        } else {
+            assert_eq!(
+                answer,
+                Err(passerelle_sdk::SendError::RoomNotFound),
+                "a wrong password is refused for good"
+            );
+        }
+        let _ = h.shutdown(WAIT).await;
+    }
+    peer.close().await;
+}
