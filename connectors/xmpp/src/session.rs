@@ -635,11 +635,7 @@ impl<'s> Session<'s> {
                 m.id.as_ref().map(|i| i.0.clone()).unwrap_or_default(),
             );
             let dm_key = (format!("dm:{bare}"), key.1.clone());
-            let condition = m
-                .payloads
-                .iter()
-                .find_map(|e| StanzaError::try_from(e.clone()).ok())
-                .map(|e| e.defined_condition);
+            let condition = error_condition(&m.payloads);
             for k in [key, dm_key] {
                 if let Some(p) = self.pending.remove(&k) {
                     let err = match &condition {
@@ -918,11 +914,7 @@ impl<'s> Session<'s> {
             return Ok(()); // one of ours coming or going: not someone joining
         }
         if p.type_ == PresenceType::Error {
-            let condition = p
-                .payloads
-                .iter()
-                .find_map(|e| StanzaError::try_from(e.clone()).ok())
-                .map(|e| e.defined_condition);
+            let condition = error_condition(&p.payloads);
             if room.joined {
                 return Ok(());
             }
@@ -1414,11 +1406,7 @@ impl<'s> Session<'s> {
             return Ok(());
         };
         if p.type_ == PresenceType::Error {
-            let conflict = p
-                .payloads
-                .iter()
-                .find_map(|e| StanzaError::try_from(e.clone()).ok())
-                .is_some_and(|e| e.defined_condition == DefinedCondition::Conflict);
+            let conflict = error_condition(&p.payloads) == Some(DefinedCondition::Conflict);
             if conflict && puppet.nick_index + 1 < puppet.nicks.len() {
                 room.puppet_nicks.remove(puppet.nick());
                 puppet.nick_index += 1;
@@ -1499,6 +1487,14 @@ impl<'s> Session<'s> {
         );
         Ok(())
     }
+}
+
+/// The condition of the error an error stanza carries.
+fn error_condition(payloads: &[Element]) -> Option<DefinedCondition> {
+    payloads
+        .iter()
+        .find_map(|e| StanzaError::try_from(e.clone()).ok())
+        .map(|e| e.defined_condition)
 }
 
 /// Puts a person's name before a message's text, for a message the bridge's own occupant sends

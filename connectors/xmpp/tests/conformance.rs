@@ -107,7 +107,11 @@ fn connector_with(server: &Prosody, extra: serde_json::Value) -> Box<dyn Connect
     if let (Some(t), Some(e)) = (table.as_object_mut(), extra.as_object()) {
         t.extend(e.clone());
     }
-    match XmppFactory.build(&ctx, table) {
+    build(&ctx, table)
+}
+
+fn build(ctx: &BuildContext, table: serde_json::Value) -> Box<dyn Connector> {
+    match XmppFactory.build(ctx, table) {
         Ok(c) => c,
         Err(issues) => panic!("config refused: {issues:?}"),
     }
@@ -120,19 +124,23 @@ fn server() -> Prosody {
     server
 }
 
-#[tokio::test]
-async fn xmpp_passes_the_conformance_suite_against_prosody() {
-    let server = server();
-    let room = BareJid::from_str(&format!("conformance@{MUC}")).expect("a room");
-    let mut client = XmppClient::connect(&server, "peer").await;
+/// The suite in room `name@MUC`, with a plain user `peer` there.
+async fn suite(server: &Prosody, name: &str, make: &dyn Fn() -> Box<dyn Connector>) {
+    let room = BareJid::from_str(&format!("{name}@{MUC}")).expect("a room");
+    let mut client = XmppClient::connect(server, "peer").await;
     client.join(&room, "peer").await;
     let mut peer = XmppPeer {
         client,
         room: room.clone(),
         nick: "peer".into(),
     };
-    let make = || connector(&server);
-    conformance::run(&make, &mut peer, vec![room.as_str().into()]).await;
+    conformance::run(make, &mut peer, vec![room.as_str().into()]).await;
+}
+
+#[tokio::test]
+async fn xmpp_passes_the_conformance_suite_against_prosody() {
+    let server = server();
+    suite(&server, "conformance", &|| connector(&server)).await;
 }
 
 fn outbound(room: &BareJid, kind: EventKind) -> Event {
@@ -582,25 +590,13 @@ fn component(server: &Prosody) -> Box<dyn Connector> {
         "password": COMPONENT_SECRET, "server": "127.0.0.1", "port": server.component_port,
         "nick": "bridge", "ping_interval_secs": 5, "ping_timeout_secs": 5, "send_timeout_secs": 10
     });
-    match XmppFactory.build(&ctx, table) {
-        Ok(c) => c,
-        Err(issues) => panic!("config refused: {issues:?}"),
-    }
+    build(&ctx, table)
 }
 
 #[tokio::test]
 async fn xmpp_component_mode_passes_the_conformance_suite_against_prosody() {
     let server = server();
-    let room = BareJid::from_str(&format!("component@{MUC}")).expect("a room");
-    let mut client = XmppClient::connect(&server, "peer").await;
-    client.join(&room, "peer").await;
-    let mut peer = XmppPeer {
-        client,
-        room: room.clone(),
-        nick: "peer".into(),
-    };
-    let make = || component(&server);
-    conformance::run(&make, &mut peer, vec![room.as_str().into()]).await;
+    suite(&server, "component", &|| component(&server)).await;
 }
 
 /// Two people from another network appear as two occupants under their own names; their
@@ -711,15 +707,13 @@ async fn component_mode_gives_each_person_their_own_occupant() {
         account: "xmpp.bad".into(),
         data_dir: std::env::temp_dir(),
     };
-    let bad = XmppFactory
-        .build(
-            &ctx,
-            serde_json::json!({
-                "mode": "component", "jid": format!("bridge@{COMPONENT}"), "password": "wrong",
-                "server": "127.0.0.1", "port": server.component_port
-            }),
-        )
-        .expect("config");
+    let bad = build(
+        &ctx,
+        serde_json::json!({
+            "mode": "component", "jid": format!("bridge@{COMPONENT}"), "password": "wrong",
+            "server": "127.0.0.1", "port": server.component_port
+        }),
+    );
     let mut h = Harness::start(bad, "xmpp.bad", vec![]);
     let result = h.wait_finished(WAIT).await.expect("run returned");
     assert!(
