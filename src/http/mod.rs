@@ -2,8 +2,9 @@
 //! connected; the body lists each account's state) and `/metrics` (Prometheus text format).
 //! Unauthenticated: bind it to loopback or put it behind a proxy.
 //!
-//! Connectors that serve HTTP (Matrix's Application Service API, webhooks) are reached under
-//! `/accounts/{account}/…`; each checks its own credentials.
+//! Connectors that serve HTTP (Matrix's Application Service API) are reached under
+//! `/accounts/{account}/…`, and networks' webhooks (Meta, Telegram) at `/hooks/{account}`; each
+//! connector checks its own credentials or signatures.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -36,6 +37,7 @@ pub fn router(state: AdminState) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/accounts/{account}/{*rest}", any(connector))
+        .route("/hooks/{account}", any(hook))
         .with_state(state)
 }
 
@@ -85,22 +87,48 @@ async fn connector(
     axum::extract::Path((account, _rest)): axum::extract::Path<(String, String)>,
     req: axum::extract::Request,
 ) -> axum::response::Response {
-    let Some(mount) = state.mounts.get(account.as_str()) else {
+    // The raw (still percent-encoded) remainder, so ids like `%23alias%3Aserver` survive.
+    let tail = req
+        .uri()
+        .path()
+        .strip_prefix("/accounts/")
+        .and_then(|r| r.find('/').map(|i| r[i..].to_owned()))
+        .unwrap_or_else(|| "/".to_owned());
+    forward(&state, &account, &tail, MAX_CONNECTOR_BODY, req).await
+}
+
+/// The largest body a webhook (`/hooks/{account}`) may carry; the connector's hook may accept
+/// less (`passerelle_sdk::webhook`).
+const MAX_HOOK_BODY: usize = 4 * 1024 * 1024;
+
+/// A network's webhook call to `/hooks/{account}`: handed to the account's connector with the
+/// path `/hooks`. The connector proves the sender itself before it reads the body.
+async fn hook(
+    State(state): State<AdminState>,
+    axum::extract::Path(account): axum::extract::Path<String>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    forward(&state, &account, "/hooks", MAX_HOOK_BODY, req).await
+}
+
+/// Hands `req` to `account`'s mounted handler with the path `tail` (and the original query).
+async fn forward(
+    state: &AdminState,
+    account: &str,
+    tail: &str,
+    max_body: usize,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let Some(mount) = state.mounts.get(account) else {
         return (StatusCode::NOT_FOUND, "no such account\n").into_response();
     };
     let Some(handler) = mount.handler() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "connector not running\n").into_response();
     };
     let (mut parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_CONNECTOR_BODY).await else {
+    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
     };
-    // The raw (still percent-encoded) remainder, so ids like `%23alias%3Aserver` survive.
-    let raw = parts.uri.path();
-    let tail = raw
-        .strip_prefix("/accounts/")
-        .and_then(|r| r.find('/').map(|i| &r[i..]))
-        .unwrap_or("/");
     let path = match parts.uri.query() {
         Some(q) => format!("{tail}?{q}"),
         None => tail.to_owned(),

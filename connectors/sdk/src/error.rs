@@ -57,6 +57,11 @@ pub enum SendError {
     /// Not connected right now; the daemon retries with backoff.
     #[error("disconnected")]
     Disconnected,
+    /// The network lets a business or bot write to this person only within a time window after
+    /// they last wrote (Meta's 24-hour customer-service window), and it is closed. Not retried:
+    /// the person must write first.
+    #[error("outside the network's reply window: {0}")]
+    WindowClosed(String),
     /// The network refused the event for a reason retrying would not mend. The reason must not
     /// contain message content.
     #[error("rejected: {0}")]
@@ -76,6 +81,7 @@ impl SendError {
             Self::TooLarge => "too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::Disconnected => "disconnected",
+            Self::WindowClosed(_) => "window_closed",
             Self::Rejected(_) => "rejected",
         }
     }

@@ -15,6 +15,9 @@
 //! - [`secret`]: [`Secret`], a string that never prints, and the `*_file` resolution rule.
 //! - `fetch` (feature `fetch`): fetching a linked file safely (public addresses, size cap).
 //! - `tls` (feature `tls`): one rustls client set-up with an operator's CA file.
+//! - `webhook` (feature `webhook`): the checks every inbound webhook makes before its connector
+//!   parses a body (size, signature, Meta's handshake), served at `/hooks/{account}`; and
+//!   `signed_link`, links through the daemon to files only the connector can fetch.
 //! - [`config`]: parsing a connector's typed config table with errors that name the key path.
 //!
 //! ## Writing a connector
@@ -41,6 +44,10 @@ pub mod secret;
 pub mod state;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "webhook")]
+pub mod signed_link;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use caps::{Capabilities, Limits};
 pub use connector::{

@@ -109,18 +109,19 @@ impl Harness {
     }
 
     /// Serves the connector's HTTP endpoints (see [`HttpMount`]) on 127.0.0.1:`port` until the
-    /// harness shuts down: under `/accounts/{account}/` as the daemon does, and at the root too.
+    /// harness shuts down: under `/accounts/{account}/` and at `/hooks/{account}` as the daemon
+    /// does, and at the root too.
     pub async fn serve_http(&self, port: u16) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("the loopback port is free");
         let mount = self.http.clone();
         let stop = self.shutdown.clone();
-        let prefix = format!("/accounts/{}", self.account);
+        let account = self.account.to_string();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let mount = mount.clone();
-            let prefix = prefix.clone();
-            async move { crate::http_bridge::forward(&mount, req, 16 * 1024 * 1024, &prefix).await }
+            let account = account.clone();
+            async move { crate::http_bridge::forward(&mount, req, 16 * 1024 * 1024, &account).await }
         });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)

@@ -5,20 +5,29 @@ use axum::body::Body;
 use axum::response::Response;
 use passerelle_sdk::HttpMount;
 
-/// Forwards `req` (body capped at `max_body` bytes) to the mounted handler; 503 when none. A
-/// leading `prefix` (the daemon's `/accounts/{account}`) is removed from the path, as the daemon
-/// does; other paths pass as they are.
+/// Forwards `req` (body capped at `max_body` bytes) to the mounted handler; 503 when none. As the
+/// daemon does for `account`: a leading `/accounts/{account}` is removed from the path, and
+/// `/hooks/{account}` becomes `/hooks`; other paths pass as they are.
 pub async fn forward(
     mount: &HttpMount,
     req: axum::extract::Request,
     max_body: usize,
-    prefix: &str,
+    account: &str,
 ) -> Response {
     let Some(handler) = mount.handler() else {
         return status(503, "not running");
     };
     let (mut parts, body) = req.into_parts();
-    if let Some(rest) = parts.uri.path().strip_prefix(prefix)
+    let prefix = format!("/accounts/{account}");
+    if parts.uri.path() == format!("/hooks/{account}") {
+        let path = match parts.uri.query() {
+            Some(q) => format!("/hooks?{q}"),
+            None => "/hooks".to_owned(),
+        };
+        if let Ok(uri) = path.parse() {
+            parts.uri = uri;
+        }
+    } else if let Some(rest) = parts.uri.path().strip_prefix(&prefix)
         && rest.starts_with('/')
     {
         let path = match parts.uri.query() {

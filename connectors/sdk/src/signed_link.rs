@@ -1,0 +1,151 @@
+//! Signed links through the daemon to files that only the connector can fetch (Meta's and
+//! Telegram's media need the account's token; signal-cli keeps attachments on its own disk).
+//!
+//! A connector that has `media_public_url` offers such a file to other networks as
+//! `{media_public_url}/accounts/{account}/media/{id}/{signature}/{name}`, and serves that path on
+//! its [`crate::HttpMount`]: the signature is an HMAC of the id under a key kept in the account's
+//! data dir, so only files that were bridged can be fetched, and the link names no token.
+
+use crate::webhook::{encode_hex, hub_signature};
+use std::path::Path;
+use subtle::ConstantTimeEq;
+
+/// Makes and checks one account's links.
+#[derive(Clone)]
+pub struct SignedLinks {
+    base: String,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for SignedLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignedLinks")
+    }
+}
+
+/// Reads the link key from `path`, creating it (readable by its owner only) when missing.
+fn load_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let Some(key) = decode_key(text.trim())
+    {
+        return Ok(key);
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    opts.open(path)?.write_all(encode_hex(&key).as_bytes())?;
+    Ok(key)
+}
+
+fn decode_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, slot) in key.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// Whether `id` may appear in a link path as it is (the ids networks give files are of these).
+fn plain(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 512
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:=".contains(&b))
+}
+
+impl SignedLinks {
+    /// Links for `account` under `public_url`; the key lives in `data_dir/media.key`.
+    pub fn new(public_url: &str, account: &str, data_dir: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            base: format!("{}/accounts/{account}/media", public_url.trim_end_matches('/')),
+            key: load_key(&data_dir.join("media.key"))?,
+        })
+    }
+
+    fn signature(&self, id: &str) -> String {
+        encode_hex(&hub_signature(&self.key, id.as_bytes())[..16])
+    }
+
+    /// The link for the file `id` named `name`; `None` when `id` has characters a path can't
+    /// carry as they are.
+    pub fn link(&self, id: &str, name: &str) -> Option<String> {
+        if !plain(id) {
+            return None;
+        }
+        let mut safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(80)
+            .collect();
+        if safe.is_empty() {
+            safe.push_str("file");
+        }
+        Some(format!("{}/{id}/{}/{safe}", self.base, self.signature(id)))
+    }
+
+    /// For a request path `/media/{id}/{signature}/{name}`: `Some(Ok(id))` when the signature is
+    /// ours (compared in constant time), `Some(Err(()))` when it is not, `None` when the path is not
+    /// a media path.
+    pub fn check<'p>(&self, path: &'p str) -> Option<Result<&'p str, ()>> {
+        let path = path.split('?').next().unwrap_or(path);
+        let mut parts = path.trim_start_matches('/').split('/');
+        let (Some("media"), Some(id), Some(sig), Some(_name), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let ok = plain(id) && bool::from(self.signature(id).as_bytes().ct_eq(sig.as_bytes()));
+        Some(if ok { Ok(id) } else { Err(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_verify_only_with_their_own_signature_and_key() {
+        let dir = std::env::temp_dir().join(format!("pss-links-{}", std::process::id()));
+        let links = SignedLinks::new("https://bridge.example.org/", "wa", &dir).unwrap();
+        let link = links.link("1234567890", "photo of me.jpg").unwrap();
+        let path = link
+            .strip_prefix("https://bridge.example.org/accounts/wa")
+            .unwrap();
+        assert!(path.ends_with("/photo_of_me.jpg"));
+        assert_eq!(links.check(path), Some(Ok("1234567890")));
+        // The same key is read back; a tampered id or signature fails; other paths are not ours.
+        let again = SignedLinks::new("https://bridge.example.org", "wa", &dir).unwrap();
+        assert_eq!(again.check(path), Some(Ok("1234567890")));
+        let tampered = path.replace("1234567890", "1234567891");
+        assert_eq!(links.check(&tampered), Some(Err(())));
+        assert_eq!(links.check("/hooks"), None);
+        assert!(links.link("../etc/passwd", "x").is_none());
+        let other = SignedLinks::new("https://x", "wa", &dir.join("other")).unwrap();
+        assert_eq!(other.check(path), Some(Err(())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,422 @@
+//! The inbound webhook front shared by every connector a network calls over HTTP (Meta's
+//! WhatsApp, Messenger and Instagram, Telegram in webhook mode).
+//!
+//! The daemon serves each account's hook at `/hooks/{account}` on its HTTP listener and hands the
+//! request to the account's mounted handler with the path `/hooks`. A connector mounts a
+//! [`WebhookEndpoint`], which does everything that must be the same for every network before the
+//! connector's own code sees a byte of the body:
+//! - the body size is checked (413 above [`HookSettings::max_body`]);
+//! - the sender is proved over the **raw** body, in constant time ([`Proof`]); 401 when the proof
+//!   is missing or wrong, and the body is never parsed;
+//! - Meta's subscription handshake (`GET ?hub.mode=subscribe&hub.challenge=…&hub.verify_token=…`)
+//!   is answered with the challenge when the verify token matches, 403 otherwise;
+//! - only then is the body handed to the connector's [`HookSink`], which parses it and emits its
+//!   events with [`crate::Emitter::emit`]; the answer is 200 only once every event is durably
+//!   queued (or known to be a duplicate), 400 for a malformed body (nothing is emitted), and 503
+//!   when the daemon could not store an event, so the network delivers it again.
+//!
+//! Redelivered events are deduplicated by the daemon on their remote message id (see
+//! [`crate::Disposition::Duplicate`]); a sink gives every event it emits the network's id.
+//! No answer ever echoes the body, and nothing here logs it.
+
+use crate::http::{HttpHandler, Request, Response};
+use crate::secret::Secret;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// The largest hook body accepted by default: Meta batches stay far below it.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// How a network proves that a hook call comes from it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Proof {
+    /// Meta: `X-Hub-Signature-256: sha256=<lowercase hex HMAC-SHA256(app secret, raw body)>`.
+    HubSignature256 {
+        /// The app secret the signature is keyed with.
+        app_secret: Secret,
+    },
+    /// A shared secret sent as a header, as Telegram's `X-Telegram-Bot-Api-Secret-Token`.
+    SecretHeader {
+        /// The header's name.
+        header: &'static str,
+        /// The secret it must carry.
+        token: Secret,
+    },
+}
+
+impl Proof {
+    /// Whether `headers` prove `body`, compared in constant time.
+    pub fn verify(&self, headers: &http::HeaderMap, body: &[u8]) -> bool {
+        match self {
+            Self::HubSignature256 { app_secret } => {
+                let Some(given) = headers
+                    .get("x-hub-signature-256")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("sha256="))
+                    .and_then(decode_hex)
+                else {
+                    return false;
+                };
+                let expected = hub_signature(app_secret.expose().as_bytes(), body);
+                given.len() == expected.len() && bool::from(given.ct_eq(&expected))
+            }
+            Self::SecretHeader { header, token } => headers
+                .get(*header)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| token.matches(v)),
+        }
+    }
+}
+
+/// HMAC-SHA256 of `body` keyed with `key`: the bytes Meta hex-encodes into `X-Hub-Signature-256`
+/// (and the fakes sign with).
+pub fn hub_signature(key: &[u8], body: &[u8]) -> Vec<u8> {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return Vec::new(),
+    };
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Lowercase hex of `bytes`.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+/// What a hook checks before its sink sees a body.
+#[derive(Clone, Debug)]
+pub struct HookSettings {
+    /// How calls are proved.
+    pub proof: Proof,
+    /// Meta's `hub.verify_token`, when the network subscribes with a GET handshake.
+    pub verify_token: Option<Secret>,
+    /// The largest body accepted, in bytes.
+    pub max_body: usize,
+}
+
+/// Why a sink did not take a body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookRefusal {
+    /// The body is not what the network sends (400; nothing was emitted). The reason names the
+    /// field, never a value.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// An event could not be stored (503; the network delivers it again).
+    #[error("not stored: {0}")]
+    NotStored(String),
+}
+
+/// A connector's side of a hook: parses a proved body and emits its events.
+pub trait HookSink: Send + Sync + 'static {
+    /// Handles one proved body. Returns once every event in it is durably queued (or a
+    /// duplicate); a malformed body must be refused before anything is emitted.
+    fn deliver(&self, body: Bytes) -> BoxFuture<'static, Result<(), HookRefusal>>;
+}
+
+/// Serves one account's hook: checks, then hands the body to a [`HookSink`].
+pub struct WebhookEndpoint {
+    account: String,
+    settings: HookSettings,
+    sink: Arc<dyn HookSink>,
+}
+
+impl WebhookEndpoint {
+    /// An endpoint for `account` (named in logs) checking `settings` before `sink`.
+    pub fn new(account: impl Into<String>, settings: HookSettings, sink: Arc<dyn HookSink>) -> Self {
+        Self {
+            account: account.into(),
+            settings,
+            sink,
+        }
+    }
+
+    fn handshake(&self, query: Option<&str>) -> Response {
+        let Some(expected) = &self.settings.verify_token else {
+            return text(405, "this hook takes POST only\n");
+        };
+        let mut mode = None;
+        let mut challenge = None;
+        let mut token = None;
+        for (k, v) in query.map(parse_query).unwrap_or_default() {
+            match k.as_str() {
+                "hub.mode" => mode = Some(v),
+                "hub.challenge" => challenge = Some(v),
+                "hub.verify_token" => token = Some(v),
+                _ => {}
+            }
+        }
+        match (mode.as_deref(), challenge, token) {
+            (Some("subscribe"), Some(challenge), Some(token)) if expected.matches(&token) => {
+                tracing::info!(account = %self.account, "webhook subscription verified");
+                text(200, &challenge)
+            }
+            (Some("subscribe"), Some(_), Some(_)) => {
+                tracing::warn!(account = %self.account, "webhook subscription refused: wrong verify token");
+                text(403, "verify token does not match\n")
+            }
+            _ => text(400, "expected hub.mode=subscribe, hub.challenge and hub.verify_token\n"),
+        }
+    }
+}
+
+impl HttpHandler for WebhookEndpoint {
+    fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
+        let path = request.uri().path();
+        if path != "/hooks" && path != "/hooks/" {
+            return Box::pin(async { text(404, "no such endpoint\n") });
+        }
+        match *request.method() {
+            http::Method::GET => {
+                let answer = self.handshake(request.uri().query());
+                return Box::pin(async move { answer });
+            }
+            http::Method::POST => {}
+            _ => return Box::pin(async { text(405, "this hook takes POST\n") }),
+        }
+        let account = self.account.clone();
+        let (parts, body) = request.into_parts();
+        if body.len() > self.settings.max_body {
+            tracing::warn!(account = %account, bytes = body.len(), "webhook refused: body too large");
+            return Box::pin(async { text(413, "body too large\n") });
+        }
+        if !self.settings.proof.verify(&parts.headers, &body) {
+            tracing::warn!(account = %account, bytes = body.len(), "webhook refused: missing or wrong signature");
+            return Box::pin(async { text(401, "signature missing or wrong\n") });
+        }
+        let sink = self.sink.clone();
+        Box::pin(async move {
+            match sink.deliver(body).await {
+                Ok(()) => text(200, "ok\n"),
+                Err(HookRefusal::Malformed(why)) => {
+                    tracing::warn!(account = %account, reason = %why, "webhook refused: malformed body");
+                    text(400, &format!("malformed: {why}\n"))
+                }
+                Err(HookRefusal::NotStored(why)) => {
+                    tracing::warn!(account = %account, reason = %why, "webhook not stored; the network will deliver it again");
+                    text(503, "not stored, deliver again\n")
+                }
+            }
+        })
+    }
+}
+
+/// Splits a query string into decoded pairs (`+` is a space, `%XX` a byte).
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match s.get(i + 1..i + 3).and_then(decode_hex).as_deref() {
+                Some(&[b]) => {
+                    out.push(b);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn text(status: u16, body: &str) -> Response {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Bytes::from(body.to_owned()))
+        .unwrap_or_else(|_| http::Response::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records what it was given; refuses bodies that are not JSON objects, as a real sink would.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Bytes>>);
+
+    impl HookSink for Arc<Recorder> {
+        fn deliver(&self, body: Bytes) -> BoxFuture<'static, Result<(), HookRefusal>> {
+            let me = self.clone();
+            Box::pin(async move {
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) if v.is_object() => {
+                        me.0.lock().unwrap().push(body);
+                        Ok(())
+                    }
+                    _ => Err(HookRefusal::Malformed("not a JSON object".into())),
+                }
+            })
+        }
+    }
+
+    fn meta_endpoint() -> (WebhookEndpoint, Arc<Recorder>) {
+        let rec = Arc::new(Recorder::default());
+        let settings = HookSettings {
+            proof: Proof::HubSignature256 {
+                app_secret: Secret::new("app-secret"),
+            },
+            verify_token: Some(Secret::new("verify-me")),
+            max_body: 64,
+        };
+        (
+            WebhookEndpoint::new("wa", settings, Arc::new(rec.clone())),
+            rec,
+        )
+    }
+
+    fn post(body: &str, signature: Option<String>) -> Request {
+        let mut b = http::Request::builder().method("POST").uri("/hooks");
+        if let Some(s) = signature {
+            b = b.header("X-Hub-Signature-256", s);
+        }
+        b.body(Bytes::from(body.to_owned())).unwrap()
+    }
+
+    fn sign(body: &str) -> String {
+        format!("sha256={}", encode_hex(&hub_signature(b"app-secret", body.as_bytes())))
+    }
+
+    #[test]
+    fn the_signature_matches_an_independent_hmac() {
+        // `printf '{"a":1}' | openssl dgst -sha256 -hmac app-secret`
+        assert_eq!(
+            encode_hex(&hub_signature(b"app-secret", br#"{"a":1}"#)),
+            "a2ac6607a24977f9757e6d78319ae1660ad42ffeee0ee3f0dff30a92bcf85448"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_signed_body_is_delivered_and_anything_else_is_refused_unread() {
+        let (ep, rec) = meta_endpoint();
+        let body = r#"{"object":"page"}"#;
+        let ok = ep.handle(post(body, Some(sign(body)))).await;
+        assert_eq!(ok.status(), 200);
+        // Forged: signed with another secret; a signature over another body; none; not hex.
+        let forged = format!(
+            "sha256={}",
+            encode_hex(&hub_signature(b"other-secret", body.as_bytes()))
+        );
+        for sig in [Some(forged), Some(sign("{}")), None, Some("sha256=zz".into())] {
+            let r = ep.handle(post(body, sig)).await;
+            assert_eq!(r.status(), 401);
+        }
+        // Upper-case hex is the same signature.
+        let upper = sign(body).to_uppercase().replace("SHA256=", "sha256=");
+        assert_eq!(ep.handle(post(body, Some(upper))).await.status(), 200);
+        // Malformed but signed: 400 from the sink; oversized: 413 before the signature.
+        assert_eq!(ep.handle(post("[1]", Some(sign("[1]")))).await.status(), 400);
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100));
+        assert_eq!(ep.handle(post(&big, Some(sign(&big)))).await.status(), 413);
+        assert_eq!(rec.0.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_meta_handshake_echoes_the_challenge_only_for_the_right_token() {
+        let (ep, _) = meta_endpoint();
+        let get = |q: &str| {
+            http::Request::builder()
+                .method("GET")
+                .uri(format!("/hooks?{q}"))
+                .body(Bytes::new())
+                .unwrap()
+        };
+        let ok = ep
+            .handle(get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=verify-me"))
+            .await;
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.body().as_ref(), b"1158201444");
+        let bad = ep
+            .handle(get("hub.mode=subscribe&hub.challenge=1&hub.verify_token=guess"))
+            .await;
+        assert_eq!(bad.status(), 403);
+        assert_eq!(ep.handle(get("hub.mode=subscribe")).await.status(), 400);
+    }
+
+    #[tokio::test]
+    async fn a_secret_header_is_compared_whole() {
+        let rec = Arc::new(Recorder::default());
+        let ep = WebhookEndpoint::new(
+            "tg",
+            HookSettings {
+                proof: Proof::SecretHeader {
+                    header: "x-telegram-bot-api-secret-token",
+                    token: Secret::new("s3cret_token-1"),
+                },
+                verify_token: None,
+                max_body: DEFAULT_MAX_BODY,
+            },
+            Arc::new(rec.clone()),
+        );
+        let req = |token: Option<&str>| {
+            let mut b = http::Request::builder().method("POST").uri("/hooks");
+            if let Some(t) = token {
+                b = b.header("X-Telegram-Bot-Api-Secret-Token", t);
+            }
+            b.body(Bytes::from_static(b"{}")).unwrap()
+        };
+        assert_eq!(ep.handle(req(Some("s3cret_token-1"))).await.status(), 200);
+        for bad in [Some("s3cret_token-"), Some("s3cret_token-12"), None] {
+            assert_eq!(ep.handle(req(bad)).await.status(), 401);
+        }
+        assert_eq!(rec.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn queries_are_percent_decoded() {
+        assert_eq!(
+            parse_query("a=b%20c&d=e+f&g=%zz&h"),
+            vec![
+                ("a".into(), "b c".into()),
+                ("d".into(), "e f".into()),
+                ("g".into(), "%zz".into()),
+                ("h".into(), "".into())
+            ]
+        );
+    }
+}
