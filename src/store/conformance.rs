@@ -195,13 +195,21 @@ pub async fn purge_respects_age_and_queue(store: impl Store) {
 pub async fn connector_state(store: impl Store) {
     let (a, b) = (AccountId::from("a"), AccountId::from("b"));
     assert_eq!(store.state_get(&a, "k").await.unwrap(), None);
-    store.state_put(&a, "k", b"1".to_vec()).await.unwrap();
-    store.state_put(&a, "k", b"2".to_vec()).await.unwrap();
-    store.state_put(&b, "k", b"3".to_vec()).await.unwrap();
+    store.state_put(&a, "k", b"1".to_vec(), None).await.unwrap();
+    store.state_put(&a, "k", b"2".to_vec(), None).await.unwrap();
+    store.state_put(&b, "k", b"3".to_vec(), None).await.unwrap();
     assert_eq!(store.state_get(&a, "k").await.unwrap(), Some(b"2".to_vec()));
     assert_eq!(store.state_get(&b, "k").await.unwrap(), Some(b"3".to_vec()));
     store.state_delete(&a, "k").await.unwrap();
     assert_eq!(store.state_get(&a, "k").await.unwrap(), None);
+    assert_eq!(store.state_get(&b, "k").await.unwrap(), Some(b"3".to_vec()));
+    // Records go with the retention purge; plain values stay.
+    let at = |ms| Some(Timestamp(ms));
+    store.state_put(&a, "old", b"o".to_vec(), at(1_000)).await.unwrap();
+    store.state_put(&a, "new", b"n".to_vec(), at(3_000)).await.unwrap();
+    store.purge_before(Timestamp(2_000)).await.unwrap();
+    assert_eq!(store.state_get(&a, "old").await.unwrap(), None);
+    assert_eq!(store.state_get(&a, "new").await.unwrap(), Some(b"n".to_vec()));
     assert_eq!(store.state_get(&b, "k").await.unwrap(), Some(b"3".to_vec()));
 }
 

@@ -179,7 +179,8 @@ pub trait Store: Send + Sync + 'static {
         delivered: Option<(EventKey, AccountId, RoomId, RemoteMessageId)>,
     ) -> Result<(), StoreError>;
 
-    /// Removes map rows older than `before`; returns how many events were removed.
+    /// Removes map rows and connector state records older than `before`; returns how many events
+    /// were removed.
     async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError>;
 
     /// Reads connector state.
@@ -188,12 +189,14 @@ pub trait Store: Send + Sync + 'static {
         account: &AccountId,
         key: &str,
     ) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Writes connector state.
+    /// Writes connector state. With `recorded_at`, the row is a record that
+    /// [`Store::purge_before`] removes once it is older than the cutoff; without, it is kept.
     async fn state_put(
         &self,
         account: &AccountId,
         key: &str,
         value: Vec<u8>,
+        recorded_at: Option<Timestamp>,
     ) -> Result<(), StoreError>;
     /// Removes connector state.
     async fn state_delete(&self, account: &AccountId, key: &str) -> Result<(), StoreError>;
@@ -233,7 +236,22 @@ impl passerelle_sdk::StateBackend for StoreState {
         let (store, account, key) = (self.0.clone(), account.clone(), key.to_owned());
         Box::pin(async move {
             store
-                .state_put(&account, &key, value)
+                .state_put(&account, &key, value, None)
+                .await
+                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
+        })
+    }
+
+    fn put_record(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
+        let (store, account, key) = (self.0.clone(), account.clone(), key.to_owned());
+        Box::pin(async move {
+            store
+                .state_put(&account, &key, value, Some(Timestamp::now()))
                 .await
                 .map_err(|e| passerelle_sdk::StateError(e.to_string()))
         })

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_dynamic_links.sql"),
+    include_str!("migrations/0003_state_records.sql"),
 ];
 
 /// A store in one SQLite file.
@@ -411,6 +412,10 @@ impl Store for SqliteStore {
                 "DELETE FROM events WHERE created_at < ?1 AND key NOT IN (SELECT key FROM outbox)",
                 params![cutoff],
             )?;
+            tx.execute(
+                "DELETE FROM connector_state WHERE recorded_at < ?1",
+                params![cutoff],
+            )?;
             tx.commit()?;
             Ok(removed as u64)
         })
@@ -439,13 +444,15 @@ impl Store for SqliteStore {
         account: &AccountId,
         key: &str,
         value: Vec<u8>,
+        recorded_at: Option<Timestamp>,
     ) -> Result<(), StoreError> {
         let (a, k) = (account.clone(), key.to_owned());
+        let at = recorded_at.map(|t| t.0 as i64);
         self.with(move |conn| {
             conn.prepare_cached(
-                "INSERT OR REPLACE INTO connector_state (account, key, value) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO connector_state (account, key, value, recorded_at) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![a.as_str(), k, value])?;
+            .execute(params![a.as_str(), k, value, at])?;
             Ok(())
         })
         .await

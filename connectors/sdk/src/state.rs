@@ -28,6 +28,16 @@ pub trait StateBackend: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), StateError>>;
     /// Removes `key` of `account`.
     fn delete(&self, account: &AccountId, key: &str) -> BoxFuture<'static, Result<(), StateError>>;
+    /// Writes `key` of `account` as a record, removed with the message map after the daemon's
+    /// retention period. A backend without retention keeps it like any value.
+    fn put_record(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), StateError>> {
+        self.put(account, key, value)
+    }
 }
 
 /// A connector's view of its own state: keys are private to its account.
@@ -49,6 +59,14 @@ impl StateHandle {
     /// Writes a value.
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<(), StateError> {
         self.backend.put(&self.account, key, value.into()).await
+    }
+    /// Writes a record: a value kept only as long as the message map keeps its rows (the
+    /// daemon's `retention_days`), for things that only matter while their messages do
+    /// (delivery statuses, ids already seen).
+    pub async fn put_record(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<(), StateError> {
+        self.backend
+            .put_record(&self.account, key, value.into())
+            .await
     }
     /// Removes a value.
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
