@@ -20,6 +20,12 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_matrix::MatrixFactory));
     #[cfg(feature = "xmpp")]
     all.push(Arc::new(passerelle_xmpp::XmppFactory));
+    #[cfg(feature = "meta")]
+    all.push(Arc::new(passerelle_meta::WHATSAPP));
+    #[cfg(feature = "meta")]
+    all.push(Arc::new(passerelle_meta::MESSENGER));
+    #[cfg(feature = "meta")]
+    all.push(Arc::new(passerelle_meta::INSTAGRAM));
     all
 }
 

@@ -1,0 +1,222 @@
+//! The account's HTTP endpoints on the daemon's listener: the webhook (`/hooks/NAME`, checked by
+//! the SDK's [`WebhookEndpoint`] before [`Sink`] parses it) and, for WhatsApp with
+//! `media_public_url`, the signed media links (`/accounts/NAME/media/…`), which fetch the file
+//! through the Graph API's authenticated media endpoints.
+
+use crate::graph::Graph;
+use crate::inbound::{Item, Parser, Status};
+use crate::kind::Kind;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use passerelle_sdk::http::{HttpHandler, Request, Response};
+use passerelle_sdk::signed_link::SignedLinks;
+use passerelle_sdk::webhook::{HookRefusal, HookSink, WebhookEndpoint};
+use passerelle_sdk::{Emitter, Event, EventKind, StateHandle, Text};
+use serde_json::Value;
+
+/// Parses proved webhook bodies and emits their events.
+#[derive(Clone)]
+pub struct Sink {
+    /// The account's network.
+    pub kind: Kind,
+    /// Its phone number, Page or Instagram account id.
+    pub id: String,
+    /// Signed links for WhatsApp files.
+    pub links: Option<SignedLinks>,
+    /// Where events go.
+    pub emitter: Emitter,
+    /// Where statuses and reactions are remembered.
+    pub state: StateHandle,
+    /// For logs.
+    pub account: String,
+}
+
+fn stored<T>(r: Result<T, passerelle_sdk::EmitError>) -> Result<T, HookRefusal> {
+    r.map_err(|e| HookRefusal::NotStored(e.to_string()))
+}
+
+impl Sink {
+    async fn handle(self, body: Bytes) -> Result<(), HookRefusal> {
+        let parser = Parser {
+            kind: self.kind,
+            id: &self.id,
+            links: self.links.as_ref(),
+        };
+        let batch = parser
+            .parse(&body)
+            .map_err(|m| HookRefusal::Malformed(m.0))?;
+        if batch.foreign > 0 {
+            tracing::info!(account = %self.account, entries = batch.foreign, "webhook entries for another number, Page or account dropped");
+        }
+        for what in &batch.skipped {
+            tracing::debug!(account = %self.account, item = what, "webhook item not bridged");
+        }
+        for item in batch.events {
+            match item {
+                Item::Event(event) => {
+                    stored(self.emitter.emit(event).await)?;
+                }
+                Item::Reaction(event) => self.reaction(event).await?,
+            }
+        }
+        for status in batch.statuses {
+            self.record(status).await?;
+        }
+        Ok(())
+    }
+
+    /// Emits a reaction, keeping one reaction per person and message as these networks do: a new
+    /// one replaces the old (which is taken back first), and a removal names the one it removes.
+    async fn reaction(&self, event: Event) -> Result<(), HookRefusal> {
+        let EventKind::Reaction {
+            target, key, removed,
+        } = &event.kind
+        else {
+            return Ok(());
+        };
+        let slot = format!("reaction/{}/{}/{}", event.room, event.sender.id, target);
+        let state = |e: passerelle_sdk::StateError| HookRefusal::NotStored(e.to_string());
+        let before = self
+            .state
+            .get(&slot)
+            .await
+            .map_err(state)?
+            .and_then(|v| String::from_utf8(v).ok());
+        let take_back = |old: String, suffix: &str| {
+            let mut e = event.clone();
+            e.key = passerelle_sdk::EventKey::new();
+            e.kind = EventKind::Reaction {
+                target: target.clone(),
+                key: Text::new(old),
+                removed: true,
+            };
+            e.remote_id = event
+                .remote_id
+                .as_ref()
+                .map(|r| format!("{}{suffix}", r.as_str()).into());
+            e
+        };
+        if *removed {
+            match before {
+                Some(old) => {
+                    stored(self.emitter.emit(take_back(old, "")).await)?;
+                    self.state.delete(&slot).await.map_err(state)?;
+                }
+                None => tracing::debug!(account = %self.account, "reaction removal for a reaction not seen"),
+            }
+            return Ok(());
+        }
+        if let Some(old) = before.filter(|old| old != key.as_str()) {
+            stored(self.emitter.emit(take_back(old, ":replaced")).await)?;
+        }
+        stored(self.emitter.emit(event.clone()).await)?;
+        self.state
+            .put_record(&slot, key.as_str().as_bytes().to_vec())
+            .await
+            .map_err(state)
+    }
+
+    /// Records a delivery status (ids and status only), kept with the message map's retention.
+    async fn record(&self, s: Status) -> Result<(), HookRefusal> {
+        let key = match &s.message_id {
+            Some(id) => format!("delivery/{id}"),
+            None => format!("delivery/read/{}", s.recipient),
+        };
+        let value = serde_json::json!({
+            "status": s.status, "recipient": s.recipient, "at": s.at, "error_code": s.error_code,
+        });
+        if s.status == "failed" {
+            tracing::warn!(account = %self.account, message = ?s.message_id, error_code = ?s.error_code, "Meta reports a message as not delivered");
+        } else {
+            tracing::debug!(account = %self.account, message = ?s.message_id, status = %s.status, "delivery status");
+        }
+        self.state
+            .put_record(&key, value.to_string())
+            .await
+            .map_err(|e| HookRefusal::NotStored(e.to_string()))
+    }
+}
+
+impl HookSink for Sink {
+    fn deliver(&self, body: Bytes) -> BoxFuture<'static, Result<(), HookRefusal>> {
+        Box::pin(self.clone().handle(body))
+    }
+}
+
+/// Everything the account serves.
+pub struct Endpoints {
+    /// `/hooks`.
+    pub webhook: WebhookEndpoint,
+    /// Signed media links, when offered.
+    pub links: Option<SignedLinks>,
+    /// For fetching media.
+    pub graph: Graph,
+    /// File size cap.
+    pub max_bytes: u64,
+}
+
+fn plain(status: u16, text: &'static str) -> Response {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(Bytes::from_static(text.as_bytes()))
+        .unwrap_or_else(|_| http::Response::new(Bytes::new()))
+}
+
+impl HttpHandler for Endpoints {
+    fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
+        let path = request.uri().path().to_owned();
+        if path == "/hooks" || path == "/hooks/" {
+            return self.webhook.handle(request);
+        }
+        let Some(links) = &self.links else {
+            return Box::pin(async { plain(404, "no such endpoint\n") });
+        };
+        let id = match links.check(&path) {
+            None => return Box::pin(async { plain(404, "no such endpoint\n") }),
+            Some(Err(())) => return Box::pin(async { plain(403, "bad signature\n") }),
+            Some(Ok(id)) => id.to_owned(),
+        };
+        if request.method() != http::Method::GET {
+            return Box::pin(async { plain(405, "GET only\n") });
+        }
+        let graph = self.graph.clone();
+        let max = self.max_bytes;
+        Box::pin(async move {
+            // The media object names a short-lived URL, itself fetched with the token.
+            let info = match graph.get(&id).await {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::info!(error = %e, "media link: file not available");
+                    return plain(404, "file not available\n");
+                }
+            };
+            let Some(url) = info.get("url").and_then(Value::as_str) else {
+                return plain(502, "media object without url\n");
+            };
+            if !graph.may_carry_token(url) {
+                tracing::warn!("media link: the API named a download URL the token must not go to");
+                return plain(502, "untrusted media url\n");
+            }
+            match graph.download(url, max).await {
+                Ok((data, mime)) => {
+                    let mime = info
+                        .get("mime_type")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .or(mime)
+                        .unwrap_or_else(|| "application/octet-stream".into());
+                    http::Response::builder()
+                        .status(200)
+                        .header(http::header::CONTENT_TYPE, mime)
+                        .body(Bytes::from(data))
+                        .unwrap_or_else(|_| plain(500, "response\n"))
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "media link: download failed");
+                    plain(502, "download failed\n")
+                }
+            }
+        })
+    }
+}
