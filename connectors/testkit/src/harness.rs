@@ -69,6 +69,7 @@ pub struct Harness {
     task: Option<JoinHandle<Result<(), ConnectorError>>>,
     http: HttpMount,
     account: AccountId,
+    state: StateHandle,
 }
 
 impl Harness {
@@ -81,12 +82,13 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let account = AccountId::new(account);
         let http = HttpMount::new();
+        let state = StateHandle::new(account.clone(), Arc::new(MemoryState::default()));
         let mut io = ConnectorIo {
             account: account.clone(),
             rooms,
             emitter: Emitter::new(account.clone(), in_tx),
             outbound: out_rx,
-            state: StateHandle::new(account.clone(), Arc::new(MemoryState::default())),
+            state: state.clone(),
             status,
             shutdown: shutdown.clone(),
             http: http.clone(),
@@ -105,7 +107,13 @@ impl Harness {
             task: Some(task),
             http,
             account: AccountId::new(account_name),
+            state,
         }
+    }
+
+    /// The connector's state, as the connector sees it.
+    pub fn state(&self) -> StateHandle {
+        self.state.clone()
     }
 
     /// Serves the connector's HTTP endpoints (see [`HttpMount`]) on 127.0.0.1:`port` until the

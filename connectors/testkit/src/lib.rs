@@ -13,8 +13,10 @@
 //! - [`irc_client`]: a raw IRC client for tests.
 //! - [`synapse`]: a throwaway Synapse homeserver (from the test venv) on loopback.
 //! - [`matrix_client`]: a plain client-server API user for tests.
+//! - [`fakes`]: faithful fakes of services that can't run here (Meta's Graph API…).
 
 pub mod conformance;
+pub mod fakes;
 pub mod harness;
 pub mod http_bridge;
 pub mod irc_client;
