@@ -1,0 +1,326 @@
+//! End-to-end: the real `passerelle` binary between the fake of Meta's Graph API and webhooks
+//! (WhatsApp, Messenger, Instagram), a real ngIRCd and the HTTP message API.
+
+mod common;
+
+use common::{Api, Daemon, free_port};
+use passerelle_testkit::fakes::meta::{
+    FakeMeta, Product, messaging_body, messaging_text, whatsapp_body, whatsapp_text,
+};
+use passerelle_testkit::irc_client::IrcClient;
+use passerelle_testkit::servers::Ngircd;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const TOKEN: &str = "e2e-token-0123456789abcdef";
+const GRAPH_TOKEN: &str = "EAAG-e2e-graph-token";
+const SECRET: &str = "e2e-app-secret";
+const VERIFY: &str = "e2e-verify";
+const PHONE_ID: &str = "106540352242922";
+const PAGE_ID: &str = "104455098451330";
+const IG_ID: &str = "17841405822304914";
+const ALICE: &str = "15551230001";
+const BOB: &str = "15551230002";
+const PSID: &str = "6254837461273845";
+const IGSID: &str = "17841457234565432";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Bridge {
+    fake: FakeMeta,
+    irc: Ngircd,
+    _dir: tempfile::TempDir,
+    daemon: Daemon,
+    api_port: u16,
+}
+
+impl Bridge {
+    fn hook(&self, account: &str) -> String {
+        format!("http://127.0.0.1:{}/hooks/{account}", self.daemon.admin_port)
+    }
+}
+
+async fn start() -> Bridge {
+    let fake = FakeMeta::start(GRAPH_TOKEN, SECRET).await;
+    fake.add(Product::WhatsApp, PHONE_ID);
+    fake.add(Product::Messenger, PAGE_ID);
+    fake.add(Product::Instagram, IG_ID);
+    let irc = Ngircd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, api_port) = (free_port(), free_port());
+    let base = fake.api_base();
+    let secrets = format!(
+        "access_token = \"{GRAPH_TOKEN}\"\napp_secret = \"{SECRET}\"\nverify_token = \"{VERIFY}\"\napi_base = \"{base}\""
+    );
+    let config = format!(
+        r##"
+{head}
+[accounts."wa"]
+kind = "whatsapp"
+phone_number_id = "{PHONE_ID}"
+{secrets}
+
+[accounts."fb"]
+kind = "messenger"
+page_id = "{PAGE_ID}"
+{secrets}
+
+[accounts."ig"]
+kind = "instagram"
+instagram_id = "{IG_ID}"
+{secrets}
+
+[accounts."irc.main"]
+kind = "irc"
+server = "127.0.0.1"
+port = {irc}
+tls = false
+nick = "bridge"
+send_rate_per_second = 0
+
+[accounts."api.main"]
+kind = "api"
+listen = "127.0.0.1:{api_port}"
+token = "{TOKEN}"
+
+[[links]]
+name = "alice"
+rooms = [
+  {{ account = "wa", room = "{ALICE}" }},
+  {{ account = "irc.main", room = "#alice" }},
+  {{ account = "api.main", room = "alice" }},
+]
+
+[[links]]
+name = "bob"
+rooms = [
+  {{ account = "wa", room = "{BOB}" }},
+  {{ account = "irc.main", room = "#bob" }},
+]
+
+[[links]]
+name = "fb"
+rooms = [
+  {{ account = "fb", room = "{PSID}" }},
+  {{ account = "irc.main", room = "#fb" }},
+  {{ account = "api.main", room = "fb" }},
+]
+
+[[links]]
+name = "ig"
+rooms = [
+  {{ account = "ig", room = "{IGSID}" }},
+  {{ account = "irc.main", room = "#ig" }},
+  {{ account = "api.main", room = "ig" }},
+]
+"##,
+        head = common::base_config(dir.path(), admin),
+        irc = irc.port,
+    );
+    let daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    Bridge {
+        fake,
+        irc,
+        _dir: dir,
+        daemon,
+        api_port,
+    }
+}
+
+/// The sends the fake accepted to `to`, as (text, body).
+fn sends_to(fake: &FakeMeta, to: &str) -> Vec<Value> {
+    fake.sent()
+        .into_iter()
+        .map(|s| s.body)
+        .filter(|b| {
+            b.get("to").and_then(Value::as_str) == Some(to)
+                || b.pointer("/recipient/id").and_then(Value::as_str) == Some(to)
+        })
+        .collect()
+}
+
+async fn wait_sends(fake: &FakeMeta, to: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = sends_to(fake, to);
+        if got.len() >= n || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The next message the API stream carries in `gateway` (others, like IRC's lines in a link the
+/// API shares, are passed over).
+async fn api_message(stream: &mut common::ApiStream, gateway: &str) -> Value {
+    loop {
+        let m = stream.next(WAIT).await.expect("the API sees the message");
+        if m["gateway"].as_str() == Some(gateway) && m["username"] != "ircer" {
+            return m;
+        }
+    }
+}
+
+async fn irc_text(irc: &mut IrcClient, channel: &str) -> String {
+    let m = irc
+        .next_message(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("IRC saw nothing in {channel}"));
+    assert_eq!(m.target, channel, "the line arrived in another channel");
+    m.text
+}
+
+#[tokio::test]
+async fn whatsapp_messenger_and_instagram_reach_irc_and_the_api_and_back() {
+    let b = start().await;
+    let api = Api::new(b.api_port, TOKEN);
+    let mut stream = api.stream().await;
+    let mut irc = IrcClient::connect(b.irc.port, "ircer").await;
+    for c in ["#alice", "#bob", "#fb", "#ig"] {
+        irc.join(c).await;
+    }
+    // Meta's subscription check reaches the daemon's hook.
+    assert_eq!(
+        b.fake.verify(&b.hook("wa"), VERIFY, "424242").await,
+        (200, "424242".to_owned())
+    );
+
+    // WhatsApp: a signed webhook from Alice reaches #alice and the API's "alice" gateway.
+    let body = whatsapp_body(
+        PHONE_ID,
+        &[(ALICE, "Alice Martin")],
+        vec![whatsapp_text(ALICE, &b.fake.wamid(), "hello from whatsapp")],
+    );
+    assert_eq!(b.fake.deliver(&b.hook("wa"), &body).await, 200);
+    assert_eq!(
+        irc_text(&mut irc, "#alice").await,
+        "<Alice Martin> hello from whatsapp"
+    );
+    let m = stream.next(WAIT).await.expect("the API sees it");
+    assert_eq!(
+        (m["text"].as_str(), m["username"].as_str(), m["gateway"].as_str()),
+        (Some("hello from whatsapp"), Some("Alice Martin"), Some("alice"))
+    );
+    // Bob writes too, so his window is open: the answer must still go to Alice alone.
+    let body = whatsapp_body(
+        PHONE_ID,
+        &[(BOB, "Bob")],
+        vec![whatsapp_text(BOB, &b.fake.wamid(), "bob here")],
+    );
+    assert_eq!(b.fake.deliver(&b.hook("wa"), &body).await, 200);
+    assert_eq!(irc_text(&mut irc, "#bob").await, "<Bob> bob here");
+    irc.say("#alice", "hi Alice, from irc").await;
+    let to_alice = wait_sends(&b.fake, ALICE, 1).await;
+    assert_eq!(
+        to_alice,
+        vec![json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+            "to": ALICE, "type": "text",
+            "text": {"preview_url": false, "body": "<ircer> hi Alice, from irc"}})]
+    );
+    let (status, _) = api
+        .post(json!({"text": "and from the api", "username": "bot", "gateway": "alice"}))
+        .await;
+    assert_eq!(status, 200);
+    let to_alice = wait_sends(&b.fake, ALICE, 2).await;
+    assert_eq!(to_alice[1]["text"]["body"], "<bot> and from the api");
+    assert_eq!(irc_text(&mut irc, "#alice").await, "<bot> and from the api");
+    assert!(sends_to(&b.fake, BOB).is_empty(), "nothing went to Bob");
+
+    // Messenger.
+    let body = messaging_body(
+        Product::Messenger,
+        PAGE_ID,
+        vec![messaging_text(PSID, PAGE_ID, &b.fake.mid(), "hello from messenger")],
+    );
+    assert_eq!(b.fake.deliver(&b.hook("fb"), &body).await, 200);
+    assert_eq!(
+        irc_text(&mut irc, "#fb").await,
+        format!("<{PSID}> hello from messenger")
+    );
+    let m = api_message(&mut stream, "fb").await;
+    assert_eq!(m["text"].as_str(), Some("hello from messenger"));
+    irc.say("#fb", "hi from irc").await;
+    assert_eq!(
+        wait_sends(&b.fake, PSID, 1).await,
+        vec![json!({"recipient": {"id": PSID}, "messaging_type": "RESPONSE",
+            "message": {"text": "<ircer> hi from irc"}})]
+    );
+
+    // Instagram.
+    let body = messaging_body(
+        Product::Instagram,
+        IG_ID,
+        vec![messaging_text(IGSID, IG_ID, &b.fake.mid(), "hello from instagram")],
+    );
+    assert_eq!(b.fake.deliver(&b.hook("ig"), &body).await, 200);
+    assert_eq!(
+        irc_text(&mut irc, "#ig").await,
+        format!("<{IGSID}> hello from instagram")
+    );
+    let m = api_message(&mut stream, "ig").await;
+    assert_eq!(m["text"].as_str(), Some("hello from instagram"));
+    irc.say("#ig", "hi from irc").await;
+    assert_eq!(
+        wait_sends(&b.fake, IGSID, 1).await,
+        vec![json!({"recipient": {"id": IGSID}, "message": {"text": "<ircer> hi from irc"}})]
+    );
+}
+
+#[tokio::test]
+async fn forged_replayed_malformed_and_oversized_webhooks_change_nothing() {
+    let mut b = start().await;
+    let mut irc = IrcClient::connect(b.irc.port, "ircer").await;
+    irc.join("#alice").await;
+    let hook = b.hook("wa");
+    let body = whatsapp_body(
+        PHONE_ID,
+        &[(ALICE, "Alice")],
+        vec![whatsapp_text(ALICE, &b.fake.wamid(), "forged?")],
+    )
+    .to_string();
+    // Forged: signed with another secret, signed over another body, not signed at all.
+    let other = FakeMeta::start(GRAPH_TOKEN, "not-the-app-secret").await;
+    let wrong = other.signature(body.as_bytes());
+    assert_eq!(b.fake.post_raw(&hook, body.as_bytes(), Some(Some(&wrong))).await, 401);
+    let elsewhere = b.fake.signature(b"{}");
+    assert_eq!(b.fake.post_raw(&hook, body.as_bytes(), Some(Some(&elsewhere))).await, 401);
+    assert_eq!(b.fake.post_raw(&hook, body.as_bytes(), Some(None)).await, 401);
+    // Malformed but signed: not JSON, and JSON of the wrong shape.
+    assert_eq!(b.fake.post_raw(&hook, b"{\"object\":", None).await, 400);
+    assert_eq!(
+        b.fake.post_raw(&hook, br#"{"object":"page","entry":[]}"#, None).await,
+        400
+    );
+    // Oversized: refused before it is read in full.
+    let huge = format!(
+        r#"{{"object":"whatsapp_business_account","entry":[],"pad":"{}"}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    assert_eq!(b.fake.post_raw(&hook, huge.as_bytes(), None).await, 413);
+    // A real message, then the same delivery replayed twice: bridged once.
+    let real = whatsapp_body(
+        PHONE_ID,
+        &[(ALICE, "Alice")],
+        vec![whatsapp_text(ALICE, &b.fake.wamid(), "only once")],
+    );
+    for _ in 0..3 {
+        assert_eq!(b.fake.deliver(&hook, &real).await, 200);
+    }
+    let lines = irc.messages_until(Duration::from_secs(3), |_| false).await;
+    let texts: Vec<&str> = lines.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, vec!["<Alice> only once"], "exactly one message reached IRC");
+    // The daemon is still up and still bridging.
+    assert!(b.daemon.running());
+    let after = whatsapp_body(
+        PHONE_ID,
+        &[(ALICE, "Alice")],
+        vec![whatsapp_text(ALICE, &b.fake.wamid(), "still here")],
+    );
+    assert_eq!(b.fake.deliver(&hook, &after).await, 200);
+    assert_eq!(irc_text(&mut irc, "#alice").await, "<Alice> still here");
+    let logs = b.daemon.logs();
+    assert!(logs.contains("missing or wrong signature"));
+    for secret in [SECRET, GRAPH_TOKEN, "forged?", "only once"] {
+        assert!(!logs.contains(secret), "the log holds {secret:?}");
+    }
+}
