@@ -91,29 +91,6 @@ pub fn numeric(id: &str) -> bool {
     !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether `url` may be an API base: `https`, or `http` to a loopback host (tests, local proxies).
-fn base_ok(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" => {
-            let host = parsed.host_str().unwrap_or("");
-            let loopback = host == "localhost"
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if loopback {
-                Ok(())
-            } else {
-                Err("must be https (http only to a loopback address)".into())
-            }
-        }
-        _ => Err("must be an https URL".into()),
-    }
-}
-
 impl MetaConfig {
     /// Parses and checks an account table of `kind`, reporting every problem at once.
     pub fn parse(kind: Kind, table: serde_json::Value) -> Result<Resolved, Vec<ConfigIssue>> {
@@ -159,7 +136,7 @@ impl MetaConfig {
             .unwrap_or_else(|| kind.default_api_base().to_owned())
             .trim_end_matches('/')
             .to_owned();
-        if let Err(why) = base_ok(&api_base) {
+        if let Err(why) = passerelle_sdk::config::check_base_url(&api_base) {
             issues.push(ConfigIssue::new("api_base", why));
         }
         let media_public_url = raw

@@ -9,6 +9,7 @@
 use crate::config::Resolved;
 use crate::graph::{Graph, GraphError};
 use crate::kind::Kind;
+use passerelle_sdk::content::split_text;
 use passerelle_sdk::{Attachment, Content, Event, EventKind, MessageKind, SendError};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -36,37 +37,6 @@ impl From<SendError> for Failure {
     fn from(error: SendError) -> Self {
         Self { error, auth: false }
     }
-}
-
-/// Splits `text` into pieces of at most `max_chars` characters and `max_bytes` bytes, cutting at
-/// the last space before the limit when there is one in its second half.
-pub fn split(text: &str, max_chars: usize, max_bytes: usize) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let mut end = 0;
-        for (n, (i, c)) in rest.char_indices().enumerate() {
-            if n >= max_chars || i + c.len_utf8() > max_bytes {
-                break;
-            }
-            end = i + c.len_utf8();
-        }
-        if end == rest.len() {
-            pieces.push(rest.to_owned());
-            break;
-        }
-        if end == 0 {
-            // A limit smaller than one character: take the character anyway.
-            end = rest.chars().next().map(char::len_utf8).unwrap_or(rest.len());
-        }
-        let cut = match rest[..end].rfind(' ') {
-            Some(space) if space >= end / 2 => space + 1,
-            _ => end,
-        };
-        pieces.push(rest[..cut].to_owned());
-        rest = &rest[cut..];
-    }
-    pieces
 }
 
 /// The text a message is sent with: an action starts with `/me `.
@@ -213,7 +183,7 @@ impl Sender<'_> {
         event: &Event,
     ) -> Result<Option<String>, Failure> {
         let (max_chars, max_bytes) = self.kind().max_text();
-        let mut bodies: Vec<Value> = split(&body(content), max_chars, max_bytes)
+        let mut bodies: Vec<Value> = split_text(&body(content), max_chars, max_bytes)
             .into_iter()
             .map(|piece| match self.kind() {
                 Kind::WhatsApp => self.envelope(
@@ -336,21 +306,6 @@ fn is_retryable(e: &GraphError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitting_keeps_every_character_and_respects_both_limits() {
-        let text = "aé語🦀 ".repeat(300);
-        for (chars, bytes) in [(4096, usize::MAX), (100, usize::MAX), (usize::MAX, 1000), (7, 9)] {
-            let pieces = split(&text, chars, bytes);
-            assert_eq!(pieces.concat(), text);
-            for p in &pieces {
-                assert!(p.chars().count() <= chars && p.len() <= bytes, "{chars}/{bytes}");
-            }
-        }
-        assert_eq!(split("short", 10, 10), vec!["short"]);
-        assert_eq!(split("one two three", 8, 100), vec!["one two ", "three"]);
-        assert!(split("", 10, 10).is_empty());
-    }
 
     #[test]
     fn file_types() {

@@ -3,6 +3,38 @@
 use crate::error::ConfigIssue;
 use serde::de::DeserializeOwned;
 
+/// Checks a service's base URL from config: `https`, or plain `http` only to a loopback host
+/// (tests, a local proxy), so tokens never cross a network in clear. The error says why.
+pub fn check_base_url(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "not a URL (expected https://host/...)".to_owned())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err("must be https (http only to a loopback address)".into())
+            }
+        }
+        _ => Err("must be an https URL".into()),
+    }
+}
+
 /// Formats one key for a path: bare when it is a plain word, quoted when it holds a dot or space.
 pub fn path_key(key: &str) -> String {
     let plain = !key.is_empty()
@@ -73,6 +105,27 @@ fn field_in(message: &str, marker: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_are_https_or_loopback_http() {
+        for ok in [
+            "https://graph.facebook.com/v23.0",
+            "http://127.0.0.1:8080/v23.0",
+            "http://[::1]:9/x",
+            "http://localhost",
+        ] {
+            assert_eq!(check_base_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://graph.facebook.com",
+            "http://10.0.0.1/",
+            "ftp://x",
+            "graph.facebook.com",
+            "https://",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+    }
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]

@@ -108,6 +108,38 @@ pub struct Content {
     pub attachments: Vec<Attachment>,
 }
 
+/// Splits `text` for a network that limits one message: pieces of at most `max_chars`
+/// characters and `max_bytes` bytes, cut at the last space before the limit when there is one in
+/// its second half (the space stays with the first piece). Joined, the pieces are `text`.
+pub fn split_text(text: &str, max_chars: usize, max_bytes: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = 0;
+        for (n, (i, c)) in rest.char_indices().enumerate() {
+            if n >= max_chars || i + c.len_utf8() > max_bytes {
+                break;
+            }
+            end = i + c.len_utf8();
+        }
+        if end == rest.len() {
+            pieces.push(rest.to_owned());
+            break;
+        }
+        if end == 0 {
+            // A limit smaller than one character: take the character anyway.
+            end = rest.chars().next().map(char::len_utf8).unwrap_or(rest.len());
+        }
+        let cut = match rest[..end].rfind(' ') {
+            Some(space) if space >= end / 2 => space + 1,
+            _ => end,
+        };
+        pieces.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    pieces
+}
+
 impl Content {
     /// A plain-text message.
     pub fn plain(text: impl Into<String>) -> Self {
@@ -129,6 +161,21 @@ impl Content {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splitting_keeps_every_character_and_respects_both_limits() {
+        let text = "aé語🦀 ".repeat(300);
+        for (chars, bytes) in [(4096, usize::MAX), (100, usize::MAX), (usize::MAX, 1000), (7, 9)] {
+            let pieces = split_text(&text, chars, bytes);
+            assert_eq!(pieces.concat(), text);
+            for p in &pieces {
+                assert!(p.chars().count() <= chars && p.len() <= bytes, "{chars}/{bytes}");
+            }
+        }
+        assert_eq!(split_text("short", 10, 10), vec!["short"]);
+        assert_eq!(split_text("one two three", 8, 100), vec!["one two ", "three"]);
+        assert!(split_text("", 10, 10).is_empty());
+    }
 
     #[test]
     fn text_never_prints_its_content() {
