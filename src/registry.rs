@@ -26,6 +26,8 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_meta::MESSENGER));
     #[cfg(feature = "meta")]
     all.push(Arc::new(passerelle_meta::INSTAGRAM));
+    #[cfg(feature = "telegram")]
+    all.push(Arc::new(passerelle_telegram::TelegramFactory));
     all
 }
 

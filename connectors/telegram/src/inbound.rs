@@ -42,7 +42,7 @@ pub struct Reader<'a> {
     /// The bot's own user id (its messages are never bridged back).
     pub bot_id: i64,
     /// The room name of a chat id (a migrated supergroup keeps its configured group's name).
-    pub room_of: &'a dyn Fn(i64) -> String,
+    pub room_of: &'a (dyn Fn(i64) -> String + Send + Sync),
     /// Signed links for files, when `media_public_url` is set.
     pub links: Option<&'a SignedLinks>,
     /// Files larger than this are named, not linked.
