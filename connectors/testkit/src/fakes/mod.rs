@@ -4,3 +4,4 @@
 //! accepted so tests can assert exact outbound payloads.
 
 pub mod meta;
+pub mod telegram;
