@@ -367,3 +367,34 @@ async fn flood_waits_migrations_and_a_wrong_token() {
         Some(Err(ConnectorError::AuthRejected(_)))
     ));
 }
+
+#[tokio::test]
+async fn a_restart_resumes_after_the_saved_offset() {
+    // A run stored three updates and saved the offset after them, then crashed before its next
+    // poll told Telegram: Telegram still holds them. The next run must not bridge them again.
+    let fake = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ada = User::new(5002, "Ada");
+    for i in 0..3 {
+        fake.user_says(GROUP, &ada, &format!("before {i}"));
+    }
+    let held = fake.pending_update_ids();
+    assert_eq!(held.len(), 3);
+    let state = Arc::new(passerelle_testkit::harness::MemoryState::default());
+    passerelle_sdk::StateHandle::new(ACCOUNT.into(), state.clone())
+        .put("offset", (held[2] + 1).to_string())
+        .await
+        .unwrap();
+    fake.user_says(GROUP, &ada, "after");
+    let mut h = Harness::start_with_state(
+        build(table(&fake, json!({})), dir.path()),
+        ACCOUNT,
+        vec![RoomId::from(GROUP.to_string())],
+        state,
+    );
+    let e = h.next_event(WAIT).await.expect("the new update");
+    assert_eq!(e.content().unwrap().text.as_str(), "after", "an update was replayed");
+    assert!(h.next_event(Duration::from_millis(500)).await.is_none());
+    assert_eq!(fake.pending_update_ids().len(), 0, "Telegram was told");
+    h.shutdown(WAIT).await;
+}

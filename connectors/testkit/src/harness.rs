@@ -75,6 +75,17 @@ pub struct Harness {
 impl Harness {
     /// Starts `connector` for `account` in `rooms`.
     pub fn start(connector: Box<dyn Connector>, account: &str, rooms: Vec<RoomId>) -> Self {
+        Self::start_with_state(connector, account, rooms, Arc::new(MemoryState::default()))
+    }
+
+    /// Starts `connector` with the state `state`, which an earlier run may have written (a
+    /// restart).
+    pub fn start_with_state(
+        connector: Box<dyn Connector>,
+        account: &str,
+        rooms: Vec<RoomId>,
+        state: Arc<MemoryState>,
+    ) -> Self {
         let account_name = account.to_owned();
         let (in_tx, in_rx) = mpsc::channel(256);
         let (out_tx, out_rx) = mpsc::channel(64);
@@ -82,7 +93,7 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let account = AccountId::new(account);
         let http = HttpMount::new();
-        let state = StateHandle::new(account.clone(), Arc::new(MemoryState::default()));
+        let state = StateHandle::new(account.clone(), state);
         let mut io = ConnectorIo {
             account: account.clone(),
             rooms,

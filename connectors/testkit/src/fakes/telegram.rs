@@ -840,6 +840,15 @@ impl FakeTelegram {
         lock(&self.shared.inner).updates.len()
     }
 
+    /// The ids of the updates Telegram still holds, oldest first.
+    pub fn pending_update_ids(&self) -> Vec<i64> {
+        lock(&self.shared.inner)
+            .updates
+            .iter()
+            .filter_map(|u| u["update_id"].as_i64())
+            .collect()
+    }
+
     /// The webhook set, if any: (url, secret).
     pub fn webhook(&self) -> Option<(String, String)> {
         lock(&self.shared.inner).webhook.clone()
