@@ -28,6 +28,8 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_meta::INSTAGRAM));
     #[cfg(feature = "telegram")]
     all.push(Arc::new(passerelle_telegram::TelegramFactory));
+    #[cfg(feature = "signal")]
+    all.push(Arc::new(passerelle_signal::SignalFactory));
     all
 }
 
