@@ -5,3 +5,4 @@
 
 pub mod meta;
 pub mod telegram;
+pub mod signal;
