@@ -35,7 +35,10 @@ struct Bridge {
 
 impl Bridge {
     fn hook(&self, account: &str) -> String {
-        format!("http://127.0.0.1:{}/hooks/{account}", self.daemon.admin_port)
+        format!(
+            "http://127.0.0.1:{}/hooks/{account}",
+            self.daemon.admin_port
+        )
     }
 }
 
@@ -198,8 +201,16 @@ async fn whatsapp_messenger_and_instagram_reach_irc_and_the_api_and_back() {
     );
     let m = stream.next(WAIT).await.expect("the API sees it");
     assert_eq!(
-        (m["text"].as_str(), m["username"].as_str(), m["gateway"].as_str()),
-        (Some("hello from whatsapp"), Some("Alice Martin"), Some("alice"))
+        (
+            m["text"].as_str(),
+            m["username"].as_str(),
+            m["gateway"].as_str()
+        ),
+        (
+            Some("hello from whatsapp"),
+            Some("Alice Martin"),
+            Some("alice")
+        )
     );
     // Bob writes too, so his window is open: the answer must still go to Alice alone.
     let body = whatsapp_body(
@@ -213,9 +224,11 @@ async fn whatsapp_messenger_and_instagram_reach_irc_and_the_api_and_back() {
     let to_alice = wait_sends(&b.fake, ALICE, 1).await;
     assert_eq!(
         to_alice,
-        vec![json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+        vec![
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual",
             "to": ALICE, "type": "text",
-            "text": {"preview_url": false, "body": "<ircer> hi Alice, from irc"}})]
+            "text": {"preview_url": false, "body": "<ircer> hi Alice, from irc"}})
+        ]
     );
     let (status, _) = api
         .post(json!({"text": "and from the api", "username": "bot", "gateway": "alice"}))
@@ -230,7 +243,12 @@ async fn whatsapp_messenger_and_instagram_reach_irc_and_the_api_and_back() {
     let body = messaging_body(
         Product::Messenger,
         PAGE_ID,
-        vec![messaging_text(PSID, PAGE_ID, &b.fake.mid(), "hello from messenger")],
+        vec![messaging_text(
+            PSID,
+            PAGE_ID,
+            &b.fake.mid(),
+            "hello from messenger",
+        )],
     );
     assert_eq!(b.fake.deliver(&b.hook("fb"), &body).await, 200);
     assert_eq!(
@@ -242,15 +260,22 @@ async fn whatsapp_messenger_and_instagram_reach_irc_and_the_api_and_back() {
     irc.say("#fb", "hi from irc").await;
     assert_eq!(
         wait_sends(&b.fake, PSID, 1).await,
-        vec![json!({"recipient": {"id": PSID}, "messaging_type": "RESPONSE",
-            "message": {"text": "<ircer> hi from irc"}})]
+        vec![
+            json!({"recipient": {"id": PSID}, "messaging_type": "RESPONSE",
+            "message": {"text": "<ircer> hi from irc"}})
+        ]
     );
 
     // Instagram.
     let body = messaging_body(
         Product::Instagram,
         IG_ID,
-        vec![messaging_text(IGSID, IG_ID, &b.fake.mid(), "hello from instagram")],
+        vec![messaging_text(
+            IGSID,
+            IG_ID,
+            &b.fake.mid(),
+            "hello from instagram",
+        )],
     );
     assert_eq!(b.fake.deliver(&b.hook("ig"), &body).await, 200);
     assert_eq!(
@@ -281,14 +306,29 @@ async fn forged_replayed_malformed_and_oversized_webhooks_change_nothing() {
     // Forged: signed with another secret, signed over another body, not signed at all.
     let other = FakeMeta::start(GRAPH_TOKEN, "not-the-app-secret").await;
     let wrong = other.signature(body.as_bytes());
-    assert_eq!(b.fake.post_raw(&hook, body.as_bytes(), Some(Some(&wrong))).await, 401);
+    assert_eq!(
+        b.fake
+            .post_raw(&hook, body.as_bytes(), Some(Some(&wrong)))
+            .await,
+        401
+    );
     let elsewhere = b.fake.signature(b"{}");
-    assert_eq!(b.fake.post_raw(&hook, body.as_bytes(), Some(Some(&elsewhere))).await, 401);
-    assert_eq!(b.fake.post_raw(&hook, body.as_bytes(), Some(None)).await, 401);
+    assert_eq!(
+        b.fake
+            .post_raw(&hook, body.as_bytes(), Some(Some(&elsewhere)))
+            .await,
+        401
+    );
+    assert_eq!(
+        b.fake.post_raw(&hook, body.as_bytes(), Some(None)).await,
+        401
+    );
     // Malformed but signed: not JSON, and JSON of the wrong shape.
     assert_eq!(b.fake.post_raw(&hook, b"{\"object\":", None).await, 400);
     assert_eq!(
-        b.fake.post_raw(&hook, br#"{"object":"page","entry":[]}"#, None).await,
+        b.fake
+            .post_raw(&hook, br#"{"object":"page","entry":[]}"#, None)
+            .await,
         400
     );
     // Oversized: refused before it is read in full.
@@ -308,7 +348,11 @@ async fn forged_replayed_malformed_and_oversized_webhooks_change_nothing() {
     }
     let lines = irc.messages_until(Duration::from_secs(3), |_| false).await;
     let texts: Vec<&str> = lines.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, vec!["<Alice> only once"], "exactly one message reached IRC");
+    assert_eq!(
+        texts,
+        vec!["<Alice> only once"],
+        "exactly one message reached IRC"
+    );
     // The daemon is still up and still bridging.
     assert!(b.daemon.running());
     let after = whatsapp_body(

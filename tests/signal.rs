@@ -120,6 +120,13 @@ rooms = [
     // A drop of the event stream loses nothing.
     fake.drop_streams();
     fake.text_from(ADA, "while the stream was down");
-    let m = client.next_message(WAIT).await.expect("IRC sees it after the reconnect");
-    assert!(m.text.ends_with("> while the stream was down"), "{}", m.text);
+    let m = client
+        .next_message(WAIT)
+        .await
+        .expect("IRC sees it after the reconnect");
+    assert!(
+        m.text.ends_with("> while the stream was down"),
+        "{}",
+        m.text
+    );
 }

@@ -107,14 +107,22 @@ async fn a_telegram_group_reaches_irc_and_the_api_and_back() {
     let ada = User::new(5002, "Ada");
     let first = b.fake.user_says(GROUP, &ada, "hello from telegram");
     let m = irc.next_message(WAIT).await.expect("IRC sees it");
-    assert_eq!((m.target.as_str(), m.text.as_str()), ("#tg", "<Ada> hello from telegram"));
+    assert_eq!(
+        (m.target.as_str(), m.text.as_str()),
+        ("#tg", "<Ada> hello from telegram")
+    );
     let a = stream.next(WAIT).await.expect("the API sees it");
     assert_eq!(
-        (a["text"].as_str(), a["username"].as_str(), a["gateway"].as_str()),
+        (
+            a["text"].as_str(),
+            a["username"].as_str(),
+            a["gateway"].as_str()
+        ),
         (Some("hello from telegram"), Some("Ada"), Some("lobby"))
     );
     // An edit reaches IRC as a correction and the API as an edit of the same message.
-    b.fake.user_edits(GROUP, &ada, first, "hello from telegram!");
+    b.fake
+        .user_edits(GROUP, &ada, first, "hello from telegram!");
     let m = irc.next_message(WAIT).await.expect("IRC sees the edit");
     assert_eq!(m.text, "<Ada> hello from telegram! (edited)");
     let e = stream.next(WAIT).await.expect("the API sees the edit");
@@ -130,7 +138,10 @@ async fn a_telegram_group_reaches_irc_and_the_api_and_back() {
         bot_texts(&b.fake, GROUP, 2).await,
         vec!["<ircer> hi Ada", "<bot> from the api"]
     );
-    assert!(b.fake.bot_texts(OTHER).is_empty(), "nothing went to the other group");
+    assert!(
+        b.fake.bot_texts(OTHER).is_empty(),
+        "nothing went to the other group"
+    );
     let sent = b
         .fake
         .calls()
@@ -210,11 +221,20 @@ async fn restarts_mid_stream_lose_no_update_and_bridge_none_twice() {
     assert!(repeats <= 2, "{repeats} IRC repeats for 2 kills");
     // The store holds exactly one event per Telegram message: no update was bridged twice.
     b.daemon.stop();
-    let db = rusqlite::Connection::open(b.dir.path().join("data/passerelle.db")).expect("the store");
+    let db =
+        rusqlite::Connection::open(b.dir.path().join("data/passerelle.db")).expect("the store");
     let events: i64 = db
-        .query_row("SELECT COUNT(*) FROM events WHERE account = 'tg'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE account = 'tg'",
+            [],
+            |r| r.get(0),
+        )
         .expect("count");
     assert_eq!(events, N as i64, "events stored for {N} Telegram messages");
-    assert_eq!(fake.pending_updates(), 0, "every update was confirmed to Telegram");
+    assert_eq!(
+        fake.pending_updates(),
+        0,
+        "every update was confirmed to Telegram"
+    );
     println!("telegram restarts: {N} sent, 0 lost, 0 bridged twice, {repeats} IRC repeat(s)");
 }

@@ -205,11 +205,20 @@ pub async fn connector_state(store: impl Store) {
     assert_eq!(store.state_get(&b, "k").await.unwrap(), Some(b"3".to_vec()));
     // Records go with the retention purge; plain values stay.
     let at = |ms| Some(Timestamp(ms));
-    store.state_put(&a, "old", b"o".to_vec(), at(1_000)).await.unwrap();
-    store.state_put(&a, "new", b"n".to_vec(), at(3_000)).await.unwrap();
+    store
+        .state_put(&a, "old", b"o".to_vec(), at(1_000))
+        .await
+        .unwrap();
+    store
+        .state_put(&a, "new", b"n".to_vec(), at(3_000))
+        .await
+        .unwrap();
     store.purge_before(Timestamp(2_000)).await.unwrap();
     assert_eq!(store.state_get(&a, "old").await.unwrap(), None);
-    assert_eq!(store.state_get(&a, "new").await.unwrap(), Some(b"n".to_vec()));
+    assert_eq!(
+        store.state_get(&a, "new").await.unwrap(),
+        Some(b"n".to_vec())
+    );
     assert_eq!(store.state_get(&b, "k").await.unwrap(), Some(b"3".to_vec()));
 }
 

@@ -114,8 +114,12 @@ impl MetaConfig {
                 (false, None) => {}
             }
         }
-        let mut need = |key: &str, value: &Option<Secret>, file: &Option<PathBuf>| {
-            match secret::require(key, value.as_ref(), file.as_ref()) {
+        let mut need =
+            |key: &str, value: &Option<Secret>, file: &Option<PathBuf>| match secret::require(
+                key,
+                value.as_ref(),
+                file.as_ref(),
+            ) {
                 Ok(s) if s.expose().is_empty() => {
                     issues.push(ConfigIssue::new(key, "is empty"));
                     None
@@ -125,8 +129,7 @@ impl MetaConfig {
                     issues.push(e);
                     None
                 }
-            }
-        };
+            };
         let access_token = need("access_token", &raw.access_token, &raw.access_token_file);
         let app_secret = need("app_secret", &raw.app_secret, &raw.app_secret_file);
         let verify_token = need("verify_token", &raw.verify_token, &raw.verify_token_file);
@@ -152,7 +155,10 @@ impl MetaConfig {
             ));
         }
         if raw.request_timeout_secs == 0 {
-            issues.push(ConfigIssue::new("request_timeout_secs", "must be at least 1"));
+            issues.push(ConfigIssue::new(
+                "request_timeout_secs",
+                "must be at least 1",
+            ));
         }
         match (access_token, app_secret, verify_token) {
             (Some(access_token), Some(app_secret), Some(verify_token)) if issues.is_empty() => {
@@ -199,7 +205,13 @@ mod tests {
         assert_eq!(ok.api_base, "https://graph.facebook.com/v23.0");
         assert_eq!(
             paths(MetaConfig::parse(Kind::WhatsApp, json!({"page_id": "1"}))),
-            vec!["phone_number_id", "page_id", "access_token", "app_secret", "verify_token"]
+            vec![
+                "phone_number_id",
+                "page_id",
+                "access_token",
+                "app_secret",
+                "verify_token"
+            ]
         );
     }
 

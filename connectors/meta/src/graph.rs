@@ -52,7 +52,13 @@ impl GraphError {
     /// Whether the token itself was refused (code 190, or 102 for a session): retrying with the
     /// same token can't help, the account must stop until it is replaced.
     pub fn is_auth(&self) -> bool {
-        matches!(self, Self::Api { code: 190 | 102, .. })
+        matches!(
+            self,
+            Self::Api {
+                code: 190 | 102,
+                ..
+            }
+        )
     }
 
     /// The typed send error for this failure.
@@ -115,7 +121,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// Reads a Graph error body; `None` when it is not one.
-fn parse_error(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Option<GraphError> {
+fn parse_error(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> Option<GraphError> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let e = v.get("error")?;
     Some(GraphError::Api {
@@ -196,7 +206,9 @@ impl Graph {
             None if status >= 500 || status == 429 => {
                 Err(GraphError::Unreachable(format!("HTTP {status}")))
             }
-            None => Err(GraphError::Unexpected(format!("HTTP {status} without an error body"))),
+            None => Err(GraphError::Unexpected(format!(
+                "HTTP {status} without an error body"
+            ))),
         }
     }
 
@@ -218,8 +230,12 @@ impl Graph {
         path: &str,
         form: reqwest::multipart::Form,
     ) -> Result<Value, GraphError> {
-        self.finish(self.http.post(format!("{}/{path}", self.base)).multipart(form))
-            .await
+        self.finish(
+            self.http
+                .post(format!("{}/{path}", self.base))
+                .multipart(form),
+        )
+        .await
     }
 
     /// Whether the token may be sent to `url`: an `https` URL, or one on the API base's own
@@ -233,7 +249,11 @@ impl Graph {
 
     /// Downloads `url` with the token (WhatsApp's media URLs need it), at most `max` bytes.
     /// Returns the bytes and the server's content type.
-    pub async fn download(&self, url: &str, max: u64) -> Result<(Vec<u8>, Option<String>), GraphError> {
+    pub async fn download(
+        &self,
+        url: &str,
+        max: u64,
+    ) -> Result<(Vec<u8>, Option<String>), GraphError> {
         let mut response = self
             .http
             .get(url)
@@ -245,11 +265,14 @@ impl Graph {
         if !(200..300).contains(&status) {
             let headers = response.headers().clone();
             let body = response.bytes().await.unwrap_or_default();
-            return Err(parse_error(status, &headers, &body)
-                .unwrap_or_else(|| GraphError::Unexpected(format!("download answered HTTP {status}"))));
+            return Err(parse_error(status, &headers, &body).unwrap_or_else(|| {
+                GraphError::Unexpected(format!("download answered HTTP {status}"))
+            }));
         }
         if response.content_length().is_some_and(|n| n > max) {
-            return Err(GraphError::Unexpected("file larger than max_upload_bytes".into()));
+            return Err(GraphError::Unexpected(
+                "file larger than max_upload_bytes".into(),
+            ));
         }
         let mime = response
             .headers()
@@ -260,7 +283,9 @@ impl Graph {
         while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
             data.extend_from_slice(&chunk);
             if data.len() as u64 > max {
-                return Err(GraphError::Unexpected("file larger than max_upload_bytes".into()));
+                return Err(GraphError::Unexpected(
+                    "file larger than max_upload_bytes".into(),
+                ));
             }
         }
         Ok((data, mime))
@@ -290,34 +315,66 @@ mod tests {
             r#"{"error":{"message":"(#10) This message is sent outside of allowed window.","type":"OAuthException","code":10,"error_subcode":2018278,"fbtrace_id":"x"}}"#,
             h.clone(),
         );
-        assert!(matches!(messenger_window.to_send_error(), SendError::WindowClosed(_)));
-        let throughput = err(400, r#"{"error":{"message":"(#130429) Rate limit hit","type":"OAuthException","code":130429,"fbtrace_id":"x"}}"#, h.clone());
+        assert!(matches!(
+            messenger_window.to_send_error(),
+            SendError::WindowClosed(_)
+        ));
+        let throughput = err(
+            400,
+            r#"{"error":{"message":"(#130429) Rate limit hit","type":"OAuthException","code":130429,"fbtrace_id":"x"}}"#,
+            h.clone(),
+        );
         assert_eq!(
             throughput.to_send_error(),
-            SendError::RateLimited { retry_after: Duration::from_secs(60) }
+            SendError::RateLimited {
+                retry_after: Duration::from_secs(60)
+            }
         );
         let mut usage = HeaderMap::new();
         usage.insert(
             "x-business-use-case-usage",
             HeaderValue::from_static(r#"{"1234":[{"type":"messenger","call_count":100,"total_cputime":1,"total_time":1,"estimated_time_to_regain_access":3}]}"#),
         );
-        let page = err(400, r#"{"error":{"message":"(#32) Page request limit reached","type":"OAuthException","code":32,"fbtrace_id":"x"}}"#, usage);
+        let page = err(
+            400,
+            r#"{"error":{"message":"(#32) Page request limit reached","type":"OAuthException","code":32,"fbtrace_id":"x"}}"#,
+            usage,
+        );
         assert_eq!(
             page.to_send_error(),
-            SendError::RateLimited { retry_after: Duration::from_secs(180) }
+            SendError::RateLimited {
+                retry_after: Duration::from_secs(180)
+            }
         );
         let mut after = HeaderMap::new();
         after.insert("retry-after", HeaderValue::from_static("7"));
-        let pair = err(400, r#"{"error":{"code":131056,"type":"OAuthException"}}"#, after);
+        let pair = err(
+            400,
+            r#"{"error":{"code":131056,"type":"OAuthException"}}"#,
+            after,
+        );
         assert_eq!(
             pair.to_send_error(),
-            SendError::RateLimited { retry_after: Duration::from_secs(7) }
+            SendError::RateLimited {
+                retry_after: Duration::from_secs(7)
+            }
         );
-        let token = err(401, r#"{"error":{"message":"Error validating access token","type":"OAuthException","code":190,"error_subcode":463,"fbtrace_id":"x"}}"#, h.clone());
+        let token = err(
+            401,
+            r#"{"error":{"message":"Error validating access token","type":"OAuthException","code":190,"error_subcode":463,"fbtrace_id":"x"}}"#,
+            h.clone(),
+        );
         assert!(token.is_auth());
         assert_eq!(token.to_send_error(), SendError::Disconnected);
-        let param = err(400, r#"{"error":{"message":"(#100) Invalid parameter","type":"OAuthException","code":100,"fbtrace_id":"x"}}"#, h.clone());
-        assert_eq!(param.to_send_error(), SendError::Rejected("Graph API error 100/0".into()));
+        let param = err(
+            400,
+            r#"{"error":{"message":"(#100) Invalid parameter","type":"OAuthException","code":100,"fbtrace_id":"x"}}"#,
+            h.clone(),
+        );
+        assert_eq!(
+            param.to_send_error(),
+            SendError::Rejected("Graph API error 100/0".into())
+        );
         assert!(parse_error(400, &h, b"<html>").is_none());
     }
 }

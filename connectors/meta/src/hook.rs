@@ -69,7 +69,9 @@ impl Sink {
     /// one replaces the old (which is taken back first), and a removal names the one it removes.
     async fn reaction(&self, event: Event) -> Result<(), HookRefusal> {
         let EventKind::Reaction {
-            target, key, removed,
+            target,
+            key,
+            removed,
         } = &event.kind
         else {
             return Ok(());
@@ -102,7 +104,9 @@ impl Sink {
                     stored(self.emitter.emit(take_back(old, "")).await)?;
                     self.state.delete(&slot).await.map_err(state)?;
                 }
-                None => tracing::debug!(account = %self.account, "reaction removal for a reaction not seen"),
+                None => {
+                    tracing::debug!(account = %self.account, "reaction removal for a reaction not seen")
+                }
             }
             return Ok(());
         }

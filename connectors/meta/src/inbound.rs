@@ -112,7 +112,8 @@ impl Parser<'_> {
             .ok_or_else(|| Malformed("no \"entry\" list".into()))?;
         let mut batch = Batch::default();
         for entry in entries {
-            let entry_id = id_at(entry, "id").ok_or_else(|| Malformed("an entry has no \"id\"".into()))?;
+            let entry_id =
+                id_at(entry, "id").ok_or_else(|| Malformed("an entry has no \"id\"".into()))?;
             match self.kind {
                 Kind::WhatsApp => {
                     let changes = entry
@@ -166,9 +167,7 @@ impl Parser<'_> {
                     .filter_map(|c| {
                         Some((
                             id_at(c, "wa_id")?,
-                            c.get("profile")
-                                .and_then(|p| str_at(p, "name"))?
-                                .to_owned(),
+                            c.get("profile").and_then(|p| str_at(p, "name"))?.to_owned(),
                         ))
                     })
                     .collect()
@@ -191,9 +190,11 @@ impl Parser<'_> {
             .into_iter()
             .flatten()
         {
-            let (Some(id), Some(status), Some(recipient)) =
-                (id_at(s, "id"), str_at(s, "status"), id_at(s, "recipient_id"))
-            else {
+            let (Some(id), Some(status), Some(recipient)) = (
+                id_at(s, "id"),
+                str_at(s, "status"),
+                id_at(s, "recipient_id"),
+            ) else {
                 batch.skipped.push("status without id");
                 continue;
             };
@@ -265,8 +266,14 @@ impl Parser<'_> {
             }
             "location" => {
                 let loc = m.get("location").ok_or("location without its object")?;
-                let lat = loc.get("latitude").and_then(Value::as_f64).ok_or("location without latitude")?;
-                let lon = loc.get("longitude").and_then(Value::as_f64).ok_or("location without longitude")?;
+                let lat = loc
+                    .get("latitude")
+                    .and_then(Value::as_f64)
+                    .ok_or("location without latitude")?;
+                let lon = loc
+                    .get("longitude")
+                    .and_then(Value::as_f64)
+                    .ok_or("location without longitude")?;
                 let name = str_at(loc, "name").unwrap_or("location");
                 Content::plain(format!(
                     "📍 {name} https://www.openstreetmap.org/?mlat={lat}&mlon={lon}"
@@ -307,7 +314,9 @@ impl Parser<'_> {
             item.get("sender").and_then(|s| id_at(s, "id")),
             item.get("recipient").and_then(|r| id_at(r, "id")),
         ) else {
-            batch.skipped.push("messaging item without sender or recipient");
+            batch
+                .skipped
+                .push("messaging item without sender or recipient");
             return;
         };
         let at = Timestamp(item.get("timestamp").and_then(Value::as_u64).unwrap_or(0));
@@ -426,7 +435,12 @@ impl Parser<'_> {
             batch.events.push(Item::Reaction(event));
         } else if let Some(d) = item.get("delivery") {
             let watermark = d.get("watermark").and_then(Value::as_u64).unwrap_or(at.0);
-            for mid in d.get("mids").and_then(Value::as_array).into_iter().flatten() {
+            for mid in d
+                .get("mids")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(mid) = mid.as_str() {
                     batch.statuses.push(Status {
                         message_id: Some(mid.to_owned()),

@@ -120,12 +120,9 @@ impl Connector for MetaConnector {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(async move {
             let cfg = self.config;
-            let graph = graph::Graph::new(
-                &cfg.api_base,
-                cfg.access_token.clone(),
-                cfg.request_timeout,
-            )
-            .map_err(ConnectorError::Fatal)?;
+            let graph =
+                graph::Graph::new(&cfg.api_base, cfg.access_token.clone(), cfg.request_timeout)
+                    .map_err(ConnectorError::Fatal)?;
             // The token is checked once at start, so a wrong one stops the account at once.
             match graph.get(&format!("{}?fields=id", cfg.id)).await {
                 Ok(_) => {}

@@ -221,7 +221,10 @@ impl Sender<'_> {
                 Err(Failure { error, auth: true }) => return Err(Failure { error, auth: true }),
                 Err(f) if first.is_none() && f.error.is_retryable() => return Err(f),
                 Err(f) => {
-                    tracing::info!(reason = f.error.reason(), "file not uploaded; sending its link instead");
+                    tracing::info!(
+                        reason = f.error.reason(),
+                        "file not uploaded; sending its link instead"
+                    );
                     None
                 }
             };

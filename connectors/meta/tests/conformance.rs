@@ -258,7 +258,13 @@ async fn whatsapp_sends_are_exactly_the_documented_payloads() {
     // A reply, a reaction and its removal, and a file that is uploaded first.
     let mut reply = out(EventKind::Message(Content::plain("<alice> hello")));
     reply.reply_to = Some("wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUY".into());
-    let id = r.h.send(reply, WAIT).await.unwrap().unwrap().remote_id.unwrap();
+    let id =
+        r.h.send(reply, WAIT)
+            .await
+            .unwrap()
+            .unwrap()
+            .remote_id
+            .unwrap();
     assert!(id.as_str().starts_with("wamid."));
     r.h.send(
         out(EventKind::Reaction {
@@ -321,7 +327,10 @@ async fn whatsapp_sends_are_exactly_the_documented_payloads() {
         json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": PERSON,
                "type": "reaction", "reaction": {"message_id": "wamid.target", "emoji": "👍"}})
     );
-    assert_eq!(sent[2]["reaction"], json!({"message_id": "wamid.target", "emoji": ""}));
+    assert_eq!(
+        sent[2]["reaction"],
+        json!({"message_id": "wamid.target", "emoji": ""})
+    );
     assert_eq!(sent[3]["text"]["body"], json!("<alice> look"));
     let media_id = sent[4]["image"]["id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -341,14 +350,13 @@ async fn messenger_and_instagram_sends_are_exactly_the_documented_payloads() {
     for kind in [Kind::Messenger, Kind::Instagram] {
         let mut r = running(kind, json!({})).await;
         r.fake.set_last_inbound(business(kind), PERSON, Some(1000));
-        let id = r
-            .h
-            .send(out(EventKind::Message(Content::plain("<alice> hi"))), WAIT)
-            .await
-            .unwrap()
-            .unwrap()
-            .remote_id
-            .unwrap();
+        let id =
+            r.h.send(out(EventKind::Message(Content::plain("<alice> hi"))), WAIT)
+                .await
+                .unwrap()
+                .unwrap()
+                .remote_id
+                .unwrap();
         assert!(id.as_str().starts_with("m_"));
         let mut content = Content::plain("");
         content.attachments.push(Attachment {
@@ -377,7 +385,9 @@ async fn messenger_and_instagram_sends_are_exactly_the_documented_payloads() {
                 key: Text::new("👍"),
                 removed: false,
             },
-            EventKind::Delete { target: "m_x".into() },
+            EventKind::Delete {
+                target: "m_x".into(),
+            },
         ] {
             assert!(matches!(
                 r.h.send(out(kind), WAIT).await.unwrap(),
@@ -397,13 +407,15 @@ async fn the_window_throttling_and_a_refused_token_are_typed_errors() {
         r.h.send(hello(), WAIT).await.unwrap(),
         Err(SendError::WindowClosed(_))
     ));
-    r.fake.set_last_inbound(PHONE_ID, PERSON, Some(25 * 3600 * 1000));
+    r.fake
+        .set_last_inbound(PHONE_ID, PERSON, Some(25 * 3600 * 1000));
     assert!(matches!(
         r.h.send(hello(), WAIT).await.unwrap(),
         Err(SendError::WindowClosed(_))
     ));
     r.fake.set_last_inbound(PHONE_ID, PERSON, Some(1000));
-    r.fake.fail_next(400, 130429, None, "(#130429) Rate limit hit", &[]);
+    r.fake
+        .fail_next(400, 130429, None, "(#130429) Rate limit hit", &[]);
     assert_eq!(
         r.h.send(hello(), WAIT).await.unwrap(),
         Err(SendError::RateLimited {
@@ -452,7 +464,11 @@ async fn a_wrong_token_stops_the_account_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = table(Kind::WhatsApp, &fake, json!({}));
     t["access_token"] = json!("EAAG-wrong");
-    let mut h = Harness::start(build(Kind::WhatsApp, t, dir.path()), ACCOUNT, vec![PERSON.into()]);
+    let mut h = Harness::start(
+        build(Kind::WhatsApp, t, dir.path()),
+        ACCOUNT,
+        vec![PERSON.into()],
+    );
     match h.wait_finished(WAIT).await {
         Some(Err(ConnectorError::AuthRejected(why))) => assert!(!why.contains("wrong")),
         other => panic!("expected AuthRejected, got {other:?}"),
@@ -488,10 +504,7 @@ async fn whatsapp_inbound_files_reactions_replies_and_statuses() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().to_vec(), photo);
     let forged = link.replace(&media_id, "999999999");
-    assert_eq!(
-        reqwest::get(&forged).await.unwrap().status(),
-        403
-    );
+    assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403);
     // A reply, a reaction, another reaction replacing it, and its removal.
     let mut reply = whatsapp_text(PERSON, &r.fake.wamid(), "yes");
     reply["context"] = json!({"from": PHONE_ID, "id": "wamid.original"});
@@ -508,7 +521,10 @@ async fn whatsapp_inbound_files_reactions_replies_and_statuses() {
     let body = whatsapp_body(PHONE_ID, &[(PERSON, "Peer Person")], items);
     assert_eq!(r.fake.deliver(&r.hook, &body).await, 200);
     let e = r.h.next_event(WAIT).await.unwrap();
-    assert_eq!(e.reply_to.as_ref().map(|r| r.as_str()), Some("wamid.original"));
+    assert_eq!(
+        e.reply_to.as_ref().map(|r| r.as_str()),
+        Some("wamid.original")
+    );
     let mut reactions = Vec::new();
     for _ in 0..4 {
         let e = r.h.next_event(WAIT).await.unwrap();
@@ -588,26 +604,45 @@ async fn messenger_and_instagram_inbound_edits_deletes_reactions_and_echoes() {
             items.push(json!({"sender": {"id": PERSON}, "recipient": {"id": b}, "timestamp": 1732360007000u64,
                 "message": {"mid": mid, "is_deleted": true}}));
         }
-        assert_eq!(r.fake.deliver(&r.hook, &messaging_body(p, b, items)).await, 200);
+        assert_eq!(
+            r.fake.deliver(&r.hook, &messaging_body(p, b, items)).await,
+            200
+        );
         let mut got = Vec::new();
         while let Some(e) = r.h.next_event(Duration::from_secs(2)).await {
             got.push(e);
         }
         let names: Vec<&str> = got.iter().map(|e| e.kind.name()).collect();
-        let last = if kind == Kind::Messenger { "edit" } else { "delete" };
+        let last = if kind == Kind::Messenger {
+            "edit"
+        } else {
+            "delete"
+        };
         assert_eq!(
             names,
-            vec!["message", "message", "message", "reaction", "reaction", last],
+            vec![
+                "message", "message", "message", "reaction", "reaction", last
+            ],
             "{kind:?}"
         );
         assert_eq!(got[1].content().unwrap().attachments.len(), 1);
-        assert_eq!(got[2].reply_to.as_ref().map(|m| m.as_str()), Some(mid.as_str()));
-        assert!(matches!(&got[4].kind, EventKind::Reaction { key, removed: true, .. } if key.as_str() == "❤️"));
+        assert_eq!(
+            got[2].reply_to.as_ref().map(|m| m.as_str()),
+            Some(mid.as_str())
+        );
+        assert!(
+            matches!(&got[4].kind, EventKind::Reaction { key, removed: true, .. } if key.as_str() == "❤️")
+        );
         // Another Page's entry is dropped.
         let foreign = messaging_body(
             p,
             "111111111111111",
-            vec![messaging_text(PERSON, "111111111111111", &r.fake.mid(), "elsewhere")],
+            vec![messaging_text(
+                PERSON,
+                "111111111111111",
+                &r.fake.mid(),
+                "elsewhere",
+            )],
         );
         assert_eq!(r.fake.deliver(&r.hook, &foreign).await, 200);
         assert!(r.h.next_event(Duration::from_millis(300)).await.is_none());

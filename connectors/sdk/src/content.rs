@@ -128,7 +128,11 @@ pub fn split_text(text: &str, max_chars: usize, max_bytes: usize) -> Vec<String>
         }
         if end == 0 {
             // A limit smaller than one character: take the character anyway.
-            end = rest.chars().next().map(char::len_utf8).unwrap_or(rest.len());
+            end = rest
+                .chars()
+                .next()
+                .map(char::len_utf8)
+                .unwrap_or(rest.len());
         }
         let cut = match rest[..end].rfind(' ') {
             Some(space) if space >= end / 2 => space + 1,
@@ -165,15 +169,26 @@ mod tests {
     #[test]
     fn splitting_keeps_every_character_and_respects_both_limits() {
         let text = "aé語🦀 ".repeat(300);
-        for (chars, bytes) in [(4096, usize::MAX), (100, usize::MAX), (usize::MAX, 1000), (7, 9)] {
+        for (chars, bytes) in [
+            (4096, usize::MAX),
+            (100, usize::MAX),
+            (usize::MAX, 1000),
+            (7, 9),
+        ] {
             let pieces = split_text(&text, chars, bytes);
             assert_eq!(pieces.concat(), text);
             for p in &pieces {
-                assert!(p.chars().count() <= chars && p.len() <= bytes, "{chars}/{bytes}");
+                assert!(
+                    p.chars().count() <= chars && p.len() <= bytes,
+                    "{chars}/{bytes}"
+                );
             }
         }
         assert_eq!(split_text("short", 10, 10), vec!["short"]);
-        assert_eq!(split_text("one two three", 8, 100), vec!["one two ", "three"]);
+        assert_eq!(
+            split_text("one two three", 8, 100),
+            vec!["one two ", "three"]
+        );
         assert!(split_text("", 10, 10).is_empty());
     }
 

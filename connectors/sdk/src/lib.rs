@@ -41,11 +41,11 @@ pub mod http;
 pub mod ids;
 pub mod links;
 pub mod secret;
+#[cfg(feature = "webhook")]
+pub mod signed_link;
 pub mod state;
 #[cfg(feature = "tls")]
 pub mod tls;
-#[cfg(feature = "webhook")]
-pub mod signed_link;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 

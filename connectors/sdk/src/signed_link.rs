@@ -71,7 +71,10 @@ impl SignedLinks {
     /// Links for `account` under `public_url`; the key lives in `data_dir/media.key`.
     pub fn new(public_url: &str, account: &str, data_dir: &Path) -> std::io::Result<Self> {
         Ok(Self {
-            base: format!("{}/accounts/{account}/media", public_url.trim_end_matches('/')),
+            base: format!(
+                "{}/accounts/{account}/media",
+                public_url.trim_end_matches('/')
+            ),
             key: load_key(&data_dir.join("media.key"))?,
         })
     }

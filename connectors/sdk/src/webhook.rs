@@ -152,7 +152,11 @@ pub struct WebhookEndpoint {
 
 impl WebhookEndpoint {
     /// An endpoint for `account` (named in logs) checking `settings` before `sink`.
-    pub fn new(account: impl Into<String>, settings: HookSettings, sink: Arc<dyn HookSink>) -> Self {
+    pub fn new(
+        account: impl Into<String>,
+        settings: HookSettings,
+        sink: Arc<dyn HookSink>,
+    ) -> Self {
         Self {
             account: account.into(),
             settings,
@@ -184,7 +188,10 @@ impl WebhookEndpoint {
                 tracing::warn!(account = %self.account, "webhook subscription refused: wrong verify token");
                 text(403, "verify token does not match\n")
             }
-            _ => text(400, "expected hub.mode=subscribe, hub.challenge and hub.verify_token\n"),
+            _ => text(
+                400,
+                "expected hub.mode=subscribe, hub.challenge and hub.verify_token\n",
+            ),
         }
     }
 }
@@ -319,7 +326,10 @@ mod tests {
     }
 
     fn sign(body: &str) -> String {
-        format!("sha256={}", encode_hex(&hub_signature(b"app-secret", body.as_bytes())))
+        format!(
+            "sha256={}",
+            encode_hex(&hub_signature(b"app-secret", body.as_bytes()))
+        )
     }
 
     #[test]
@@ -342,7 +352,12 @@ mod tests {
             "sha256={}",
             encode_hex(&hub_signature(b"other-secret", body.as_bytes()))
         );
-        for sig in [Some(forged), Some(sign("{}")), None, Some("sha256=zz".into())] {
+        for sig in [
+            Some(forged),
+            Some(sign("{}")),
+            None,
+            Some("sha256=zz".into()),
+        ] {
             let r = ep.handle(post(body, sig)).await;
             assert_eq!(r.status(), 401);
         }
@@ -350,7 +365,10 @@ mod tests {
         let upper = sign(body).to_uppercase().replace("SHA256=", "sha256=");
         assert_eq!(ep.handle(post(body, Some(upper))).await.status(), 200);
         // Malformed but signed: 400 from the sink; oversized: 413 before the signature.
-        assert_eq!(ep.handle(post("[1]", Some(sign("[1]")))).await.status(), 400);
+        assert_eq!(
+            ep.handle(post("[1]", Some(sign("[1]")))).await.status(),
+            400
+        );
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100));
         assert_eq!(ep.handle(post(&big, Some(sign(&big)))).await.status(), 413);
         assert_eq!(rec.0.lock().unwrap().len(), 2);
@@ -367,12 +385,16 @@ mod tests {
                 .unwrap()
         };
         let ok = ep
-            .handle(get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=verify-me"))
+            .handle(get(
+                "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=verify-me",
+            ))
             .await;
         assert_eq!(ok.status(), 200);
         assert_eq!(ok.body().as_ref(), b"1158201444");
         let bad = ep
-            .handle(get("hub.mode=subscribe&hub.challenge=1&hub.verify_token=guess"))
+            .handle(get(
+                "hub.mode=subscribe&hub.challenge=1&hub.verify_token=guess",
+            ))
             .await;
         assert_eq!(bad.status(), 403);
         assert_eq!(ep.handle(get("hub.mode=subscribe")).await.status(), 400);

@@ -1,7 +1,7 @@
 //! The Signal account's config: `[accounts.NAME]` with `kind = "signal"`.
 
-use passerelle_sdk::config::{check_base_url, parse_table};
 use passerelle_sdk::ConfigIssue;
+use passerelle_sdk::config::{check_base_url, parse_table};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -112,10 +112,16 @@ impl SignalConfig {
         if let Some(u) = &media_public_url
             && !(u.starts_with("https://") || u.starts_with("http://"))
         {
-            issues.push(ConfigIssue::new("media_public_url", "must be an http(s) URL"));
+            issues.push(ConfigIssue::new(
+                "media_public_url",
+                "must be an http(s) URL",
+            ));
         }
         if raw.request_timeout_secs == 0 {
-            issues.push(ConfigIssue::new("request_timeout_secs", "must be at least 1"));
+            issues.push(ConfigIssue::new(
+                "request_timeout_secs",
+                "must be at least 1",
+            ));
         }
         if !issues.is_empty() {
             return Err(issues);
@@ -140,8 +146,10 @@ mod tests {
     fn the_account_and_url_are_checked() {
         let ok = SignalConfig::parse(json!({"account": "+15551230000"})).unwrap();
         assert_eq!(ok.url, "http://127.0.0.1:8080");
-        let err = SignalConfig::parse(json!({"account": "15551230000", "url": "http://signal.example.org:8080"}))
-            .unwrap_err();
+        let err = SignalConfig::parse(
+            json!({"account": "15551230000", "url": "http://signal.example.org:8080"}),
+        )
+        .unwrap_err();
         let paths: Vec<&str> = err.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(paths, vec!["account", "url"]);
     }
@@ -152,7 +160,10 @@ mod tests {
         assert!(!phone("33123456789"));
         assert!(uuid("7ccae375-cd51-4c82-8b1e-7be3280aa485"));
         assert!(!uuid("7ccae375cd514c828b1e7be3280aa48500000"));
-        assert_eq!(group_of("group:Pmpi+EfPWmsxiomLe9Nx2XF9HOE483p6iKiFj65iMwI="), Some("Pmpi+EfPWmsxiomLe9Nx2XF9HOE483p6iKiFj65iMwI="));
+        assert_eq!(
+            group_of("group:Pmpi+EfPWmsxiomLe9Nx2XF9HOE483p6iKiFj65iMwI="),
+            Some("Pmpi+EfPWmsxiomLe9Nx2XF9HOE483p6iKiFj65iMwI=")
+        );
         assert_eq!(group_of("group:"), None);
         assert_eq!(group_of("group:a b"), None);
     }

@@ -82,9 +82,8 @@ impl Reader<'_> {
         sender.display_name = str_at(env, "sourceName").map(str::to_owned);
         let ts = env.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
         let direct_room = || -> String {
-            let named = |id: &Option<&str>| {
-                id.is_some_and(|i| self.rooms.iter().any(|r| r.as_str() == i))
-            };
+            let named =
+                |id: &Option<&str>| id.is_some_and(|i| self.rooms.iter().any(|r| r.as_str() == i));
             [number, uuid]
                 .iter()
                 .find(|id| named(id))
@@ -161,7 +160,10 @@ impl Reader<'_> {
         if let Some(r) = dm.get("reaction") {
             let (Some(target), Some(target_author), Some(emoji)) = (
                 r.get("targetSentTimestamp").and_then(Value::as_u64),
-                self.author(str_at(r, "targetAuthorUuid"), str_at(r, "targetAuthorNumber")),
+                self.author(
+                    str_at(r, "targetAuthorUuid"),
+                    str_at(r, "targetAuthorNumber"),
+                ),
                 str_at(r, "emoji"),
             ) else {
                 return Self::skip("reaction without target");
@@ -272,7 +274,10 @@ mod tests {
                       "authorUuid": "11111111-1111-4111-8111-111111111111", "text": "q", "attachments": []}}})));
         let e = &p.events[0];
         assert_eq!(e.room.as_str(), "+15551112222");
-        assert_eq!(e.remote_id.as_ref().unwrap().as_str(), format!("1700000000123@{ADA}"));
+        assert_eq!(
+            e.remote_id.as_ref().unwrap().as_str(),
+            format!("1700000000123@{ADA}")
+        );
         assert_eq!(
             e.reply_to.as_ref().unwrap().as_str(),
             format!("1699999999000@{ME}")
@@ -287,15 +292,27 @@ mod tests {
             "groupInfo": {"groupId": "Pmpi+EfPWmsx=", "groupName": "G", "revision": 3, "type": "DELIVER"}}})));
         assert_eq!(g.events[0].room.as_str(), "group:Pmpi+EfPWmsx=");
         let d = r.read(&env(json!({"dataMessage": {"timestamp": 2, "message": null, "remoteDelete": {"timestamp": 1}}})));
-        assert_eq!(d.events[0].room.as_str(), ADA, "the links name this person by UUID");
-        assert!(matches!(&d.events[0].kind, EventKind::Delete { target } if target.as_str() == format!("1@{ADA}")));
-        let x = r.read(&env(json!({"dataMessage": {"timestamp": 3, "message": null, "reaction": {
+        assert_eq!(
+            d.events[0].room.as_str(),
+            ADA,
+            "the links name this person by UUID"
+        );
+        assert!(
+            matches!(&d.events[0].kind, EventKind::Delete { target } if target.as_str() == format!("1@{ADA}"))
+        );
+        let x = r.read(&env(
+            json!({"dataMessage": {"timestamp": 3, "message": null, "reaction": {
             "emoji": "👍", "targetAuthor": ME, "targetAuthorNumber": ME, "targetAuthorUuid": null,
-            "targetSentTimestamp": 9, "isRemove": true}}})));
-        assert!(matches!(&x.events[0].kind, EventKind::Reaction { target, removed: true, .. } if target.as_str() == format!("9@{ME}")));
+            "targetSentTimestamp": 9, "isRemove": true}}}),
+        ));
+        assert!(
+            matches!(&x.events[0].kind, EventKind::Reaction { target, removed: true, .. } if target.as_str() == format!("9@{ME}"))
+        );
         let e = r.read(&env(json!({"editMessage": {"targetSentTimestamp": 1,
             "dataMessage": {"timestamp": 4, "message": "fixed"}}})));
-        assert!(matches!(&e.events[0].kind, EventKind::Edit { target, .. } if target.as_str() == format!("1@{ADA}")));
+        assert!(
+            matches!(&e.events[0].kind, EventKind::Edit { target, .. } if target.as_str() == format!("1@{ADA}"))
+        );
         for skipped in [
             json!({"typingMessage": {"action": "STARTED", "timestamp": 1}}),
             json!({"receiptMessage": {"when": 1, "isDelivery": true, "timestamps": [1]}}),
@@ -305,6 +322,9 @@ mod tests {
         }
         let mut other = env(json!({"dataMessage": {"timestamp": 6, "message": "x"}}));
         other["account"] = json!("+15559999999");
-        assert!(r.read(&other).events.is_empty(), "another account's envelope");
+        assert!(
+            r.read(&other).events.is_empty(),
+            "another account's envelope"
+        );
     }
 }

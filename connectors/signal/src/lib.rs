@@ -97,7 +97,10 @@ impl Connector for SignalConnector {
         if config::phone(r) || config::uuid(r) || config::group_of(r).is_some() {
             Ok(())
         } else {
-            Err("a Signal room is a number (+15551234567), an account UUID, or group:<group id>".into())
+            Err(
+                "a Signal room is a number (+15551234567), an account UUID, or group:<group id>"
+                    .into(),
+            )
         }
     }
 
@@ -107,9 +110,8 @@ impl Connector for SignalConnector {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(async move {
             let cfg = self.config;
-            let rpc = Arc::new(
-                Rpc::new(&cfg.url, cfg.request_timeout).map_err(ConnectorError::Fatal)?,
-            );
+            let rpc =
+                Arc::new(Rpc::new(&cfg.url, cfg.request_timeout).map_err(ConnectorError::Fatal)?);
             rpc.check()
                 .await
                 .map_err(|e| ConnectorError::Disconnected(e.to_string()))?;
@@ -221,7 +223,9 @@ async fn listen(l: Listener) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(account = %l.name, error = %e, "cannot open the Signal event stream"),
+            Err(e) => {
+                tracing::warn!(account = %l.name, error = %e, "cannot open the Signal event stream")
+            }
         }
         l.status.set(ConnectionState::Connecting);
         tokio::select! {

@@ -75,7 +75,9 @@ impl Sender<'_> {
                 let ts = result
                     .get("timestamp")
                     .and_then(Value::as_u64)
-                    .ok_or_else(|| SendError::Rejected("send answered without a timestamp".into()))?;
+                    .ok_or_else(|| {
+                        SendError::Rejected("send answered without a timestamp".into())
+                    })?;
                 Ok(Some(format!("{ts}@{}", self.config.account)))
             }
             EventKind::Edit { target, content } => {
@@ -135,7 +137,10 @@ impl Sender<'_> {
                 }
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
-                    tracing::info!(reason = e.reason(), "file not fetched; sending its link instead");
+                    tracing::info!(
+                        reason = e.reason(),
+                        "file not fetched; sending its link instead"
+                    );
                     if !text.is_empty() {
                         text.push('\n');
                     }

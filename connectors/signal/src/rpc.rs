@@ -126,7 +126,10 @@ impl Rpc {
         if r.status().is_success() {
             Ok(())
         } else {
-            Err(RpcError::Unreachable(format!("check answered {}", r.status())))
+            Err(RpcError::Unreachable(format!(
+                "check answered {}",
+                r.status()
+            )))
         }
     }
 
@@ -185,7 +188,10 @@ impl Rpc {
         if r.status().is_success() {
             Ok(r)
         } else {
-            Err(RpcError::Unreachable(format!("events answered {}", r.status())))
+            Err(RpcError::Unreachable(format!(
+                "events answered {}",
+                r.status()
+            )))
         }
     }
 }
@@ -285,7 +291,8 @@ mod tests {
 
     #[test]
     fn failed_recipients_are_errors() {
-        let ok = json!({"timestamp": 1, "results": [{"type": "SUCCESS"}, {"type": "NETWORK_FAILURE"}]});
+        let ok =
+            json!({"timestamp": 1, "results": [{"type": "SUCCESS"}, {"type": "NETWORK_FAILURE"}]});
         assert_eq!(results_error(&ok), None);
         let limited = json!({"timestamp": 1, "results": [{"type": "RATE_LIMIT_FAILURE", "retryAfterSeconds": 9}]});
         assert_eq!(

@@ -128,7 +128,11 @@ async fn running(fake: &Arc<FakeSignalCli>, extra: Value) -> (Harness, tempfile:
     if extra.get("media_public_url").is_some() {
         extra["media_public_url"] = json!(format!("http://127.0.0.1:{port}"));
     }
-    let rooms = vec![RoomId::from(ADA), RoomId::from(group_room()), RoomId::from("+15557777777")];
+    let rooms = vec![
+        RoomId::from(ADA),
+        RoomId::from(group_room()),
+        RoomId::from("+15557777777"),
+    ];
     let mut h = Harness::start(build(fake, extra, dir.path()), ACCOUNT, rooms);
     h.serve_http(port).await;
     assert!(h.wait_connected(WAIT).await);
@@ -138,8 +142,11 @@ async fn running(fake: &Arc<FakeSignalCli>, extra: Value) -> (Harness, tempfile:
 #[tokio::test]
 async fn replies_reactions_edits_deletes_and_files_map_both_ways() {
     let fake = fake().await;
-    let (mut h, _dir, port) =
-        running(&fake, json!({"media_public_url": "set", "media_fetch_private": true})).await;
+    let (mut h, _dir, port) = running(
+        &fake,
+        json!({"media_public_url": "set", "media_fetch_private": true}),
+    )
+    .await;
     // Outbound in the group: a message, then a reply to Ada's message, an edit and a delete of
     // ours, a reaction to hers.
     let ada_ts = fake.group_text(ADA, GROUP, "hello group");
@@ -147,26 +154,49 @@ async fn replies_reactions_edits_deletes_and_files_map_both_ways() {
     assert_eq!(e.room.as_str(), group_room());
     let ada_id = format!("{ada_ts}@{ADA_UUID}");
     assert_eq!(e.remote_id.as_ref().unwrap().as_str(), ada_id);
-    let mut reply = out(&group_room(), EventKind::Message(Content::plain("<alice> yes")));
+    let mut reply = out(
+        &group_room(),
+        EventKind::Message(Content::plain("<alice> yes")),
+    );
     reply.reply_to = Some(ada_id.clone().into());
-    let ours = h.send(reply, WAIT).await.unwrap().unwrap().remote_id.unwrap();
+    let ours = h
+        .send(reply, WAIT)
+        .await
+        .unwrap()
+        .unwrap()
+        .remote_id
+        .unwrap();
     let (our_ts, author) = ours.as_str().split_once('@').unwrap();
     assert_eq!(author, ME);
     let edit = EventKind::Edit {
         target: ours.clone(),
         content: Content::plain("<alice> yes!"),
     };
-    h.send(out(&group_room(), edit), WAIT).await.unwrap().unwrap();
+    h.send(out(&group_room(), edit), WAIT)
+        .await
+        .unwrap()
+        .unwrap();
     let react = EventKind::Reaction {
         target: ada_id.clone().into(),
         key: Text::new("👍"),
         removed: false,
     };
-    h.send(out(&group_room(), react), WAIT).await.unwrap().unwrap();
-    h.send(out(&group_room(), EventKind::Delete { target: ours.clone() }), WAIT)
+    h.send(out(&group_room(), react), WAIT)
         .await
         .unwrap()
         .unwrap();
+    h.send(
+        out(
+            &group_room(),
+            EventKind::Delete {
+                target: ours.clone(),
+            },
+        ),
+        WAIT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     // Her messages can't be edited or deleted by us: refused, not sent.
     let theirs = EventKind::Delete {
         target: ada_id.clone().into(),
@@ -221,7 +251,9 @@ async fn replies_reactions_edits_deletes_and_files_map_both_ways() {
     let e = h.next_event(WAIT).await.unwrap();
     assert_eq!(e.room.as_str(), ADA);
     let link = e.content().unwrap().attachments[0].url.as_str().to_owned();
-    assert!(link.starts_with(&format!("http://127.0.0.1:{port}/accounts/{ACCOUNT}/media/")));
+    assert!(link.starts_with(&format!(
+        "http://127.0.0.1:{port}/accounts/{ACCOUNT}/media/"
+    )));
     let got = reqwest::get(&link).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().to_vec(), b"\xff\xd8 jpeg bytes");
@@ -249,7 +281,11 @@ async fn replies_reactions_edits_deletes_and_files_map_both_ways() {
     let sent = fake.files();
     assert_eq!(sent.len(), 1);
     assert_eq!(
-        (sent[0].mime.as_str(), sent[0].name.as_deref(), sent[0].data.as_slice()),
+        (
+            sent[0].mime.as_str(),
+            sent[0].name.as_deref(),
+            sent[0].data.as_slice()
+        ),
         ("text/plain", Some("n.txt"), b"notes".as_slice())
     );
     h.shutdown(WAIT).await;
@@ -276,7 +312,10 @@ async fn rate_limits_and_unregistered_numbers_are_typed_errors() {
         Err(SendError::Rejected(_))
     ));
     fake.fail_next(-3, "Failed to send message: network", Value::Null);
-    assert_eq!(h.send(hi(ADA), WAIT).await.unwrap(), Err(SendError::Disconnected));
+    assert_eq!(
+        h.send(hi(ADA), WAIT).await.unwrap(),
+        Err(SendError::Disconnected)
+    );
     assert!(h.send(hi(ADA), WAIT).await.unwrap().is_ok());
     h.shutdown(WAIT).await;
 }

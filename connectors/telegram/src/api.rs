@@ -34,7 +34,13 @@ pub enum ApiError {
 impl ApiError {
     /// Whether the token was refused (401, or 404 for a token the server does not know).
     pub fn is_auth(&self) -> bool {
-        matches!(self, Self::Api { code: 401 | 404, .. })
+        matches!(
+            self,
+            Self::Api {
+                code: 401 | 404,
+                ..
+            }
+        )
     }
 
     /// The typed send error for this failure.
@@ -88,7 +94,11 @@ pub fn answer(status: u16, body: &[u8]) -> Result<Value, ApiError> {
         Err(_) if status >= 500 || status == 429 => {
             return Err(ApiError::Unreachable(format!("HTTP {status}")));
         }
-        Err(_) => return Err(ApiError::Unexpected(format!("HTTP {status} body is not JSON"))),
+        Err(_) => {
+            return Err(ApiError::Unexpected(format!(
+                "HTTP {status} body is not JSON"
+            )));
+        }
     };
     if v.get("ok").and_then(Value::as_bool) == Some(true) {
         return v
@@ -204,13 +214,17 @@ impl BotApi {
             });
         }
         if response.content_length().is_some_and(|n| n > max) {
-            return Err(ApiError::Unexpected("file larger than max_upload_bytes".into()));
+            return Err(ApiError::Unexpected(
+                "file larger than max_upload_bytes".into(),
+            ));
         }
         let mut data = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
             data.extend_from_slice(&chunk);
             if data.len() as u64 > max {
-                return Err(ApiError::Unexpected("file larger than max_upload_bytes".into()));
+                return Err(ApiError::Unexpected(
+                    "file larger than max_upload_bytes".into(),
+                ));
             }
         }
         Ok(data)
@@ -243,9 +257,18 @@ mod tests {
             br#"{"ok":false,"error_code":400,"description":"Bad Request: group chat was upgraded to a supergroup chat","parameters":{"migrate_to_chat_id":-1001234567890}}"#,
         )
         .unwrap_err();
-        assert!(matches!(migrated, ApiError::Api { migrate_to: Some(-1001234567890), .. }));
-        let auth = answer(401, br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#)
-            .unwrap_err();
+        assert!(matches!(
+            migrated,
+            ApiError::Api {
+                migrate_to: Some(-1001234567890),
+                ..
+            }
+        ));
+        let auth = answer(
+            401,
+            br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#,
+        )
+        .unwrap_err();
         assert!(auth.is_auth());
         let gone = answer(
             403,
@@ -253,6 +276,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(gone.to_send_error(), SendError::RoomNotFound);
-        assert!(matches!(answer(502, b"<html>"), Err(ApiError::Unreachable(_))));
+        assert!(matches!(
+            answer(502, b"<html>"),
+            Err(ApiError::Unreachable(_))
+        ));
     }
 }

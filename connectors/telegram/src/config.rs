@@ -105,9 +105,10 @@ impl TelegramConfig {
         let raw: TelegramConfig = parse_table(table).map_err(|e| vec![e])?;
         let mut issues = Vec::new();
         let token = match secret::require("token", raw.token.as_ref(), raw.token_file.as_ref()) {
-            Ok(t) if t.expose().split_once(':').is_some_and(|(id, rest)| {
-                !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
-            }) =>
+            Ok(t)
+                if t.expose().split_once(':').is_some_and(|(id, rest)| {
+                    !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
+                }) =>
             {
                 Some(t)
             }
@@ -148,10 +149,15 @@ impl TelegramConfig {
             }
             Mode::Webhook => {
                 match &raw.webhook_url {
-                    None => issues.push(ConfigIssue::new("webhook_url", "missing (mode = \"webhook\")")),
-                    Some(u) if !u.starts_with("https://") && check_base_url(u).is_err() => {
-                        issues.push(ConfigIssue::new("webhook_url", "Telegram calls https URLs only"))
-                    }
+                    None => issues.push(ConfigIssue::new(
+                        "webhook_url",
+                        "missing (mode = \"webhook\")",
+                    )),
+                    Some(u) if !u.starts_with("https://") && check_base_url(u).is_err() => issues
+                        .push(ConfigIssue::new(
+                            "webhook_url",
+                            "Telegram calls https URLs only",
+                        )),
                     Some(_) => {}
                 }
                 match &secret {
@@ -190,7 +196,10 @@ impl TelegramConfig {
             issues.push(ConfigIssue::new("poll_timeout_secs", "must be 1 to 50"));
         }
         if raw.request_timeout_secs == 0 {
-            issues.push(ConfigIssue::new("request_timeout_secs", "must be at least 1"));
+            issues.push(ConfigIssue::new(
+                "request_timeout_secs",
+                "must be at least 1",
+            ));
         }
         let media_public_url = raw
             .media_public_url
@@ -199,7 +208,10 @@ impl TelegramConfig {
         if let Some(u) = &media_public_url
             && !(u.starts_with("https://") || u.starts_with("http://"))
         {
-            issues.push(ConfigIssue::new("media_public_url", "must be an http(s) URL"));
+            issues.push(ConfigIssue::new(
+                "media_public_url",
+                "must be an http(s) URL",
+            ));
         }
         match token {
             Some(token) if issues.is_empty() => Ok(Resolved {
@@ -240,7 +252,9 @@ mod tests {
         assert_eq!(paths(json!({})), vec!["token"]);
         assert_eq!(paths(json!({"token": "nonsense"})), vec!["token"]);
         assert_eq!(
-            paths(json!({"token": "1:x", "webhook_url": "https://x/hooks/t", "poll_timeout_secs": 60})),
+            paths(
+                json!({"token": "1:x", "webhook_url": "https://x/hooks/t", "poll_timeout_secs": 60})
+            ),
             vec!["webhook_url", "poll_timeout_secs"]
         );
     }
@@ -252,8 +266,10 @@ mod tests {
             vec!["webhook_url", "webhook_secret"]
         );
         assert_eq!(
-            paths(json!({"token": "1:x", "mode": "webhook", "webhook_url": "http://bridge.example.org/hooks/t",
-                         "webhook_secret": "has space"})),
+            paths(
+                json!({"token": "1:x", "mode": "webhook", "webhook_url": "http://bridge.example.org/hooks/t",
+                         "webhook_secret": "has space"})
+            ),
             vec!["webhook_url", "webhook_secret"]
         );
         let ok = TelegramConfig::parse(json!({"token": "1:x", "mode": "webhook",

@@ -46,7 +46,12 @@ pub struct Endpoints {
 
 /// A MIME type from a Telegram file path's extension (the download itself says none worth using).
 fn mime_of(path: &str) -> &'static str {
-    match path.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .rsplit('.')
+        .next()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("png") => "image/png",
         Some("webp") => "image/webp",

@@ -63,7 +63,9 @@ fn user_sender(user: &Value) -> Option<Sender> {
     let full = format!("{first} {last}").trim().to_owned();
     let mut s = Sender::new(id.to_string());
     s.display_name = if full.is_empty() {
-        user.get("username").and_then(Value::as_str).map(str::to_owned)
+        user.get("username")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     } else {
         Some(full)
     };
@@ -79,25 +81,26 @@ fn chat_sender(chat: &Value) -> Option<Sender> {
 
 /// The file of a message: (file id, name, MIME type, size).
 fn file_of(m: &Value) -> Option<(String, String, Option<String>, Option<u64>)> {
-    let (obj, default_name, default_mime) = if let Some(sizes) = m.get("photo").and_then(Value::as_array) {
-        (sizes.last()?, "photo.jpg", Some("image/jpeg"))
-    } else if let Some(d) = m.get("document") {
-        (d, "file", None)
-    } else if let Some(v) = m.get("video") {
-        (v, "video.mp4", Some("video/mp4"))
-    } else if let Some(a) = m.get("animation") {
-        (a, "animation.mp4", Some("video/mp4"))
-    } else if let Some(a) = m.get("audio") {
-        (a, "audio.mp3", Some("audio/mpeg"))
-    } else if let Some(v) = m.get("voice") {
-        (v, "voice.ogg", Some("audio/ogg"))
-    } else if let Some(v) = m.get("video_note") {
-        (v, "video_note.mp4", Some("video/mp4"))
-    } else if let Some(s) = m.get("sticker") {
-        (s, "sticker.webp", Some("image/webp"))
-    } else {
-        return None;
-    };
+    let (obj, default_name, default_mime) =
+        if let Some(sizes) = m.get("photo").and_then(Value::as_array) {
+            (sizes.last()?, "photo.jpg", Some("image/jpeg"))
+        } else if let Some(d) = m.get("document") {
+            (d, "file", None)
+        } else if let Some(v) = m.get("video") {
+            (v, "video.mp4", Some("video/mp4"))
+        } else if let Some(a) = m.get("animation") {
+            (a, "animation.mp4", Some("video/mp4"))
+        } else if let Some(a) = m.get("audio") {
+            (a, "audio.mp3", Some("audio/mpeg"))
+        } else if let Some(v) = m.get("voice") {
+            (v, "voice.ogg", Some("audio/ogg"))
+        } else if let Some(v) = m.get("video_note") {
+            (v, "video_note.mp4", Some("video/mp4"))
+        } else if let Some(s) = m.get("sticker") {
+            (s, "sticker.webp", Some("image/webp"))
+        } else {
+            return None;
+        };
     let id = obj.get("file_id")?.as_str()?.to_owned();
     let name = obj
         .get("file_name")
@@ -191,7 +194,11 @@ impl Reader<'_> {
     }
 
     fn message(&self, m: &Value, update_id: i64) -> Parsed {
-        let Some(chat) = m.get("chat").and_then(|c| c.get("id")).and_then(Value::as_i64) else {
+        let Some(chat) = m
+            .get("chat")
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_i64)
+        else {
             return Self::skip("message without chat");
         };
         if let Some(to) = m.get("migrate_to_chat_id").and_then(Value::as_i64) {
@@ -218,8 +225,12 @@ impl Reader<'_> {
             return Self::skip("our own message");
         }
         let membership = |who: &Value, change, i: usize| {
-            let mut e = Event::new(room.as_str(), user_sender(who)?, EventKind::Membership(change))
-                .with_remote_id(format!("u{update_id}:{i}"));
+            let mut e = Event::new(
+                room.as_str(),
+                user_sender(who)?,
+                EventKind::Membership(change),
+            )
+            .with_remote_id(format!("u{update_id}:{i}"));
             e.at = at;
             Some(e)
         };
@@ -273,7 +284,9 @@ impl Reader<'_> {
 
     fn edit(&self, m: &Value) -> Parsed {
         let (Some(chat), Some(message_id)) = (
-            m.get("chat").and_then(|c| c.get("id")).and_then(Value::as_i64),
+            m.get("chat")
+                .and_then(|c| c.get("id"))
+                .and_then(Value::as_i64),
             m.get("message_id").and_then(Value::as_i64),
         ) else {
             return Self::skip("edit without chat or message_id");
@@ -300,7 +313,9 @@ impl Reader<'_> {
 
     fn reaction(&self, r: &Value, update_id: i64) -> Parsed {
         let (Some(chat), Some(message_id)) = (
-            r.get("chat").and_then(|c| c.get("id")).and_then(Value::as_i64),
+            r.get("chat")
+                .and_then(|c| c.get("id"))
+                .and_then(Value::as_i64),
             r.get("message_id").and_then(Value::as_i64),
         ) else {
             return Self::skip("reaction without chat or message_id");
@@ -374,7 +389,11 @@ mod tests {
             "text": "in the topic"}});
         let p = r.read(&base);
         let e = &p.events[0];
-        assert_eq!(e.room.as_str(), "-1", "a migrated supergroup keeps its configured name");
+        assert_eq!(
+            e.room.as_str(),
+            "-1",
+            "a migrated supergroup keeps its configured name"
+        );
         assert_eq!(e.thread_root.as_ref().map(|t| t.as_str()), Some("40"));
         assert_eq!(e.reply_to, None);
         assert_eq!(e.sender.display_name.as_deref(), Some("Ada L"));
@@ -382,7 +401,10 @@ mod tests {
         let mut reply = base.clone();
         reply["message"]["reply_to_message"]["message_id"] = json!(45);
         assert_eq!(
-            r.read(&reply).events[0].reply_to.as_ref().map(|t| t.as_str()),
+            r.read(&reply).events[0]
+                .reply_to
+                .as_ref()
+                .map(|t| t.as_str()),
             Some("45")
         );
     }
@@ -408,22 +430,40 @@ mod tests {
     #[test]
     fn migrations_memberships_and_files_without_links() {
         let r = reader();
-        let m = r.read(&json!({"update_id": 12, "message": {"message_id": 9, "date": 1,
+        let m = r.read(
+            &json!({"update_id": 12, "message": {"message_id": 9, "date": 1,
             "chat": {"id": -1, "type": "group"}, "from": {"id": 7, "first_name": "A"},
-            "migrate_to_chat_id": -1002}}));
-        assert_eq!(m.migration, Some(Migration { from: -1, to: -1002 }));
+            "migrate_to_chat_id": -1002}}),
+        );
+        assert_eq!(
+            m.migration,
+            Some(Migration {
+                from: -1,
+                to: -1002
+            })
+        );
         assert!(m.events.is_empty());
-        let j = r.read(&json!({"update_id": 13, "message": {"message_id": 10, "date": 1,
+        let j = r.read(
+            &json!({"update_id": 13, "message": {"message_id": 10, "date": 1,
             "chat": {"id": -1, "type": "group"}, "from": {"id": 7, "first_name": "A"},
-            "new_chat_members": [{"id": 8, "first_name": "B"}, {"id": 999, "first_name": "bot"}]}}));
+            "new_chat_members": [{"id": 8, "first_name": "B"}, {"id": 999, "first_name": "bot"}]}}),
+        );
         assert_eq!(j.events.len(), 1);
-        assert_eq!(j.events[0].kind, EventKind::Membership(MembershipChange::Join));
-        let f = r.read(&json!({"update_id": 14, "message": {"message_id": 11, "date": 1,
+        assert_eq!(
+            j.events[0].kind,
+            EventKind::Membership(MembershipChange::Join)
+        );
+        let f = r.read(
+            &json!({"update_id": 14, "message": {"message_id": 11, "date": 1,
             "chat": {"id": 7, "type": "private"}, "from": {"id": 7, "first_name": "A"},
             "photo": [{"file_id": "small", "file_unique_id": "s", "width": 90, "height": 90},
                       {"file_id": "big", "file_unique_id": "b", "width": 800, "height": 800}],
-            "caption": "look"}}));
-        assert_eq!(f.events[0].content().unwrap().text.as_str(), "look [photo.jpg]");
+            "caption": "look"}}),
+        );
+        assert_eq!(
+            f.events[0].content().unwrap().text.as_str(),
+            "look [photo.jpg]"
+        );
         let own = r.read(&json!({"update_id": 15, "message": {"message_id": 12, "date": 1,
             "chat": {"id": 7, "type": "private"}, "from": {"id": 999, "is_bot": true, "first_name": "bot"},
             "text": "echo"}}));

@@ -28,7 +28,9 @@ impl Chats {
         let mut moved = HashMap::new();
         for old in &configured {
             if let Ok(Some(v)) = state.get(&format!("migrated/{old}")).await
-                && let Some(new) = String::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok())
+                && let Some(new) = String::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
             {
                 moved.insert(*old, new);
             }
@@ -75,7 +77,12 @@ impl Chats {
         {
             tracing::warn!(account, error = %e, "chat move not saved; it will be learnt again");
         }
-        tracing::warn!(account, old, new = m.to, "the group became a supergroup; following it (update the link's room to the new id when you can)");
+        tracing::warn!(
+            account,
+            old,
+            new = m.to,
+            "the group became a supergroup; following it (update the link's room to the new id when you can)"
+        );
     }
 }
 

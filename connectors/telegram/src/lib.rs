@@ -128,9 +128,12 @@ impl Connector for TelegramConnector {
                 }
                 Err(e) => return Err(ConnectorError::Disconnected(e.to_string())),
             };
-            let bot_id = me.get("id").and_then(serde_json::Value::as_i64).ok_or_else(|| {
-                ConnectorError::Disconnected("getMe answered without the bot's id".into())
-            })?;
+            let bot_id = me
+                .get("id")
+                .and_then(serde_json::Value::as_i64)
+                .ok_or_else(|| {
+                    ConnectorError::Disconnected("getMe answered without the bot's id".into())
+                })?;
             let links = match &cfg.media_public_url {
                 Some(url) => Some(
                     SignedLinks::new(url, io.account.as_str(), &self.data_dir).map_err(|e| {

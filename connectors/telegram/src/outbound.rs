@@ -193,7 +193,10 @@ impl Sender<'_> {
                 Err(f) if f.auth || f.migrate_to.is_some() => return Err(f),
                 Err(f) if first.is_none() && f.error.is_retryable() => return Err(f),
                 Err(f) => {
-                    tracing::info!(reason = f.error.reason(), "file not uploaded; sending its link instead");
+                    tracing::info!(
+                        reason = f.error.reason(),
+                        "file not uploaded; sending its link instead"
+                    );
                     None
                 }
             };

@@ -210,7 +210,11 @@ async fn edits_deletes_reactions_replies_and_topics_map_both_ways() {
     }
     assert_eq!(
         reactions,
-        vec![("👍".into(), false), ("👍".into(), true), ("🔥".into(), false)]
+        vec![
+            ("👍".into(), false),
+            ("👍".into(), true),
+            ("🔥".into(), false)
+        ]
     );
 
     // Outbound: a reply in a topic, its edit, a reaction, its removal, a delete.
@@ -228,13 +232,21 @@ async fn edits_deletes_reactions_replies_and_topics_map_both_ways() {
         key: Text::new(key),
         removed,
     };
-    r.h.send(out(GROUP, react("🔥", false)), WAIT).await.unwrap().unwrap();
+    r.h.send(out(GROUP, react("🔥", false)), WAIT)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.fake.bot_reaction(GROUP, first), vec!["🔥"]);
-    r.h.send(out(GROUP, react("🔥", true)), WAIT).await.unwrap().unwrap();
+    r.h.send(out(GROUP, react("🔥", true)), WAIT)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(r.fake.bot_reaction(GROUP, first).is_empty());
     // An emoji bots may not use is refused, not dropped silently.
     assert!(matches!(
-        r.h.send(out(GROUP, react("🦀", false)), WAIT).await.unwrap(),
+        r.h.send(out(GROUP, react("🦀", false)), WAIT)
+            .await
+            .unwrap(),
         Err(SendError::Rejected(_))
     ));
     let calls: Vec<(String, Value)> = r
@@ -277,7 +289,11 @@ async fn edits_deletes_reactions_replies_and_topics_map_both_ways() {
 
 #[tokio::test]
 async fn files_go_both_ways_and_the_token_never_leaves() {
-    let mut r = running(json!({"media_public_url": "set", "media_fetch_private": true}), vec![GROUP]).await;
+    let mut r = running(
+        json!({"media_public_url": "set", "media_fetch_private": true}),
+        vec![GROUP],
+    )
+    .await;
     let ada = User::new(5002, "Ada");
     let data = b"%PDF-1.4 a small file".to_vec();
     r.fake
@@ -337,7 +353,11 @@ async fn flood_waits_migrations_and_a_wrong_token() {
     let mut r = running(json!({}), vec![OLD]).await;
     r.fake.add_chat(OLD, "group", "Old group", false);
     let hi = || out(OLD, EventKind::Message(Content::plain("<alice> hi")));
-    r.fake.fail_next(429, "Too Many Requests: retry after 3", Some(json!({"retry_after": 3})));
+    r.fake.fail_next(
+        429,
+        "Too Many Requests: retry after 3",
+        Some(json!({"retry_after": 3})),
+    );
     assert_eq!(
         r.h.send(hi(), WAIT).await.unwrap(),
         Err(SendError::RateLimited {
@@ -354,14 +374,20 @@ async fn flood_waits_migrations_and_a_wrong_token() {
     r.fake.user_says(NEW, &ada, "from the supergroup");
     let e = r.h.next_event(WAIT).await.unwrap();
     assert_eq!(e.room.as_str(), OLD.to_string());
-    assert!(matches!(r.h.state().get("migrated/-4000001").await, Ok(Some(v)) if v == NEW.to_string().as_bytes()));
+    assert!(
+        matches!(r.h.state().get("migrated/-4000001").await, Ok(Some(v)) if v == NEW.to_string().as_bytes())
+    );
     r.h.shutdown(WAIT).await;
 
     let fake = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let mut t = table(&fake, json!({}));
     t["token"] = json!("123456789:wrong");
-    let mut h = Harness::start(build(t, dir.path()), ACCOUNT, vec![GROUP.to_string().into()]);
+    let mut h = Harness::start(
+        build(t, dir.path()),
+        ACCOUNT,
+        vec![GROUP.to_string().into()],
+    );
     assert!(matches!(
         h.wait_finished(WAIT).await,
         Some(Err(ConnectorError::AuthRejected(_)))
@@ -393,7 +419,11 @@ async fn a_restart_resumes_after_the_saved_offset() {
         state,
     );
     let e = h.next_event(WAIT).await.expect("the new update");
-    assert_eq!(e.content().unwrap().text.as_str(), "after", "an update was replayed");
+    assert_eq!(
+        e.content().unwrap().text.as_str(),
+        "after",
+        "an update was replayed"
+    );
     assert!(h.next_event(Duration::from_millis(500)).await.is_none());
     assert_eq!(fake.pending_update_ids().len(), 0, "Telegram was told");
     h.shutdown(WAIT).await;

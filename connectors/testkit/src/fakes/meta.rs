@@ -209,30 +209,50 @@ async fn send(
         return e;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return refuse(400, 100, None, "(#100) The parameter messaging_product is required.");
+        return refuse(
+            400,
+            100,
+            None,
+            "(#100) The parameter messaging_product is required.",
+        );
     };
-    let product = s.inner.lock().ok().and_then(|i| i.products.get(&id).copied());
+    let product = s
+        .inner
+        .lock()
+        .ok()
+        .and_then(|i| i.products.get(&id).copied());
     let Some(product) = product else {
         return refuse(400, 100, Some(33), "Unsupported post request.");
     };
     let now = now_ms();
     let last = |person: &str| {
-        s.inner
-            .lock()
-            .ok()
-            .and_then(|i| i.last_inbound.get(&(id.clone(), person.to_owned())).copied())
+        s.inner.lock().ok().and_then(|i| {
+            i.last_inbound
+                .get(&(id.clone(), person.to_owned()))
+                .copied()
+        })
     };
     let answer = match product {
         Product::WhatsApp => {
             if body.get("messaging_product").and_then(Value::as_str) != Some("whatsapp") {
-                return refuse(400, 100, None, "(#100) The parameter messaging_product is required.");
+                return refuse(
+                    400,
+                    100,
+                    None,
+                    "(#100) The parameter messaging_product is required.",
+                );
             }
             let Some(to) = body.get("to").and_then(Value::as_str) else {
                 return refuse(400, 100, None, "(#100) The parameter to is required.");
             };
             let kind = body.get("type").and_then(Value::as_str).unwrap_or("text");
             let Some(obj) = body.get(kind) else {
-                return refuse(400, 100, None, "(#100) Param is required for the message type.");
+                return refuse(
+                    400,
+                    100,
+                    None,
+                    "(#100) Param is required for the message type.",
+                );
             };
             match kind {
                 "text" => {
@@ -243,9 +263,8 @@ async fn send(
                 }
                 "image" | "video" | "audio" | "document" | "sticker" => {
                     let by_id = obj.get("id").and_then(Value::as_str);
-                    let known = by_id.is_some_and(|m| {
-                        s.inner.lock().is_ok_and(|i| i.media.contains_key(m))
-                    });
+                    let known = by_id
+                        .is_some_and(|m| s.inner.lock().is_ok_and(|i| i.media.contains_key(m)));
                     if !(known || obj.get("link").and_then(Value::as_str).is_some()) {
                         return refuse(400, 131053, None, "(#131053) Media upload error");
                     }
@@ -299,7 +318,12 @@ async fn send(
                     _ => text.len() > 1000,
                 };
                 if text.is_empty() || too_long {
-                    return refuse(400, 100, None, "(#100) Length of param message[text] must be less than or equal to the limit.");
+                    return refuse(
+                        400,
+                        100,
+                        None,
+                        "(#100) Length of param message[text] must be less than or equal to the limit.",
+                    );
                 }
             } else if message
                 .get("attachment")
@@ -308,7 +332,12 @@ async fn send(
                 .and_then(Value::as_str)
                 .is_none()
             {
-                return refuse(400, 100, None, "(#100) param message must have text or attachment.");
+                return refuse(
+                    400,
+                    100,
+                    None,
+                    "(#100) param message must have text or attachment.",
+                );
             }
             let tagged = body.get("messaging_type").and_then(Value::as_str) == Some("MESSAGE_TAG");
             if !tagged && last(to).is_none_or(|t| now.saturating_sub(t) > WINDOW_MS) {
@@ -349,7 +378,11 @@ async fn upload(
     if let Some(e) = s.gate(&headers, &query) {
         return e;
     }
-    let product = s.inner.lock().ok().and_then(|i| i.products.get(&id).copied());
+    let product = s
+        .inner
+        .lock()
+        .ok()
+        .and_then(|i| i.products.get(&id).copied());
     if product != Some(Product::WhatsApp) {
         return refuse(400, 100, Some(33), "Unsupported post request.");
     }
@@ -366,9 +399,18 @@ async fn upload(
         }
     }
     let (Some(data), Some(mime), Some("whatsapp")) = (file, mime, product_field.as_deref()) else {
-        return refuse(400, 100, None, "(#100) file, type and messaging_product are required.");
+        return refuse(
+            400,
+            100,
+            None,
+            "(#100) file, type and messaging_product are required.",
+        );
     };
-    let media_id = s.next_id("").chars().filter(char::is_ascii_digit).collect::<String>();
+    let media_id = s
+        .next_id("")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>();
     if let Ok(mut inner) = s.inner.lock() {
         inner.media.insert(
             media_id.clone(),
@@ -409,7 +451,12 @@ async fn node(
     if inner.products.contains_key(&id) {
         return axum::Json(json!({"id": id})).into_response();
     }
-    refuse(400, 100, Some(33), "Unsupported get request. Object does not exist.")
+    refuse(
+        400,
+        100,
+        Some(33),
+        "Unsupported get request. Object does not exist.",
+    )
 }
 
 async fn download(
@@ -609,16 +656,21 @@ impl FakeMeta {
                     .to_owned();
                 for m in value["messages"].as_array().into_iter().flatten() {
                     if let Some(from) = m["from"].as_str() {
-                        inner.last_inbound.insert((phone.clone(), from.to_owned()), now);
+                        inner
+                            .last_inbound
+                            .insert((phone.clone(), from.to_owned()), now);
                     }
                 }
             }
             let business = entry["id"].as_str().unwrap_or("").to_owned();
             for m in entry["messaging"].as_array().into_iter().flatten() {
-                if m.get("message").is_some() && m["message"]["is_echo"] != json!(true) {
-                    if let Some(from) = m["sender"]["id"].as_str() {
-                        inner.last_inbound.insert((business.clone(), from.to_owned()), now);
-                    }
+                if m.get("message").is_some()
+                    && m["message"]["is_echo"] != json!(true)
+                    && let Some(from) = m["sender"]["id"].as_str()
+                {
+                    inner
+                        .last_inbound
+                        .insert((business.clone(), from.to_owned()), now);
                 }
             }
         }
@@ -666,7 +718,11 @@ impl FakeMeta {
 
 /// A WhatsApp `messages` webhook body for `phone_number_id` carrying `messages` (each a Cloud
 /// API message object) from people named in `contacts` (`(wa_id, name)`).
-pub fn whatsapp_body(phone_number_id: &str, contacts: &[(&str, &str)], messages: Vec<Value>) -> Value {
+pub fn whatsapp_body(
+    phone_number_id: &str,
+    contacts: &[(&str, &str)],
+    messages: Vec<Value>,
+) -> Value {
     json!({
         "object": Product::WhatsApp.object(),
         "entry": [{

@@ -4,5 +4,5 @@
 //! accepted so tests can assert exact outbound payloads.
 
 pub mod meta;
-pub mod telegram;
 pub mod signal;
+pub mod telegram;

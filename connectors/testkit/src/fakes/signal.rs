@@ -104,7 +104,11 @@ impl Shared {
             Err(error) => json!({"jsonrpc": "2.0", "error": error, "id": id}),
         };
         let Some(method) = request.get("method").and_then(Value::as_str) else {
-            return answer(Err(rpc_error(-32600, "method field must be set", Value::Null)));
+            return answer(Err(rpc_error(
+                -32600,
+                "method field must be set",
+                Value::Null,
+            )));
         };
         let params = request.get("params").cloned().unwrap_or(json!({}));
         {
@@ -119,13 +123,15 @@ impl Shared {
         }
         answer(match method {
             "send" => self.send(&params),
-            "sendReaction" | "remoteDelete" => self.deliver(&params).map(|(ts, results)| {
-                json!({"timestamp": ts, "results": results})
-            }),
+            "sendReaction" | "remoteDelete" => self
+                .deliver(&params)
+                .map(|(ts, results)| json!({"timestamp": ts, "results": results})),
             "getAttachment" => {
                 let id = params.get("id").and_then(Value::as_str).unwrap_or("");
                 match lock(&self.inner).attachments.get(id) {
-                    Some(b) => Ok(json!({"data": base64::engine::general_purpose::STANDARD.encode(b)})),
+                    Some(b) => {
+                        Ok(json!({"data": base64::engine::general_purpose::STANDARD.encode(b)}))
+                    }
                     None => Err(rpc_error(
                         -32603,
                         &format!("An error occurred reading attachment: {id}"),
@@ -162,8 +168,10 @@ impl Shared {
                 return Err(rpc_error(-1, "Invalid group id", Value::Null));
             };
             for m in members.iter().filter(|m| **m != self.account) {
-                results.push(json!({"recipientAddress": {"uuid": inner.users.get(m), "number": m},
-                    "groupId": group, "type": "SUCCESS"}));
+                results.push(
+                    json!({"recipientAddress": {"uuid": inner.users.get(m), "number": m},
+                    "groupId": group, "type": "SUCCESS"}),
+                );
             }
             return Ok((ts, results));
         }
@@ -174,7 +182,9 @@ impl Shared {
         let mut failed = false;
         for r in list {
             match inner.users.get(&r) {
-                Some(uuid) => results.push(json!({"recipientAddress": {"uuid": uuid, "number": r}, "type": "SUCCESS"})),
+                Some(uuid) => results.push(
+                    json!({"recipientAddress": {"uuid": uuid, "number": r}, "type": "SUCCESS"}),
+                ),
                 None => {
                     failed = true;
                     results.push(json!({"recipientAddress": {"uuid": null, "number": r}, "type": "UNREGISTERED_FAILURE"}));
@@ -362,7 +372,10 @@ impl FakeSignalCli {
         let app = axum::Router::new()
             .route("/api/v1/rpc", axum::routing::post(rpc))
             .route("/api/v1/events", axum::routing::get(events))
-            .route("/api/v1/check", axum::routing::get(|| async { StatusCode::OK }))
+            .route(
+                "/api/v1/check",
+                axum::routing::get(|| async { StatusCode::OK }),
+            )
             .with_state(shared.clone());
         let until = shared.stop.clone();
         tokio::spawn(async move {

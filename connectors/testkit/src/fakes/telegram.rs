@@ -30,11 +30,79 @@ use tokio_util::sync::CancellationToken;
 
 /// The emoji a bot may react with (`ReactionTypeEmoji`).
 pub const REACTIONS: &[&str] = &[
-    "👍", "👎", "❤", "🔥", "🥰", "👏", "😁", "🤔", "🤯", "😱", "🤬", "😢", "🎉", "🤩", "🤮", "💩",
-    "🙏", "👌", "🕊", "🤡", "🥱", "🥴", "😍", "🐳", "❤‍🔥", "🌚", "🌭", "💯", "🤣", "⚡", "🍌", "🏆",
-    "💔", "🤨", "😐", "🍓", "🍾", "💋", "🖕", "😈", "😴", "😭", "🤓", "👻", "👨‍💻", "👀", "🎃", "🙈",
-    "😇", "😨", "🤝", "✍", "🤗", "🫡", "🎅", "🎄", "☃", "💅", "🤪", "🗿", "🆒", "💘", "🙉", "🦄", "😘",
-    "💊", "🙊", "😎", "👾", "🤷‍♂", "🤷", "🤷‍♀", "😡",
+    "👍",
+    "👎",
+    "❤",
+    "🔥",
+    "🥰",
+    "👏",
+    "😁",
+    "🤔",
+    "🤯",
+    "😱",
+    "🤬",
+    "😢",
+    "🎉",
+    "🤩",
+    "🤮",
+    "💩",
+    "🙏",
+    "👌",
+    "🕊",
+    "🤡",
+    "🥱",
+    "🥴",
+    "😍",
+    "🐳",
+    "❤‍🔥",
+    "🌚",
+    "🌭",
+    "💯",
+    "🤣",
+    "⚡",
+    "🍌",
+    "🏆",
+    "💔",
+    "🤨",
+    "😐",
+    "🍓",
+    "🍾",
+    "💋",
+    "🖕",
+    "😈",
+    "😴",
+    "😭",
+    "🤓",
+    "👻",
+    "👨‍💻",
+    "👀",
+    "🎃",
+    "🙈",
+    "😇",
+    "😨",
+    "🤝",
+    "✍",
+    "🤗",
+    "🫡",
+    "🎅",
+    "🎄",
+    "☃",
+    "💅",
+    "🤪",
+    "🗿",
+    "🆒",
+    "💘",
+    "🙉",
+    "🦄",
+    "😘",
+    "💊",
+    "🙊",
+    "😎",
+    "👾",
+    "🤷‍♂",
+    "🤷",
+    "🤷‍♀",
+    "😡",
 ];
 
 /// A call the bot made.
@@ -363,6 +431,7 @@ fn set_webhook(s: &Shared, params: &Value) -> Response {
 }
 
 /// The chat a send goes to, or the error Telegram answers.
+#[allow(clippy::result_large_err)] // the error is the answer to send
 fn target_chat(inner: &Inner, params: &Value) -> Result<i64, Response> {
     let Some(id) = int(params.get("chat_id")) else {
         return Err(bad("chat_id is empty"));
@@ -380,6 +449,7 @@ fn target_chat(inner: &Inner, params: &Value) -> Result<i64, Response> {
     }
 }
 
+#[allow(clippy::result_large_err)] // the error is the answer to send
 fn check_place(chat: &Chat, params: &Value) -> Result<(), Response> {
     if let Some(reply) = params
         .get("reply_parameters")
@@ -442,7 +512,12 @@ fn send_message(s: &Shared, params: &Value) -> Response {
     {
         return e;
     }
-    ok(new_bot_message(&mut inner, chat_id, text, json!({"text": text})))
+    ok(new_bot_message(
+        &mut inner,
+        chat_id,
+        text,
+        json!({"text": text}),
+    ))
 }
 
 fn edit_message(s: &Shared, params: &Value) -> Response {
@@ -469,8 +544,10 @@ fn edit_message(s: &Shared, params: &Value) -> Response {
         );
     }
     m.text = text.clone();
-    ok(json!({"message_id": id, "from": bot_user(), "chat": chat_v, "date": now(),
-              "edit_date": now(), "text": text}))
+    ok(
+        json!({"message_id": id, "from": bot_user(), "chat": chat_v, "date": now(),
+              "edit_date": now(), "text": text}),
+    )
 }
 
 fn delete_message(s: &Shared, params: &Value) -> Response {
@@ -533,7 +610,11 @@ fn send_file(s: &Shared, method: &str, params: &Value) -> Response {
         Ok(c) => c,
         Err(e) => return e,
     };
-    let field = if method == "sendPhoto" { "photo" } else { "document" };
+    let field = if method == "sendPhoto" {
+        "photo"
+    } else {
+        "document"
+    };
     let Some(file) = params.get(field).filter(|f| f.get("bytes").is_some()) else {
         return bad(&format!("there is no {field} in the request"));
     };
@@ -552,7 +633,10 @@ fn send_file(s: &Shared, method: &str, params: &Value) -> Response {
     let file_id = format!("BQACAgIAAx{}", inner.files.len() + 1);
     inner.files.insert(
         file_id.clone(),
-        (format!("documents/{}", name.replace('/', "_")), bytes.clone()),
+        (
+            format!("documents/{}", name.replace('/', "_")),
+            bytes.clone(),
+        ),
     );
     let obj = if field == "photo" {
         json!({"photo": [{"file_id": file_id, "file_unique_id": "u", "width": 1, "height": 1, "file_size": bytes.len()}]})
@@ -788,9 +872,11 @@ impl FakeTelegram {
         };
         self.add_chat(new, "supergroup", &title, false);
         let new_v = chat_json(new, &lock(&self.shared.inner).chats[&new]);
-        self.shared.push_update(json!({"message": {"message_id": 999, "from": by.json(),
+        self.shared
+            .push_update(json!({"message": {"message_id": 999, "from": by.json(),
             "chat": old_v, "date": now(), "migrate_to_chat_id": new}}));
-        self.shared.push_update(json!({"message": {"message_id": 1, "from": by.json(),
+        self.shared
+            .push_update(json!({"message": {"message_id": 1, "from": by.json(),
             "chat": new_v, "date": now(), "migrate_from_chat_id": old}}));
     }
 
