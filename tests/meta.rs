@@ -72,19 +72,8 @@ kind = "instagram"
 instagram_id = "{IG_ID}"
 {secrets}
 
-[accounts."irc.main"]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0
-
-[accounts."api.main"]
-kind = "api"
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-
+{irc_account}
+{api_account}
 [[links]]
 name = "alice"
 rooms = [
@@ -117,7 +106,8 @@ rooms = [
 ]
 "##,
         head = common::base_config(dir.path(), admin),
-        irc = irc.port,
+        irc_account = common::irc_account(irc.port),
+        api_account = common::api_account(api_port, TOKEN),
     );
     let daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(30)).await;
@@ -143,14 +133,7 @@ fn sends_to(fake: &FakeMeta, to: &str) -> Vec<Value> {
 }
 
 async fn wait_sends(fake: &FakeMeta, to: &str, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = sends_to(fake, to);
-        if got.len() >= n || tokio::time::Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for(WAIT, || sends_to(fake, to), |got| got.len() >= n).await
 }
 
 /// The next message the API stream carries in `gateway` (others, like IRC's lines in a link the

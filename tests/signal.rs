@@ -20,19 +20,14 @@ const GROUP: &str = "Pmpi+EfPWmsxiomLe9Nx2XF9HOE483p6iKiFj65iMwI=";
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn sends(fake: &FakeSignalCli, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got: Vec<Value> = fake
-            .calls()
+    let probe = || -> Vec<Value> {
+        fake.calls()
             .into_iter()
             .filter(|c| c.method == "send")
             .map(|c| c.params)
-            .collect();
-        if got.len() >= n || tokio::time::Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .collect()
+    };
+    common::wait_for(WAIT, probe, |got| got.len() >= n).await
 }
 
 #[tokio::test]
@@ -52,19 +47,8 @@ kind = "signal"
 account = "{ME}"
 url = "{url}"
 
-[accounts."irc.main"]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0
-
-[accounts."api.main"]
-kind = "api"
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-
+{irc_account}
+{api_account}
 [[links]]
 name = "ada"
 rooms = [
@@ -82,7 +66,8 @@ rooms = [
 "##,
         head = common::base_config(dir.path(), admin),
         url = fake.url(),
-        irc = irc.port,
+        irc_account = common::irc_account(irc.port),
+        api_account = common::api_account(api_port, TOKEN),
     );
     let daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(30)).await;

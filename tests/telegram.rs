@@ -41,20 +41,8 @@ token = "{BOT}"
 api_base = "{api}"
 poll_timeout_secs = {poll_secs}
 
-[accounts."irc.main"]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0
-
-[accounts."api.main"]
-kind = "api"
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-rights = ["read", "write", "delete"]
-
+{irc_account}
+{api_account}
 [[links]]
 name = "lobby"
 rooms = [
@@ -72,7 +60,8 @@ rooms = [
 "##,
         head = common::base_config(dir.path(), admin),
         api = fake.api_base(),
-        irc = irc.port,
+        irc_account = common::irc_account(irc.port),
+        api_account = common::api_account(api_port, TOKEN),
     );
     let daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(30)).await;
@@ -86,14 +75,7 @@ rooms = [
 }
 
 async fn bot_texts(fake: &FakeTelegram, chat: i64, n: usize) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = fake.bot_texts(chat);
-        if got.len() >= n || tokio::time::Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for(WAIT, || fake.bot_texts(chat), |got| got.len() >= n).await
 }
 
 #[tokio::test]

@@ -52,20 +52,8 @@ ping_timeout_secs = 5
 send_timeout_secs = 10
 rights = ["read", "write", "delete"]
 
-[accounts."irc.main"]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0
-
-[accounts."api.main"]
-kind = "api"
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-rights = ["read", "write", "delete"]
-
+{irc_account}
+{api_account}
 [[links]]
 name = "lobby"
 rooms = [
@@ -77,7 +65,8 @@ rooms = [
         head = common::base_config(dir.path(), admin),
         c2s = xmpp.c2s_port,
         ca = xmpp.ca().display(),
-        irc = irc.port,
+        irc_account = common::irc_account(irc.port),
+        api_account = common::api_account(api_port, TOKEN),
     );
     let daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(30)).await;

@@ -211,6 +211,25 @@ pub trait Store: Send + Sync + 'static {
 /// Lets connectors reach their state through the SDK's [`passerelle_sdk::StateHandle`].
 pub struct StoreState(pub std::sync::Arc<dyn Store>);
 
+impl StoreState {
+    /// Writes a value, as a record (purged with the map) when `recorded_at` is set.
+    fn write(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Vec<u8>,
+        recorded_at: Option<Timestamp>,
+    ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
+        let (store, account, key) = (self.0.clone(), account.clone(), key.to_owned());
+        Box::pin(async move {
+            store
+                .state_put(&account, &key, value, recorded_at)
+                .await
+                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
+        })
+    }
+}
+
 impl passerelle_sdk::StateBackend for StoreState {
     fn get(
         &self,
@@ -233,13 +252,7 @@ impl passerelle_sdk::StateBackend for StoreState {
         key: &str,
         value: Vec<u8>,
     ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
-        let (store, account, key) = (self.0.clone(), account.clone(), key.to_owned());
-        Box::pin(async move {
-            store
-                .state_put(&account, &key, value, None)
-                .await
-                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
-        })
+        self.write(account, key, value, None)
     }
 
     fn put_record(
@@ -248,13 +261,7 @@ impl passerelle_sdk::StateBackend for StoreState {
         key: &str,
         value: Vec<u8>,
     ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
-        let (store, account, key) = (self.0.clone(), account.clone(), key.to_owned());
-        Box::pin(async move {
-            store
-                .state_put(&account, &key, value, Some(Timestamp::now()))
-                .await
-                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
-        })
+        self.write(account, key, value, Some(Timestamp::now()))
     }
 
     fn delete(

@@ -17,6 +17,38 @@ pub fn base_config(dir: &Path, admin: u16) -> String {
     )
 }
 
+/// The `[accounts."irc.main"]` table: the nick `bridge` on the ngIRCd at `port`, plain TCP, sends
+/// not paced.
+pub fn irc_account(port: u16) -> String {
+    format!(
+        "[accounts.\"irc.main\"]\nkind = \"irc\"\nserver = \"127.0.0.1\"\nport = {port}\ntls = false\nnick = \"bridge\"\nsend_rate_per_second = 0\n"
+    )
+}
+
+/// The `[accounts."api.main"]` table: the HTTP API on `port` with `token`, with every right.
+pub fn api_account(port: u16, token: &str) -> String {
+    format!(
+        "[accounts.\"api.main\"]\nkind = \"api\"\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\nrights = [\"read\", \"write\", \"delete\"]\n"
+    )
+}
+
+/// Calls `probe` every 100 ms until `done` says its answer will do or `timeout` passes; the last
+/// answer.
+pub async fn wait_for<T>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let got = probe();
+        if done(&got) || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A running daemon (the real binary), stopped by PID when dropped.
 pub struct Daemon {
     child: Option<Child>,

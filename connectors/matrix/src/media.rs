@@ -36,45 +36,6 @@ impl std::fmt::Debug for MediaLinks {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// Reads the link key from `path`, creating it (owner-readable only) when missing.
-fn load_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
-    if let Ok(text) = std::fs::read_to_string(path)
-        && let Some(bytes) = unhex(text.trim())
-        && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
-    {
-        return Ok(key);
-    }
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    use std::io::Write;
-    opts.open(path)?.write_all(hex(&key).as_bytes())?;
-    Ok(key)
-}
-
 impl MediaLinks {
     /// Links for `account`; `public` is `media_public_url`, the key lives in `data_dir`.
     pub fn new(
@@ -86,7 +47,7 @@ impl MediaLinks {
         let public = match public {
             Some(base) => Some((
                 format!("{}/accounts/{account}", base.trim_end_matches('/')),
-                load_key(&data_dir.join("media.key"))?,
+                passerelle_sdk::signed_link::load_key(&data_dir.join("media.key"))?,
             )),
             None => None,
         };
@@ -97,13 +58,8 @@ impl MediaLinks {
     }
 
     fn signature(key: &[u8; 32], server: &str, id: &str) -> String {
-        use hmac::Mac;
-        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-            .expect("HMAC takes keys of any length");
-        mac.update(server.as_bytes());
-        mac.update(b"/");
-        mac.update(id.as_bytes());
-        hex(&mac.finalize().into_bytes()[..16])
+        use passerelle_sdk::webhook::{encode_hex, hub_signature};
+        encode_hex(&hub_signature(key, format!("{server}/{id}").as_bytes())[..16])
     }
 
     /// Whether `signature` is this daemon's for the file (compared in constant time).

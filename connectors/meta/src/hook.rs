@@ -9,7 +9,7 @@ use crate::kind::Kind;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use passerelle_sdk::http::{HttpHandler, Request, Response};
-use passerelle_sdk::signed_link::SignedLinks;
+use passerelle_sdk::signed_link::{self, SignedLinks};
 use passerelle_sdk::webhook::{HookRefusal, HookSink, WebhookEndpoint};
 use passerelle_sdk::{Emitter, Event, EventKind, StateHandle, Text};
 use serde_json::Value;
@@ -159,68 +159,39 @@ pub struct Endpoints {
     pub max_bytes: u64,
 }
 
-fn plain(status: u16, text: &'static str) -> Response {
-    http::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(Bytes::from_static(text.as_bytes()))
-        .unwrap_or_else(|_| http::Response::new(Bytes::new()))
-}
-
 impl HttpHandler for Endpoints {
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
-        let path = request.uri().path().to_owned();
+        let path = request.uri().path();
         if path == "/hooks" || path == "/hooks/" {
             return self.webhook.handle(request);
         }
-        let Some(links) = &self.links else {
-            return Box::pin(async { plain(404, "no such endpoint\n") });
-        };
-        let id = match links.check(&path) {
-            None => return Box::pin(async { plain(404, "no such endpoint\n") }),
-            Some(Err(())) => return Box::pin(async { plain(403, "bad signature\n") }),
-            Some(Ok(id)) => id.to_owned(),
-        };
-        if request.method() != http::Method::GET {
-            return Box::pin(async { plain(405, "GET only\n") });
-        }
         let graph = self.graph.clone();
         let max = self.max_bytes;
-        Box::pin(async move {
+        signed_link::serve(self.links.as_ref(), &request, move |id| async move {
             // The media object names a short-lived URL, itself fetched with the token.
-            let info = match graph.get(&id).await {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::info!(error = %e, "media link: file not available");
-                    return plain(404, "file not available\n");
-                }
-            };
-            let Some(url) = info.get("url").and_then(Value::as_str) else {
-                return plain(502, "media object without url\n");
-            };
+            let info = graph.get(&id).await.map_err(|e| {
+                tracing::info!(error = %e, "media link: file not available");
+                (404, "file not available\n")
+            })?;
+            let url = info
+                .get("url")
+                .and_then(Value::as_str)
+                .ok_or((502, "media object without url\n"))?;
             if !graph.may_carry_token(url) {
                 tracing::warn!("media link: the API named a download URL the token must not go to");
-                return plain(502, "untrusted media url\n");
+                return Err((502, "untrusted media url\n"));
             }
-            match graph.download(url, max).await {
-                Ok((data, mime)) => {
-                    let mime = info
-                        .get("mime_type")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                        .or(mime)
-                        .unwrap_or_else(|| "application/octet-stream".into());
-                    http::Response::builder()
-                        .status(200)
-                        .header(http::header::CONTENT_TYPE, mime)
-                        .body(Bytes::from(data))
-                        .unwrap_or_else(|_| plain(500, "response\n"))
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "media link: download failed");
-                    plain(502, "download failed\n")
-                }
-            }
+            let (data, mime) = graph.download(url, max).await.map_err(|e| {
+                tracing::info!(error = %e, "media link: download failed");
+                (502, "download failed\n")
+            })?;
+            let mime = info
+                .get("mime_type")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or(mime)
+                .unwrap_or_else(|| "application/octet-stream".into());
+            Ok((data, mime))
         })
     }
 }

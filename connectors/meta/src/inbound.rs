@@ -246,22 +246,8 @@ impl Parser<'_> {
                     .map(str::to_owned)
                     .unwrap_or_else(|| format!("{kind}{}", extension(mime.as_deref())));
                 let mut content = text_content(caption);
-                match self.links.and_then(|l| l.link(&media_id, &name)) {
-                    Some(url) => content.attachments.push(Attachment {
-                        name: Text::new(name),
-                        mime,
-                        size: None,
-                        url: Text::new(url),
-                    }),
-                    None => {
-                        let mut text = content.text.as_str().to_owned();
-                        if !text.is_empty() {
-                            text.push(' ');
-                        }
-                        text.push_str(&format!("[{kind}]"));
-                        content.text = Text::new(text);
-                    }
-                }
+                let link = self.links.and_then(|l| l.link(&media_id, &name));
+                content.add_file(link, name, mime, None);
                 content
             }
             "location" => {

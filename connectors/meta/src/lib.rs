@@ -143,14 +143,12 @@ impl Connector for MetaConnector {
                     )));
                 }
             }
-            let links = match (&cfg.media_public_url, cfg.kind) {
-                (Some(url), Kind::WhatsApp) => Some(
-                    SignedLinks::new(url, io.account.as_str(), &self.data_dir).map_err(|e| {
-                        ConnectorError::Fatal(format!("media link key in the data dir: {e}"))
-                    })?,
-                ),
-                _ => None,
-            };
+            // Only WhatsApp's media need the token; Messenger's and Instagram's links are public.
+            let public = cfg
+                .media_public_url
+                .as_deref()
+                .filter(|_| cfg.kind == Kind::WhatsApp);
+            let links = SignedLinks::for_account(public, io.account.as_str(), &self.data_dir)?;
             let sink = hook::Sink {
                 kind: cfg.kind,
                 id: cfg.id.clone(),

@@ -148,32 +148,18 @@ impl Peer for MetaPeer {
         Box::pin(async move { self.write(&format!("/me {text}")).await })
     }
     fn collect(&mut self, min_bytes: usize, timeout: Duration) -> BoxFuture<'_, Vec<Seen>> {
-        Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut seen: Vec<Seen> = Vec::new();
-            while seen.iter().map(|s| s.text.len()).sum::<usize>() < min_bytes
-                && tokio::time::Instant::now() < deadline
-            {
-                let sent = self.fake.sent();
-                for s in &sent[self.seen..] {
-                    if sent_to(self.kind, &s.body) != Some(PERSON) {
-                        continue;
-                    }
-                    if let Some(text) = sent_text(self.kind, &s.body) {
-                        seen.push(match text.strip_prefix("/me ") {
-                            Some(rest) => Seen {
-                                text: rest.to_owned(),
-                                emote: true,
-                            },
-                            None => Seen { text, emote: false },
-                        });
-                    }
-                }
-                self.seen = sent.len();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            seen
-        })
+        let (fake, kind) = (self.fake.clone(), self.kind);
+        let seen = &mut self.seen;
+        Box::pin(conformance::collect_sent(min_bytes, timeout, move || {
+            let sent = fake.sent();
+            let new = sent[*seen..]
+                .iter()
+                .filter(|s| sent_to(kind, &s.body) == Some(PERSON))
+                .filter_map(|s| sent_text(kind, &s.body))
+                .collect();
+            *seen = sent.len();
+            new
+        }))
     }
 }
 

@@ -145,6 +145,35 @@ pub fn split_text(text: &str, max_chars: usize, max_bytes: usize) -> Vec<String>
 }
 
 impl Content {
+    /// Adds a file: as an attachment when there is a `link` other networks can fetch, else as
+    /// `[name]` at the end of the text, so the file is at least named.
+    pub fn add_file(
+        &mut self,
+        link: Option<String>,
+        name: String,
+        mime: Option<String>,
+        size: Option<u64>,
+    ) {
+        match link {
+            Some(url) => self.attachments.push(Attachment {
+                name: Text::new(name),
+                mime,
+                size,
+                url: Text::new(url),
+            }),
+            None => {
+                let mut text = std::mem::take(&mut self.text).into_string();
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push('[');
+                text.push_str(&name);
+                text.push(']');
+                self.text = Text::new(text);
+            }
+        }
+    }
+
     /// A plain-text message.
     pub fn plain(text: impl Into<String>) -> Self {
         Self {

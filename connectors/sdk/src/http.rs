@@ -61,3 +61,12 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> Response {
         .body(Bytes::from(body.to_string()))
         .unwrap_or_else(|_| http::Response::new(Bytes::new()))
 }
+
+/// A plain-text answer with `status`.
+pub fn text_response(status: u16, text: &'static str) -> Response {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Bytes::from_static(text.as_bytes()))
+        .unwrap_or_else(|_| http::Response::new(Bytes::new()))
+}

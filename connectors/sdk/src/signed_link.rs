@@ -6,7 +6,11 @@
 //! its [`crate::HttpMount`]: the signature is an HMAC of the id under a key kept in the account's
 //! data dir, so only files that were bridged can be fetched, and the link names no token.
 
+use crate::error::ConnectorError;
+use crate::http::{Request, Response, text_response};
 use crate::webhook::{encode_hex, hub_signature};
+use futures::future::BoxFuture;
+use std::future::Future;
 use std::path::Path;
 use subtle::ConstantTimeEq;
 
@@ -23,8 +27,9 @@ impl std::fmt::Debug for SignedLinks {
     }
 }
 
-/// Reads the link key from `path`, creating it (readable by its owner only) when missing.
-fn load_key(path: &Path) -> std::io::Result<[u8; 32]> {
+/// Reads a 32-byte key kept as hex in `path`, creating it (random, readable by its owner only)
+/// when missing or unreadable.
+pub fn load_key(path: &Path) -> std::io::Result<[u8; 32]> {
     if let Ok(text) = std::fs::read_to_string(path)
         && let Some(key) = decode_key(text.trim())
     {
@@ -79,6 +84,22 @@ impl SignedLinks {
         })
     }
 
+    /// Links for `account` when `public_url` (`media_public_url`) is set; a key that can't be
+    /// read or made is a fatal error.
+    pub fn for_account(
+        public_url: Option<&str>,
+        account: &str,
+        data_dir: &Path,
+    ) -> Result<Option<Self>, ConnectorError> {
+        public_url
+            .map(|url| {
+                Self::new(url, account, data_dir).map_err(|e| {
+                    ConnectorError::Fatal(format!("media link key in the data dir: {e}"))
+                })
+            })
+            .transpose()
+    }
+
     fn signature(&self, id: &str) -> String {
         encode_hex(&hub_signature(&self.key, id.as_bytes())[..16])
     }
@@ -124,6 +145,45 @@ impl SignedLinks {
         let ok = plain(id) && bool::from(self.signature(id).as_bytes().ct_eq(sig.as_bytes()));
         Some(if ok { Ok(id) } else { Err(()) })
     }
+}
+
+/// A fetched file: its bytes and MIME type.
+pub type File = (Vec<u8>, String);
+
+/// Serves a signed link: 404 when `links` is `None` or the path is not a media path, 403 for a
+/// wrong signature, 405 for anything but GET; otherwise `fetch(id)` gets the file, whose failure
+/// is answered with the status and text it gives.
+pub fn serve<F, Fut>(
+    links: Option<&SignedLinks>,
+    request: &Request,
+    fetch: F,
+) -> BoxFuture<'static, Response>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<File, (u16, &'static str)>> + Send + 'static,
+{
+    let Some(links) = links else {
+        return Box::pin(async { text_response(404, "no such endpoint\n") });
+    };
+    let id = match links.check(request.uri().path()) {
+        None => return Box::pin(async { text_response(404, "no such endpoint\n") }),
+        Some(Err(())) => return Box::pin(async { text_response(403, "bad signature\n") }),
+        Some(Ok(id)) => id.to_owned(),
+    };
+    if request.method() != http::Method::GET {
+        return Box::pin(async { text_response(405, "GET only\n") });
+    }
+    let fetched = fetch(id);
+    Box::pin(async move {
+        match fetched.await {
+            Ok((data, mime)) => http::Response::builder()
+                .status(200)
+                .header(http::header::CONTENT_TYPE, mime)
+                .body(bytes::Bytes::from(data))
+                .unwrap_or_else(|_| text_response(500, "response\n")),
+            Err((status, text)) => text_response(status, text),
+        }
+    })
 }
 
 #[cfg(test)]

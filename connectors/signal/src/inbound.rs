@@ -10,7 +10,7 @@
 //! own messages (sync messages from other devices), receipts, typing and calls are not bridged.
 
 use passerelle_sdk::signed_link::SignedLinks;
-use passerelle_sdk::{Attachment, Content, Event, EventKind, RoomId, Sender, Text, Timestamp};
+use passerelle_sdk::{Content, Event, EventKind, RoomId, Sender, Text, Timestamp};
 use serde_json::Value;
 
 /// What one envelope holds.
@@ -216,22 +216,12 @@ impl Reader<'_> {
                 Some(s) if s > self.max_bytes => None,
                 _ => self.links.and_then(|l| l.link(id, &name)),
             };
-            match link {
-                Some(url) => content.attachments.push(Attachment {
-                    name: Text::new(name),
-                    mime: str_at(a, "contentType").map(str::to_owned),
-                    size,
-                    url: Text::new(url),
-                }),
-                None => {
-                    let mut t = content.text.as_str().to_owned();
-                    if !t.is_empty() {
-                        t.push(' ');
-                    }
-                    t.push_str(&format!("[{name}]"));
-                    content.text = Text::new(t);
-                }
-            }
+            content.add_file(
+                link,
+                name,
+                str_at(a, "contentType").map(str::to_owned),
+                size,
+            );
         }
         content
     }

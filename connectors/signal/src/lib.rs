@@ -27,10 +27,9 @@ pub mod outbound;
 pub mod rpc;
 
 use base64::Engine;
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use passerelle_sdk::http::{HttpHandler, Request, Response};
-use passerelle_sdk::signed_link::SignedLinks;
+use passerelle_sdk::signed_link::{self, SignedLinks};
 use passerelle_sdk::{
     BuildContext, CancellationToken, Capabilities, ConfigIssue, ConnectionState, Connector,
     ConnectorError, ConnectorFactory, ConnectorIo, Emitter, Receipt, RoomId, SendError,
@@ -132,14 +131,11 @@ impl Connector for SignalConnector {
                     None
                 }
             };
-            let links = match &cfg.media_public_url {
-                Some(url) => Some(
-                    SignedLinks::new(url, io.account.as_str(), &self.data_dir).map_err(|e| {
-                        ConnectorError::Fatal(format!("media link key in the data dir: {e}"))
-                    })?,
-                ),
-                None => None,
-            };
+            let links = SignedLinks::for_account(
+                cfg.media_public_url.as_deref(),
+                io.account.as_str(),
+                &self.data_dir,
+            )?;
             io.http.serve(Arc::new(Files {
                 links: links.clone(),
                 rpc: rpc.clone(),
@@ -298,45 +294,23 @@ struct Files {
     rpc: Arc<Rpc>,
 }
 
-fn plain(status: u16, text: &'static str) -> Response {
-    http::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(Bytes::from_static(text.as_bytes()))
-        .unwrap_or_else(|_| http::Response::new(Bytes::new()))
-}
-
 impl HttpHandler for Files {
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
-        let Some(links) = &self.links else {
-            return Box::pin(async { plain(404, "no such endpoint\n") });
-        };
-        let id = match links.check(request.uri().path()) {
-            None => return Box::pin(async { plain(404, "no such endpoint\n") }),
-            Some(Err(())) => return Box::pin(async { plain(403, "bad signature\n") }),
-            Some(Ok(id)) => id.to_owned(),
-        };
         let rpc = self.rpc.clone();
-        Box::pin(async move {
-            let data = match rpc.call("getAttachment", json!({"id": id})).await {
-                Ok(v) => v,
-                Err(e) => {
+        signed_link::serve(self.links.as_ref(), &request, move |id| async move {
+            let data = rpc
+                .call("getAttachment", json!({"id": id}))
+                .await
+                .map_err(|e| {
                     tracing::info!(error = %e, "attachment link: getAttachment failed");
-                    return plain(404, "attachment not available\n");
-                }
-            };
-            let Some(bytes) = data
+                    (404, "attachment not available\n")
+                })?;
+            let bytes = data
                 .get("data")
                 .and_then(Value::as_str)
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            else {
-                return plain(502, "attachment not understood\n");
-            };
-            http::Response::builder()
-                .status(200)
-                .header(http::header::CONTENT_TYPE, "application/octet-stream")
-                .body(Bytes::from(bytes))
-                .unwrap_or_else(|_| plain(500, "response\n"))
+                .ok_or((502, "attachment not understood\n"))?;
+            Ok((bytes, "application/octet-stream".to_owned()))
         })
     }
 }

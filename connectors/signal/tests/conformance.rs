@@ -70,31 +70,18 @@ impl Peer for SignalPeer {
         })
     }
     fn collect(&mut self, min_bytes: usize, timeout: Duration) -> BoxFuture<'_, Vec<Seen>> {
-        Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut seen: Vec<Seen> = Vec::new();
-            while seen.iter().map(|s| s.text.len()).sum::<usize>() < min_bytes
-                && tokio::time::Instant::now() < deadline
-            {
-                let calls = self.fake.calls();
-                for c in &calls[self.seen..] {
-                    if c.method != "send" || c.params["recipient"] != json!([ADA]) {
-                        continue;
-                    }
-                    let text = c.params["message"].as_str().unwrap_or("").to_owned();
-                    seen.push(match text.strip_prefix("/me ") {
-                        Some(rest) => Seen {
-                            text: rest.to_owned(),
-                            emote: true,
-                        },
-                        None => Seen { text, emote: false },
-                    });
-                }
-                self.seen = calls.len();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            seen
-        })
+        let fake = self.fake.clone();
+        let seen = &mut self.seen;
+        Box::pin(conformance::collect_sent(min_bytes, timeout, move || {
+            let calls = fake.calls();
+            let new = calls[*seen..]
+                .iter()
+                .filter(|c| c.method == "send" && c.params["recipient"] == json!([ADA]))
+                .map(|c| c.params["message"].as_str().unwrap_or("").to_owned())
+                .collect();
+            *seen = calls.len();
+            new
+        }))
     }
 }
 

@@ -6,8 +6,9 @@ use crate::api::BotApi;
 use crate::intake::Intake;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use passerelle_sdk::http::text_response;
 use passerelle_sdk::http::{HttpHandler, Request, Response};
-use passerelle_sdk::signed_link::SignedLinks;
+use passerelle_sdk::signed_link::{self, SignedLinks};
 use passerelle_sdk::webhook::{HookRefusal, HookSink, WebhookEndpoint};
 use serde_json::Value;
 use std::sync::Arc;
@@ -65,61 +66,34 @@ fn mime_of(path: &str) -> &'static str {
     }
 }
 
-fn plain(status: u16, text: &'static str) -> Response {
-    http::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(Bytes::from_static(text.as_bytes()))
-        .unwrap_or_else(|_| http::Response::new(Bytes::new()))
-}
-
 impl HttpHandler for Endpoints {
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
-        let path = request.uri().path().to_owned();
+        let path = request.uri().path();
         if path == "/hooks" || path == "/hooks/" {
             return match &self.webhook {
                 Some(w) => w.handle(request),
-                None => Box::pin(async { plain(404, "this account polls; no webhook\n") }),
+                None => Box::pin(async { text_response(404, "this account polls; no webhook\n") }),
             };
-        }
-        let Some(links) = &self.links else {
-            return Box::pin(async { plain(404, "no such endpoint\n") });
-        };
-        let file_id = match links.check(&path) {
-            None => return Box::pin(async { plain(404, "no such endpoint\n") }),
-            Some(Err(())) => return Box::pin(async { plain(403, "bad signature\n") }),
-            Some(Ok(id)) => id.to_owned(),
-        };
-        if request.method() != http::Method::GET {
-            return Box::pin(async { plain(405, "GET only\n") });
         }
         let api = self.api.clone();
         let max = self.max_bytes;
-        Box::pin(async move {
-            let file = match api
+        signed_link::serve(self.links.as_ref(), &request, move |file_id| async move {
+            let file = api
                 .call("getFile", &serde_json::json!({"file_id": file_id}))
                 .await
-            {
-                Ok(f) => f,
-                Err(e) => {
+                .map_err(|e| {
                     tracing::info!(error = %e, "file link: getFile failed");
-                    return plain(404, "file not available\n");
-                }
-            };
-            let Some(file_path) = file.get("file_path").and_then(Value::as_str) else {
-                return plain(404, "file too large for the Bot API\n");
-            };
-            match api.download(file_path, max).await {
-                Ok(data) => http::Response::builder()
-                    .status(200)
-                    .header(http::header::CONTENT_TYPE, mime_of(file_path))
-                    .body(Bytes::from(data))
-                    .unwrap_or_else(|_| plain(500, "response\n")),
-                Err(e) => {
-                    tracing::info!(error = %e, "file link: download failed");
-                    plain(502, "download failed\n")
-                }
-            }
+                    (404, "file not available\n")
+                })?;
+            let file_path = file
+                .get("file_path")
+                .and_then(Value::as_str)
+                .ok_or((404, "file too large for the Bot API\n"))?;
+            let data = api.download(file_path, max).await.map_err(|e| {
+                tracing::info!(error = %e, "file link: download failed");
+                (502, "download failed\n")
+            })?;
+            Ok((data, mime_of(file_path).to_owned()))
         })
     }
 }

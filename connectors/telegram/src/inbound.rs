@@ -12,9 +12,7 @@
 //! `message_id`; an edit's, `edit:<id>:<edit_date>`; other events', the `update_id`.
 
 use passerelle_sdk::signed_link::SignedLinks;
-use passerelle_sdk::{
-    Attachment, Content, Event, EventKind, MembershipChange, Sender, Text, Timestamp,
-};
+use passerelle_sdk::{Content, Event, EventKind, MembershipChange, Sender, Text, Timestamp};
 use serde_json::Value;
 
 /// A group that became a supergroup: messages for `from` now go to `to`.
@@ -173,22 +171,7 @@ impl Reader<'_> {
                 Some(s) if s > self.max_bytes => None,
                 _ => self.links.and_then(|l| l.link(&id, &name)),
             };
-            match link {
-                Some(url) => content.attachments.push(Attachment {
-                    name: Text::new(name),
-                    mime,
-                    size,
-                    url: Text::new(url),
-                }),
-                None => {
-                    let mut t = content.text.as_str().to_owned();
-                    if !t.is_empty() {
-                        t.push(' ');
-                    }
-                    t.push_str(&format!("[{name}]"));
-                    content.text = Text::new(t);
-                }
-            }
+            content.add_file(link, name, mime, size);
         }
         content
     }

@@ -134,14 +134,11 @@ impl Connector for TelegramConnector {
                 .ok_or_else(|| {
                     ConnectorError::Disconnected("getMe answered without the bot's id".into())
                 })?;
-            let links = match &cfg.media_public_url {
-                Some(url) => Some(
-                    SignedLinks::new(url, io.account.as_str(), &self.data_dir).map_err(|e| {
-                        ConnectorError::Fatal(format!("media link key in the data dir: {e}"))
-                    })?,
-                ),
-                None => None,
-            };
+            let links = SignedLinks::for_account(
+                cfg.media_public_url.as_deref(),
+                io.account.as_str(),
+                &self.data_dir,
+            )?;
             let chats = Arc::new(Chats::load(&io.rooms, &io.state).await);
             let intake = Arc::new(Intake {
                 bot_id,

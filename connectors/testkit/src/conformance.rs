@@ -49,6 +49,35 @@ pub trait Peer: Send {
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// For a [`Peer::collect`] on a network without actions, where the bridge sends `/me text`:
+/// polls `sent` (the texts sent to the peer's room since its last call) every 50 ms until their
+/// bytes add up to `min_bytes` or `timeout` passes. A text starting with `/me ` is an action.
+pub async fn collect_sent(
+    min_bytes: usize,
+    timeout: Duration,
+    mut sent: impl FnMut() -> Vec<String> + Send,
+) -> Vec<Seen> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen: Vec<Seen> = Vec::new();
+    while seen.iter().map(|s| s.text.len()).sum::<usize>() < min_bytes
+        && tokio::time::Instant::now() < deadline
+    {
+        seen.extend(
+            sent()
+                .into_iter()
+                .map(|text| match text.strip_prefix("/me ") {
+                    Some(rest) => Seen {
+                        text: rest.to_owned(),
+                        emote: true,
+                    },
+                    None => Seen { text, emote: false },
+                }),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
+}
+
 fn marker(label: &str) -> String {
     format!("conformance-{label}-{}", EventKey::new())
 }

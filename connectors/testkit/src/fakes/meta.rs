@@ -479,10 +479,7 @@ async fn download(
 impl FakeMeta {
     /// Starts the fake; `token` is the only access token it accepts, `app_secret` signs webhooks.
     pub async fn start(token: &str, app_secret: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("a loopback port");
-        let port = listener.local_addr().expect("its address").port();
+        let (listener, port) = super::listen().await;
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner::default())),
             token: token.to_owned(),
@@ -495,12 +492,7 @@ impl FakeMeta {
             .route("/whatsapp_business/attachments/", get(download))
             .with_state(shared.clone());
         let stop = CancellationToken::new();
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-        });
+        super::serve(listener, app, stop.clone());
         Self {
             port,
             shared,

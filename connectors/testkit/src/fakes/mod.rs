@@ -6,3 +6,25 @@
 pub mod meta;
 pub mod signal;
 pub mod telegram;
+
+/// A listener on a free loopback port, and the port.
+pub(crate) async fn listen() -> (tokio::net::TcpListener, u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    (listener, port)
+}
+
+/// Serves `app` on `listener` in a task until `stop` is cancelled.
+pub(crate) fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+}

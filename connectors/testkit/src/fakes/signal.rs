@@ -356,10 +356,7 @@ impl Drop for FakeSignalCli {
 impl FakeSignalCli {
     /// Starts a daemon for `account` (a number), whose account id is `account_uuid`.
     pub async fn start(account: &str, account_uuid: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("a loopback port");
-        let port = listener.local_addr().expect("its address").port();
+        let (listener, port) = super::listen().await;
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner {
                 prefix: now_ms().to_string(),
@@ -377,12 +374,7 @@ impl FakeSignalCli {
                 axum::routing::get(|| async { StatusCode::OK }),
             )
             .with_state(shared.clone());
-        let until = shared.stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-        });
+        super::serve(listener, app, shared.stop.clone());
         Self { port, shared }
     }
 

@@ -705,10 +705,7 @@ impl User {
 impl FakeTelegram {
     /// Starts the fake for the bot with `token`.
     pub async fn start(token: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("a loopback port");
-        let port = listener.local_addr().expect("its address").port();
+        let (listener, port) = super::listen().await;
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner::default())),
             token: token.to_owned(),
@@ -720,12 +717,7 @@ impl FakeTelegram {
             .route("/{bot}/{method}", axum::routing::any(method))
             .route("/file/{bot}/{*path}", axum::routing::get(file))
             .with_state(shared.clone());
-        let until = shared.stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-        });
+        super::serve(listener, app, shared.stop.clone());
         Self { port, shared }
     }
 
