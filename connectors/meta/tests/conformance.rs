@@ -275,26 +275,14 @@ async fn whatsapp_sends_are_exactly_the_documented_payloads() {
     .unwrap()
     .unwrap();
     // The file is served by a little loopback server, as another network's link would be.
-    let files = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let files_port = files.local_addr().unwrap().port();
     let png: Vec<u8> = b"\x89PNG\r\n\x1a\nfake-image-bytes".to_vec();
-    let served = png.clone();
-    tokio::spawn(async move {
-        let app = axum::Router::new().route(
-            "/cat.png",
-            axum::routing::get(move || {
-                let b = served.clone();
-                async move { ([("content-type", "image/png")], b) }
-            }),
-        );
-        let _ = axum::serve(files, app).await;
-    });
+    let url = passerelle_testkit::file_server("cat.png", "image/png", png.clone()).await;
     let mut content = Content::plain("<alice> look");
     content.attachments.push(Attachment {
         name: Text::new("cat.png"),
         mime: Some("image/png".into()),
         size: None,
-        url: Text::new(format!("http://127.0.0.1:{files_port}/cat.png")),
+        url: Text::new(url),
     });
     r.h.send(out(EventKind::Message(content)), WAIT)
         .await

@@ -245,21 +245,13 @@ async fn replies_reactions_edits_deletes_and_files_map_both_ways() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().to_vec(), b"\xff\xd8 jpeg bytes");
     // Outbound file: fetched and sent as a data: URI.
-    let files = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fport = files.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let app = axum::Router::new().route(
-            "/n.txt",
-            axum::routing::get(|| async { ([("content-type", "text/plain")], "notes") }),
-        );
-        let _ = axum::serve(files, app).await;
-    });
+    let url = passerelle_testkit::file_server("n.txt", "text/plain", b"notes".to_vec()).await;
     let mut content = Content::plain("<alice> a file");
     content.attachments.push(Attachment {
         name: Text::new("n.txt"),
         mime: Some("text/plain".into()),
         size: None,
-        url: Text::new(format!("http://127.0.0.1:{fport}/n.txt")),
+        url: Text::new(url),
     });
     h.send(out(ADA, EventKind::Message(content)), WAIT)
         .await

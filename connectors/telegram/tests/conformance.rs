@@ -295,21 +295,14 @@ async fn files_go_both_ways_and_the_token_never_leaves() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().to_vec(), data);
     // Outbound: the file is fetched and uploaded as a document.
-    let files = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = files.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let app = axum::Router::new().route(
-            "/notes.txt",
-            axum::routing::get(|| async { ([("content-type", "text/plain")], "some notes") }),
-        );
-        let _ = axum::serve(files, app).await;
-    });
+    let url =
+        passerelle_testkit::file_server("notes.txt", "text/plain", b"some notes".to_vec()).await;
     let mut content = Content::plain("");
     content.attachments.push(Attachment {
         name: Text::new("notes.txt"),
         mime: Some("text/plain".into()),
         size: None,
-        url: Text::new(format!("http://127.0.0.1:{port}/notes.txt")),
+        url: Text::new(url),
     });
     r.h.send(out(GROUP, EventKind::Message(content)), WAIT)
         .await

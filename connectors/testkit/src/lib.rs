@@ -33,3 +33,18 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// Serves one file (`data` as `mime`) at `/{name}` on a free loopback port until the runtime ends,
+/// as another network's link would; its URL.
+pub async fn file_server(name: &str, mime: &'static str, data: Vec<u8>) -> String {
+    let (listener, port) = fakes::listen().await;
+    let app = axum::Router::new().route(
+        &format!("/{name}"),
+        axum::routing::get(move || {
+            let data = data.clone();
+            async move { ([("content-type", mime)], data) }
+        }),
+    );
+    fakes::serve(listener, app, tokio_util::sync::CancellationToken::new());
+    format!("http://127.0.0.1:{port}/{name}")
+}

@@ -708,6 +708,22 @@ impl FakeMeta {
     }
 }
 
+/// A WhatsApp webhook body for `phone_number_id` whose change `value` holds `fields`
+/// (`contacts`, `messages`, `statuses`…) beside the product and metadata.
+fn whatsapp_change(phone_number_id: &str, fields: Value) -> Value {
+    let mut value = json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+    });
+    if let (Some(v), Some(f)) = (value.as_object_mut(), fields.as_object()) {
+        v.extend(f.clone());
+    }
+    json!({
+        "object": Product::WhatsApp.object(),
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]
+    })
+}
+
 /// A WhatsApp `messages` webhook body for `phone_number_id` carrying `messages` (each a Cloud
 /// API message object) from people named in `contacts` (`(wa_id, name)`).
 pub fn whatsapp_body(
@@ -715,39 +731,19 @@ pub fn whatsapp_body(
     contacts: &[(&str, &str)],
     messages: Vec<Value>,
 ) -> Value {
-    json!({
-        "object": Product::WhatsApp.object(),
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
-                    "contacts": contacts.iter().map(|(id, name)| json!({"profile": {"name": name}, "wa_id": id})).collect::<Vec<_>>(),
-                    "messages": messages,
-                }
-            }]
-        }]
-    })
+    let contacts: Vec<Value> = contacts
+        .iter()
+        .map(|(id, name)| json!({"profile": {"name": name}, "wa_id": id}))
+        .collect();
+    whatsapp_change(
+        phone_number_id,
+        json!({"contacts": contacts, "messages": messages}),
+    )
 }
 
 /// A WhatsApp `statuses` webhook body.
 pub fn whatsapp_statuses(phone_number_id: &str, statuses: Vec<Value>) -> Value {
-    json!({
-        "object": Product::WhatsApp.object(),
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
-                    "statuses": statuses,
-                }
-            }]
-        }]
-    })
+    whatsapp_change(phone_number_id, json!({"statuses": statuses}))
 }
 
 /// A WhatsApp text message object.
