@@ -222,6 +222,11 @@ async fn whatsapp_messenger_and_instagram_reach_irc_and_the_api_and_back() {
     assert_eq!(irc_text(&mut irc, "#alice").await, "<bot> and from the api");
     assert!(sends_to(&b.fake, BOB).is_empty(), "nothing went to Bob");
 
+    // Messenger and Instagram webhooks carry ids only: names come from the profile APIs.
+    b.fake
+        .add_person(PSID, json!({"first_name": "Peter", "last_name": "Chang"}));
+    b.fake.add_person(IGSID, json!({"username": "peter.chang"}));
+
     // Messenger.
     let body = messaging_body(
         Product::Messenger,
@@ -236,7 +241,7 @@ async fn whatsapp_messenger_and_instagram_reach_irc_and_the_api_and_back() {
     assert_eq!(b.fake.deliver(&b.hook("fb"), &body).await, 200);
     assert_eq!(
         irc_text(&mut irc, "#fb").await,
-        format!("<{PSID}> hello from messenger")
+        "<Peter Chang> hello from messenger"
     );
     let m = api_message(&mut stream, "fb").await;
     assert_eq!(m["text"].as_str(), Some("hello from messenger"));
@@ -263,7 +268,7 @@ async fn whatsapp_messenger_and_instagram_reach_irc_and_the_api_and_back() {
     assert_eq!(b.fake.deliver(&b.hook("ig"), &body).await, 200);
     assert_eq!(
         irc_text(&mut irc, "#ig").await,
-        format!("<{IGSID}> hello from instagram")
+        "<peter.chang> hello from instagram"
     );
     let m = api_message(&mut stream, "ig").await;
     assert_eq!(m["text"].as_str(), Some("hello from instagram"));

@@ -29,6 +29,10 @@ pub struct Sink {
     pub state: StateHandle,
     /// For logs.
     pub account: String,
+    /// For people's names (Messenger, Instagram).
+    pub graph: Graph,
+    /// Names already asked for.
+    pub profiles: std::sync::Arc<crate::profile::Profiles>,
 }
 
 fn stored<T>(r: Result<T, passerelle_sdk::EmitError>) -> Result<T, HookRefusal> {
@@ -53,10 +57,18 @@ impl Sink {
         }
         for item in batch.events {
             match item {
-                Item::Event(event) => {
+                Item::Event(mut event) => {
+                    self.profiles
+                        .name(self.kind, &self.graph, &mut event.sender)
+                        .await;
                     stored(self.emitter.emit(event).await)?;
                 }
-                Item::Reaction(event) => self.reaction(event).await?,
+                Item::Reaction(mut event) => {
+                    self.profiles
+                        .name(self.kind, &self.graph, &mut event.sender)
+                        .await;
+                    self.reaction(event).await?
+                }
             }
         }
         for status in batch.statuses {

@@ -31,6 +31,7 @@
 //! - [`inbound`]: webhook bodies to events.
 //! - [`outbound`]: events to Graph sends.
 //! - [`hook`]: the account's HTTP endpoints (the webhook and the media links).
+//! - [`profile`]: Messenger and Instagram people's names, from the User Profile APIs.
 
 pub mod config;
 pub mod graph;
@@ -38,6 +39,7 @@ pub mod hook;
 pub mod inbound;
 pub mod kind;
 pub mod outbound;
+pub mod profile;
 
 use futures::future::BoxFuture;
 use kind::Kind;
@@ -156,6 +158,8 @@ impl Connector for MetaConnector {
                 emitter: io.emitter.clone(),
                 state: io.state.clone(),
                 account: io.account.to_string(),
+                graph: graph.clone(),
+                profiles: Default::default(),
             };
             let endpoint = WebhookEndpoint::new(
                 io.account.as_str(),

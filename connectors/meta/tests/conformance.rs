@@ -552,6 +552,14 @@ async fn messenger_and_instagram_inbound_edits_deletes_reactions_and_echoes() {
         let mut r = running(kind, json!({})).await;
         let b = business(kind);
         let p = product(kind);
+        let (profile, name) = match kind {
+            Kind::Messenger => (
+                json!({"first_name": "Peter", "last_name": "Chang"}),
+                "Peter Chang",
+            ),
+            _ => (json!({"username": "peter.chang"}), "peter.chang"),
+        };
+        r.fake.add_person(PERSON, profile);
         let mid = r.fake.mid();
         let mut echo = messaging_text(b, PERSON, &r.fake.mid(), "our own send");
         echo["message"]["is_echo"] = json!(true);
@@ -599,6 +607,12 @@ async fn messenger_and_instagram_inbound_edits_deletes_reactions_and_echoes() {
             ],
             "{kind:?}"
         );
+        assert_eq!(
+            got[0].sender.display_name.as_deref(),
+            Some(name),
+            "named from the profile API"
+        );
+        assert_eq!(got[0].sender.id.as_str(), PERSON);
         assert_eq!(got[1].content().unwrap().attachments.len(), 1);
         assert_eq!(
             got[2].reply_to.as_ref().map(|m| m.as_str()),

@@ -84,6 +84,8 @@ struct QueuedError {
 #[derive(Default)]
 struct Inner {
     products: HashMap<String, Product>,
+    /// Messenger and Instagram people's profiles, by their scoped id.
+    people: HashMap<String, Value>,
     sent: Vec<Sent>,
     media: HashMap<String, Upload>,
     /// When each (business id, person) last wrote, ms since the epoch.
@@ -451,6 +453,9 @@ async fn node(
     if inner.products.contains_key(&id) {
         return axum::Json(json!({"id": id})).into_response();
     }
+    if let Some(profile) = inner.people.get(&id) {
+        return axum::Json(profile.clone()).into_response();
+    }
     refuse(
         400,
         100,
@@ -511,6 +516,16 @@ impl FakeMeta {
     pub fn add(&self, product: Product, id: &str) {
         if let Ok(mut i) = self.shared.inner.lock() {
             i.products.insert(id.to_owned(), product);
+        }
+    }
+
+    /// A Messenger person (`first_name`, `last_name`) or Instagram person (`name`, `username`)
+    /// whose profile `GET /{id}` answers, as the User Profile APIs do.
+    pub fn add_person(&self, id: &str, profile: Value) {
+        let mut profile = profile;
+        profile["id"] = json!(id);
+        if let Ok(mut i) = self.shared.inner.lock() {
+            i.people.insert(id.to_owned(), profile);
         }
     }
 
