@@ -14,10 +14,13 @@ use std::sync::Mutex;
 /// How many people are remembered; past it the memory is emptied and fills again.
 const REMEMBERED: usize = 10_000;
 
+/// A person's display name and avatar URL, as far as known.
+pub type Profile = (Option<String>, Option<String>);
+
 /// Names and avatars, by person id.
 #[derive(Default)]
 pub struct Profiles {
-    known: Mutex<HashMap<String, (Option<String>, Option<String>)>>,
+    known: Mutex<HashMap<String, Profile>>,
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {
@@ -28,7 +31,7 @@ fn text(v: &Value, key: &str) -> Option<String> {
 }
 
 /// The display name and avatar in a profile answer.
-pub fn read(kind: Kind, profile: &Value) -> (Option<String>, Option<String>) {
+pub fn read(kind: Kind, profile: &Value) -> Profile {
     let name = match kind {
         Kind::Instagram => text(profile, "name").or_else(|| text(profile, "username")),
         _ => {
