@@ -25,13 +25,15 @@ struct Bridge {
     api_port: u16,
 }
 
-async fn start(poll_secs: u64) -> Bridge {
+/// The bridge, with `mode` lines for the Telegram account (`{admin}` stands for the admin port).
+async fn start_with(mode: &str) -> Bridge {
     let fake = FakeTelegram::start(BOT).await;
     fake.add_chat(GROUP, "supergroup", "Lobby", false);
     fake.add_chat(OTHER, "supergroup", "Other", false);
     let irc = Ngircd::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (admin, api_port) = (free_port(), free_port());
+    let mode = mode.replace("{admin}", &admin.to_string());
     let config = format!(
         r##"
 {head}
@@ -39,7 +41,7 @@ async fn start(poll_secs: u64) -> Bridge {
 kind = "telegram"
 token = "{BOT}"
 api_base = "{api}"
-poll_timeout_secs = {poll_secs}
+{mode}
 
 {irc_account}
 {api_account}
@@ -72,6 +74,10 @@ rooms = [
         daemon,
         api_port,
     }
+}
+
+async fn start(poll_secs: u64) -> Bridge {
+    start_with(&format!("poll_timeout_secs = {poll_secs}")).await
 }
 
 async fn bot_texts(fake: &FakeTelegram, chat: i64, n: usize) -> Vec<String> {
@@ -219,4 +225,58 @@ async fn restarts_mid_stream_lose_no_update_and_bridge_none_twice() {
         "every update was confirmed to Telegram"
     );
     println!("telegram restarts: {N} sent, 0 lost, 0 bridged twice, {repeats} IRC repeat(s)");
+}
+
+/// Webhook mode through the real daemon: Telegram's calls reach IRC; a call with a wrong secret
+/// is refused unread, a malformed one with the right secret is refused, and neither bridges.
+#[tokio::test]
+async fn webhook_mode_bridges_and_refuses_a_wrong_secret() {
+    const SECRET: &str = "e2e_webhook-secret";
+    let b = start_with(&format!(
+        "mode = \"webhook\"\nwebhook_url = \"http://127.0.0.1:{{admin}}/hooks/tg\"\nwebhook_secret = \"{SECRET}\""
+    ))
+    .await;
+    let (url, secret) = b.fake.webhook().expect("the daemon set its webhook");
+    assert_eq!(secret, SECRET);
+    let mut irc = IrcClient::connect(b.irc.port, "ircer").await;
+    irc.join("#tg").await;
+    let ada = User::new(5002, "Ada");
+    b.fake.user_says(GROUP, &ada, "by webhook");
+    let m = irc.next_message(WAIT).await.expect("IRC sees it");
+    assert_eq!(m.text, "<Ada> by webhook");
+    let http = reqwest::Client::new();
+    let forged = json!({"update_id": 1, "message": {"message_id": 9, "date": 1,
+        "chat": {"id": GROUP, "type": "supergroup"}, "from": {"id": 6, "first_name": "Eve"},
+        "text": "forged"}});
+    for (secret, body, want) in [
+        (Some("guess"), forged.to_string(), 401),
+        (None, forged.to_string(), 401),
+        (Some(SECRET), "{\"message\":".to_owned(), 400),
+        (Some(SECRET), "{\"no_update_id\": true}".to_owned(), 400),
+    ] {
+        let mut req = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = secret {
+            req = req.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        assert_eq!(
+            req.send()
+                .await
+                .expect("the hook answers")
+                .status()
+                .as_u16(),
+            want
+        );
+    }
+    assert!(
+        irc.next_message(Duration::from_secs(2)).await.is_none(),
+        "nothing refused was bridged"
+    );
+    assert_eq!(
+        b.fake.pending_update_ids().len(),
+        0,
+        "every real update was answered 200"
+    );
 }
