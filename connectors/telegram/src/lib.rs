@@ -337,9 +337,9 @@ async fn poll(
                 continue;
             }
         };
-        backoff = Duration::from_secs(1);
         status.set(ConnectionState::Connected);
         let mut next = offset;
+        let mut stalled = false;
         for update in &updates {
             let Some(id) = update.get("update_id").and_then(serde_json::Value::as_i64) else {
                 continue;
@@ -349,6 +349,7 @@ async fn poll(
             }
             if let Err(e) = intake.take(update).await {
                 tracing::warn!(account = %intake.account, error = %e, "update not stored; it will be fetched again");
+                stalled = true;
                 break;
             }
             next = id + 1;
@@ -358,6 +359,16 @@ async fn poll(
             if let Err(e) = state.put(OFFSET, offset.to_string()).await {
                 tracing::warn!(account = %intake.account, error = %e, "offset not saved; updates since the last save will be fetched again (and dropped as duplicates)");
             }
+        }
+        if stalled {
+            // The daemon could not store: give it a moment before the update is fetched again.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        } else {
+            backoff = Duration::from_secs(1);
         }
     }
 }
