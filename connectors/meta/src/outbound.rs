@@ -183,43 +183,23 @@ impl Sender<'_> {
         event: &Event,
     ) -> Result<Option<String>, Failure> {
         let (max_chars, max_bytes) = self.kind().max_text();
-        let mut bodies: Vec<Value> = split_text(&body(content), max_chars, max_bytes)
-            .into_iter()
-            .map(|piece| match self.kind() {
-                Kind::WhatsApp => self.envelope(
-                    to,
-                    json!({"type": "text", "text": {"preview_url": false, "body": piece}}),
-                ),
-                _ => self.envelope(to, json!({"text": piece})),
-            })
-            .collect();
-        if let (Some(first), Some(reply), Kind::WhatsApp) =
-            (bodies.first_mut(), &event.reply_to, self.kind())
-            && let Some(obj) = first.as_object_mut()
-        {
-            obj.insert("context".into(), json!({"message_id": reply.as_str()}));
-        }
         let mut first: Option<String> = None;
-        for body in &bodies {
-            if first.is_none() {
-                first = Some(self.post(body).await?);
-            } else {
-                self.post_later(body).await;
+        for (n, piece) in split_text(&body(content), max_chars, max_bytes)
+            .into_iter()
+            .enumerate()
+        {
+            let mut text = self.text_body(to, &piece);
+            if let (0, Some(reply), Kind::WhatsApp, Some(obj)) =
+                (n, &event.reply_to, self.kind(), text.as_object_mut())
+            {
+                obj.insert("context".into(), json!({"message_id": reply.as_str()}));
             }
+            self.part(&mut first, &text).await?;
         }
         for att in &content.attachments {
-            let sent = match self.attachment_body(to, att).await {
-                Ok(body) if first.is_none() => match self.post(&body).await {
-                    Ok(id) => Some(id),
-                    Err(e) if is_retryable(&e) => return Err(e.into()),
-                    Err(e) => {
-                        tracing::info!(error = %e, "file refused; sending its link instead");
-                        None
-                    }
-                },
-                Ok(body) => self.post_later(&body).await,
-                Err(Failure { error, auth: true }) => return Err(Failure { error, auth: true }),
-                Err(f) if first.is_none() && f.error.is_retryable() => return Err(f),
+            let file = match self.attachment_body(to, att).await {
+                Ok(file) => Some(file),
+                Err(f) if f.auth || (first.is_none() && f.error.is_retryable()) => return Err(f),
                 Err(f) => {
                     tracing::info!(
                         reason = f.error.reason(),
@@ -228,32 +208,53 @@ impl Sender<'_> {
                     None
                 }
             };
-            let id = match sent {
-                Some(id) => Some(id),
-                None => {
-                    let link = format!("{}: {}", att.name.as_str(), att.url.as_str());
-                    let body = match self.kind() {
-                        Kind::WhatsApp => self.envelope(
-                            to,
-                            json!({"type": "text", "text": {"preview_url": false, "body": link}}),
-                        ),
-                        _ => self.envelope(to, json!({"text": link})),
-                    };
-                    if first.is_none() {
-                        Some(self.post(&body).await?)
-                    } else {
-                        self.post_later(&body).await
+            let sent = match file {
+                Some(file) if first.is_none() => match self.post(&file).await {
+                    Ok(id) => {
+                        first = Some(id);
+                        true
                     }
-                }
+                    Err(e) if e.is_auth() || e.to_send_error().is_retryable() => {
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "file refused; sending its link instead");
+                        false
+                    }
+                },
+                Some(file) => self.post_later(&file).await.is_some(),
+                None => false,
             };
-            if first.is_none() {
-                first = id;
+            if !sent {
+                let link = format!("{}: {}", att.name.as_str(), att.url.as_str());
+                self.part(&mut first, &self.text_body(to, &link)).await?;
             }
         }
-        if first.is_none() {
-            return Err(SendError::Rejected("empty message".into()).into());
+        first
+            .map(Some)
+            .ok_or_else(|| SendError::Rejected("empty message".into()).into())
+    }
+
+    /// A text message to `to`.
+    fn text_body(&self, to: &str, text: &str) -> Value {
+        match self.kind() {
+            Kind::WhatsApp => self.envelope(
+                to,
+                json!({"type": "text", "text": {"preview_url": false, "body": text}}),
+            ),
+            _ => self.envelope(to, json!({"text": text})),
         }
-        Ok(first)
+    }
+
+    /// Sends one part of a message: the first with its errors (nothing is out yet), a later one
+    /// retried in place.
+    async fn part(&self, first: &mut Option<String>, body: &Value) -> Result<(), Failure> {
+        if first.is_none() {
+            *first = Some(self.post(body).await?);
+        } else {
+            self.post_later(body).await;
+        }
+        Ok(())
     }
 
     /// The send body for one file: WhatsApp uploads it first (`/media`) and sends its id;
@@ -300,10 +301,6 @@ impl Sender<'_> {
             )),
         }
     }
-}
-
-fn is_retryable(e: &GraphError) -> bool {
-    e.is_auth() || e.to_send_error().is_retryable()
 }
 
 #[cfg(test)]

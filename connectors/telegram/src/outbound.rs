@@ -179,17 +179,13 @@ impl Sender<'_> {
     ) -> Result<Option<String>, Failure> {
         let mut first: Option<String> = None;
         for piece in split_text(&text_of(content), MAX_TEXT, usize::MAX) {
-            let mut params = json!({"chat_id": chat, "text": piece});
-            self.place(&mut params, event, first.is_none());
-            if first.is_none() {
-                first = Some(message_id(&self.api.call("sendMessage", &params).await?)?);
-            } else {
-                self.later("sendMessage", &params).await;
-            }
+            self.say(chat, &piece, event, &mut first).await?;
         }
         for att in &content.attachments {
-            let uploaded = match self.upload(chat, att, event, first.is_none()).await {
-                Ok(id) => Some(id),
+            match self.upload(chat, att, event, first.is_none()).await {
+                Ok(id) => {
+                    first.get_or_insert(id);
+                }
                 Err(f) if f.auth || f.migrate_to.is_some() => return Err(f),
                 Err(f) if first.is_none() && f.error.is_retryable() => return Err(f),
                 Err(f) => {
@@ -197,33 +193,32 @@ impl Sender<'_> {
                         reason = f.error.reason(),
                         "file not uploaded; sending its link instead"
                     );
-                    None
+                    let link = format!("{}: {}", att.name.as_str(), att.url.as_str());
+                    self.say(chat, &link, event, &mut first).await?;
                 }
-            };
-            let id = match uploaded {
-                Some(id) => Some(id),
-                None => {
-                    let mut params = json!({
-                        "chat_id": chat,
-                        "text": format!("{}: {}", att.name.as_str(), att.url.as_str()),
-                    });
-                    self.place(&mut params, event, first.is_none());
-                    if first.is_none() {
-                        Some(message_id(&self.api.call("sendMessage", &params).await?)?)
-                    } else {
-                        self.later("sendMessage", &params).await;
-                        None
-                    }
-                }
-            };
-            if first.is_none() {
-                first = id;
             }
         }
-        match first {
-            Some(id) => Ok(Some(id)),
-            None => Err(SendError::Rejected("empty message".into()).into()),
+        first
+            .map(Some)
+            .ok_or_else(|| SendError::Rejected("empty message".into()).into())
+    }
+
+    /// Sends one text part: the first (replying, with its errors), or a later one retried in place.
+    async fn say(
+        &self,
+        chat: i64,
+        text: &str,
+        event: &Event,
+        first: &mut Option<String>,
+    ) -> Result<(), Failure> {
+        let mut params = json!({"chat_id": chat, "text": text});
+        self.place(&mut params, event, first.is_none());
+        if first.is_none() {
+            *first = Some(message_id(&self.api.call("sendMessage", &params).await?)?);
+        } else {
+            self.later("sendMessage", &params).await;
         }
+        Ok(())
     }
 
     /// Fetches a file and uploads it: images as photos, everything else as documents.
