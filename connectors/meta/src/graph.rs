@@ -117,7 +117,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .flatten()
         .filter_map(|u| u.get("estimated_time_to_regain_access")?.as_u64())
         .max()?;
-    (minutes > 0).then(|| Duration::from_secs(minutes * 60))
+    (minutes > 0).then(|| Duration::from_secs(minutes.saturating_mul(60)))
 }
 
 /// Reads a Graph error body; `None` when it is not one.

@@ -202,7 +202,7 @@ impl Parser<'_> {
                 message_id: Some(id),
                 recipient,
                 status: status.chars().take(16).collect(),
-                at: seconds(s.get("timestamp")) * 1000,
+                at: Timestamp::from_secs(seconds(s.get("timestamp"))).0,
                 error_code: s
                     .get("errors")
                     .and_then(Value::as_array)
@@ -227,7 +227,7 @@ impl Parser<'_> {
             .iter()
             .find(|(wa, _)| *wa == from)
             .map(|(_, n)| n.clone());
-        let at = Timestamp(seconds(m.get("timestamp")) * 1000);
+        let at = Timestamp::from_secs(seconds(m.get("timestamp")));
         let reply_to = m.get("context").and_then(|c| id_at(c, "id"));
         let content = match kind {
             "text" => {

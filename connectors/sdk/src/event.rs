@@ -16,6 +16,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
+    /// The time `secs` seconds after the epoch (a network's value: saturates instead of
+    /// overflowing).
+    pub fn from_secs(secs: u64) -> Self {
+        Self(secs.saturating_mul(1000))
+    }
+
     /// The current time.
     pub fn now() -> Self {
         let ms = SystemTime::now()

@@ -200,7 +200,7 @@ impl Reader<'_> {
             return Self::skip("message without message_id");
         };
         let room = (self.room_of)(chat);
-        let at = Timestamp(m.get("date").and_then(Value::as_u64).unwrap_or(0) * 1000);
+        let at = Timestamp::from_secs(m.get("date").and_then(Value::as_u64).unwrap_or(0));
         let Some(sender) = self.sender_of(m) else {
             return Self::skip("message without sender");
         };
@@ -287,7 +287,7 @@ impl Reader<'_> {
             },
         )
         .with_remote_id(format!("edit:{message_id}:{edit_date}"));
-        e.at = Timestamp(edit_date * 1000);
+        e.at = Timestamp::from_secs(edit_date);
         Parsed {
             events: vec![e],
             ..Parsed::default()
@@ -312,7 +312,7 @@ impl Reader<'_> {
         };
         let old = emojis(r.get("old_reaction"));
         let new = emojis(r.get("new_reaction"));
-        let at = Timestamp(r.get("date").and_then(Value::as_u64).unwrap_or(0) * 1000);
+        let at = Timestamp::from_secs(r.get("date").and_then(Value::as_u64).unwrap_or(0));
         let room = (self.room_of)(chat);
         let mut events = Vec::new();
         let changes = old
@@ -390,6 +390,18 @@ mod tests {
                 .map(|t| t.as_str()),
             Some("45")
         );
+    }
+
+    #[test]
+    fn a_date_past_the_end_of_time_is_no_panic() {
+        // Found by the fuzzer: seconds times 1000 overflowed.
+        let p = reader().read(&json!({"update_id": 1, "message": {"message_id": 5,
+            "date": 666666444444444441u64, "chat": {"id": 7}, "from": {"id": 8, "first_name": "A"},
+            "text": "x"}}));
+        assert_eq!(p.events[0].at, Timestamp(u64::MAX));
+        let e = reader().read(&json!({"update_id": 2, "edited_message": {"message_id": 5,
+            "edit_date": u64::MAX, "chat": {"id": 7}, "from": {"id": 8, "first_name": "A"}, "text": "y"}}));
+        assert_eq!(e.events[0].at, Timestamp(u64::MAX));
     }
 
     #[test]

@@ -352,7 +352,7 @@ async fn poll(
                 stalled = true;
                 break;
             }
-            next = id + 1;
+            next = id.saturating_add(1);
         }
         if next != offset {
             offset = next;
