@@ -228,14 +228,8 @@ impl MatrixConfig {
                 "not an http(s) URL (e.g. https://matrix.example.org)",
             ));
         }
-        if let Some(url) = &raw.media_public_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            issues.push(ConfigIssue::new(
-                "media_public_url",
-                "not an http(s) URL (e.g. https://bridge.example.org)",
-            ));
-        }
+        let media_public_url =
+            passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
         for (i, admin) in raw.admins.iter().enumerate() {
             if !is_user_id(admin) {
                 issues.push(ConfigIssue::new(
@@ -443,7 +437,7 @@ impl MatrixConfig {
                 disconnect_warning_secs: raw.disconnect_warning_secs,
                 max_upload_bytes: raw.max_upload_bytes,
                 media_fetch_private: raw.media_fetch_private,
-                media_public_url: raw.media_public_url.clone(),
+                media_public_url: media_public_url.clone(),
                 key_backup: raw.key_backup,
                 recovery_key_file: raw.recovery_key_file.clone(),
                 mode,

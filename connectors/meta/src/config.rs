@@ -142,18 +142,8 @@ impl MetaConfig {
         if let Err(why) = passerelle_sdk::config::check_base_url(&api_base) {
             issues.push(ConfigIssue::new("api_base", why));
         }
-        let media_public_url = raw
-            .media_public_url
-            .as_deref()
-            .map(|u| u.trim_end_matches('/').to_owned());
-        if let Some(url) = &media_public_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            issues.push(ConfigIssue::new(
-                "media_public_url",
-                "must be an http(s) URL",
-            ));
-        }
+        let media_public_url =
+            passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
         if raw.request_timeout_secs == 0 {
             issues.push(ConfigIssue::new(
                 "request_timeout_secs",

@@ -35,6 +35,21 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// Checks `media_public_url` (where people on other networks reach the daemon's listener):
+/// an http(s) URL, returned without its trailing `/`; an issue naming the key otherwise.
+pub fn public_url(value: Option<&str>, issues: &mut Vec<ConfigIssue>) -> Option<String> {
+    let url = value?.trim_end_matches('/');
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Some(url.to_owned())
+    } else {
+        issues.push(ConfigIssue::new(
+            "media_public_url",
+            "not an http(s) URL (e.g. https://bridge.example.org)",
+        ));
+        None
+    }
+}
+
 /// Formats one key for a path: bare when it is a plain word, quoted when it holds a dot or space.
 pub fn path_key(key: &str) -> String {
     let plain = !key.is_empty()
@@ -105,6 +120,19 @@ fn field_in(message: &str, marker: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_url_is_http_and_loses_its_trailing_slash() {
+        let mut issues = Vec::new();
+        assert_eq!(
+            public_url(Some("https://bridge.example.org/"), &mut issues),
+            Some("https://bridge.example.org".into())
+        );
+        assert_eq!(public_url(None, &mut issues), None);
+        assert!(issues.is_empty());
+        assert_eq!(public_url(Some("bridge.example.org"), &mut issues), None);
+        assert_eq!(issues[0].path, "media_public_url");
+    }
 
     #[test]
     fn base_urls_are_https_or_loopback_http() {

@@ -105,18 +105,8 @@ impl SignalConfig {
         if let Err(why) = check_base_url(&url) {
             issues.push(ConfigIssue::new("url", why));
         }
-        let media_public_url = raw
-            .media_public_url
-            .as_deref()
-            .map(|u| u.trim_end_matches('/').to_owned());
-        if let Some(u) = &media_public_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            issues.push(ConfigIssue::new(
-                "media_public_url",
-                "must be an http(s) URL",
-            ));
-        }
+        let media_public_url =
+            passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
         if raw.request_timeout_secs == 0 {
             issues.push(ConfigIssue::new(
                 "request_timeout_secs",

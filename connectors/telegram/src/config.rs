@@ -201,18 +201,8 @@ impl TelegramConfig {
                 "must be at least 1",
             ));
         }
-        let media_public_url = raw
-            .media_public_url
-            .as_deref()
-            .map(|u| u.trim_end_matches('/').to_owned());
-        if let Some(u) = &media_public_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            issues.push(ConfigIssue::new(
-                "media_public_url",
-                "must be an http(s) URL",
-            ));
-        }
+        let media_public_url =
+            passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
         match token {
             Some(token) if issues.is_empty() => Ok(Resolved {
                 token,
