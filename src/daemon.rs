@@ -45,6 +45,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    // The configured port is taken before anything else starts, so that a port already in use
+    // stops the daemon at once with an error naming `http.listen`, before any connector connects.
+    let admin_listener = match config.http.listen_addr() {
+        Some(addr) => Some((
+            addr,
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.listen: cannot listen on {addr}"))?,
+        )),
+        None => None,
+    };
     let prometheus = metrics::install();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&config.store.path)
@@ -211,10 +222,7 @@ pub async fn run(
         tasks.spawn(supervisor::supervise(account, io, status_rx));
     }
 
-    if let Some(addr) = config.http.listen_addr() {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+    if let Some((addr, listener)) = admin_listener {
         let app = http::router(AdminState {
             accounts: Arc::new(statuses),
             prometheus,

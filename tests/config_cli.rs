@@ -107,6 +107,48 @@ fn run_refuses_a_bad_config_before_any_network_io() {
     );
 }
 
+/// A port already in use for `http.listen` stops the daemon at once, with an error naming the key,
+/// before any connector starts: nothing half-runs without its admin and webhook listener.
+#[test]
+fn a_taken_admin_port_stops_the_daemon_before_any_connector_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().port();
+    let api = free_port();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r##"
+[store]
+path = "{data}/p.db"
+[http]
+listen = "127.0.0.1:{admin}"
+[accounts.a]
+kind = "api"
+listen = "127.0.0.1:{api}"
+token = "a-long-enough-token-for-tests"
+"##,
+            data = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = passerelle(&["run", "-c", path.to_str().unwrap()], &[]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("http.listen: cannot listen on 127.0.0.1:{admin}")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("connector starting"),
+        "a connector started: {stderr}"
+    );
+    drop(taken);
+}
+
 #[test]
 fn secrets_are_never_printed_in_errors() {
     let dir = tempfile::tempdir().unwrap();

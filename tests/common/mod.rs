@@ -103,12 +103,34 @@ impl Daemon {
             {
                 return;
             }
+            assert!(
+                !self.exited(),
+                "passerelle exited before it was ready; log:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
             "passerelle not ready within {timeout:?}; log:\n{}",
             self.logs()
         );
+    }
+
+    /// Whether the process has exited and waits to be reaped (its state in `/proc` is `Z`).
+    fn exited(&self) -> bool {
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else {
+            return true;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after_name = stat.rsplit_once(')')?.1;
+                after_name
+                    .split_whitespace()
+                    .next()
+                    .map(|state| state == "Z")
+            })
+            .unwrap_or(true)
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.

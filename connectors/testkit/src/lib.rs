@@ -26,12 +26,23 @@ pub mod servers;
 pub mod synapse;
 pub mod xmpp_client;
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests). The kernel may hand
+/// a just-released port out again, so the ports given in this process are remembered and never
+/// given twice: a test asking for several gets distinct ones.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port not given before in 1000 tries")
 }
 
 /// Serves one file (`data` as `mime`) at `/{name}` on a free loopback port until the runtime ends,
@@ -47,4 +58,16 @@ pub async fn file_server(name: &str, mime: &'static str, data: Vec<u8>) -> Strin
     );
     fakes::serve(listener, app, tokio_util::sync::CancellationToken::new());
     format!("http://127.0.0.1:{port}/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_never_given_twice() {
+        let ports: Vec<u16> = (0..300).map(|_| super::free_port()).collect();
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len());
+    }
 }
