@@ -87,27 +87,11 @@ impl MediaLinks {
             return None;
         }
         Some(match &self.public {
-            Some((base, key)) => {
-                let mut safe: String = name
-                    .chars()
-                    .map(|c| {
-                        if c.is_alphanumeric() || ".-_".contains(c) {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .take(80)
-                    .collect();
-                if safe.is_empty() {
-                    safe.push_str("file");
-                }
-                format!(
-                    "{base}/media/{server}/{id}/{}/{}",
-                    Self::signature(key, server, id),
-                    crate::appservice::enc(&safe)
-                )
-            }
+            Some((base, key)) => format!(
+                "{base}/media/{server}/{id}/{}/{}",
+                Self::signature(key, server, id),
+                passerelle_sdk::signed_link::name_segment(name)
+            ),
             None => format!(
                 "{}/_matrix/client/v1/media/download/{server}/{id}",
                 self.homeserver

@@ -63,6 +63,29 @@ fn decode_key(text: &str) -> Option<[u8; 32]> {
     Some(key)
 }
 
+/// A file's name as the last segment of a link, for the people who see it: letters (any script),
+/// digits and `.-_` are kept, anything else becomes `_`, at most 80 characters, `file` when
+/// nothing is left; letters outside ASCII are percent-encoded.
+pub fn name_segment(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().take(80) {
+        if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+            out.push(c);
+        } else if c.is_alphanumeric() {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push('_');
+        }
+    }
+    if out.is_empty() {
+        out.push_str("file");
+    }
+    out
+}
+
 /// Whether `id` may appear in a link path as it is (the ids networks give files are of these).
 fn plain(id: &str) -> bool {
     !id.is_empty()
@@ -110,21 +133,12 @@ impl SignedLinks {
         if !plain(id) {
             return None;
         }
-        let mut safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || ".-_".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(80)
-            .collect();
-        if safe.is_empty() {
-            safe.push_str("file");
-        }
-        Some(format!("{}/{id}/{}/{safe}", self.base, self.signature(id)))
+        Some(format!(
+            "{}/{id}/{}/{}",
+            self.base,
+            self.signature(id),
+            name_segment(name)
+        ))
     }
 
     /// For a request path `/media/{id}/{signature}/{name}`: `Some(Ok(id))` when the signature is
@@ -210,5 +224,14 @@ mod tests {
         let other = SignedLinks::new("https://x", "wa", &dir.join("other")).unwrap();
         assert_eq!(other.check(path), Some(Err(())));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_keep_letters_of_any_script_and_nothing_that_leaves_the_segment() {
+        assert_eq!(name_segment("photo of me.jpg"), "photo_of_me.jpg");
+        assert_eq!(name_segment("été.png"), "%C3%A9t%C3%A9.png");
+        assert_eq!(name_segment("../../x?y#z"), ".._.._x_y_z");
+        assert_eq!(name_segment(""), "file");
+        assert_eq!(name_segment(&"a".repeat(200)).len(), 80);
     }
 }
