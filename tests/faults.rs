@@ -63,11 +63,11 @@ fn api_account(port: u16) -> String {
     )
 }
 
-/// A Matrix account `matrix` in bot mode, as `@bridge:localhost`.
+/// A Matrix account `matrix` in bot mode, as `@bridge:hs.passerelle.test`.
 fn matrix_account(homeserver: &str) -> String {
     format!(
         "\n[accounts.matrix]\nkind = \"matrix\"\nmode = \"bot\"\nhomeserver = \"{homeserver}\"\n\
-         user = \"@bridge:localhost\"\npassword = \"bridge-pw\"\n"
+         user = \"@bridge:hs.passerelle.test\"\npassword = \"bridge-pw\"\n"
     )
 }
 
@@ -441,7 +441,7 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
     hs.register("alice", "alice-pw", false);
     let mut reader = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     let room = reader
-        .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
+        .create_room(serde_json::json!({"invite": ["@bridge:hs.passerelle.test"]}))
         .await;
     let irc = IrcServer::from_env();
     let pace = irc.pace();
@@ -452,7 +452,7 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
     let mut daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(60)).await;
     reader
-        .wait_member(&room, "@bridge:localhost", Duration::from_secs(30))
+        .wait_member(&room, "@bridge:hs.passerelle.test", Duration::from_secs(30))
         .await;
     let mut alice = IrcClient::connect(irc.port(), "alice").await;
     alice.join("#src").await;
@@ -463,7 +463,7 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
     let reading = room.clone();
     let receiver = tokio::spawn(async move {
         let number = |e: &SeenEvent, prefix: &str| -> Option<usize> {
-            (e.room == reading && e.sender() == "@bridge:localhost")
+            (e.room == reading && e.sender() == "@bridge:hs.passerelle.test")
                 .then(|| {
                     e.body()
                         .split_once("> ")?
@@ -535,7 +535,7 @@ async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_bac
     // What arrives once the homeserver is back comes as one burst.
     alice.set_timeline_limit(1000);
     let room = alice
-        .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
+        .create_room(serde_json::json!({"invite": ["@bridge:hs.passerelle.test"]}))
         .await;
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
@@ -546,7 +546,7 @@ async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_bac
     let mut daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(60)).await;
     alice
-        .wait_member(&room, "@bridge:localhost", Duration::from_secs(30))
+        .wait_member(&room, "@bridge:hs.passerelle.test", Duration::from_secs(30))
         .await;
     let api = Api::new(api_port, TOKEN);
     let post = |i: usize| serde_json::json!({"text": format!("o {i:03}"), "username": "s", "gateway": "lobby"});
@@ -557,7 +557,7 @@ async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_bac
     }
     let mut seen: Vec<usize> = Vec::new();
     let number = |e: &passerelle_testkit::matrix_client::SeenEvent| -> Option<usize> {
-        (e.sender() == "@bridge:localhost")
+        (e.sender() == "@bridge:hs.passerelle.test")
             .then(|| e.body().strip_prefix("<s> o ")?.parse().ok())
             .flatten()
     };

@@ -11,7 +11,7 @@ use serde_json::json;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
-const BRIDGE: &str = "@bridge:localhost";
+const BRIDGE: &str = "@bridge:hs.passerelle.test";
 
 fn bot_config(
     dir: &std::path::Path,
@@ -37,7 +37,7 @@ mode = "bot"
 homeserver = "{hs}"
 user = "{BRIDGE}"
 password = "bridge-pw"
-admins = ["@alice:localhost"]
+admins = ["@alice:hs.passerelle.test"]
 
 [[links]]
 name = "lobby"
@@ -51,7 +51,7 @@ rooms = [
 name = "nowhere"
 rooms = [
   {{ account = "irc", room = "#lost", direction = "in" }},
-  {{ account = "matrix", room = "!missing:localhost", direction = "out" }},
+  {{ account = "matrix", room = "!missing:hs.passerelle.test", direction = "out" }},
 ]
 "##,
         head = common::base_config(dir, admin),
@@ -146,7 +146,7 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
             &room,
             "m.room.message",
             json!({"msgtype": "m.text",
-            "body": "> <@bridge:localhost> <bob> hi from irc\n\nanswering bob",
+            "body": "> <@bridge:hs.passerelle.test> <bob> hi from irc\n\nanswering bob",
             "m.relates_to": {"m.in_reply_to": {"event_id": bob_msg}}}),
         )
         .await;
@@ -200,7 +200,7 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
     );
     assert_eq!(
         reply.event["content"]["m.mentions"]["user_ids"],
-        json!(["@alice:localhost"]),
+        json!(["@alice:hs.passerelle.test"]),
         "the reply mentions the person answered"
     );
 
@@ -342,7 +342,7 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
 
 const AS_TOKEN: &str = "e2e-as-token-0123456789abcdef0123456789";
 const HS_TOKEN: &str = "e2e-hs-token-0123456789abcdef0123456789";
-const AS_BOT: &str = "@passerelle:localhost";
+const AS_BOT: &str = "@passerelle:hs.passerelle.test";
 
 fn appservice_config(
     dir: &std::path::Path,
@@ -366,7 +366,7 @@ send_rate_per_second = 0
 kind = "matrix"
 mode = "appservice"
 homeserver = "{hs_url}"
-server_name = "localhost"
+server_name = "hs.passerelle.test"
 as_token = "{AS_TOKEN}"
 hs_token = "{HS_TOKEN}"
 
@@ -416,7 +416,7 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
             "http://placeholder",
             irc.port,
             admin,
-            "!r:localhost",
+            "!r:hs.passerelle.test",
         ),
     );
     assert!(
@@ -457,14 +457,14 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
         })
         .await
         .unwrap_or_else(|| panic!("Matrix never saw bob; log:\n{}", daemon.logs()));
-    assert_eq!(seen.sender(), "@passerelle_irc_bob:localhost");
+    assert_eq!(seen.sender(), "@passerelle_irc_bob:hs.passerelle.test");
     assert_eq!(seen.body(), "hello from irc");
     assert_eq!(alice.profile(seen.sender()).await["displayname"], "bob");
 
     // Someone joining on IRC joins the Matrix room as a ghost; leaving, leaves.
     let mut carol = IrcClient::connect(irc.port, "carol").await;
     carol.join("#m").await;
-    let ghost = "@passerelle_irc_carol:localhost";
+    let ghost = "@passerelle_irc_carol:hs.passerelle.test";
     let deadline = std::time::Instant::now() + WAIT;
     while !alice.members(&room).await.iter().any(|m| m == ghost) {
         assert!(
@@ -495,10 +495,10 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
         .next_matching(WAIT, |e| e.room == room && e.body() == "me")
         .await
         .expect("the answer reaches Matrix");
-    assert_eq!(reply.sender(), "@passerelle_irc_bob:localhost");
+    assert_eq!(reply.sender(), "@passerelle_irc_bob:hs.passerelle.test");
     assert_eq!(
         reply.event["content"]["m.mentions"]["user_ids"],
-        json!(["@alice:localhost"])
+        json!(["@alice:hs.passerelle.test"])
     );
     assert_eq!(
         reply.event["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
@@ -548,7 +548,7 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
     }
 
     // A wrong hs_token gets 403 M_FORBIDDEN from the daemon and bridges nothing.
-    let forged = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:localhost",
+    let forged = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:hs.passerelle.test",
         "event_id": "$forged", "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "forged line"}}]});
     let r = reqwest::Client::new()
         .put(format!(
@@ -592,7 +592,7 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
 
     // Killed after storing but before answering, the daemon sees the transaction again: under the
     // same id (remembered), or, had it died before remembering it, as the same events again.
-    let replay = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:localhost",
+    let replay = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:hs.passerelle.test",
         "event_id": "$replayed-event", "origin_server_ts": 2, "content": {"msgtype": "m.text", "body": "replayed line"}}]});
     for txn in ["replay-1", "replay-1", "replay-2"] {
         let r = reqwest::Client::new()
@@ -623,14 +623,14 @@ async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() 
     let dir = tempfile::tempdir().unwrap();
     let admin_port = free_port();
     let mut irc = Ngircd::start();
-    let extra = "admins = [\"@alice:localhost\"]\ndisconnect_warning_secs = 2\n";
+    let extra = "admins = [\"@alice:hs.passerelle.test\"]\ndisconnect_warning_secs = 2\n";
     let config = |hs_url: &str| {
         appservice_config(
             dir.path(),
             hs_url,
             irc.port,
             admin_port,
-            "!unused:localhost",
+            "!unused:hs.passerelle.test",
         )
         .replace("hs_token = ", &format!("{extra}hs_token = "))
     };
@@ -725,7 +725,7 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
             hs_url,
             irc.port,
             admin_port,
-            "!operator:localhost",
+            "!operator:hs.passerelle.test",
         )
         .replace("hs_token = ", "portal_accounts = [\"irc\"]\nhs_token = ")
     };
@@ -742,14 +742,14 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
     let (status, _) = alice
         .call(
             reqwest::Method::POST,
-            "/_matrix/client/v3/join/%23passerelle_irc_=23elsewhere%3Alocalhost",
+            "/_matrix/client/v3/join/%23passerelle_irc_=23elsewhere%3Ahs.passerelle.test",
             Some(json!({})),
         )
         .await;
     assert_eq!(status, 404, "a portal to a channel no link names");
 
     // Joining the alias opens the portal: the room exists and is linked with #m.
-    let portal = alice.join("#passerelle_irc_=23m:localhost").await;
+    let portal = alice.join("#passerelle_irc_=23m:hs.passerelle.test").await;
     alice.say(&portal, "hello through the portal").await;
     assert_eq!(
         irc_line(&mut bob, "hello through the portal").await,
@@ -760,7 +760,7 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
         .next_matching(WAIT, |e| e.room == portal && e.body() == "welcome in")
         .await
         .unwrap_or_else(|| panic!("IRC never reached the portal; log:\n{}", daemon.logs()));
-    assert_eq!(seen.sender(), "@passerelle_irc_bob:localhost");
+    assert_eq!(seen.sender(), "@passerelle_irc_bob:hs.passerelle.test");
 
     // An IRC topic reaches the portal (set by the bot where the ghost may not).
     bob.raw("TOPIC #m :bridged topic from irc").await;

@@ -400,3 +400,129 @@ async fn a_prosody_restart_mid_stream_loses_and_duplicates_nothing() {
     );
     peer.close().await;
 }
+
+/// `depth` elements nested in one another inside a message's payload: what a hostile occupant
+/// or stranger sends to crash a recursive parser. 20,000 levels are about 140 KB, under
+/// Prosody's stanza limit.
+fn nested_message(from: &str, to: &str, kind: &str, depth: usize) -> Vec<u8> {
+    let mut s = format!(
+        "<message from='{from}' to='{to}' type='{kind}' id='deep-{depth}'>\
+         <body>deep canary</body><x xmlns='urn:example:deep'>"
+    )
+    .into_bytes();
+    s.extend(std::iter::repeat_n(&b"<b>"[..], depth).flatten());
+    s.extend(std::iter::repeat_n(&b"</b>"[..], depth).flatten());
+    s.extend_from_slice(b"</x></message>");
+    s
+}
+
+#[tokio::test]
+async fn a_stanza_nested_thousands_deep_is_dropped_and_the_daemon_goes_on() {
+    let mut b = start().await;
+    let mut irc = IrcClient::connect(b.irc.port, "ircer").await;
+    irc.join("#x").await;
+    let mut peer = XmppClient::connect(&b.xmpp, "peer").await;
+    peer.join(&b.room, "peer").await;
+
+    // Mallory joins the (persistent) room through the component, as any occupant can, and sends
+    // deeply nested messages to the room and, directly, to the bridge's own address.
+    let mut mallory = passerelle_testkit::prosody::RawComponent::connect(&b.xmpp).await;
+    let occupant = format!("mallory@{}/x", passerelle_testkit::prosody::COMPONENT);
+    mallory
+        .send_raw(
+            format!(
+                "<presence from='{occupant}' to='{}/mallory'>\
+                 <x xmlns='http://jabber.org/protocol/muc'/></presence>",
+                b.room
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert!(
+        mallory.wait_for("status code='110'", WAIT).await,
+        "mallory joined the room"
+    );
+    let depths = [5_000, 20_000];
+    for depth in depths {
+        mallory
+            .send_raw(&nested_message(
+                &occupant,
+                &b.room.to_string(),
+                "groupchat",
+                depth,
+            ))
+            .await;
+        mallory
+            .send_raw(&nested_message(
+                &occupant,
+                &format!("bridge@{DOMAIN}"),
+                "chat",
+                depth,
+            ))
+            .await;
+    }
+    assert!(
+        mallory.wait_for("id='deep-20000'", WAIT).await,
+        "the room relayed the deep message back to its sender"
+    );
+
+    // What comes next is bridged as ever.
+    let id = peer.say(&b.room, "after the deep ones").await;
+    echoed(&mut peer, &id).await;
+    assert_eq!(
+        irc_line(&mut irc, "the message after").await,
+        "<peer> after the deep ones",
+        "{}",
+        b.daemon.logs()
+    );
+    assert!(b.daemon.running(), "the daemon is alive");
+    let dropped = |metrics: &str| {
+        common::metric(
+            metrics,
+            "passerelle_drops_total",
+            &[
+                "account=\"xmpp.main\"",
+                "reason=\"xmpp_stanza_too_deep_or_large\"",
+            ],
+        )
+    };
+    assert_eq!(
+        dropped(&b.daemon.metrics().await),
+        (2 * depths.len()) as f64,
+        "each deep stanza (room and direct) counted once"
+    );
+
+    // A restart joins the room again and asks for its history since the last message seen: the
+    // deep ones come again from the archive, and the daemon stays up.
+    mallory
+        .send_raw(&nested_message(
+            &occupant,
+            &b.room.to_string(),
+            "groupchat",
+            20_000,
+        ))
+        .await;
+    b.daemon.restart();
+    b.daemon.wait_ready(Duration::from_secs(30)).await;
+    let id = peer.say(&b.room, "after the restart").await;
+    echoed(&mut peer, &id).await;
+    let lines = irc
+        .messages_until(WAIT, |got| {
+            got.iter().any(|m| m.text.contains("after the restart"))
+        })
+        .await;
+    assert!(
+        lines.iter().any(|m| m.text == "<peer> after the restart"),
+        "IRC after the restart: {:?}; log:\n{}",
+        lines.iter().map(|m| &m.text).collect::<Vec<_>>(),
+        b.daemon.logs()
+    );
+    assert!(b.daemon.running(), "the daemon is alive after its restart");
+    let logs = b.daemon.logs();
+    assert!(
+        logs.contains("a stanza nested too deep or too large was dropped"),
+        "the drop is logged"
+    );
+    assert!(!logs.contains("canary"), "no content in the log");
+    peer.close().await;
+}

@@ -65,6 +65,35 @@ pub fn adapt(
     rel: DestRelations,
     general: &General,
 ) -> Result<Event, &'static str> {
+    adapt_with(routed, dest_room, dest, rel, general, None).map(|a| a.event)
+}
+
+/// An event adapted for its destination.
+#[derive(Debug)]
+pub struct Adapted {
+    /// The event to send.
+    pub event: Event,
+    /// Whether its text was cut to the destination's `max_lines` (a paste link, if one was
+    /// given, says where the whole text is).
+    pub cut: bool,
+}
+
+/// [`adapt`], with `paste`: where the whole text can be read when it is cut to the
+/// destination's lines (the lane stores it when a first `adapt_with` said `cut`).
+pub fn adapt_with(
+    routed: &RoutedEvent,
+    dest_room: &passerelle_sdk::RoomId,
+    dest: &AccountPolicy,
+    rel: DestRelations,
+    general: &General,
+    paste: Option<&str>,
+) -> Result<Adapted, &'static str> {
+    let cut = std::cell::Cell::new(false);
+    let general = &Shaping {
+        general,
+        paste,
+        cut: &cut,
+    };
     let caps = dest.capabilities;
     let origin = &routed.event;
     let mut out = Event {
@@ -194,7 +223,25 @@ pub fn adapt(
         EventKind::Typing(on) if caps.typing => EventKind::Typing(*on),
         _ => return Err("not_carried"),
     };
-    Ok(out)
+    Ok(Adapted {
+        event: out,
+        cut: cut.get(),
+    })
+}
+
+/// What shaping a body reads besides the event: `[general]`, the paste link, and where it notes
+/// that the text was cut.
+struct Shaping<'a> {
+    general: &'a General,
+    paste: Option<&'a str>,
+    cut: &'a std::cell::Cell<bool>,
+}
+
+impl std::ops::Deref for Shaping<'_> {
+    type Target = General;
+    fn deref(&self) -> &General {
+        self.general
+    }
 }
 
 /// Applies identity, quote, rich-text, attachment and length rules to one message body.
@@ -203,7 +250,7 @@ fn shape(
     routed: &RoutedEvent,
     dest: &AccountPolicy,
     quote: Option<&str>,
-    general: &General,
+    general: &Shaping<'_>,
     suffix: Option<&str>,
 ) -> Content {
     let caps = dest.capabilities;
@@ -252,8 +299,21 @@ fn shape(
                 .replace("{account}", routed.origin.as_str())
         }
     };
-    let mut text = prefix.clone();
-    text.push_str(&body);
+    let mut text = match dest.limits.max_lines {
+        Some(max_lines) => {
+            let line_bytes = dest.limits.line_bytes.unwrap_or(usize::MAX);
+            let fitted = fit_lines(&prefix, &body, max_lines, line_bytes, general.paste);
+            if fitted.cut {
+                general.cut.set(true);
+            }
+            fitted.text
+        }
+        None => {
+            let mut text = prefix.clone();
+            text.push_str(&body);
+            text
+        }
+    };
     if let Some(max) = dest.limits.max_text_bytes {
         text = truncate(text, max);
     }
@@ -282,6 +342,101 @@ fn shape(
             Vec::new()
         },
     }
+}
+
+/// A body fitted to a destination whose lines are messages of their own.
+struct Fitted {
+    text: String,
+    cut: bool,
+}
+
+/// Puts `prefix` before every line of `body` (empty lines are left out: they would be sent as
+/// nothing) and keeps at most `max_lines` lines, a line longer than `line_bytes` counting as
+/// the lines it will be wrapped into. When lines are left out, or the last one is cut short, a
+/// last line says so: `… (1,995 more lines)`, with `paste` (the whole text's link) when given.
+fn fit_lines(
+    prefix: &str,
+    body: &str,
+    max_lines: usize,
+    line_bytes: usize,
+    paste: Option<&str>,
+) -> Fitted {
+    let lines: Vec<&str> = body
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        return Fitted {
+            text: format!("{prefix}{body}"),
+            cut: false,
+        };
+    }
+    let line_bytes = line_bytes.max(1);
+    let cost = |len: usize| (prefix.len() + len).div_ceil(line_bytes).max(1);
+    let mut text = String::with_capacity(body.len().min(max_lines * line_bytes) + 64);
+    let mut used = 0;
+    let mut shown = 0;
+    let mut shortened = false;
+    for line in &lines {
+        let c = cost(line.len());
+        if used + c > max_lines {
+            let room = (max_lines - used) * line_bytes;
+            if room > prefix.len() + 16 {
+                // Part of this line still fits: cut it at a character boundary.
+                let mut end = room - prefix.len() - "…".len();
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                push_line(&mut text, prefix, &line[..end]);
+                text.push('…');
+                shown += 1;
+                shortened = true;
+            }
+            break;
+        }
+        push_line(&mut text, prefix, line);
+        used += c;
+        shown += 1;
+    }
+    let hidden = lines.len() - shown;
+    if hidden == 0 && !shortened {
+        return Fitted { text, cut: false };
+    }
+    let note = match (hidden, paste) {
+        (0, Some(link)) => format!("… (the whole text: {link})"),
+        (0, None) => return Fitted { text, cut: true },
+        (n, link) => {
+            let lines = if n == 1 { "line" } else { "lines" };
+            match link {
+                Some(link) => format!("… ({} more {lines}: {link})", thousands(n)),
+                None => format!("… ({} more {lines})", thousands(n)),
+            }
+        }
+    };
+    push_line(&mut text, prefix, &note);
+    Fitted { text, cut: true }
+}
+
+fn push_line(text: &mut String, prefix: &str, line: &str) {
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(prefix);
+    text.push_str(line);
+}
+
+/// `1995` as `1,995`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 fn truncate(mut text: String, max: usize) -> String {
@@ -378,6 +533,117 @@ mod tests {
         .unwrap();
         assert_eq!(text_of(&out), "alice waves");
         assert_eq!(out.content().unwrap().kind, MessageKind::Emote);
+    }
+
+    fn lines_policy(max_lines: usize) -> AccountPolicy {
+        let mut p = policy(Capabilities::default(), false);
+        p.limits = Limits {
+            max_lines: Some(max_lines),
+            line_bytes: Some(100),
+            ..Default::default()
+        };
+        p
+    }
+
+    #[test]
+    fn where_lines_are_messages_every_line_names_its_sender() {
+        let g = General::default();
+        // Bob can't make a line of his pass for alice's.
+        let r = routed(EventKind::Message(Content::plain(
+            "hi\n<bob> I am bob\r\n\n  \nbye",
+        )));
+        let out = adapt(
+            &r,
+            &"#b".into(),
+            &lines_policy(5),
+            DestRelations::default(),
+            &g,
+        )
+        .unwrap();
+        assert_eq!(
+            text_of(&out),
+            "<alice> hi\n<alice> <bob> I am bob\n<alice> bye"
+        );
+        let emote = routed(EventKind::Message(Content::emote("waves\nagain")));
+        let out = adapt(
+            &emote,
+            &"#b".into(),
+            &lines_policy(5),
+            DestRelations::default(),
+            &g,
+        )
+        .unwrap();
+        assert_eq!(text_of(&out), "alice waves\nalice again");
+        // Elsewhere a message's lines stay one message, named once.
+        let out = adapt(
+            &r,
+            &"#b".into(),
+            &policy(Capabilities::default(), false),
+            DestRelations::default(),
+            &g,
+        )
+        .unwrap();
+        assert_eq!(text_of(&out), "<alice> hi\n<bob> I am bob\r\n\n  \nbye");
+    }
+
+    #[test]
+    fn a_long_paste_is_cut_to_max_lines_with_a_count_or_a_link() {
+        let g = General::default();
+        let paste: String = (1..=2000).map(|i| format!("line {i}\n")).collect();
+        let r = routed(EventKind::Message(Content::plain(paste)));
+        let dest = lines_policy(5);
+        let a = adapt_with(&r, &"#b".into(), &dest, DestRelations::default(), &g, None).unwrap();
+        assert!(a.cut);
+        assert_eq!(
+            text_of(&a.event),
+            "<alice> line 1\n<alice> line 2\n<alice> line 3\n<alice> line 4\n<alice> line 5\n\
+             <alice> … (1,995 more lines)"
+        );
+        let link = "https://bridge.example.org/pastes/p1/sig";
+        let a = adapt_with(
+            &r,
+            &"#b".into(),
+            &dest,
+            DestRelations::default(),
+            &g,
+            Some(link),
+        )
+        .unwrap();
+        assert!(text_of(&a.event).ends_with(
+            "<alice> line 5\n<alice> … (1,995 more lines: https://bridge.example.org/pastes/p1/sig)"
+        ));
+        // Up to max_lines, nothing is cut.
+        let five = routed(EventKind::Message(Content::plain("1\n2\n3\n4\n5")));
+        let a = adapt_with(
+            &five,
+            &"#b".into(),
+            &dest,
+            DestRelations::default(),
+            &g,
+            None,
+        )
+        .unwrap();
+        assert!(!a.cut);
+        assert_eq!(text_of(&a.event).lines().count(), 5);
+        // One line of 10,000 bytes counts as the lines it wraps into: cut short, with the link.
+        let long = routed(EventKind::Message(Content::plain("é".repeat(5_000))));
+        let a = adapt_with(
+            &long,
+            &"#b".into(),
+            &dest,
+            DestRelations::default(),
+            &g,
+            Some(link),
+        )
+        .unwrap();
+        assert!(a.cut);
+        let text = text_of(&a.event);
+        let (first, note) = text.split_once('\n').unwrap();
+        assert!(first.len() <= 5 * 100 && first.ends_with("é…"), "{first}");
+        assert_eq!(note, format!("<alice> … (the whole text: {link})"));
+        assert_eq!(thousands(1), "1");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
     }
 
     #[test]

@@ -11,9 +11,10 @@ use std::time::Duration;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IrcConfig {
-    /// Server host name or address.
+    /// Server host name or address, optionally with its port as matterbridge writes it
+    /// (`irc.libera.chat:6697`, `[2001:db8::1]:6697`).
     pub server: String,
-    /// Port; default 6697 with TLS, 6667 without.
+    /// Port; default the one in `server`, else 6697 with TLS, 6667 without.
     pub port: Option<u16>,
     /// Connect with TLS (rustls, the Mozilla root store plus `tls_ca_file`). Default true.
     #[serde(default = "yes")]
@@ -65,6 +66,17 @@ pub struct IrcConfig {
     /// the lines it had already sent ahead of the new ones. 0 to join at once. Default 30.
     #[serde(default = "default_reclaim")]
     pub reclaim_nick_secs: u64,
+    /// The most lines one bridged message becomes on IRC (a line too long for one IRC line
+    /// counts as the lines it is split into). A longer message is sent as its first lines and a
+    /// line `… (1,995 more lines)`, with a link to the whole text when `[pastes]` is set. Every
+    /// line starts with the sender's name. 0 for no limit (a long paste then holds the channel,
+    /// at `send_rate_per_second`, for as long as it takes). Default 5.
+    #[serde(default = "default_max_lines")]
+    pub max_lines: usize,
+}
+
+fn default_max_lines() -> usize {
+    5
 }
 
 fn default_reclaim() -> u64 {
@@ -125,6 +137,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// How long to wait for the first nick to come free (`reclaim_nick_secs`).
     pub reclaim_nick: Duration,
+    /// Lines per bridged message at most (`max_lines`); `None` for no limit.
+    pub max_lines: Option<usize>,
 }
 
 impl IrcConfig {
@@ -132,8 +146,23 @@ impl IrcConfig {
     pub fn parse(table: serde_json::Value) -> Result<Settings, Vec<ConfigIssue>> {
         let raw: IrcConfig = parse_table(table).map_err(|i| vec![i])?;
         let mut issues = Vec::new();
-        if raw.server.trim().is_empty() {
-            issues.push(ConfigIssue::new("server", "must not be empty"));
+        let (host, server_port) = match split_server(&raw.server) {
+            Ok(parts) => parts,
+            Err(why) => {
+                issues.push(ConfigIssue::new("server", why));
+                (String::new(), None)
+            }
+        };
+        if let (Some(in_server), Some(port)) = (server_port, raw.port)
+            && in_server != port
+        {
+            issues.push(ConfigIssue::new(
+                "port",
+                format!(
+                    "is {port}, but server names port {in_server}: keep one of them \
+                     (server = \"{host}\", port = {in_server})"
+                ),
+            ));
         }
         let valid_nick = |n: &str| {
             !n.is_empty()
@@ -229,8 +258,11 @@ impl IrcConfig {
             nicks.push(format!("{}{}", raw.nick, "_".repeat(n)));
         }
         Ok(Settings {
-            port: raw.port.unwrap_or(if raw.tls { 6697 } else { 6667 }),
-            server: raw.server,
+            port: raw
+                .port
+                .or(server_port)
+                .unwrap_or(if raw.tls { 6697 } else { 6667 }),
+            server: host,
             tls: raw.tls,
             tls_ca_file: raw.tls_ca_file,
             username: raw.username.unwrap_or_else(|| raw.nick.clone()),
@@ -247,7 +279,52 @@ impl IrcConfig {
             dead_link: Duration::from_secs(raw.dead_link_secs),
             connect_timeout: Duration::from_secs(raw.connect_timeout_secs.max(1)),
             reclaim_nick: Duration::from_secs(raw.reclaim_nick_secs),
+            max_lines: (raw.max_lines > 0).then_some(raw.max_lines),
         })
+    }
+}
+
+/// The host and the port, if any, of `server`: `host`, `host:port`, `[v6]:port`, `[v6]` or a bare
+/// IPv6 address. The error says what is wrong, in words for the `server` key.
+fn split_server(server: &str) -> Result<(String, Option<u16>), String> {
+    let server = server.trim();
+    if server.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if server.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!(
+            "\"{server}\" is not a host name (no scheme, path or spaces: e.g. \"irc.libera.chat\")"
+        ));
+    }
+    let port_of = |p: &str| {
+        let digits = p.strip_prefix('+').unwrap_or(p);
+        digits.parse::<u16>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            format!("\"{p}\" is not a port (write the port as a number from 1 to 65535, or set `port`)")
+        })
+    };
+    if let Some(rest) = server.strip_prefix('[') {
+        let (addr, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("\"{server}\" has no closing ']'"))?;
+        let port = match after {
+            "" => None,
+            p => Some(port_of(p.strip_prefix(':').ok_or_else(|| {
+                format!("\"{server}\": expected ':' and a port after ']'")
+            })?)?),
+        };
+        return Ok((addr.to_owned(), port));
+    }
+    match server.matches(':').count() {
+        0 => Ok((server.to_owned(), None)),
+        1 => {
+            let (host, port) = server.split_once(':').unwrap_or((server, ""));
+            if host.is_empty() {
+                return Err(format!("\"{server}\" has no host before the port"));
+            }
+            Ok((host.to_owned(), Some(port_of(port)?)))
+        }
+        // More than one colon and no brackets: a bare IPv6 address.
+        _ => Ok((server.to_owned(), None)),
     }
 }
 
@@ -283,6 +360,45 @@ mod tests {
             "channel_keys_file: line 1: expected \"#channel key\""
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_port_in_server_is_taken_as_matterbridge_writes_it() {
+        let s = IrcConfig::parse(json!({"server": "irc.libera.chat:6697", "nick": "n"})).unwrap();
+        assert_eq!((s.server.as_str(), s.port), ("irc.libera.chat", 6697));
+        let s = IrcConfig::parse(json!({"server": "irc.libera.chat:+6697", "nick": "n"})).unwrap();
+        assert_eq!((s.server.as_str(), s.port), ("irc.libera.chat", 6697));
+        let s = IrcConfig::parse(json!({"server": "[2001:db8::1]:7000", "nick": "n"})).unwrap();
+        assert_eq!((s.server.as_str(), s.port), ("2001:db8::1", 7000));
+        let s =
+            IrcConfig::parse(json!({"server": "2001:db8::1", "nick": "n", "tls": false})).unwrap();
+        assert_eq!((s.server.as_str(), s.port), ("2001:db8::1", 6667));
+        let same = json!({"server": "irc.libera.chat:6697", "port": 6697, "nick": "n"});
+        assert_eq!(IrcConfig::parse(same).unwrap().port, 6697);
+
+        let issue = |table| IrcConfig::parse(table).unwrap_err()[0].to_string();
+        assert_eq!(
+            issue(json!({"server": "irc.libera.chat:6697", "port": 6667, "nick": "n"})),
+            "port: is 6667, but server names port 6697: keep one of them \
+             (server = \"irc.libera.chat\", port = 6697)"
+        );
+        assert!(
+            issue(json!({"server": "irc.libera.chat:ssl", "nick": "n"}))
+                .starts_with("server: \"ssl\" is not a port")
+        );
+        assert!(
+            issue(json!({"server": "irc.libera.chat:0", "nick": "n"}))
+                .starts_with("server: \"0\" is not a port")
+        );
+        assert!(
+            issue(json!({"server": "ircs://irc.libera.chat", "nick": "n"}))
+                .starts_with("server: \"ircs://irc.libera.chat\" is not a host name")
+        );
+        assert!(
+            issue(json!({"server": ":6697", "nick": "n"}))
+                .starts_with("server: \":6697\" has no host")
+        );
+        assert!(issue(json!({"server": "[::1:6697", "nick": "n"})).starts_with("server:"));
     }
 
     #[test]

@@ -62,6 +62,14 @@ impl Connector for IrcConnector {
         Capabilities::default()
     }
 
+    fn limits(&self) -> passerelle_sdk::Limits {
+        passerelle_sdk::Limits {
+            max_lines: self.settings.max_lines,
+            line_bytes: Some(session::LINE_TEXT_BYTES),
+            ..Default::default()
+        }
+    }
+
     fn check_room(&self, room: &passerelle_sdk::RoomId) -> Result<(), String> {
         if session::is_channel(room.as_str()) && !room.as_str().contains([' ', ',', '\x07']) {
             Ok(())

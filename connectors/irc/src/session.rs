@@ -16,6 +16,7 @@ use passerelle_sdk::{
 };
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
@@ -28,6 +29,9 @@ const WANTED_CAPS: [&str; 4] = [
 ];
 /// The protocol's line limit, CR LF included.
 const MAX_LINE: usize = 512;
+/// The text bytes one line carries at the least, with a long nick, host and channel name in
+/// the prefix others see (told to the core, which counts a longer line as several).
+pub const LINE_TEXT_BYTES: usize = 350;
 /// How long a QUIT waits for the server to close the link.
 const QUIT_WAIT: Duration = Duration::from_secs(10);
 /// How often the reply memory is saved while it changes.
@@ -45,7 +49,10 @@ pub struct Session<'s> {
     settings: &'s Settings,
     reader: LineReader<ReadHalf<Box<dyn Stream>>>,
     writer: WriteHalf<Box<dyn Stream>>,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// The message being sent: its lines go out at the send rate while the session reads on
+    /// (answering PINGs); the next outbound event is taken only once it is answered.
+    sending: Option<Sending>,
     /// Our current nick.
     nick: String,
     /// Our `user@host` as the server shows it to others (learnt from our own JOIN).
@@ -76,15 +83,16 @@ impl<'s> Session<'s> {
             .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / settings.send_rate)))
             .flatten()
             .map(|q| {
-                RateLimiter::direct(
-                    q.allow_burst(NonZeroU32::new(settings.send_burst).unwrap_or(NonZeroU32::MIN)),
-                )
+                Arc::new(RateLimiter::direct(q.allow_burst(
+                    NonZeroU32::new(settings.send_burst).unwrap_or(NonZeroU32::MIN),
+                )))
             });
         let mut session = Session {
             settings,
             reader: LineReader::new(r),
             writer: w,
             limiter,
+            sending: None,
             nick: settings.nicks.first().cloned().unwrap_or_default(),
             user_host_len: None,
             caps: HashSet::new(),
@@ -339,23 +347,34 @@ impl<'s> Session<'s> {
             } else {
                 self.last_seen + self.settings.ping_interval
             };
+            let limiter = self.limiter.clone();
+            let sending = self.sending.is_some();
             tokio::select! {
                 _ = io.shutdown.cancelled() => {
+                    self.finish_sending().await;
                     self.quit().await;
                     return Ok(());
                 }
                 next = self.next_line() => {
-                    if let Some(l) = next? {
-                        self.handle(l, io).await?;
+                    match next {
+                        Ok(Some(l)) => self.handle(l, io).await?,
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.abandon_sending();
+                            return Err(e);
+                        }
                     }
                 }
-                outbound = io.outbound.recv(), if announced => {
+                outbound = io.outbound.recv(), if announced && !sending => {
                     let Some(outbound) = outbound else {
                         // The daemon is gone: leave as on shutdown.
                         self.quit().await;
                         return Ok(());
                     };
-                    self.send(outbound).await?;
+                    self.start_sending(outbound);
+                }
+                _ = ready(limiter.as_deref()), if sending => {
+                    self.send_next_line().await?;
                 }
                 _ = save_tick.tick(), if self.addressing.is_dirty() => {
                     self.addressing.save(&io.state).await;
@@ -615,30 +634,21 @@ impl<'s> Session<'s> {
         MAX_LINE.saturating_sub(fixed).max(16)
     }
 
-    async fn send(&mut self, outbound: Outbound) -> Result<(), ConnectorError> {
-        let result = self.send_event(&outbound.event).await;
-        // Only said messages are answered by name; actions and notices (which also carry the
-        // core's words about reactions and deletions) are not.
-        let said =
-            matches!(&outbound.event.kind, EventKind::Message(c) if c.kind == MessageKind::Normal);
-        if let Ok(Receipt {
-            remote_id: Some(id),
-        }) = &result
-            && said
-        {
-            let channel = outbound.event.room.as_str().to_lowercase();
-            self.addressing
-                .record(&channel, outbound.event.sender.name(), id.as_str());
+    /// Turns an outbound event into the lines to send, or answers it at once when it can't be
+    /// sent here.
+    fn start_sending(&mut self, outbound: Outbound) {
+        match self.lines_of(&outbound.event) {
+            Ok(lines) => {
+                self.sending = Some(Sending {
+                    outbound,
+                    lines: lines.into(),
+                })
+            }
+            Err(e) => outbound.respond(Err(e)),
         }
-        let lost = matches!(result, Err(SendError::Disconnected));
-        outbound.respond(result);
-        if lost {
-            return Err(ConnectorError::Disconnected("write failed".into()));
-        }
-        Ok(())
     }
 
-    async fn send_event(&mut self, event: &Event) -> Result<Receipt, SendError> {
+    fn lines_of(&self, event: &Event) -> Result<Vec<String>, SendError> {
         let EventKind::Message(content) = &event.kind else {
             return Err(SendError::Unsupported("IRC carries messages only"));
         };
@@ -653,6 +663,7 @@ impl<'s> Session<'s> {
         };
         let emote = content.kind == MessageKind::Emote;
         let budget = self.budget(command, target, emote);
+        let mut lines = Vec::new();
         for text_line in content.text.as_str().split('\n') {
             let text_line = text_line.trim_end_matches('\r');
             if text_line.is_empty() {
@@ -664,18 +675,77 @@ impl<'s> Session<'s> {
                 } else {
                     piece.to_owned()
                 };
-                if let Some(limiter) = &self.limiter {
-                    limiter.until_ready().await;
-                }
-                self.write_line(&line::build_message(command, target, &payload))
-                    .await
-                    .map_err(|_| SendError::Disconnected)?;
+                lines.push(line::build_message(command, target, &payload));
             }
         }
+        Ok(lines)
+    }
+
+    /// Writes the next line of the message being sent (the send rate allowed it); once the
+    /// last is out, answers the message.
+    async fn send_next_line(&mut self) -> Result<(), ConnectorError> {
+        let Some(next) = self.sending.as_mut().and_then(|s| s.lines.pop_front()) else {
+            self.sent();
+            return Ok(());
+        };
+        if let Err(e) = self.write_line(&next).await {
+            self.abandon_sending();
+            return Err(e);
+        }
+        if self.sending.as_ref().is_some_and(|s| s.lines.is_empty()) {
+            self.sent();
+        }
+        Ok(())
+    }
+
+    /// Answers the message whose lines are all out.
+    fn sent(&mut self) {
+        let Some(Sending { outbound, .. }) = self.sending.take() else {
+            return;
+        };
+        let event = &outbound.event;
         // IRC gives no ids: this one lets `name: …` answers (see `address`) and the message map
         // find the message.
-        Ok(Receipt {
-            remote_id: Some(format!("irc-out.{}", event.key).into()),
-        })
+        let id: passerelle_sdk::RemoteMessageId = format!("irc-out.{}", event.key).into();
+        // Only said messages are answered by name; actions and notices (which also carry the
+        // core's words about reactions and deletions) are not.
+        if matches!(&event.kind, EventKind::Message(c) if c.kind == MessageKind::Normal) {
+            let channel = event.room.as_str().to_lowercase();
+            self.addressing
+                .record(&channel, event.sender.name(), id.as_str());
+        }
+        outbound.respond(Ok(Receipt {
+            remote_id: Some(id),
+        }));
+    }
+
+    /// The connection is gone with lines still to send: the daemon sends the message again.
+    fn abandon_sending(&mut self) {
+        if let Some(Sending { outbound, .. }) = self.sending.take() {
+            outbound.respond(Err(SendError::Disconnected));
+        }
+    }
+
+    /// On shutdown: the rest of the message goes out at once (a few lines at most, `max_lines`),
+    /// so what the daemon handed over is answered as sent.
+    async fn finish_sending(&mut self) {
+        while self.sending.is_some() {
+            if self.send_next_line().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A message being sent, line by line.
+struct Sending {
+    outbound: Outbound,
+    lines: std::collections::VecDeque<String>,
+}
+
+/// Waits until `limiter` allows a line (at once without one).
+async fn ready(limiter: Option<&DefaultDirectRateLimiter>) {
+    if let Some(limiter) = limiter {
+        limiter.until_ready().await;
     }
 }

@@ -91,10 +91,10 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b))
         );
         assert_eq!(
-            local_of("@pss_irc_bob:localhost", "localhost"),
+            local_of("@pss_irc_bob:example.org", "example.org"),
             Some("pss_irc_bob")
         );
-        assert_eq!(local_of("@x:other", "localhost"), None);
+        assert_eq!(local_of("@x:other", "example.org"), None);
         for s in ["#chan", "Bob[m]", "a_b", "é ü"] {
             assert_eq!(unescape(&escape(s)).as_deref(), Some(s));
         }
@@ -102,13 +102,16 @@ mod tests {
         assert_eq!(unescape("=2"), None);
         let local = alias_localpart("pss", "irc.main", "#Chan");
         assert_eq!(
-            parse_alias(&format!("#{local}:localhost"), "pss", "localhost"),
+            parse_alias(&format!("#{local}:example.org"), "pss", "example.org"),
             Some(("irc.main".into(), "#Chan".into()))
         );
         assert_eq!(
-            parse_alias(&format!("#{local}:other"), "pss", "localhost"),
+            parse_alias(&format!("#{local}:other"), "pss", "example.org"),
             None
         );
-        assert_eq!(parse_alias("#pss_irc:localhost", "pss", "localhost"), None);
+        assert_eq!(
+            parse_alias("#pss_irc:example.org", "pss", "example.org"),
+            None
+        );
     }
 }

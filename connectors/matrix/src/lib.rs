@@ -135,6 +135,7 @@ impl Connector for MatrixConnector {
         Limits {
             max_text_bytes: Some(30_000),
             max_upload_bytes: Some(self.config().max_upload_bytes),
+            ..Default::default()
         }
     }
 

@@ -15,10 +15,10 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(20);
 const AS_TOKEN: &str = "as-token-0123456789abcdef0123456789abcdef";
 const HS_TOKEN: &str = "hs-token-0123456789abcdef0123456789abcdef";
-const BOT: &str = "@passerelle:localhost";
+const BOT: &str = "@passerelle:hs.passerelle.test";
 
 fn table(hs_url: &str) -> serde_json::Value {
-    json!({"mode": "appservice", "homeserver": hs_url, "server_name": "localhost",
+    json!({"mode": "appservice", "homeserver": hs_url, "server_name": "hs.passerelle.test",
         "as_token": AS_TOKEN, "hs_token": HS_TOKEN})
 }
 
@@ -103,13 +103,13 @@ async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
         )
         .await
         .expect("bridged");
-    assert_eq!(e.sender.id.as_str(), "@alice:localhost");
+    assert_eq!(e.sender.id.as_str(), "@alice:hs.passerelle.test");
 
     // Straight at the endpoint, as the homeserver would: a wrong token is refused and nothing
     // is bridged; a retried transaction is bridged once.
     let http = reqwest::Client::new();
     let url = |txn: &str| format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions/{txn}");
-    let body = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:localhost",
+    let body = json!({"events": [{"type": "m.room.message", "room_id": room, "sender": "@alice:hs.passerelle.test",
         "event_id": "$forged-by-test", "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "once only"}}]});
     let r = http
         .put(url("900"))
@@ -179,7 +179,10 @@ async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
         .next_matching(WAIT, |e| e.body() == "hi from a ghost")
         .await
         .expect("alice sees the ghost's message");
-    assert_eq!(seen.sender(), "@passerelle_testkit.origin_bob:localhost");
+    assert_eq!(
+        seen.sender(),
+        "@passerelle_testkit.origin_bob:hs.passerelle.test"
+    );
     let profile = alice.profile(seen.sender()).await;
     assert_eq!(profile["displayname"], "Bob the Builder");
     h.shutdown(Duration::from_secs(10)).await;

@@ -13,7 +13,7 @@ fn bot(hs: &Synapse, dir: &Path) -> Box<dyn Connector> {
         data_dir: dir.to_owned(),
     };
     let table = serde_json::json!({
-        "homeserver": hs.url(), "user": "@bridge:localhost", "password": "bridge-pw",
+        "homeserver": hs.url(), "user": "@bridge:hs.passerelle.test", "password": "bridge-pw",
     });
     match MatrixFactory.build(&ctx, table) {
         Ok(c) => c,
@@ -28,13 +28,13 @@ async fn bot_mode_passes_the_conformance_suite_against_synapse() {
     hs.register("alice", "alice-pw", false);
     let alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     let room = alice
-        .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
+        .create_room(serde_json::json!({"invite": ["@bridge:hs.passerelle.test"]}))
         .await;
     let dir = tempfile::tempdir().unwrap();
     let mut peer = RoomPeer {
         user: alice,
         room: room.clone(),
-        bridge: "@bridge:localhost".into(),
+        bridge: "@bridge:hs.passerelle.test".into(),
         http_port: None,
     };
     let make = || bot(&hs, dir.path());
@@ -49,7 +49,7 @@ async fn bot_mode_logs_in_with_an_access_token_from_a_file() {
     let token_holder = MatrixUser::login(&hs.url(), "bridge", "bridge-pw").await;
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     let room = alice
-        .create_room(serde_json::json!({"invite": ["@bridge:localhost"]}))
+        .create_room(serde_json::json!({"invite": ["@bridge:hs.passerelle.test"]}))
         .await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
@@ -62,7 +62,7 @@ async fn bot_mode_logs_in_with_an_access_token_from_a_file() {
     let wrong = MatrixFactory
         .build(
             &ctx,
-            serde_json::json!({"homeserver": hs.url(), "user": "@alice:localhost",
+            serde_json::json!({"homeserver": hs.url(), "user": "@alice:hs.passerelle.test",
             "access_token_file": token_file}),
         )
         .unwrap();
@@ -74,7 +74,7 @@ async fn bot_mode_logs_in_with_an_access_token_from_a_file() {
     let connector = MatrixFactory
         .build(
             &ctx,
-            serde_json::json!({"homeserver": hs.url(), "user": "@bridge:localhost",
+            serde_json::json!({"homeserver": hs.url(), "user": "@bridge:hs.passerelle.test",
             "access_token_file": token_file}),
         )
         .unwrap();
@@ -86,7 +86,7 @@ async fn bot_mode_logs_in_with_an_access_token_from_a_file() {
         .members(&room)
         .await
         .iter()
-        .any(|m| m == "@bridge:localhost")
+        .any(|m| m == "@bridge:hs.passerelle.test")
     {
         assert!(std::time::Instant::now() < deadline, "the bot never joined");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -62,7 +62,7 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
     let http = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     let room = http
         .create_room(json!({
-            "invite": ["@bridge:localhost"],
+            "invite": ["@bridge:hs.passerelle.test"],
             "initial_state": [{"type": "m.room.encryption", "state_key": "",
                 "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
         }))
@@ -73,12 +73,13 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
         account: "matrix.e2e".into(),
         data_dir: dir.path().join("bridge"),
     };
-    let table = json!({"homeserver": hs.url(), "user": "@bridge:localhost", "password": "bridge-pw",
+    let table = json!({"homeserver": hs.url(), "user": "@bridge:hs.passerelle.test", "password": "bridge-pw",
         "store_passphrase": "a store passphrase", "key_backup": true});
     let connector = MatrixFactory.build(&ctx, table).expect("config");
     let mut h = Harness::start(connector, "matrix.e2e", vec![room.as_str().into()]);
     assert!(h.wait_connected(WAIT).await, "the bot did not connect");
-    http.wait_member(&room, "@bridge:localhost", WAIT).await;
+    http.wait_member(&room, "@bridge:hs.passerelle.test", WAIT)
+        .await;
 
     // Alice's client encrypts; the bot decrypts and emits the clear text.
     let alice = sdk_login(&hs, &dir.path().join("alice"), "alice", "alice-pw").await;
@@ -101,7 +102,7 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
         })
         .await
         .expect("the bot decrypted alice's message");
-    assert_eq!(inbound.sender.id.as_str(), "@alice:localhost");
+    assert_eq!(inbound.sender.id.as_str(), "@alice:hs.passerelle.test");
 
     // The bot encrypts what it sends; alice's client reads it.
     let mut sender = Sender::new("bob");
@@ -160,7 +161,7 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
 async fn appservice_mode_bridges_an_encrypted_room_through_the_bots_device() {
     let dir = tempfile::tempdir().unwrap();
     let port = passerelle_testkit::free_port();
-    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "localhost",
+    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "hs.passerelle.test",
         "as_token": "as-token-0123456789abcdef0123456789abcdef",
         "hs_token": "hs-token-0123456789abcdef0123456789abcdef"});
     let yaml = passerelle_matrix::registration(table.clone(), &format!("http://127.0.0.1:{port}"))
@@ -190,8 +191,9 @@ async fn appservice_mode_bridges_an_encrypted_room_through_the_bots_device() {
         h.wait_connected(WAIT).await,
         "the appservice did not connect"
     );
-    http.invite(&room, "@passerelle:localhost").await;
-    http.wait_member(&room, "@passerelle:localhost", WAIT).await;
+    http.invite(&room, "@passerelle:hs.passerelle.test").await;
+    http.wait_member(&room, "@passerelle:hs.passerelle.test", WAIT)
+        .await;
 
     let alice = sdk_login(&hs, &dir.path().join("alice"), "alice", "alice-pw").await;
     let room_id = OwnedRoomId::try_from(room.as_str()).unwrap();
@@ -225,7 +227,7 @@ async fn appservice_mode_bridges_an_encrypted_room_through_the_bots_device() {
         wire["type"], "m.room.encrypted",
         "encrypted on the server: {wire}"
     );
-    assert_eq!(wire["sender"], "@passerelle:localhost");
+    assert_eq!(wire["sender"], "@passerelle:hs.passerelle.test");
     let id = OwnedEventId::try_from(id.as_str()).unwrap();
     assert_eq!(
         decrypted_body(&alice, &room_id, &id).await,

@@ -84,7 +84,7 @@ async fn bot_mode_uploads_files_and_refuses_private_links_by_default() {
     hs.register("alice", "alice-pw", false);
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     let room = alice
-        .create_room(json!({"invite": ["@bridge:localhost"]}))
+        .create_room(json!({"invite": ["@bridge:hs.passerelle.test"]}))
         .await;
     let dir = tempfile::tempdir().unwrap();
     for (allow, sub) in [(false, "strict"), (true, "open")] {
@@ -92,7 +92,7 @@ async fn bot_mode_uploads_files_and_refuses_private_links_by_default() {
             account: "m".into(),
             data_dir: dir.path().join(sub),
         };
-        let table = json!({"homeserver": hs.url(), "user": "@bridge:localhost",
+        let table = json!({"homeserver": hs.url(), "user": "@bridge:hs.passerelle.test",
             "password": "bridge-pw", "media_fetch_private": allow});
         let mut h = Harness::start(
             MatrixFactory.build(&ctx, table).unwrap(),
@@ -100,7 +100,9 @@ async fn bot_mode_uploads_files_and_refuses_private_links_by_default() {
             vec![room.as_str().into()],
         );
         assert!(h.wait_connected(WAIT).await);
-        alice.wait_member(&room, "@bridge:localhost", WAIT).await;
+        alice
+            .wait_member(&room, "@bridge:hs.passerelle.test", WAIT)
+            .await;
         let answer = h
             .send(with_file(&room, port), WAIT)
             .await
@@ -121,7 +123,7 @@ async fn appservice_mode_uploads_files_as_the_ghost() {
     let file_port = file_server(bytes.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let port = passerelle_testkit::free_port();
-    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "localhost",
+    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "hs.passerelle.test",
         "as_token": "as-token-0123456789abcdef0123456789abcdef",
         "hs_token": "hs-token-0123456789abcdef0123456789abcdef",
         "media_fetch_private": true, "encryption": false});
@@ -145,9 +147,9 @@ async fn appservice_mode_uploads_files_as_the_ghost() {
     );
     h.serve_http(port).await;
     assert!(h.wait_connected(WAIT).await);
-    alice.invite(&room, "@passerelle:localhost").await;
+    alice.invite(&room, "@passerelle:hs.passerelle.test").await;
     alice
-        .wait_member(&room, "@passerelle:localhost", WAIT)
+        .wait_member(&room, "@passerelle:hs.passerelle.test", WAIT)
         .await;
     let answer = h
         .send(with_file(&room, file_port), WAIT)
@@ -156,7 +158,7 @@ async fn appservice_mode_uploads_files_as_the_ghost() {
     assert!(answer.is_ok(), "{answer:?}");
     alice_gets_the_file(&mut alice, &room, &bytes).await;
     // The remote avatar became the ghost's, uploaded to the content repository.
-    let ghost = "@passerelle_testkit.origin_carol:localhost";
+    let ghost = "@passerelle_testkit.origin_carol:hs.passerelle.test";
     let avatar = alice.profile(ghost).await["avatar_url"]
         .as_str()
         .unwrap_or_default()
@@ -206,7 +208,7 @@ async fn matrix_files_reach_other_networks_as_signed_links_in_both_modes() {
     let dir = tempfile::tempdir().unwrap();
     let bot_port = passerelle_testkit::free_port();
     let as_port = passerelle_testkit::free_port();
-    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "localhost",
+    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "hs.passerelle.test",
         "as_token": "as-token-0123456789abcdef0123456789abcdef",
         "hs_token": "hs-token-0123456789abcdef0123456789abcdef", "encryption": false,
         "media_public_url": format!("http://127.0.0.1:{as_port}")});
@@ -221,14 +223,14 @@ async fn matrix_files_reach_other_networks_as_signed_links_in_both_modes() {
 
     // Bot mode.
     let room = alice
-        .create_room(json!({"invite": ["@bridge:localhost"]}))
+        .create_room(json!({"invite": ["@bridge:hs.passerelle.test"]}))
         .await;
     let ctx = BuildContext {
         account: "mbot".into(),
         data_dir: dir.path().join("bot"),
     };
     let public = format!("http://127.0.0.1:{bot_port}");
-    let bot = json!({"homeserver": hs.url(), "user": "@bridge:localhost", "password": "bridge-pw",
+    let bot = json!({"homeserver": hs.url(), "user": "@bridge:hs.passerelle.test", "password": "bridge-pw",
         "media_public_url": public});
     let mut h = Harness::start(
         MatrixFactory.build(&ctx, bot).unwrap(),
@@ -237,7 +239,9 @@ async fn matrix_files_reach_other_networks_as_signed_links_in_both_modes() {
     );
     h.serve_http(bot_port).await;
     assert!(h.wait_connected(WAIT).await);
-    alice.wait_member(&room, "@bridge:localhost", WAIT).await;
+    alice
+        .wait_member(&room, "@bridge:hs.passerelle.test", WAIT)
+        .await;
     matrix_file_is_offered_through_a_signed_link(
         &mut h,
         &mut alice,
@@ -262,9 +266,9 @@ async fn matrix_files_reach_other_networks_as_signed_links_in_both_modes() {
     );
     h.serve_http(as_port).await;
     assert!(h.wait_connected(WAIT).await);
-    alice.invite(&room, "@passerelle:localhost").await;
+    alice.invite(&room, "@passerelle:hs.passerelle.test").await;
     alice
-        .wait_member(&room, "@passerelle:localhost", WAIT)
+        .wait_member(&room, "@passerelle:hs.passerelle.test", WAIT)
         .await;
     matrix_file_is_offered_through_a_signed_link(
         &mut h,

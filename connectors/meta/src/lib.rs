@@ -100,6 +100,7 @@ impl Connector for MetaConnector {
         Limits {
             max_text_bytes: None,
             max_upload_bytes: Some(self.config.max_upload_bytes),
+            ..Default::default()
         }
     }
 

@@ -41,4 +41,12 @@ pub struct Limits {
     pub max_text_bytes: Option<usize>,
     /// The largest file that can be sent, in bytes.
     pub max_upload_bytes: Option<u64>,
+    /// Set where each line of a message is shown as a message of its own (IRC): the core then
+    /// puts the sender's name before every line (so no line can pass for someone else's) and
+    /// sends at most this many lines of one message, followed by a line saying how many more
+    /// there were (with a link to the whole text where the operator enabled paste links).
+    pub max_lines: Option<usize>,
+    /// With `max_lines`: how many bytes a line shows before the network wraps it onto another
+    /// line; a longer line counts as the lines it becomes.
+    pub line_bytes: Option<usize>,
 }

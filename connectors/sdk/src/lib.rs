@@ -12,6 +12,7 @@
 //!   connector runs with.
 //! - [`error`]: typed errors for running, sending and configuring.
 //! - [`state`]: a key-value handle for connector-private state kept in the daemon's store.
+//! - [`drops`]: counting inbound data refused before it became an event.
 //! - [`secret`]: [`Secret`], a string that never prints, and the `*_file` resolution rule.
 //! - `fetch` (feature `fetch`): fetching a linked file safely (public addresses, size cap).
 //! - `tls` (feature `tls`): one rustls client set-up with an operator's CA file.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod connector;
 pub mod content;
 pub mod daemon_view;
+pub mod drops;
 pub mod error;
 pub mod event;
 #[cfg(feature = "fetch")]

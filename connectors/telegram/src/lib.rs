@@ -101,6 +101,7 @@ impl Connector for TelegramConnector {
         passerelle_sdk::Limits {
             max_text_bytes: None,
             max_upload_bytes: Some(self.config.max_upload_bytes),
+            ..Default::default()
         }
     }
 

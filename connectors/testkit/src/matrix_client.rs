@@ -445,7 +445,7 @@ impl crate::conformance::Peer for RoomPeer {
         self.room.as_str().into()
     }
     fn unknown_room(&self) -> passerelle_sdk::RoomId {
-        "!not-served:localhost".into()
+        "!not-served:hs.passerelle.test".into()
     }
     fn user(&self) -> passerelle_sdk::UserId {
         self.user.user_id.as_str().into()

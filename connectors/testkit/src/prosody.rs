@@ -169,3 +169,126 @@ impl Drop for Prosody {
         self.stop();
     }
 }
+
+/// A raw connection as the external component [`COMPONENT`]: whatever bytes a test writes reach
+/// the server as they are, with no XML library on our side, so a test can send what a hostile
+/// client would (a stanza nested 20,000 levels deep). The component may send from any address in
+/// its domain: it joins rooms and messages people as any of them. What the server sends is kept
+/// so a test can wait for it.
+pub struct RawComponent {
+    write: tokio::net::tcp::OwnedWriteHalf,
+    received: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl RawComponent {
+    /// Connects to the server's component port and completes the handshake.
+    pub async fn connect(server: &Prosody) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.component_port))
+            .await
+            .expect("connect to the component port");
+        let (mut read, mut write) = tcp.into_split();
+        write
+            .write_all(
+                format!(
+                    "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
+                     xmlns:stream='http://etherx.jabber.org/streams' to='{COMPONENT}'>"
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("send the stream header");
+        let mut header = Vec::new();
+        let id = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = read.read(&mut buf).await.expect("read the server's header");
+                assert!(n > 0, "the server closed the component stream");
+                header.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&header);
+                if let Some(start) = text.find(" id='").map(|i| i + 5)
+                    && let Some(len) = text[start..].find('\'')
+                {
+                    break text[start..start + len].to_owned();
+                }
+                if let Some(start) = text.find(" id=\"").map(|i| i + 5)
+                    && let Some(len) = text[start..].find('"')
+                {
+                    break text[start..start + len].to_owned();
+                }
+            }
+        })
+        .await
+        .expect("the server's stream header within 10 s");
+        let handshake = tokio_xmpp::parsers::component::Handshake::from_stream_id_and_password(
+            id,
+            COMPONENT_SECRET,
+        );
+        let proof: String = handshake
+            .data
+            .expect("a handshake digest")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write
+            .write_all(format!("<handshake>{proof}</handshake>").as_bytes())
+            .await
+            .expect("send the handshake");
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut got) = sink.lock() {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        let me = Self {
+            write,
+            received,
+            reader,
+        };
+        assert!(
+            me.wait_for("<handshake", Duration::from_secs(10)).await,
+            "the server did not accept the component's handshake"
+        );
+        me
+    }
+
+    /// Writes `bytes` to the server as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.write
+            .write_all(bytes)
+            .await
+            .expect("write to the server");
+    }
+
+    /// Waits until the server has sent `needle` (anywhere in what it sent so far).
+    pub async fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let seen = self
+                .received
+                .lock()
+                .map(|got| String::from_utf8_lossy(&got).contains(needle))
+                .unwrap_or(false);
+            if seen {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for RawComponent {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}

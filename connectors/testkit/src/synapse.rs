@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The server name every test homeserver uses: users are `@name:localhost`.
-pub const SERVER_NAME: &str = "localhost";
+/// The server name every test homeserver uses: users are `@name:hs.passerelle.test`.
+pub const SERVER_NAME: &str = "hs.passerelle.test";
 
 /// The virtual environment Synapse is installed in.
 pub fn venv() -> PathBuf {
@@ -231,7 +231,7 @@ app_service_config_files:{appservices}
         answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
     }
 
-    /// Creates a user (`@name:localhost`) with `password`.
+    /// Creates a user (`@name:hs.passerelle.test`) with `password`.
     pub fn register(&self, name: &str, password: &str, admin: bool) {
         let tool = venv().join("bin/register_new_matrix_user");
         let status = Command::new(if tool.exists() { tool } else { python() })

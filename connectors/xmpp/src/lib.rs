@@ -14,12 +14,14 @@
 //! ## Layout
 //! - [`config`]: the account's typed config, and what a room id may be.
 //! - [`transport`]: TCP, TLS, login and binding; or the component handshake.
+//! - [`bounds`]: every stanza's depth and size bounded on the raw bytes, before any parser.
 //! - [`nsswap`]: a component connection under parsers built for client streams.
 //! - [`stanza`]: message stanzas ↔ the event model, without I/O.
 //! - [`upload`]: HTTP File Upload (XEP-0363) for files from other networks.
 //! - [`memory`]: ids, reaction sets and the last message seen, per room, in the connector state.
 //! - [`session`]: one connection: joins, the read/send loop, confirmations, keep-alive.
 
+pub mod bounds;
 pub mod config;
 pub mod memory;
 pub mod nsswap;
@@ -80,6 +82,7 @@ impl Connector for XmppConnector {
         Limits {
             max_text_bytes: Some(stanza::MAX_BODY_BYTES),
             max_upload_bytes: Some(self.settings.max_upload),
+            ..Default::default()
         }
     }
 

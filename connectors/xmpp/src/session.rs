@@ -189,7 +189,7 @@ impl<'s> Session<'s> {
         settings: &'s Settings,
         io: &ConnectorIo,
     ) -> Result<Session<'s>, ConnectorError> {
-        let (mut stream, me) = transport::open(settings).await?;
+        let (mut stream, me) = transport::open(settings, &io.account).await?;
         let mut rooms = HashMap::new();
         let mut directs = HashMap::new();
         for room in &io.rooms {

@@ -4,10 +4,11 @@
 //! resource binding. tokio-xmpp provides the XML stream and the SASL exchange; the connection
 //! itself is ours, so that a private CA works and every failure is classified for the supervisor.
 
+use crate::bounds::Bounded;
 use crate::config::{Mode, Settings, TlsMode};
 use crate::nsswap::NamespaceSwap;
 use futures::{SinkExt, StreamExt};
-use passerelle_sdk::ConnectorError;
+use passerelle_sdk::{AccountId, ConnectorError};
 use std::borrow::Cow;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
@@ -51,6 +52,16 @@ pub async fn read(stream: &mut Stream) -> Result<Read, ConnectorError> {
         Some(Ok(el)) => Ok(Read::Element(Box::new(el))),
         Some(Err(ReadError::SoftTimeout)) => Ok(Read::Idle),
         Some(Err(ReadError::ParseError(e))) => Ok(Read::Malformed(e.to_string())),
+        // XML that is not well-formed (or cut off by the end of the connection) ends the stream:
+        // the parser can't find its footing again, and would report the same error for ever.
+        Some(Err(ReadError::HardError(e)))
+            if e.get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rxml::Error>().is_some()) =>
+        {
+            Err(ConnectorError::Disconnected(format!(
+                "the server's XML is not well-formed: {e}"
+            )))
+        }
         // A stanza that is well-formed XML but not valid (tokio-xmpp reports it as InvalidData
         // and keeps the stream): skipped. The error names the element and the rule, never text.
         Some(Err(ReadError::HardError(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -76,11 +87,14 @@ pub async fn send(stream: &mut Stream, stanza: impl Into<Stanza>) -> Result<(), 
 /// Connects, secures, logs in and binds (client mode), or connects and completes the component
 /// handshake (component mode), within the connect timeout. Returns our address: the bound JID,
 /// or the bot's address in the component's domain.
-pub async fn open(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
+pub async fn open(
+    settings: &Settings,
+    account: &AccountId,
+) -> Result<(Stream, FullJid), ConnectorError> {
     let opening = async {
         match settings.mode {
-            Mode::Client => open_client(settings).await,
-            Mode::Component => open_component(settings).await,
+            Mode::Client => open_client(settings, account).await,
+            Mode::Component => open_component(settings, account).await,
         }
     };
     tokio::time::timeout(settings.connect_timeout, opening)
@@ -142,9 +156,14 @@ async fn connect_tcp(settings: &Settings) -> Result<TcpStream, ConnectorError> {
 
 /// XEP-0114: a plain TCP stream to the server's component port, the stream header naming the
 /// component's domain, and the handshake proving the shared secret.
-async fn open_component(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
+async fn open_component(
+    settings: &Settings,
+    account: &AccountId,
+) -> Result<(Stream, FullJid), ConnectorError> {
     let tcp = connect_tcp(settings).await?;
-    let io: Box<dyn AsyncReadAndWrite + Send> = Box::new(BufStream::new(NamespaceSwap::new(tcp)));
+    let io: Box<dyn AsyncReadAndWrite + Send> = Box::new(BufStream::new(NamespaceSwap::new(
+        Bounded::new(tcp, account.clone()),
+    )));
     let mut pending =
         xmlstream::initiate_stream(io, ns::JABBER_CLIENT, header(settings), timeouts(settings))
             .await
@@ -197,14 +216,18 @@ async fn open_component(settings: &Settings) -> Result<(Stream, FullJid), Connec
     Ok((stream, me))
 }
 
-async fn open_client(settings: &Settings) -> Result<(Stream, FullJid), ConnectorError> {
+async fn open_client(
+    settings: &Settings,
+    account: &AccountId,
+) -> Result<(Stream, FullJid), ConnectorError> {
     let tcp = connect_tcp(settings).await?;
     let tcp = match settings.tls {
         TlsMode::Direct => tcp,
-        TlsMode::Starttls => starttls(settings, tcp).await?,
+        TlsMode::Starttls => starttls(settings, account, tcp).await?,
     };
     let secured = tls(settings, tcp).await?;
-    let io: Box<dyn AsyncReadAndWrite + Send> = Box::new(BufStream::new(secured));
+    let io: Box<dyn AsyncReadAndWrite + Send> =
+        Box::new(BufStream::new(Bounded::new(secured, account.clone())));
     let pending =
         xmlstream::initiate_stream(io, ns::JABBER_CLIENT, header(settings), timeouts(settings))
             .await
@@ -268,16 +291,20 @@ async fn open_client(settings: &Settings) -> Result<(Stream, FullJid), Connector
     }
 }
 
-async fn starttls(settings: &Settings, tcp: TcpStream) -> Result<TcpStream, ConnectorError> {
+async fn starttls(
+    settings: &Settings,
+    account: &AccountId,
+    tcp: TcpStream,
+) -> Result<TcpStream, ConnectorError> {
     let pending = xmlstream::initiate_stream(
-        BufStream::new(tcp),
+        BufStream::new(Bounded::new(tcp, account.clone())),
         ns::JABBER_CLIENT,
         header(settings),
         timeouts(settings),
     )
     .await
     .map_err(|e| stream_error("opening the stream", e))?;
-    let (features, mut stream): (_, XmppStream<BufStream<TcpStream>>) = pending
+    let (features, mut stream): (_, XmppStream<BufStream<Bounded<TcpStream>>>) = pending
         .recv_features()
         .await
         .map_err(|e| stream_error("reading stream features", e))?;
@@ -312,7 +339,7 @@ async fn starttls(settings: &Settings, tcp: TcpStream) -> Result<TcpStream, Conn
             }
         }
     }
-    Ok(stream.into_inner().into_inner())
+    Ok(stream.into_inner().into_inner().into_inner())
 }
 
 #[cfg(test)]

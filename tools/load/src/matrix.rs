@@ -16,7 +16,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BRIDGE: &str = "@bridge:localhost";
+const BRIDGE: &str = "@bridge:hs.passerelle.test";
 
 fn config(dir: &std::path::Path, admin: u16, hs: &str, irc: u16, room: &str) -> String {
     format!(
@@ -114,7 +114,7 @@ pub async fn matrix_to_irc(load: Load) -> Result<()> {
     // A burst between two syncs is seen whole.
     bob.set_timeline_limit(1000);
     let base_room = alice
-        .create_room(json!({"invite": ["@bob:localhost"]}))
+        .create_room(json!({"invite": ["@bob:hs.passerelle.test"]}))
         .await;
     bob.join(&base_room).await;
     let bridged_room = alice.create_room(json!({"invite": [BRIDGE]})).await;
