@@ -118,6 +118,8 @@ pub struct Delivery {
     pub stop: CancellationToken,
     /// Where receipts are written ([`Recorder::start`]).
     pub recorder: mpsc::Sender<Record>,
+    /// Paste links for messages cut to a destination's lines, when `[pastes]` is set.
+    pub pastes: Option<Arc<crate::pastes::Pastes>>,
 }
 
 struct Lane {
@@ -362,10 +364,17 @@ impl LaneTask {
                 return Some(Outcome::Retry(Duration::from_secs(1)));
             }
         };
-        let event = match degrade::adapt(routed, &self.room, policy, rel, &d.general) {
-            Ok(event) => event,
-            Err(reason) => return self.drop_row(entry, reason).await,
-        };
+        let event =
+            match degrade::adapt_with(routed, &self.room, policy, rel.clone(), &d.general, None) {
+                Ok(adapted) if adapted.cut && d.pastes.is_some() => {
+                    match self.with_paste(routed, policy, rel).await {
+                        Some(event) => event,
+                        None => adapted.event,
+                    }
+                }
+                Ok(adapted) => adapted.event,
+                Err(reason) => return self.drop_row(entry, reason).await,
+            };
         let checked = d.guard.read().unwrap_or_else(|e| e.into_inner()).check(
             (&routed.origin, &routed.event.room),
             (&self.account, &self.room),
@@ -433,6 +442,35 @@ impl LaneTask {
             // The connector went away without answering (it is restarting): try again.
             Err(_) => Some(Outcome::Retry(Duration::from_millis(500))),
         }
+    }
+
+    /// The event adapted again with a link to its whole text, once that is stored. `None` when
+    /// it could not be (the message then goes without the link; the failure is logged).
+    async fn with_paste(
+        &self,
+        routed: &RoutedEvent,
+        policy: &crate::router::AccountPolicy,
+        rel: DestRelations,
+    ) -> Option<passerelle_sdk::Event> {
+        let d = &self.delivery;
+        let pastes = d.pastes.as_ref()?;
+        let text = match &routed.event.kind {
+            EventKind::Message(c) | EventKind::Edit { content: c, .. } => c.text.as_str(),
+            _ => return None,
+        };
+        let link = match pastes
+            .publish(routed.event.key, &self.account, &self.room, text)
+            .await
+        {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::error!(account = %self.account, error = %e, "cannot store a paste; the message goes without its link");
+                return None;
+            }
+        };
+        degrade::adapt_with(routed, &self.room, policy, rel, &d.general, Some(&link))
+            .ok()
+            .map(|a| a.event)
     }
 
     async fn relations(
@@ -524,6 +562,7 @@ mod tests {
             outbound: [("b".into(), tx)].into_iter().collect(),
             general: General::default(),
             stop: CancellationToken::new(),
+            pastes: None,
         });
         let lanes = Lanes::new(delivery, tracker);
         let router = Router::new(

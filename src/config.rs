@@ -21,6 +21,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[http]`: the admin listener.
     pub http: HttpConfig,
+    /// `[pastes]`: links to the whole text of messages cut to a destination's lines.
+    pub pastes: PastesConfig,
     /// `[accounts.NAME]`, sorted by name.
     pub accounts: BTreeMap<AccountId, AccountConfig>,
     /// `[[links]]`, in file order.
@@ -176,6 +178,36 @@ impl HttpConfig {
     }
 }
 
+/// `[pastes]`: paste links. Where a destination shows each line as a message (IRC) and a
+/// message has more lines than its `max_lines`, the lines sent end with a link to the whole
+/// text, served by the daemon at `{public_url}/pastes/...`. The text is kept sealed (encrypted
+/// with the outbox key) and deleted after `keep_hours`; anyone with the link can read it until
+/// then. Off unless `public_url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PastesConfig {
+    /// Where people reach the daemon's listener, e.g. `https://bridge.example.org` (a reverse
+    /// proxy in front of `http.listen`). Unset: no paste links (a cut message says only how
+    /// many lines were left out).
+    pub public_url: Option<String>,
+    /// Hours a paste stays readable before it is deleted. Default 24.
+    #[serde(default = "default_paste_hours")]
+    pub keep_hours: u64,
+}
+
+fn default_paste_hours() -> u64 {
+    24
+}
+
+impl Default for PastesConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            keep_hours: default_paste_hours(),
+        }
+    }
+}
+
 /// What an account may do. Each right is granted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rights {
@@ -289,6 +321,7 @@ impl Config {
             general: General::default(),
             store: StoreConfig::default(),
             http: HttpConfig::default(),
+            pastes: PastesConfig::default(),
             accounts: BTreeMap::new(),
             links: Vec::new(),
         }
@@ -357,12 +390,13 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     let general = parse_section::<General>(section("general"), "general", &mut issues);
     let store = parse_section::<StoreConfig>(section("store"), "store", &mut issues);
     let http = parse_section::<HttpConfig>(section("http"), "http", &mut issues);
+    let pastes = parse_section::<PastesConfig>(section("pastes"), "pastes", &mut issues);
     let raw_accounts = section("accounts");
     let raw_links = section("links");
     for key in top.keys() {
         issues.push(ConfigIssue::new(
             path_key(key),
-            "unknown key (expected general, store, http, accounts, links)",
+            "unknown key (expected general, store, http, pastes, accounts, links)",
         ));
     }
 
@@ -376,6 +410,25 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
         ));
     }
 
+    if let Some(PastesConfig {
+        public_url: Some(url),
+        keep_hours,
+    }) = &pastes
+    {
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
+            issues.push(ConfigIssue::new(
+                "pastes.public_url",
+                "not an http(s) URL (e.g. https://bridge.example.org)",
+            ));
+        }
+        if *keep_hours == 0 || *keep_hours > 24 * 90 {
+            issues.push(ConfigIssue::new(
+                "pastes.keep_hours",
+                "must be from 1 to 2160 (90 days)",
+            ));
+        }
+    }
+
     let accounts = parse_accounts(raw_accounts, &mut issues);
     let links = parse_links(raw_links, &accounts, &mut issues);
 
@@ -383,6 +436,7 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
         general: general.unwrap_or_default(),
         store: store.unwrap_or_default(),
         http: http.unwrap_or_default(),
+        pastes: pastes.unwrap_or_default(),
         accounts,
         links,
     };

@@ -70,6 +70,15 @@ pub async fn run(
         .context("store: outbox key")?,
     );
 
+    let pastes = crate::pastes::Pastes::new(
+        &config.pastes,
+        &config.store.data_dir(),
+        sealer.clone(),
+        store.clone(),
+    )
+    .context("pastes: the key file beside the database")?
+    .map(Arc::new);
+
     let policies: Arc<Policies> = Arc::new(
         config
             .accounts
@@ -200,6 +209,7 @@ pub async fn run(
         general: config.general.clone(),
         stop: lanes_stop.clone(),
         recorder: crate::bus::Recorder::start(store.clone(), &lane_tasks),
+        pastes: pastes.clone(),
     });
     let lanes = Lanes::new(delivery, lane_tasks.clone());
     for (account, queued) in store
@@ -227,6 +237,7 @@ pub async fn run(
             accounts: Arc::new(statuses),
             prometheus,
             mounts: Arc::new(mounts),
+            pastes: pastes.clone(),
         });
         let http_stop = stop.clone();
         tasks.spawn(async move {
@@ -243,12 +254,26 @@ pub async fn run(
     let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
     let purge_store = store.clone();
     let purge_stop = stop.clone();
+    let purge_pastes = pastes.clone();
     tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = purge_stop.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            ticks += 1;
+            if let Some(pastes) = &purge_pastes {
+                match pastes.purge().await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "expired pastes deleted"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "paste purge failed"),
+                }
+            }
+            // The message map every hour.
+            if ticks % 6 != 1 {
+                continue;
             }
             let cutoff = Timestamp(
                 Timestamp::now()

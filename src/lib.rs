@@ -14,6 +14,7 @@
 //! - [`store`]: the `Store` trait, the SQLite backend, sealing of queued payloads, conformance tests.
 //! - [`http`]: the admin endpoints.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`pastes`]: links to the whole text of messages cut to a destination's lines.
 //! - [`portals`]: links made at run time (portal rooms), checked and kept in the store.
 //! - [`daemon`]: wiring and ordered shutdown.
 //!
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod http;
 pub mod mapping;
 pub mod metrics;
+pub mod pastes;
 pub mod portals;
 pub mod registry;
 pub mod router;

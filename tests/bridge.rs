@@ -676,3 +676,120 @@ async fn odd_input_is_refused_or_decoded_and_other_traffic_is_unaffected() {
     assert!(b.daemon.running());
     assert!(!b.daemon.logs().contains("panicked"));
 }
+
+/// A 2,000-line paste from the API to IRC at IRC's default pace (2 lines a second after a burst
+/// of 5): its first lines go out, each naming its sender, then a line with the count and a link
+/// to the whole text; the next message follows at once. The account's server is written
+/// `host:port`, as matterbridge configs write it.
+#[tokio::test]
+async fn a_long_paste_goes_to_irc_as_its_first_lines_and_a_link() {
+    let irc = Ngircd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, api_port) = (free_port(), free_port());
+    let config = format!(
+        r##"
+{head}
+[accounts."irc.main"]
+kind = "irc"
+server = "127.0.0.1:{irc_port}"
+tls = false
+nick = "bridge"
+
+[accounts."api.main"]
+kind = "api"
+listen = "127.0.0.1:{api_port}"
+token = "{TOKEN}"
+
+[pastes]
+public_url = "http://127.0.0.1:{admin}"
+keep_hours = 1
+
+[[links]]
+name = "lobby"
+rooms = [
+  {{ account = "irc.main", room = "#a" }},
+  {{ account = "api.main", room = "lobby" }},
+]
+"##,
+        head = common::base_config(dir.path(), admin),
+        irc_port = irc.port,
+    );
+    let mut daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    let mut reader = user(irc.port, "reader", "#a").await;
+    let api = Api::new(api_port, TOKEN);
+
+    let paste: String = (1..=2000)
+        .map(|i| format!("paste line {i} of a long log"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let started = std::time::Instant::now();
+    let (status, _) = api
+        .post(serde_json::json!({"text": paste, "username": "mallory", "gateway": "lobby"}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api
+        .post(
+            serde_json::json!({"text": "the next message", "username": "bob", "gateway": "lobby"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let got = reader
+        .messages_until(Duration::from_secs(30), |got| {
+            got.iter().any(|m| m.text.contains("the next message"))
+        })
+        .await;
+    let next_after = started.elapsed();
+    let texts: Vec<&str> = got.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts.len(),
+        7,
+        "five lines, the link, the next message: {texts:?}"
+    );
+    for (i, text) in texts[..5].iter().enumerate() {
+        assert_eq!(
+            *text,
+            format!("<mallory> paste line {} of a long log", i + 1)
+        );
+    }
+    let note = texts[5];
+    let prefix = format!("<mallory> … (1,995 more lines: http://127.0.0.1:{admin}/pastes/");
+    assert!(note.starts_with(&prefix) && note.ends_with(')'), "{note}");
+    assert_eq!(texts[6], "<bob> the next message");
+    assert!(
+        next_after < Duration::from_secs(10),
+        "the next message waited {next_after:?}"
+    );
+    eprintln!("paste of 2,000 lines: the next message reached IRC after {next_after:?}");
+
+    // The link serves the whole text, as plain text a browser won't run.
+    let link = note
+        .strip_prefix("<mallory> … (1,995 more lines: ")
+        .and_then(|l| l.strip_suffix(')'))
+        .expect("a link");
+    let http = reqwest::Client::new();
+    let answer = http.get(link).send().await.expect("the paste link answers");
+    assert_eq!(answer.status(), 200);
+    let headers = answer.headers().clone();
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["content-security-policy"], "sandbox");
+    assert_eq!(answer.text().await.unwrap(), paste);
+    // A link with another signature, or another id, shows nothing.
+    let (base, sig) = link.rsplit_once('/').unwrap();
+    let forged_sig = format!("{base}/{}", "0".repeat(sig.len()));
+    let (_, id) = base.rsplit_once('/').unwrap();
+    let other_id = link.replace(id, &"f".repeat(id.len()));
+    for forged in [forged_sig, other_id] {
+        let r = http.get(&forged).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{forged}");
+    }
+    // The text is at rest only sealed, and never in the log.
+    assert!(
+        files_containing(&dir.path().join("data"), "paste line 1999").is_empty(),
+        "the paste is sealed at rest"
+    );
+    assert!(!daemon.logs().contains("paste line"), "no text in the log");
+    daemon.stop();
+}

@@ -25,6 +25,8 @@ pub struct AdminState {
     pub prometheus: PrometheusHandle,
     /// Each account's connector endpoints, served under `/accounts/{account}/`.
     pub mounts: Arc<HashMap<AccountId, HttpMount>>,
+    /// Paste links, served under `/pastes/`, when `[pastes]` is set.
+    pub pastes: Option<Arc<crate::pastes::Pastes>>,
 }
 
 /// The largest request body a connector endpoint accepts (Matrix transactions can be large).
@@ -38,6 +40,7 @@ pub fn router(state: AdminState) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/accounts/{account}/{*rest}", any(connector))
         .route("/hooks/{account}", any(hook))
+        .route("/pastes/{id}/{signature}", get(paste))
         .with_state(state)
 }
 
@@ -142,4 +145,35 @@ async fn forward(
         .await;
     let (parts, bytes) = answer.into_parts();
     axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// A paste link: the whole text as plain text, never run or shown as a page by a browser.
+async fn paste(
+    State(state): State<AdminState>,
+    axum::extract::Path((id, signature)): axum::extract::Path<(String, String)>,
+) -> axum::response::Response {
+    let found = match &state.pastes {
+        Some(pastes) if id.len() <= 64 && signature.len() <= 64 => {
+            pastes.read(&id, &signature).await
+        }
+        _ => None,
+    };
+    let Some(text) = found else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no such paste (it may have expired)\n",
+        )
+            .into_response();
+    };
+    (
+        [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("x-content-type-options", "nosniff"),
+            ("content-security-policy", "sandbox"),
+            ("cache-control", "no-store"),
+            ("referrer-policy", "no-referrer"),
+        ],
+        text,
+    )
+        .into_response()
 }

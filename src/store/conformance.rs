@@ -252,6 +252,34 @@ pub async fn dynamic_links(store: impl Store) {
     );
 }
 
+/// Pastes are found until they expire, replaced by id, and purged once expired.
+pub async fn pastes_expire(store: impl Store) {
+    let (t0, t1, t2) = (Timestamp(1_000), Timestamp(2_000), Timestamp(3_000));
+    store.paste_put("p1", t1, b"one".to_vec()).await.unwrap();
+    store.paste_put("p2", t2, b"two".to_vec()).await.unwrap();
+    store
+        .paste_put("p2", t2, b"two again".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.paste_get("p1", t0).await.unwrap(),
+        Some(b"one".to_vec())
+    );
+    assert_eq!(
+        store.paste_get("p1", t1).await.unwrap(),
+        None,
+        "expired at t1"
+    );
+    assert_eq!(store.paste_get("nope", t0).await.unwrap(), None);
+    assert_eq!(store.paste_purge(t1).await.unwrap(), 1);
+    assert_eq!(
+        store.paste_get("p2", t1).await.unwrap(),
+        Some(b"two again".to_vec())
+    );
+    assert_eq!(store.paste_purge(t2).await.unwrap(), 1);
+    assert_eq!(store.paste_purge(t2).await.unwrap(), 0);
+}
+
 /// Batches behave as the same calls one by one: in order, a duplicate (also of an earlier event
 /// of the same batch) is answered as such while the others are stored, and completing a batch
 /// deletes every row and maps every id given.
@@ -391,6 +419,10 @@ macro_rules! store_conformance {
             #[tokio::test]
             async fn dynamic_links() {
                 $crate::store::conformance::dynamic_links($make).await;
+            }
+            #[tokio::test]
+            async fn pastes_expire() {
+                $crate::store::conformance::pastes_expire($make).await;
             }
         }
     };

@@ -206,6 +206,21 @@ pub trait Store: Send + Sync + 'static {
     async fn add_dynamic_link(&self, name: &str, rooms: String) -> Result<bool, StoreError>;
     /// Every link made at run time, oldest first: (name, rooms JSON).
     async fn dynamic_links(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Keeps a sealed paste (the whole text of a message cut to a destination's lines) until
+    /// `expires_at`; the same id again replaces it.
+    async fn paste_put(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// A paste that has not expired at `now`.
+    async fn paste_get(&self, id: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Deletes the pastes expired at `now`; how many.
+    async fn paste_purge(&self, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// Lets connectors reach their state through the SDK's [`passerelle_sdk::StateHandle`].

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_dynamic_links.sql"),
     include_str!("migrations/0003_state_records.sql"),
+    include_str!("migrations/0004_pastes.sql"),
 ];
 
 /// A store in one SQLite file.
@@ -478,6 +479,44 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![name, rooms, now])?;
             Ok(added == 1)
+        })
+        .await
+    }
+
+    async fn paste_put(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO pastes (id, expires_at, payload) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![id, expires_at.0 as i64, sealed])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn paste_get(&self, id: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT payload FROM pastes WHERE id = ?1 AND expires_at > ?2")?
+                .query_row(params![id, now.0 as i64], |row| row.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn paste_purge(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.with(move |conn| {
+            let removed = conn
+                .prepare_cached("DELETE FROM pastes WHERE expires_at <= ?1")?
+                .execute(params![now.0 as i64])?;
+            Ok(removed as u64)
         })
         .await
     }

@@ -323,3 +323,50 @@ async fn outbound_lines_respect_the_rate_limit() {
     );
     assert!(matches!(sending.await, Ok(Some(Ok(_)))));
 }
+
+#[tokio::test]
+async fn a_ping_is_answered_while_a_long_message_goes_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let extra = serde_json::json!({"send_rate_per_second": 4.0, "send_burst": 1});
+    let mut h = Harness::start(connector(port, extra), "irc.test", vec!["#chan".into()]);
+    let mut s = Script::accept(&listener).await;
+    s.welcome().await;
+    assert!(h.wait_connected(Duration::from_secs(10)).await);
+    // Twelve lines at four a second: about three seconds of sending.
+    let text = (0..12)
+        .map(|i| format!("line {i}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let event = passerelle_sdk::Event::new(
+        "#chan",
+        passerelle_sdk::Sender::new("x"),
+        EventKind::Message(passerelle_sdk::Content::plain(text)),
+    );
+    let sending = tokio::spawn(async move { h.send(event, Duration::from_secs(20)).await });
+    s.expect("PRIVMSG #chan :line 0").await;
+    s.send(b"PING :mid-paste\r\n").await;
+    let mut lines_before_pong = 0;
+    loop {
+        let line = s.line().await;
+        if line == "PONG :mid-paste" || line == "PONG mid-paste" {
+            break;
+        }
+        assert!(line.starts_with("PRIVMSG #chan :line "), "{line}");
+        lines_before_pong += 1;
+    }
+    assert!(
+        lines_before_pong < 3,
+        "the PING waited for {lines_before_pong} lines of the message"
+    );
+    // The rest of the message follows, in order, and the send is answered once it is all out.
+    let mut rest = Vec::new();
+    while rest.len() + lines_before_pong < 11 {
+        rest.push(s.line().await);
+    }
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("PRIVMSG #chan :line 11")
+    );
+    assert!(matches!(sending.await, Ok(Some(Ok(_)))));
+}

@@ -1,6 +1,7 @@
 //! A throwaway Prosody XMPP server on loopback (Debian package `prosody`; `PASSERELLE_PROSODY`
 //! overrides the binary, `PASSERELLE_PROSODYCTL` its control tool): one virtual host `localhost`
-//! with local accounts, a multi-user chat component `muc.localhost`, HTTP file sharing
+//! with local accounts, multi-user chat components `muc.localhost` (archived) and `chat.localhost`
+//! (in-memory history only), HTTP file sharing
 //! (XEP-0363) on `upload.localhost` served over plain HTTP on 127.0.0.1, and an external component
 //! (XEP-0114) `bridge.localhost`. Client connections need TLS (STARTTLS or direct TLS) with a
 //! certificate signed by a throwaway CA ([`Prosody::ca`]). Stopped by PID when dropped.
@@ -14,8 +15,11 @@ use std::time::Duration;
 
 /// The virtual host.
 pub const DOMAIN: &str = "localhost";
-/// The multi-user chat component.
+/// The multi-user chat component (rooms archived with `muc_mam`).
 pub const MUC: &str = "muc.localhost";
+/// A second multi-user chat component whose rooms keep only the in-memory history (no
+/// archive), as many servers run them.
+pub const MUC_UNARCHIVED: &str = "chat.localhost";
 /// The HTTP file share component.
 pub const UPLOAD: &str = "upload.localhost";
 /// The external component (XEP-0114), and its secret.
@@ -41,7 +45,10 @@ impl Prosody {
     /// Starts a server on free ports and waits until it accepts connections.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        make_certificates_for(dir.path(), &[DOMAIN, MUC, UPLOAD, COMPONENT]);
+        make_certificates_for(
+            dir.path(),
+            &[DOMAIN, MUC, MUC_UNARCHIVED, UPLOAD, COMPONENT],
+        );
         std::fs::create_dir_all(dir.path().join("data")).expect("data directory");
         let mut server = Self {
             child: None,
@@ -93,6 +100,11 @@ VirtualHost "{DOMAIN}"
 
 Component "{MUC}" "muc"
   modules_enabled = {{ "muc_mam" }}
+  muc_room_default_persistent = true
+  max_history_messages = 1000
+  muc_room_default_history_length = 1000
+
+Component "{MUC_UNARCHIVED}" "muc"
   muc_room_default_persistent = true
   max_history_messages = 1000
   muc_room_default_history_length = 1000
@@ -267,6 +279,14 @@ impl RawComponent {
             .write_all(bytes)
             .await
             .expect("write to the server");
+    }
+
+    /// The last `n` bytes the server sent, as text (for a failing test's message).
+    pub fn tail(&self, n: usize) -> String {
+        self.received
+            .lock()
+            .map(|got| String::from_utf8_lossy(&got[got.len().saturating_sub(n)..]).into_owned())
+            .unwrap_or_default()
     }
 
     /// Waits until the server has sent `needle` (anywhere in what it sent so far).

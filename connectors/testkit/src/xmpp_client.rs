@@ -77,7 +77,12 @@ impl XmppClient {
             jid,
             occupant_ids: HashMap::new(),
             inbox: VecDeque::new(),
-            next_id: 0,
+            // Ids unique across connections too, as real clients make them (a room without
+            // stanza-ids is known only by them).
+            next_id: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
         };
         // Available, as a client is, so that messages to the bare JID reach this session.
         me.send(Presence::available()).await;

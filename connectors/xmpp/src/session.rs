@@ -243,7 +243,9 @@ impl<'s> Session<'s> {
                     &server,
                     configured.as_ref(),
                     settings.max_upload,
-                    settings.connect_timeout,
+                    // Within the stream's read timeout, so that a silent item can't make the
+                    // stream itself time out.
+                    settings.connect_timeout.min(settings.ping_interval),
                 )
                 .await?
             }

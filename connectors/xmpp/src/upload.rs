@@ -66,9 +66,9 @@ fn upload_limit(info: &DiscoInfoResult) -> Option<Option<u64>> {
     Some(max)
 }
 
-/// Finds the server's upload service (disco#items, then disco#info of each item) within
-/// `timeout`. A server without one, or that does not answer, gives `None`: files then go out as
-/// links.
+/// Finds the server's upload service (disco#items, then disco#info of every item at once)
+/// within `timeout`. A server without one, or that does not answer, gives `None`: files then go
+/// out as links.
 pub async fn discover(
     stream: &mut Stream,
     server: &Jid,
@@ -96,13 +96,31 @@ pub async fn discover(
                 }
             }
         };
+        // Every candidate is asked at once: one that never answers (a component that is down
+        // or ignores disco) must not keep the others from being heard.
+        let mut waiting: Vec<(String, Jid)> = Vec::with_capacity(candidates.len());
         for (n, jid) in candidates.into_iter().enumerate() {
             let id = format!("pss-disco-info-{n}");
             let info = Iq::from_get(id.clone(), DiscoInfoQuery { node: None }).with_to(jid.clone());
-            let Some(answer) = ask(stream, info, &id).await? else {
+            transport::send(stream, info).await?;
+            waiting.push((id, jid));
+        }
+        while !waiting.is_empty() {
+            let Read::Element(el) = transport::read(stream).await? else {
                 continue;
             };
-            let Ok(info) = DiscoInfoResult::try_from(answer) else {
+            let (id, payload) = match *el {
+                XmppStreamElement::Stanza(Stanza::Iq(Iq::Result { id, payload, .. })) => {
+                    (id, payload)
+                }
+                XmppStreamElement::Stanza(Stanza::Iq(Iq::Error { id, .. })) => (id, None),
+                _ => continue,
+            };
+            let Some(at) = waiting.iter().position(|(w, _)| *w == id) else {
+                continue;
+            };
+            let (_, jid) = waiting.swap_remove(at);
+            let Some(info) = payload.and_then(|p| DiscoInfoResult::try_from(p).ok()) else {
                 continue;
             };
             if let Some(limit) = upload_limit(&info) {
