@@ -230,6 +230,13 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+/// A transaction's body as far as it is parsed at once: its events stay raw.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    events: Vec<Box<serde_json::value::RawValue>>,
+}
+
 /// What the transaction endpoint shares with the connector's loop.
 struct Shared {
     hs: Hs,
@@ -364,13 +371,26 @@ impl Shared {
             debug!(txn, "transaction seen before; acknowledged again");
             return json_response(200, &json!({}));
         }
-        let Ok(parsed) = serde_json::from_slice::<Value>(body) else {
+        // Only the envelope is parsed here; each event is read on its own, so that one event
+        // that can't be read (nested past the parser's depth limit, say) is skipped instead of
+        // refusing the transaction, which the homeserver would send again for ever with every
+        // later one queued behind it. Skipping a raw event costs no recursion at any depth.
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
             warn!(txn, bytes = body.len(), "malformed transaction refused");
             return matrix_error(400, "M_NOT_JSON", "body is not JSON");
         };
-        let events = parsed["events"].as_array().cloned().unwrap_or_default();
-        for ev in &events {
-            if let Err(e) = self.event(ev).await {
+        let events = envelope.events;
+        for raw in &events {
+            let Ok(ev) = serde_json::from_str::<Value>(raw.get()) else {
+                passerelle_sdk::drops::inbound(self.emitter.account(), "matrix_event_unreadable");
+                warn!(
+                    txn,
+                    bytes = raw.get().len(),
+                    "an event of the transaction could not be read; skipped"
+                );
+                continue;
+            };
+            if let Err(e) = self.event(&ev).await {
                 // Not acknowledged: the homeserver sends the transaction again later.
                 warn!(txn, error = %e, "transaction not stored; the homeserver will retry");
                 return matrix_error(503, "M_UNKNOWN", "try again");

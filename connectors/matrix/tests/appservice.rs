@@ -187,3 +187,102 @@ async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
     assert_eq!(profile["displayname"], "Bob the Builder");
     h.shutdown(Duration::from_secs(10)).await;
 }
+
+/// An event nested deeper than the JSON parser's limit (any room member can send one; Synapse
+/// accepts and delivers it) is skipped on its own: the transaction is still acknowledged, so the
+/// homeserver does not hold every later transaction behind it.
+#[tokio::test]
+async fn an_event_nested_too_deep_is_skipped_and_later_transactions_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = passerelle_testkit::free_port();
+    let hs = homeserver(dir.path(), port);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = alice.create_room(json!({})).await;
+    let mut h = Harness::start(
+        connector(&hs, &dir.path().join("as")),
+        "matrix.as",
+        vec![room.as_str().into()],
+    );
+    h.serve_http(port).await;
+    assert!(h.wait_connected(WAIT).await);
+    alice.invite(&room, BOT).await;
+    alice.wait_member(&room, BOT, WAIT).await;
+
+    // The deepest event Synapse takes (its own parser stops at 128 levels too): inside a
+    // transaction (an object and a list around it) it is past the limit of a parser that reads
+    // the transaction whole.
+    let nested = |depth: usize| {
+        let mut v = json!("bottom");
+        for _ in 0..depth {
+            v = json!({ "a": v });
+        }
+        json!({"msgtype": "m.text", "body": "deep canary", "x": v})
+    };
+    let mut taken = None;
+    for depth in (100..=130).rev() {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/deep-{depth}",
+            room.replace('!', "%21")
+        );
+        let (status, _) = alice
+            .call(reqwest::Method::PUT, &path, Some(nested(depth)))
+            .await;
+        if status == 200 {
+            taken = Some(depth);
+            break;
+        }
+    }
+    let depth = taken.expect("Synapse takes a deeply nested event");
+    let whole = json!({"events": [{"type": "m.room.message", "content": nested(depth)}]});
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&whole.to_string()).is_err(),
+        "at depth {depth} a transaction read whole is past the parser's limit"
+    );
+    alice.say(&room, "after the deep one").await;
+    // Read on its own, the event is within the limit: a message like any other. The transaction
+    // is acknowledged and the next one follows.
+    for want in ["deep canary", "after the deep one"] {
+        let e = h
+            .next_matching(WAIT, |e| matches!(&e.kind, EventKind::Message(_)))
+            .await
+            .unwrap_or_else(|| panic!("{want:?} bridged (depth {depth})"));
+        assert!(
+            matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == want),
+            "{want:?} next"
+        );
+    }
+
+    // Straight at the endpoint: one unreadable event among good ones is skipped, the rest are
+    // bridged, and the transaction is answered 200.
+    let deep = format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000));
+    let good = |id: &str, text: &str| {
+        json!({"type": "m.room.message", "room_id": room, "sender": "@alice:hs.passerelle.test",
+            "event_id": id, "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": text}})
+        .to_string()
+    };
+    let body = format!(
+        "{{\"events\": [{}, {{\"type\": \"m.room.message\", \"content\": {deep}}}, {}]}}",
+        good("$before-deep", "before"),
+        good("$after-deep", "after")
+    );
+    let r = reqwest::Client::new()
+        .put(format!(
+            "http://127.0.0.1:{port}/_matrix/app/v1/transactions/deep-1"
+        ))
+        .bearer_auth(HS_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for want in ["before", "after"] {
+        let e = h
+            .next_matching(WAIT, |e| matches!(&e.kind, EventKind::Message(_)))
+            .await
+            .unwrap_or_else(|| panic!("{want} bridged"));
+        assert!(matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == want));
+    }
+    h.shutdown(Duration::from_secs(10)).await;
+}

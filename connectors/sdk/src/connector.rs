@@ -145,6 +145,11 @@ impl Emitter {
         Self { account, tx }
     }
 
+    /// The account this emitter hands events in for.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
     /// Hands `event` to the daemon and waits until it is durably stored or refused. Waits (applying
     /// backpressure) while the daemon's inbound queue is full.
     pub async fn emit(&self, event: Event) -> Result<Disposition, EmitError> {
