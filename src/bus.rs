@@ -36,8 +36,6 @@ use tokio_util::task::TaskTracker;
 
 /// How many rows a lane holds in memory before it spills to reading the store.
 const LANE_CAPACITY: usize = 256;
-/// How long a lane waits for a connector's answer before retrying the row.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many rows a spilled lane reads from the store at once.
 const RELOAD_BATCH: usize = 256;
 /// How many receipts the recorder writes in one transaction at most.
@@ -407,12 +405,23 @@ impl LaneTask {
             },
         }
         // Once handed over, the answer is awaited even while stopping (the daemon stops the
-        // connectors only after the lanes), so a sent message is always recorded as sent.
-        let result = match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(account = %self.account, key = %entry.key, "no answer from the connector in time; retrying");
-                return Some(Outcome::Retry(Duration::from_secs(1)));
+        // connectors only after the lanes), so a sent message is always recorded as sent. It is
+        // awaited however long it takes: the connector may be reconnecting with the event still
+        // queued, and handing the row over again would send it twice. One send in flight per row.
+        let answer_timeout = Duration::from_secs(d.general.answer_timeout_secs.max(1));
+        let mut answer = answer;
+        let mut waited = Duration::ZERO;
+        let result = loop {
+            match tokio::time::timeout(answer_timeout, &mut answer).await {
+                Ok(r) => break r,
+                Err(_) => {
+                    waited += answer_timeout;
+                    tracing::warn!(
+                        account = %self.account, room = %self.room, key = %entry.key,
+                        waited_secs = waited.as_secs(),
+                        "no answer from the connector yet; still waiting (the message is not handed over again)"
+                    );
+                }
             }
         };
         match result {

@@ -54,6 +54,15 @@ pub struct General {
     /// (what is left stays in the outbox for the next start).
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// Seconds a delivery waits for its destination's answer before it is logged as late. The
+    /// message is never handed to the connector a second time while the first may still go
+    /// out (a connector that is reconnecting keeps it queued): it waits on.
+    #[serde(default = "default_answer_timeout")]
+    pub answer_timeout_secs: u64,
+}
+
+fn default_answer_timeout() -> u64 {
+    120
 }
 
 fn default_nick_format() -> String {
@@ -72,6 +81,7 @@ impl Default for General {
             reaction_fallback: TextFallback::default(),
             delete_fallback: TextFallback::default(),
             shutdown_grace_secs: default_grace(),
+            answer_timeout_secs: default_answer_timeout(),
         }
     }
 }

@@ -154,7 +154,7 @@ pub async fn run(
             account: account.id.clone(),
             rooms: crate::config::rooms_of(&config, &account.id),
             emitter: Emitter::new(account.id.clone(), inbound_tx.clone()),
-            outbound: rx,
+            outbound: passerelle_sdk::OutboundQueue::new(rx),
             state: StateHandle::new(account.id.clone(), Arc::new(StoreState(store.clone()))),
             status,
             shutdown: stop.child_token(),

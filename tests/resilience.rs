@@ -203,3 +203,49 @@ async fn the_bridge_reconnects_and_rejoins_after_the_irc_server_restarts() {
     // IRC user joins/parts are counted drops (no destination carries membership).
     assert!(m.contains("passerelle_drops_total{"), "{m}");
 }
+
+/// The IRC server down for five times the answer timeout, with 50 messages queued for it: when it
+/// is back each arrives exactly once, in order. The lane hands each row to the connector once and
+/// waits for that answer however long the connector takes to reconnect.
+#[tokio::test]
+async fn an_outage_longer_than_the_answer_timeout_sends_each_message_once() {
+    let mut irc = Ngircd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, api_port) = (free_port(), free_port());
+    let config = config(irc.port, admin, api_port, dir.path(), 0.0).replace(
+        "shutdown_grace_secs = 1",
+        "shutdown_grace_secs = 1\nanswer_timeout_secs = 2",
+    );
+    let daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    let api = Api::new(api_port, TOKEN);
+
+    irc.stop();
+    const TOTAL: usize = 50;
+    for i in 0..TOTAL {
+        let (status, _) = api
+            .post(serde_json::json!({"text": format!("queued {i}"), "username": "s", "gateway": "lobby"}))
+            .await;
+        assert_eq!(status, 200, "stored while IRC is down");
+    }
+    // Five answer timeouts with the destination gone.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    irc.start_again();
+    let mut a = alice(irc.port).await;
+    let got = a
+        .messages_until(Duration::from_secs(60), |got| got.len() >= TOTAL)
+        .await;
+    let extra = a.messages_until(Duration::from_secs(4), |_| false).await;
+    let texts: Vec<String> = got
+        .iter()
+        .chain(extra.iter())
+        .map(|m| m.text.clone())
+        .collect();
+    let expected: Vec<String> = (0..TOTAL).map(|i| format!("<s> queued {i}")).collect();
+    assert_eq!(
+        texts,
+        expected,
+        "each message once, in order; log:\n{}",
+        daemon.logs()
+    );
+}

@@ -76,7 +76,7 @@ pub struct ConnectorIo {
     pub emitter: Emitter,
     /// Events the daemon asks the connector to send. Kept by the daemon across restarts of the
     /// connector, so nothing queued is lost when it reconnects.
-    pub outbound: mpsc::Receiver<Outbound>,
+    pub outbound: OutboundQueue,
     /// Connector-private persistent state.
     pub state: StateHandle,
     /// Where the connector reports its connection state.
@@ -231,6 +231,43 @@ impl Outbound {
     pub fn respond(self, result: Result<Receipt, SendError>) {
         let _ = self.reply.send(result);
     }
+
+    /// Whether nobody waits for the answer any more (the daemon stopped waiting): such an event
+    /// must not be sent.
+    pub fn is_abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// The queue of [`Outbound`] events a connector sends. [`OutboundQueue::recv`] never gives an
+/// event whose answer nobody waits for any more: the daemon hands each row over once and waits
+/// for its answer, and an event it gave up on (at shutdown) is left out rather than sent with
+/// no one to record it, which would send it twice.
+#[derive(Debug)]
+pub struct OutboundQueue {
+    rx: mpsc::Receiver<Outbound>,
+}
+
+impl OutboundQueue {
+    /// The queue over the daemon's channel.
+    pub fn new(rx: mpsc::Receiver<Outbound>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event to send, or `None` once the daemon has closed the queue. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        loop {
+            let next = self.rx.recv().await?;
+            if next.is_abandoned() {
+                tracing::debug!(
+                    key = %next.event.key,
+                    "an outbound event nobody waits for any more is not sent"
+                );
+                continue;
+            }
+            return Some(next);
+        }
+    }
 }
 
 /// A connector's connection state, shown by `/readyz` and `/metrics`.
@@ -266,5 +303,35 @@ impl StatusReporter {
     /// The last reported state.
     pub fn get(&self) -> ConnectionState {
         *self.tx.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Content, EventKind, Sender};
+
+    fn outbound(text: &str) -> (Outbound, oneshot::Receiver<Result<Receipt, SendError>>) {
+        let event = Event::new(
+            "#a",
+            Sender::new("u"),
+            EventKind::Message(Content::plain(text)),
+        );
+        Outbound::new(event, "origin".into(), "l".into())
+    }
+
+    #[tokio::test]
+    async fn an_event_nobody_waits_for_is_never_given_to_the_connector() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut queue = OutboundQueue::new(rx);
+        let (given_up, answer) = outbound("first");
+        drop(answer);
+        let (waited_for, _answer) = outbound("second");
+        let key = waited_for.event.key;
+        tx.send(given_up).await.unwrap();
+        tx.send(waited_for).await.unwrap();
+        drop(tx);
+        assert_eq!(queue.recv().await.map(|o| o.event.key), Some(key));
+        assert!(queue.recv().await.is_none());
     }
 }

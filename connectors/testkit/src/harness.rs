@@ -98,7 +98,7 @@ impl Harness {
             account: account.clone(),
             rooms,
             emitter: Emitter::new(account.clone(), in_tx),
-            outbound: out_rx,
+            outbound: passerelle_sdk::OutboundQueue::new(out_rx),
             state: state.clone(),
             status,
             shutdown: shutdown.clone(),

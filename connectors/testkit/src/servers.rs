@@ -216,6 +216,12 @@ impl Ngircd {
         self.spawn();
     }
 
+    /// Starts the server again on the same port after [`Ngircd::stop`] (an outage of the
+    /// test's own length).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as with a
     /// server that hangs. Stopping or dropping it still ends it (SIGKILL).
     pub fn pause(&self) {
