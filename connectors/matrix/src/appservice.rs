@@ -929,25 +929,37 @@ impl Sender {
         self.ensure_joined(&ghost, &room).await?;
         let (max, private) = (self.shared.max_upload, self.shared.fetch_private);
         for (i, att) in content.attachments.iter().enumerate() {
-            let file = passerelle_sdk::fetch::fetch(att, max, private).await?;
-            let size = file.data.len();
-            let path = format!(
-                "/_matrix/media/v3/upload?filename={}",
-                enc(att.name.as_str())
-            );
-            let mxc = self
-                .hs()
-                .upload(&path, &ghost, &file.mime, file.data)
-                .await
-                .map_err(|e| errors::send_error(e.meaning()))?;
-            let content = json!({
-                "msgtype": media::msgtype(&file.mime),
-                "body": att.name.as_str(),
-                "filename": att.name.as_str(),
-                "url": mxc,
-                "info": {"mimetype": file.mime, "size": size},
-                "m.mentions": {},
-            });
+            let content = match passerelle_sdk::fetch::fetch(att, max, private).await {
+                Ok(file) => {
+                    let size = file.data.len();
+                    let path = format!(
+                        "/_matrix/media/v3/upload?filename={}",
+                        enc(att.name.as_str())
+                    );
+                    let mxc = self
+                        .hs()
+                        .upload(&path, &ghost, &file.mime, file.data)
+                        .await
+                        .map_err(|e| errors::send_error(e.meaning()))?;
+                    json!({
+                        "msgtype": media::msgtype(&file.mime),
+                        "body": att.name.as_str(),
+                        "filename": att.name.as_str(),
+                        "url": mxc,
+                        "info": {"mimetype": file.mime, "size": size},
+                        "m.mentions": {},
+                    })
+                }
+                // A file that can't be fetched (gone, refused, too large, a host that does not
+                // resolve) goes as its link: retrying would hold the room for nothing.
+                Err(e) => {
+                    debug!(
+                        reason = e.reason(),
+                        "attachment not fetched; its link is sent"
+                    );
+                    json!({"msgtype": "m.text", "body": media::link_text(att), "m.mentions": {}})
+                }
+            };
             let txn = translate::txn_id(&event.key, &format!("a{i}"));
             let path = format!(
                 "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",

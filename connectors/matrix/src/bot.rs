@@ -748,10 +748,32 @@ impl BotSender {
         }
         let room = self.joined(event)?;
         for (i, att) in content.attachments.iter().enumerate() {
-            let file =
-                passerelle_sdk::fetch::fetch(att, self.max_upload, self.fetch_private).await?;
-            let mime: mime::Mime = file.mime.parse().unwrap_or(mime::APPLICATION_OCTET_STREAM);
             let txn = translate::txn_id(&event.key, &format!("a{i}"));
+            let file = match passerelle_sdk::fetch::fetch(att, self.max_upload, self.fetch_private)
+                .await
+            {
+                Ok(file) => file,
+                // A file that can't be fetched goes as its link: retrying would hold the room.
+                Err(e) => {
+                    debug!(
+                        reason = e.reason(),
+                        "attachment not fetched; its link is sent"
+                    );
+                    let content = serde_json::json!({
+                        "msgtype": "m.text", "body": media::link_text(att), "m.mentions": {}
+                    });
+                    let sent = room
+                        .send_raw("m.room.message", content)
+                        .with_transaction_id(&OwnedTransactionId::from(txn))
+                        .await
+                        .map_err(|e| errors::send_error(errors::meaning(&e)))?;
+                    first.get_or_insert_with(|| {
+                        RemoteMessageId::new(sent.response.event_id.as_str())
+                    });
+                    continue;
+                }
+            };
+            let mime: mime::Mime = file.mime.parse().unwrap_or(mime::APPLICATION_OCTET_STREAM);
             let config = AttachmentConfig::new().txn_id(OwnedTransactionId::from(txn));
             let sent = room
                 .send_attachment(att.name.as_str(), &mime, file.data, config)

@@ -177,6 +177,11 @@ pub async fn serve(
     )
 }
 
+/// The text sent for a file that could not be fetched: its name and link.
+pub fn link_text(att: &passerelle_sdk::Attachment) -> String {
+    format!("{}: {}", att.name.as_str(), att.url.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,9 +63,10 @@ pub async fn fetch(att: &Attachment, max: u64, allow_private: bool) -> Result<Fe
         .trim_end_matches(']')
         .to_owned();
     let port = url.port_or_known_default().unwrap_or(443);
+    // A host that does not resolve is not coming back for this message: permanent.
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .map_err(|_| SendError::Disconnected)?
+        .map_err(|_| SendError::Rejected("attachment host not found".into()))?
         .collect();
     let Some(first) = addrs.first().copied() else {
         return Err(SendError::Rejected("attachment host has no address".into()));
