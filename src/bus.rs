@@ -25,7 +25,7 @@ use crate::router::guard::RouteGuard;
 use crate::store::seal::Sealer;
 use crate::store::{Completion, OutboxEntry, Store};
 use dashmap::DashMap;
-use passerelle_sdk::{AccountId, EventKind, Outbound, RoomId, SendError};
+use passerelle_sdk::{AccountId, EventKind, Outbound, RoomId, SendError, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,6 +118,8 @@ pub struct Delivery {
     pub recorder: mpsc::Sender<Record>,
     /// Paste links for messages cut to a destination's lines, when `[pastes]` is set.
     pub pastes: Option<Arc<crate::pastes::Pastes>>,
+    /// The deliveries given up on, as listed by `/dead-letters` and the Matrix admin room.
+    pub dead_letters: passerelle_sdk::DeadLetterLog,
 }
 
 struct Lane {
@@ -277,10 +279,25 @@ impl LaneTask {
         }
     }
 
-    /// Delivers one row, retrying as needed. False when stopped (the row stays queued).
+    /// Delivers one row, retrying as needed, until it is done or given up on (too many tries,
+    /// or too long in the outbox). False when stopped (the row stays queued).
     async fn deliver(&self, entry: OutboxEntry, routed: Option<Arc<RoutedEvent>>) -> bool {
         let mut attempt: u32 = 0;
         loop {
+            if let Some(reason) = self.past_limits(&entry, attempt) {
+                match self.give_up(&entry, reason, attempt).await {
+                    Some(Outcome::Done) => {
+                        metrics::queue_depth(self.account.as_str(), -1.0);
+                        return true;
+                    }
+                    _ => {
+                        if !self.pause(Duration::from_secs(1)).await {
+                            return false;
+                        }
+                        continue;
+                    }
+                }
+            }
             match self.attempt(&entry, routed.as_deref()).await {
                 Some(Outcome::Done) => {
                     metrics::queue_depth(self.account.as_str(), -1.0);
@@ -299,6 +316,53 @@ impl LaneTask {
                 None => return false,
             }
         }
+    }
+
+    /// Whether the row is past the tries or the age it may have, and which.
+    fn past_limits(&self, entry: &OutboxEntry, attempts: u32) -> Option<&'static str> {
+        let general = &self.delivery.general;
+        if attempts >= general.max_attempts.max(1) {
+            return Some("max_attempts");
+        }
+        let age_ms = Timestamp::now().0.saturating_sub(entry.queued_at.0);
+        (age_ms / 1000 >= general.max_queue_age_secs).then_some("max_age")
+    }
+
+    /// Gives a row up: moved to the dead letters (ids only), counted, logged without content.
+    async fn give_up(
+        &self,
+        entry: &OutboxEntry,
+        reason: &'static str,
+        attempts: u32,
+    ) -> Option<Outcome> {
+        let now = Timestamp::now();
+        if let Err(e) = self
+            .delivery
+            .store
+            .dead_letter(entry, reason, attempts, now)
+            .await
+        {
+            tracing::error!(error = %e, "cannot record a dead letter; retrying");
+            return Some(Outcome::Retry(Duration::from_secs(1)));
+        }
+        metrics::dead_letter(self.account.as_str(), reason);
+        let age_secs = now.0.saturating_sub(entry.queued_at.0) / 1000;
+        tracing::warn!(
+            account = %self.account, room = %self.room, key = %entry.key, id = entry.id,
+            reason, attempts, age_secs,
+            "delivery given up on (dead letter)"
+        );
+        self.delivery.dead_letters.push(passerelle_sdk::DeadLetter {
+            id: entry.id,
+            key: entry.key,
+            account: self.account.clone(),
+            room: self.room.clone(),
+            reason: reason.to_owned(),
+            attempts,
+            queued_at: entry.queued_at,
+            dead_at: now,
+        });
+        Some(Outcome::Done)
     }
 
     /// Drops a row for a fixed reason: counted, logged without content, removed. Drops the degrade
@@ -518,6 +582,20 @@ mod tests {
 
     /// One origin room `a/in` linked to two rooms on account `b`: `fast` and `slow`.
     fn setup() -> (Router, Lanes, mpsc::Receiver<Outbound>, Arc<dyn Store>) {
+        let (router, lanes, rx, store, _) = setup_with(General::default());
+        (router, lanes, rx, store)
+    }
+
+    /// [`setup`] with these `[general]` settings, and the dead letters' log.
+    fn setup_with(
+        general: General,
+    ) -> (
+        Router,
+        Lanes,
+        mpsc::Receiver<Outbound>,
+        Arc<dyn Store>,
+        passerelle_sdk::DeadLetterLog,
+    ) {
         let policy = |rights: Rights| AccountPolicy {
             enabled: true,
             rights,
@@ -562,6 +640,7 @@ mod tests {
         let sealer = Arc::new(Sealer::new([1; 32]));
         let (tx, rx) = mpsc::channel(8);
         let tracker = TaskTracker::new();
+        let dead_letters = passerelle_sdk::DeadLetterLog::default();
         let delivery = Arc::new(Delivery {
             recorder: Recorder::start(store.clone(), &tracker),
             store: store.clone(),
@@ -569,9 +648,10 @@ mod tests {
             guard: Arc::new(std::sync::RwLock::new(RouteGuard::build(&links, &policies))),
             policies: policies.clone(),
             outbound: [("b".into(), tx)].into_iter().collect(),
-            general: General::default(),
+            general,
             stop: CancellationToken::new(),
             pastes: None,
+            dead_letters: dead_letters.clone(),
         });
         let lanes = Lanes::new(delivery, tracker);
         let router = Router::new(
@@ -581,7 +661,111 @@ mod tests {
             sealer,
             lanes.clone(),
         );
-        (router, lanes, rx, store)
+        (router, lanes, rx, store, dead_letters)
+    }
+
+    /// Answers `fast` at once and `slow` always with a retryable error; the texts sent to each.
+    fn flaky_destination(
+        mut rx: mpsc::Receiver<Outbound>,
+    ) -> tokio::task::JoinHandle<(Vec<String>, Vec<String>)> {
+        tokio::spawn(async move {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            while let Ok(Some(outbound)) =
+                tokio::time::timeout(Duration::from_secs(4), rx.recv()).await
+            {
+                let text = outbound
+                    .event
+                    .content()
+                    .map(|c| c.text.as_str().to_owned())
+                    .unwrap_or_default();
+                if outbound.event.room.as_str() == "fast" {
+                    fast.push(text);
+                    outbound.respond(Ok(passerelle_sdk::Receipt::default()));
+                } else {
+                    slow.push(text);
+                    outbound.respond(Err(SendError::Disconnected));
+                }
+            }
+            (fast, slow)
+        })
+    }
+
+    #[tokio::test]
+    async fn a_row_that_keeps_failing_is_given_up_on_after_max_attempts_and_the_next_one_goes() {
+        let general = General {
+            max_attempts: 3,
+            ..General::default()
+        };
+        let (router, _lanes, rx, store, log) = setup_with(general);
+        let destination = flaky_destination(rx);
+        for i in 0..2 {
+            router.ingest(&"a".into(), message(i)).await.unwrap();
+        }
+        let (fast, slow) = destination.await.unwrap();
+        assert_eq!(fast, ["0", "1"], "the other room is not held");
+        assert_eq!(
+            slow,
+            ["0", "0", "0", "1", "1", "1"],
+            "three tries each, in order"
+        );
+        let letters = log.recent();
+        assert_eq!(letters.len(), 2);
+        for (letter, n) in letters.iter().zip([1, 0]) {
+            assert_eq!(
+                (
+                    letter.account.as_str(),
+                    letter.room.as_str(),
+                    letter.reason.as_str()
+                ),
+                ("b", "slow", "max_attempts")
+            );
+            assert_eq!(letter.attempts, 3);
+            assert_eq!(store.dead_letters(10).await.unwrap()[1 - n], *letter);
+        }
+        assert_eq!(
+            store.pending_count().await.unwrap(),
+            0,
+            "removed from the outbox"
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_and_queue_age_count_from_receipt_not_the_networks_clock() {
+        let (router, _lanes, rx, store, log) = setup_with(General::default());
+        let destination = flaky_destination(rx);
+        // A network that says its message was sent in 1970.
+        let mut old = message(0);
+        old.at = Timestamp(1_000);
+        let key = old.key;
+        router.ingest(&"a".into(), old).await.unwrap();
+        let hour_ago = Timestamp(Timestamp::now().0 - 3_600_000);
+        store.purge_before(hour_ago).await.unwrap();
+        assert!(
+            store.event_info(key).await.unwrap().is_some(),
+            "kept: it was received just now"
+        );
+        let (fast, _) = destination.await.unwrap();
+        assert_eq!(fast, ["0"], "sent, not given up on as 56 years old");
+        assert!(log.recent().iter().all(|d| d.reason != "max_age"));
+    }
+
+    #[tokio::test]
+    async fn a_row_older_than_max_queue_age_is_given_up_on_before_it_is_sent() {
+        let general = General {
+            max_queue_age_secs: 0,
+            ..General::default()
+        };
+        let (router, _lanes, rx, store, log) = setup_with(general);
+        let destination = flaky_destination(rx);
+        router.ingest(&"a".into(), message(0)).await.unwrap();
+        let (fast, slow) = destination.await.unwrap();
+        assert!(
+            fast.is_empty() && slow.is_empty(),
+            "nothing sent: {fast:?} {slow:?}"
+        );
+        let reasons: Vec<String> = log.recent().into_iter().map(|d| d.reason).collect();
+        assert_eq!(reasons, ["max_age", "max_age"]);
+        assert_eq!(store.pending_count().await.unwrap(), 0);
     }
 
     fn message(i: usize) -> Event {

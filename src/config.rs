@@ -59,6 +59,25 @@ pub struct General {
     /// out (a connector that is reconnecting keeps it queued): it waits on.
     #[serde(default = "default_answer_timeout")]
     pub answer_timeout_secs: u64,
+    /// How many times a delivery is tried (each failed answer is one try; waiting for a
+    /// connector that is reconnecting is not) before it is given up on: removed from the outbox,
+    /// counted in `passerelle_dead_letters_total`, logged without content and listed by
+    /// `/dead-letters`. With the retry pause growing to a minute, 100 tries are about 1.5 hours
+    /// of failures. Counted per run of the daemon.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Seconds a delivery may wait in the outbox, from when the daemon received the message,
+    /// before it is given up on the same way (checked before each try). Default 259200 (3 days).
+    #[serde(default = "default_max_queue_age")]
+    pub max_queue_age_secs: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    100
+}
+
+fn default_max_queue_age() -> u64 {
+    3 * 86_400
 }
 
 fn default_answer_timeout() -> u64 {
@@ -82,6 +101,8 @@ impl Default for General {
             delete_fallback: TextFallback::default(),
             shutdown_grace_secs: default_grace(),
             answer_timeout_secs: default_answer_timeout(),
+            max_attempts: default_max_attempts(),
+            max_queue_age_secs: default_max_queue_age(),
         }
     }
 }

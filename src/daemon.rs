@@ -169,7 +169,18 @@ pub async fn run(
         ios.push((account, io, status_rx));
     }
     drop(inbound_tx);
-    let view = DaemonView::new(
+    // The dead letters kept from earlier runs, newest first, then those of this run.
+    let dead_letters = passerelle_sdk::DeadLetterLog::default();
+    for letter in store
+        .dead_letters(passerelle_sdk::DeadLetterLog::KEPT)
+        .await
+        .context("store: reading the dead letters")?
+        .into_iter()
+        .rev()
+    {
+        dead_letters.push(letter);
+    }
+    let view = DaemonView::with_dead_letters(
         ios.iter()
             .map(|(account, _, rx)| {
                 let kind = config
@@ -192,6 +203,7 @@ pub async fn run(
                     .collect(),
             })
             .collect(),
+        dead_letters.clone(),
     );
     for (_, io, _) in ios.iter_mut() {
         io.daemon = view.clone();
@@ -210,6 +222,7 @@ pub async fn run(
         stop: lanes_stop.clone(),
         recorder: crate::bus::Recorder::start(store.clone(), &lane_tasks),
         pastes: pastes.clone(),
+        dead_letters: dead_letters.clone(),
     });
     let lanes = Lanes::new(delivery, lane_tasks.clone());
     for (account, queued) in store
@@ -238,6 +251,7 @@ pub async fn run(
             prometheus,
             mounts: Arc::new(mounts),
             pastes: pastes.clone(),
+            dead_letters: dead_letters.clone(),
         });
         let http_stop = stop.clone();
         tasks.spawn(async move {

@@ -46,6 +46,12 @@ pub fn dropped(account: &str, reason: &'static str) {
         .increment(1);
 }
 
+/// A delivery to `account` was given up on, for a fixed reason.
+pub fn dead_letter(account: &str, reason: &'static str) {
+    counter!("passerelle_dead_letters_total", "account" => account.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
 /// The number of deliveries queued for `account` changed by `delta`.
 pub fn queue_depth(account: &str, delta: f64) {
     gauge!("passerelle_queue_depth", "account" => account.to_owned()).increment(delta);

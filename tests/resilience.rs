@@ -249,3 +249,79 @@ async fn an_outage_longer_than_the_answer_timeout_sends_each_message_once() {
         daemon.logs()
     );
 }
+
+/// Messages that waited in the outbox longer than `max_queue_age_secs` while the IRC server was
+/// down are given up on when it is back: counted, listed by `/dead-letters` (ids, destination,
+/// reason; no text), never sent; the one already handed over goes, and new ones flow.
+#[tokio::test]
+async fn messages_queued_too_long_become_dead_letters_and_later_ones_flow() {
+    let mut irc = Ngircd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, api_port) = (free_port(), free_port());
+    let config = config(irc.port, admin, api_port, dir.path(), 0.0).replace(
+        "shutdown_grace_secs = 1",
+        "shutdown_grace_secs = 1\nmax_queue_age_secs = 2",
+    );
+    let daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    let api = Api::new(api_port, TOKEN);
+
+    irc.stop();
+    for text in ["first", "dead canary one", "dead canary two"] {
+        let (status, _) = api
+            .post(serde_json::json!({"text": text, "username": "s", "gateway": "lobby"}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    irc.start_again();
+    let mut a = alice(irc.port).await;
+    assert_eq!(
+        a.next_message(Duration::from_secs(30))
+            .await
+            .map(|m| m.text),
+        Some("<s> first".to_owned()),
+        "the message handed over before the outage goes"
+    );
+    let letters: serde_json::Value = {
+        let url = format!("http://127.0.0.1:{admin}/dead-letters");
+        let mut got = serde_json::Value::Null;
+        for _ in 0..100 {
+            got = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            if got["dead_letters"].as_array().is_some_and(|l| l.len() == 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        got
+    };
+    let list = letters["dead_letters"].as_array().expect("a list");
+    assert_eq!(list.len(), 2, "{letters}");
+    for d in list {
+        assert_eq!(d["account"], "irc.main");
+        assert_eq!(d["room"], "#a");
+        assert_eq!(d["reason"], "max_age");
+        assert!(d["queued_secs_ago"].as_u64().is_some_and(|s| s >= 2), "{d}");
+    }
+    assert!(!letters.to_string().contains("canary"), "no text listed");
+    let m = daemon.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "passerelle_dead_letters_total",
+            &["irc.main", "max_age"]
+        ),
+        2.0,
+        "{m}"
+    );
+    let (status, _) = api
+        .post(serde_json::json!({"text": "after", "username": "s", "gateway": "lobby"}))
+        .await;
+    assert_eq!(status, 200);
+    let rest = a
+        .messages_until(WAIT, |got| got.iter().any(|m| m.text == "<s> after"))
+        .await;
+    let texts: Vec<&str> = rest.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["<s> after"], "the dead letters were never sent");
+    assert!(!daemon.logs().contains("canary"), "no text in the log");
+}

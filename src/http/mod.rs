@@ -1,5 +1,6 @@
 //! The admin HTTP listener: `/healthz` (the process answers), `/readyz` (every enabled account is
-//! connected; the body lists each account's state) and `/metrics` (Prometheus text format).
+//! connected; the body lists each account's state), `/metrics` (Prometheus text format) and
+//! `/dead-letters` (the deliveries given up on: ids, destination and reason, as JSON).
 //! Unauthenticated: bind it to loopback or put it behind a proxy.
 //!
 //! Connectors that serve HTTP (Matrix's Application Service API) are reached under
@@ -27,6 +28,8 @@ pub struct AdminState {
     pub mounts: Arc<HashMap<AccountId, HttpMount>>,
     /// Paste links, served under `/pastes/`, when `[pastes]` is set.
     pub pastes: Option<Arc<crate::pastes::Pastes>>,
+    /// The deliveries given up on, listed by `/dead-letters`.
+    pub dead_letters: passerelle_sdk::DeadLetterLog,
 }
 
 /// The largest request body a connector endpoint accepts (Matrix transactions can be large).
@@ -38,6 +41,7 @@ pub fn router(state: AdminState) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/dead-letters", get(dead_letters))
         .route("/accounts/{account}/{*rest}", any(connector))
         .route("/hooks/{account}", any(hook))
         .route("/pastes/{id}/{signature}", get(paste))
@@ -176,4 +180,28 @@ async fn paste(
         text,
     )
         .into_response()
+}
+
+/// `/dead-letters`: the latest deliveries given up on, newest first, as JSON: ids, destination,
+/// reason, tries and ages, never content.
+async fn dead_letters(State(state): State<AdminState>) -> axum::response::Response {
+    let now = passerelle_sdk::Timestamp::now().0;
+    let list: Vec<serde_json::Value> = state
+        .dead_letters
+        .recent()
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id,
+                "event": d.key.to_string(),
+                "account": d.account.as_str(),
+                "room": d.room.as_str(),
+                "reason": d.reason,
+                "attempts": d.attempts,
+                "queued_secs_ago": now.saturating_sub(d.queued_at.0) / 1000,
+                "given_up_secs_ago": now.saturating_sub(d.dead_at.0) / 1000,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "dead_letters": list })).into_response()
 }

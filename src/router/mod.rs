@@ -25,6 +25,7 @@ use crate::store::seal::Sealer;
 use crate::store::{Accepted, NewDelivery, NewEvent, OutboxEntry, Store};
 use passerelle_sdk::{
     AccountId, Capabilities, Disposition, EmitError, Event, EventKey, EventKind, Inbound, Limits,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -273,6 +274,7 @@ impl Router {
                             account: d.account,
                             room: d.room,
                             payload: d.payload,
+                            queued_at: prepared.new_event.at,
                         },
                         Some(routed),
                     );
@@ -347,7 +349,9 @@ impl Router {
             remote_id: event.remote_id.clone(),
             sender_name: event.sender.name().to_owned(),
             thread_root: rel.thread_root,
-            at: event.at,
+            // Retention is dated by when the daemon received the event, never by the network's
+            // clock (a timestamp from 1970 or 2100 would purge it at once or keep it for ever).
+            at: Timestamp::now(),
         };
         let mut routed = RoutedEvent {
             event,

@@ -252,6 +252,58 @@ pub async fn dynamic_links(store: impl Store) {
     );
 }
 
+/// A row given up on leaves the outbox and is listed, newest first, with ids only.
+pub async fn dead_letters_leave_the_outbox(store: impl Store) {
+    let key = EventKey::new();
+    let Accepted::Stored(ids) = store
+        .accept(
+            new_event(key, "a", "r", Some("dl")),
+            vec![delivery("b", "s", b"x"), delivery("b", "t", b"y")],
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("stored");
+    };
+    let rows = store
+        .pending(&"b".into(), &"s".into(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].queued_at.0 > 0, "the row knows when it was queued");
+    store
+        .dead_letter(&rows[0], "max_attempts", 7, Timestamp(5_000))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .pending(&"b".into(), &"s".into(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.pending_count().await.unwrap(),
+        1,
+        "the other destination stays"
+    );
+    let listed = store.dead_letters(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let d = &listed[0];
+    assert_eq!((d.id, d.key, d.attempts), (ids[0], key, 7));
+    assert_eq!(
+        (d.account.as_str(), d.room.as_str(), d.reason.as_str()),
+        ("b", "s", "max_attempts")
+    );
+    assert_eq!(
+        (d.queued_at, d.dead_at),
+        (rows[0].queued_at, Timestamp(5_000))
+    );
+    // Purged with the map's retention.
+    store.purge_before(Timestamp(6_000)).await.unwrap();
+    assert!(store.dead_letters(10).await.unwrap().is_empty());
+}
+
 /// Pastes are found until they expire, replaced by id, and purged once expired.
 pub async fn pastes_expire(store: impl Store) {
     let (t0, t1, t2) = (Timestamp(1_000), Timestamp(2_000), Timestamp(3_000));
@@ -419,6 +471,10 @@ macro_rules! store_conformance {
             #[tokio::test]
             async fn dynamic_links() {
                 $crate::store::conformance::dynamic_links($make).await;
+            }
+            #[tokio::test]
+            async fn dead_letters_leave_the_outbox() {
+                $crate::store::conformance::dead_letters_leave_the_outbox($make).await;
             }
             #[tokio::test]
             async fn pastes_expire() {

@@ -44,7 +44,8 @@ pub struct NewEvent {
     pub sender_name: String,
     /// The thread it belongs to.
     pub thread_root: Option<EventKey>,
-    /// When it was accepted.
+    /// When the daemon received it (not the network's timestamp): the message map's retention
+    /// and its deliveries' age in the outbox are dated by it.
     pub at: Timestamp,
 }
 
@@ -74,6 +75,8 @@ pub struct OutboxEntry {
     pub room: RoomId,
     /// The sealed event.
     pub payload: Vec<u8>,
+    /// When the daemon received the event (the delivery's age is counted from it).
+    pub queued_at: Timestamp,
 }
 
 /// A delivery to queue (the store assigns the id).
@@ -206,6 +209,22 @@ pub trait Store: Send + Sync + 'static {
     async fn add_dynamic_link(&self, name: &str, rooms: String) -> Result<bool, StoreError>;
     /// Every link made at run time, oldest first: (name, rooms JSON).
     async fn dynamic_links(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Gives a delivery up: removes its outbox row and records why (ids only), in one
+    /// transaction.
+    async fn dead_letter(
+        &self,
+        entry: &OutboxEntry,
+        reason: &'static str,
+        attempts: u32,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// The latest deliveries given up on, newest first.
+    async fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<passerelle_sdk::DeadLetter>, StoreError>;
 
     /// Keeps a sealed paste (the whole text of a message cut to a destination's lines) until
     /// `expires_at`; the same id again replaces it.

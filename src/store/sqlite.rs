@@ -5,6 +5,7 @@ use super::{
     Accepted, Completion, EventInfo, NewDelivery, NewEvent, OutboxEntry, Store, StoreError,
 };
 use async_trait::async_trait;
+use passerelle_sdk::DeadLetter;
 use passerelle_sdk::{AccountId, EventKey, RemoteMessageId, RoomId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -16,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_dynamic_links.sql"),
     include_str!("migrations/0003_state_records.sql"),
     include_str!("migrations/0004_pastes.sql"),
+    include_str!("migrations/0005_dead_letters.sql"),
 ];
 
 /// A store in one SQLite file.
@@ -324,20 +326,26 @@ impl Store for SqliteStore {
         let (a, r) = (account.clone(), room.clone());
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, key, payload FROM outbox WHERE account = ?1 AND room = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+                "SELECT id, key, payload, created_at FROM outbox WHERE account = ?1 AND room = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
             )?;
             let rows = stmt.query_map(params![a.as_str(), r.as_str(), after, limit as i64], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, Vec<u8>>(2)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, key, payload) = row?;
+                let (id, key, payload, queued_at) = row?;
                 out.push(OutboxEntry {
                     id,
                     key: key_from(key)?,
                     account: a.clone(),
                     room: r.clone(),
                     payload,
+                    queued_at: Timestamp(queued_at.max(0) as u64),
                 });
             }
             Ok(out)
@@ -417,6 +425,10 @@ impl Store for SqliteStore {
                 "DELETE FROM connector_state WHERE recorded_at < ?1",
                 params![cutoff],
             )?;
+            tx.execute(
+                "DELETE FROM dead_letters WHERE created_at < ?1",
+                params![cutoff],
+            )?;
             tx.commit()?;
             Ok(removed as u64)
         })
@@ -479,6 +491,74 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![name, rooms, now])?;
             Ok(added == 1)
+        })
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        entry: &OutboxEntry,
+        reason: &'static str,
+        attempts: u32,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (id, key) = (entry.id, key_bytes(entry.key));
+        let (account, room, queued) = (entry.account.clone(), entry.room.clone(), entry.queued_at);
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                .execute(params![id])?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO dead_letters (id, key, account, room, reason, attempts, queued_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                id,
+                key,
+                account.as_str(),
+                room.as_str(),
+                reason,
+                i64::from(attempts),
+                queued.0 as i64,
+                now.0 as i64
+            ])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, key, account, room, reason, attempts, queued_at, created_at FROM dead_letters ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, i64>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, key, account, room, reason, attempts, queued, dead) = row?;
+                out.push(DeadLetter {
+                    id,
+                    key: key_from(key)?,
+                    account: AccountId::new(account),
+                    room: RoomId::new(room),
+                    reason,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    queued_at: Timestamp(queued.max(0) as u64),
+                    dead_at: Timestamp(dead.max(0) as u64),
+                });
+            }
+            Ok(out)
         })
         .await
     }

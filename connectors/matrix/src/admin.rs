@@ -1,5 +1,5 @@
 //! The management room: the configured admins talk to the bot in a direct chat (any room the bot
-//! is in that no link names). Commands: `help`, `status`, `links`. The bot also warns the admins
+//! is in that no link names). Commands: `help`, `status`, `links`, `dead-letters`. The bot also warns the admins
 //! there when an account stays disconnected too long, and says when it is back.
 
 use passerelle_sdk::{AccountId, ConnectionState, DaemonView};
@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const HELP: &str = "passerelle commands: help (this text), status (each account's connection), \
-                    links (which rooms are bridged together)";
+                    links (which rooms are bridged together), dead-letters (deliveries given up \
+                    on)";
 
 fn state_word(s: ConnectionState) -> &'static str {
     match s {
@@ -50,7 +51,47 @@ pub fn answer(body: &str, view: &DaemonView) -> Option<String> {
                 .collect();
             Some(lines.join("\n"))
         }
+        "dead-letters" | "deadletters" => {
+            let letters = view.dead_letters();
+            if letters.is_empty() {
+                return Some("no delivery was given up on".into());
+            }
+            let now = passerelle_sdk::Timestamp::now().0;
+            let mut lines: Vec<String> = letters
+                .iter()
+                .take(20)
+                .map(|d| {
+                    format!(
+                        "{} {}: {} after {} tries, queued {} ago (event {}, row {})",
+                        d.account,
+                        d.room,
+                        d.reason,
+                        d.attempts,
+                        age(now.saturating_sub(d.queued_at.0) / 1000),
+                        d.key,
+                        d.id
+                    )
+                })
+                .collect();
+            if letters.len() > 20 {
+                lines.push(format!(
+                    "… and {} more (see /dead-letters)",
+                    letters.len() - 20
+                ));
+            }
+            Some(lines.join("\n"))
+        }
         _ => None,
+    }
+}
+
+/// `secs` in words: `42 s`, `7 min`, `3 h`, `2 d`.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
     }
 }
 
@@ -144,6 +185,33 @@ mod tests {
             "lobby: irc: #a ⇄ matrix: !r"
         );
         assert_eq!(answer("hello bot", &view), None);
+    }
+
+    #[test]
+    fn dead_letters_are_listed_with_ids_and_reasons_only() {
+        let log = passerelle_sdk::DeadLetterLog::default();
+        let view = DaemonView::with_dead_letters(Vec::new(), Vec::new(), log.clone());
+        assert_eq!(
+            answer("dead-letters", &view).unwrap(),
+            "no delivery was given up on"
+        );
+        let now = passerelle_sdk::Timestamp::now().0;
+        let key = passerelle_sdk::EventKey::new();
+        log.push(passerelle_sdk::DeadLetter {
+            id: 42,
+            key,
+            account: "irc".into(),
+            room: "#a".into(),
+            reason: "max_attempts".into(),
+            attempts: 100,
+            queued_at: passerelle_sdk::Timestamp(now - 3 * 3600 * 1000),
+            dead_at: passerelle_sdk::Timestamp(now),
+        });
+        assert_eq!(
+            answer("!dead-letters", &view).unwrap(),
+            format!("irc #a: max_attempts after 100 tries, queued 3 h ago (event {key}, row 42)")
+        );
+        assert!(answer("help", &view).unwrap().contains("dead-letters"));
     }
 
     #[test]

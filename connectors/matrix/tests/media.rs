@@ -3,7 +3,7 @@
 
 use passerelle_matrix::MatrixFactory;
 use passerelle_sdk::{
-    Attachment, BuildContext, ConnectorFactory, Content, Event, EventKind, SendError, Sender,
+    Attachment, BuildContext, ConnectorFactory, Content, Event, EventKind, Sender,
 };
 use passerelle_testkit::harness::Harness;
 use passerelle_testkit::matrix_client::MatrixUser;

@@ -1,9 +1,12 @@
 //! A read-only view of the daemon for connectors that report on it (the Matrix connector's
-//! management room): every account's kind and connection state, and the links.
+//! management room): every account's kind and connection state, the links, and the deliveries
+//! the daemon gave up on.
 
 use crate::connector::ConnectionState;
-use crate::ids::{AccountId, RoomId};
-use std::sync::Arc;
+use crate::event::Timestamp;
+use crate::ids::{AccountId, EventKey, RoomId};
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 /// One account as the daemon sees it.
@@ -26,10 +29,60 @@ pub struct LinkSummary {
     pub rooms: Vec<(AccountId, RoomId)>,
 }
 
+/// A delivery the daemon gave up on: ids, where it was going and why; never its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The outbox row it was.
+    pub id: i64,
+    /// The event.
+    pub key: EventKey,
+    /// Where it was going.
+    pub account: AccountId,
+    /// The destination room.
+    pub room: RoomId,
+    /// Why it was given up on (`max_attempts`, `max_age`).
+    pub reason: String,
+    /// How many times it was tried.
+    pub attempts: u32,
+    /// When the daemon received the event.
+    pub queued_at: Timestamp,
+    /// When it was given up on.
+    pub dead_at: Timestamp,
+}
+
+/// The latest dead letters, shared by the lanes that add them and whoever lists them.
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterLog {
+    recent: Arc<RwLock<VecDeque<DeadLetter>>>,
+}
+
+impl DeadLetterLog {
+    /// How many the log keeps (the store keeps them all, until the retention purge).
+    pub const KEPT: usize = 200;
+
+    /// Adds one (the oldest beyond [`Self::KEPT`] is forgotten).
+    pub fn push(&self, letter: DeadLetter) {
+        let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+        recent.push_front(letter);
+        recent.truncate(Self::KEPT);
+    }
+
+    /// The latest, newest first.
+    pub fn recent(&self) -> Vec<DeadLetter> {
+        self.recent
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     accounts: Vec<(AccountId, String, watch::Receiver<ConnectionState>)>,
     links: Vec<LinkSummary>,
+    dead_letters: DeadLetterLog,
 }
 
 /// The view. Cheap to clone.
@@ -50,9 +103,27 @@ impl DaemonView {
         accounts: Vec<(AccountId, String, watch::Receiver<ConnectionState>)>,
         links: Vec<LinkSummary>,
     ) -> Self {
+        Self::with_dead_letters(accounts, links, DeadLetterLog::default())
+    }
+
+    /// A view that also lists the deliveries given up on.
+    pub fn with_dead_letters(
+        accounts: Vec<(AccountId, String, watch::Receiver<ConnectionState>)>,
+        links: Vec<LinkSummary>,
+        dead_letters: DeadLetterLog,
+    ) -> Self {
         Self {
-            inner: Arc::new(Inner { accounts, links }),
+            inner: Arc::new(Inner {
+                accounts,
+                links,
+                dead_letters,
+            }),
         }
+    }
+
+    /// The latest deliveries the daemon gave up on, newest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.inner.dead_letters.recent()
     }
     /// Every enabled account's state now.
     pub fn accounts(&self) -> Vec<AccountStatus> {

@@ -57,7 +57,7 @@ pub use connector::{
     Inbound, Outbound, OutboundQueue, Receipt, StatusReporter,
 };
 pub use content::{Attachment, Content, Formatted, MessageKind, Text};
-pub use daemon_view::{AccountStatus, DaemonView, LinkSummary};
+pub use daemon_view::{AccountStatus, DaemonView, DeadLetter, DeadLetterLog, LinkSummary};
 pub use error::{ConfigIssue, ConnectorError, EmitError, SendError};
 pub use event::{Event, EventKind, MembershipChange, Sender, Timestamp};
 pub use http::{HttpHandler, HttpMount};
