@@ -16,7 +16,7 @@
 //! logged without content, and the row deleted.
 
 use crate::config::General;
-use crate::mapping::MessageMap;
+use crate::mapping::{MessageMap, PendingReceipts};
 use crate::metrics;
 use crate::router::Policies;
 use crate::router::RoutedEvent;
@@ -55,14 +55,19 @@ pub enum Record {
 pub struct Recorder;
 
 impl Recorder {
-    /// Starts the recorder on `tracker`; lanes send to the returned queue.
-    pub fn start(store: Arc<dyn Store>, tracker: &TaskTracker) -> mpsc::Sender<Record> {
+    /// Starts the recorder on `tracker`; lanes send to the returned queue. Each receipt written
+    /// leaves `pending`.
+    pub fn start(
+        store: Arc<dyn Store>,
+        pending: PendingReceipts,
+        tracker: &TaskTracker,
+    ) -> mpsc::Sender<Record> {
         let (tx, rx) = mpsc::channel(4 * RECORD_BATCH);
-        tracker.spawn(Self::run(store, rx));
+        tracker.spawn(Self::run(store, pending, rx));
         tx
     }
 
-    async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Record>) {
+    async fn run(store: Arc<dyn Store>, pending: PendingReceipts, mut rx: mpsc::Receiver<Record>) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
         let mut done = Vec::with_capacity(RECORD_BATCH);
         let mut waiting = Vec::new();
@@ -80,7 +85,14 @@ impl Recorder {
                 // are sent again after a restart (the repeats this allows are logged).
                 for attempt in 1..=5u32 {
                     match store.complete_many(rows.clone()).await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            for (_, mapped) in rows.iter() {
+                                if let Some((_, account, room, remote)) = mapped {
+                                    pending.written(account, room, remote);
+                                }
+                            }
+                            break;
+                        }
                         Err(e) if attempt == 5 => {
                             tracing::error!(error = %e, rows = n, "delivered, but the store failed to record it; they may be sent again after a restart");
                         }
@@ -120,6 +132,8 @@ pub struct Delivery {
     pub pastes: Option<Arc<crate::pastes::Pastes>>,
     /// The deliveries given up on, as listed by `/dead-letters` and the Matrix admin room.
     pub dead_letters: passerelle_sdk::DeadLetterLog,
+    /// Receipts answered and not yet written (shared with the recorder and the router's map).
+    pub pending_receipts: PendingReceipts,
 }
 
 struct Lane {
@@ -151,6 +165,11 @@ impl Lanes {
             delivery,
             tracker,
         }
+    }
+
+    /// The receipts on their way to the store (for the router's message map).
+    pub fn pending_receipts(&self) -> PendingReceipts {
+        self.delivery.pending_receipts.clone()
     }
 
     /// Starts the lane for a destination (it first delivers what the store holds for it).
@@ -496,6 +515,9 @@ impl LaneTask {
                     .remote_id
                     .zip(map_key)
                     .map(|(id, key)| (key, self.account.clone(), self.room.clone(), id));
+                if let Some((key, account, room, id)) = &mapped {
+                    d.pending_receipts.record(account, room, id, *key);
+                }
                 // Delivered: the recorder writes it while this lane goes on. The recorder only
                 // stops once every lane is gone, so this send fails only in a daemon that is
                 // being torn down; the row then stays queued and is sent again at the next start.
@@ -641,8 +663,10 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         let tracker = TaskTracker::new();
         let dead_letters = passerelle_sdk::DeadLetterLog::default();
+        let pending_receipts = PendingReceipts::default();
         let delivery = Arc::new(Delivery {
-            recorder: Recorder::start(store.clone(), &tracker),
+            recorder: Recorder::start(store.clone(), pending_receipts.clone(), &tracker),
+            pending_receipts,
             store: store.clone(),
             sealer: sealer.clone(),
             guard: Arc::new(std::sync::RwLock::new(RouteGuard::build(&links, &policies))),

@@ -212,6 +212,7 @@ pub async fn run(
     // Kept until the connectors have stopped, so that their outbound queues never close under them
     // while the lanes wind down.
     let outbound_keepalive = outbound.clone();
+    let pending_receipts = crate::mapping::PendingReceipts::default();
     let delivery = Arc::new(Delivery {
         store: store.clone(),
         sealer: sealer.clone(),
@@ -220,7 +221,8 @@ pub async fn run(
         outbound,
         general: config.general.clone(),
         stop: lanes_stop.clone(),
-        recorder: crate::bus::Recorder::start(store.clone(), &lane_tasks),
+        recorder: crate::bus::Recorder::start(store.clone(), pending_receipts.clone(), &lane_tasks),
+        pending_receipts,
         pastes: pastes.clone(),
         dead_letters: dead_letters.clone(),
     });

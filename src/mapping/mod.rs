@@ -2,7 +2,7 @@
 //! threads, edits, deletes and reactions find their counterparts, across restarts.
 
 use crate::store::{Store, StoreError};
-use passerelle_sdk::{AccountId, Event, EventKey, EventKind, RoomId};
+use passerelle_sdk::{AccountId, Event, EventKey, EventKind, RemoteMessageId, RoomId};
 use std::sync::Arc;
 
 /// An inbound event's relations, as core keys.
@@ -18,16 +18,88 @@ pub struct Relations {
     pub unknown_target: bool,
 }
 
-/// Id translation over the store.
+/// The destinations' ids of deliveries that were answered but whose receipts the recorder has
+/// not written yet (it writes them in batches). An answer to a message can reach the router in
+/// that moment (the destination showed the message at once); looking here finds it without
+/// waiting. Entries live from the lane's receipt to the recorder's write.
+#[derive(Clone, Default)]
+pub struct PendingReceipts {
+    ids: Arc<dashmap::DashMap<(AccountId, RoomId, RemoteMessageId), EventKey>>,
+}
+
+impl PendingReceipts {
+    /// A destination answered `key` with `remote` on (account, room).
+    pub fn record(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        remote: &RemoteMessageId,
+        key: EventKey,
+    ) {
+        self.ids
+            .insert((account.clone(), room.clone(), remote.clone()), key);
+    }
+
+    /// The receipt is in the store now.
+    pub fn written(&self, account: &AccountId, room: &RoomId, remote: &RemoteMessageId) {
+        self.ids
+            .remove(&(account.clone(), room.clone(), remote.clone()));
+    }
+
+    fn find(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        remote: &RemoteMessageId,
+    ) -> Option<EventKey> {
+        self.ids
+            .get(&(account.clone(), room.clone(), remote.clone()))
+            .map(|k| *k)
+    }
+
+    /// How many are waiting to be written.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Id translation over the store (and the receipts still on their way to it).
 #[derive(Clone)]
 pub struct MessageMap {
     store: Arc<dyn Store>,
+    pending: PendingReceipts,
 }
 
 impl MessageMap {
     /// A map over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self::with_pending(store, PendingReceipts::default())
+    }
+
+    /// A map over `store` that also looks at receipts not written yet.
+    pub fn with_pending(store: Arc<dyn Store>, pending: PendingReceipts) -> Self {
+        Self { store, pending }
+    }
+
+    /// The event with `id` on (account, room): from the store, or from a receipt on its way.
+    async fn find(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+        id: &RemoteMessageId,
+    ) -> Result<Option<crate::store::EventInfo>, StoreError> {
+        if let Some(info) = self.store.find_by_remote(account, room, id).await? {
+            return Ok(Some(info));
+        }
+        match self.pending.find(account, room, id) {
+            Some(key) => self.store.event_info(key).await,
+            None => Ok(None),
+        }
     }
 
     /// Translates an inbound event's remote ids (on `account`, in its room) into core keys. A
@@ -40,17 +112,13 @@ impl MessageMap {
         let room = &event.room;
         let mut rel = Relations::default();
         if let Some(id) = &event.reply_to
-            && let Some(info) = self.store.find_by_remote(account, room, id).await?
+            && let Some(info) = self.find(account, room, id).await?
         {
             rel.reply_to = Some(info.key);
             rel.thread_root = info.thread_root;
         }
         if let Some(id) = &event.thread_root {
-            rel.thread_root = self
-                .store
-                .find_by_remote(account, room, id)
-                .await?
-                .map(|i| i.key);
+            rel.thread_root = self.find(account, room, id).await?.map(|i| i.key);
         }
         let target = match &event.kind {
             EventKind::Edit { target, .. }
@@ -59,11 +127,7 @@ impl MessageMap {
             _ => None,
         };
         if let Some(id) = target {
-            rel.target = self
-                .store
-                .find_by_remote(account, room, id)
-                .await?
-                .map(|i| i.key);
+            rel.target = self.find(account, room, id).await?.map(|i| i.key);
             rel.unknown_target = rel.target.is_none();
         }
         Ok(rel)
@@ -89,5 +153,52 @@ impl MessageMap {
         let remote = self.store.remote_id(key, account, room).await?;
         let sender = self.store.event_info(key).await?.map(|i| i.sender_name);
         Ok((remote, sender))
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+    use crate::store::NewEvent;
+    use crate::store::sqlite::SqliteStore;
+    use passerelle_sdk::{Content, Sender, Timestamp};
+
+    #[tokio::test]
+    async fn a_reply_finds_a_message_whose_receipt_is_not_written_yet() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let pending = PendingReceipts::default();
+        let map = MessageMap::with_pending(store.clone(), pending.clone());
+        // Bridged from `irc` to `matrix`; the destination answered `$m1`, not yet recorded.
+        let key = EventKey::new();
+        store
+            .accept(
+                NewEvent {
+                    key,
+                    account: "irc".into(),
+                    room: "#a".into(),
+                    remote_id: None,
+                    sender_name: "bob".into(),
+                    thread_root: None,
+                    at: Timestamp::now(),
+                },
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (matrix, room) = (AccountId::new("matrix"), RoomId::new("!r"));
+        let mut reply = Event::new(
+            "!r",
+            Sender::new("@alice:hs"),
+            EventKind::Message(Content::plain("yes")),
+        );
+        reply.reply_to = Some("$m1".into());
+        assert_eq!(map.inbound(&matrix, &reply).await.unwrap().reply_to, None);
+        pending.record(&matrix, &room, &"$m1".into(), key);
+        assert_eq!(
+            map.inbound(&matrix, &reply).await.unwrap().reply_to,
+            Some(key)
+        );
+        pending.written(&matrix, &room, &"$m1".into());
+        assert!(pending.is_empty());
     }
 }

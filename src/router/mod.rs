@@ -148,7 +148,7 @@ impl Router {
         Self {
             table,
             policies,
-            map: MessageMap::new(store.clone()),
+            map: MessageMap::with_pending(store.clone(), lanes.pending_receipts()),
             store,
             sealer,
             lanes,
@@ -316,24 +316,10 @@ impl Router {
                 .inbound(account, &event)
                 .await
                 .map_err(|e| EmitError::NotStored(e.to_string()))?;
-            // An answer can overtake the record of the message it answers: the destination
-            // showed the message as soon as it was sent, and the lane records its id a moment
-            // later. Look again a few times (at most ~200 ms, only for events whose relation is
-            // not found yet).
-            for _ in 0..4 {
-                let missing = rel.unknown_target
-                    || (event.reply_to.is_some() && rel.reply_to.is_none())
-                    || (event.thread_root.is_some() && rel.thread_root.is_none());
-                if !missing {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                rel = self
-                    .map
-                    .inbound(account, &event)
-                    .await
-                    .map_err(|e| EmitError::NotStored(e.to_string()))?;
-            }
+            // An answer can overtake the record of the message it answers (the destination
+            // showed the message at once): the map also looks at the receipts still on their way
+            // to the store, so nothing here ever waits. A relation not found now is not found
+            // later either (a Telegram topic's root, a reaction to a message never bridged).
             if rel.unknown_target {
                 refuse("unknown_target");
                 return Ok(Step::Answered(Disposition::Refused {

@@ -77,6 +77,11 @@ struct Load {
     /// Stop waiting once sending is done and nothing arrived for this many seconds.
     #[arg(long, default_value_t = 5)]
     idle_secs: u64,
+    /// `api` only: meanwhile, post this many replies a second whose parent the daemon never saw
+    /// (as a Telegram topic's messages name a service message, or anyone's reaction to a message
+    /// never bridged), to the same gateway; they reach IRC too, untagged.
+    #[arg(long)]
+    orphan_replies: Option<f64>,
     /// The `passerelle` binary (default: the one beside this tool).
     #[arg(long)]
     daemon: Option<PathBuf>,
@@ -280,7 +285,11 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
     let bridged = if from_api {
         let clock = Instant::now();
         let progress = Arc::new(irc::Progress::default());
-        measure(
+        let posted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let orphans = load
+            .orphan_replies
+            .map(|rate| tokio::spawn(post_orphan_replies(api_port, rate, posted.clone())));
+        let figures = measure(
             b,
             run,
             &load,
@@ -288,7 +297,13 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
             progress,
             post_all(api_port, run, &load, clock),
         )
-        .await?
+        .await;
+        if let Some(task) = orphans {
+            task.abort();
+            let n = posted.load(std::sync::atomic::Ordering::Relaxed);
+            println!("orphan replies posted meanwhile: {n}");
+        }
+        figures?
     } else {
         let a = irc::Client::join(server.port, "da", "#load-in").await?;
         let clock = Instant::now();
@@ -411,6 +426,35 @@ async fn post_all(
         }
     }
     Ok((first.unwrap_or(0), Box::new(())))
+}
+
+/// Posts replies to messages that were never bridged, `rate` a second, until aborted (at most
+/// ten minutes), counting them in `posted`.
+async fn post_orphan_replies(
+    port: u16,
+    rate: f64,
+    posted: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<u64> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("http://127.0.0.1:{port}/api/message");
+    let clock = Instant::now();
+    let mut n: u64 = 0;
+    while clock.elapsed() < Duration::from_secs(600) {
+        let due = clock + Duration::from_secs_f64(n as f64 / rate.max(0.01));
+        tokio::time::sleep_until(due.into()).await;
+        let body = serde_json::json!({"text": "orphan reply", "username": "orphan",
+            "gateway": "load", "parent_id": format!("never-bridged-{n}")});
+        http.post(&url)
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await?;
+        n += 1;
+        posted.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(n)
 }
 
 async fn startup(s: Startup) -> Result<()> {
