@@ -19,29 +19,40 @@ pub struct Fetched {
     pub mime: String,
 }
 
-/// Whether an address is one a stranger's link must not reach.
+/// Whether an address is one a stranger's link must not reach: anything but global unicast.
+/// Checked as an allow-list, so a range that reaches private space by translation (NAT64
+/// `64:ff9b::/96` to `169.254.169.254`, 6to4 `2002::/16`, the old IPv4-compatible `::/96`, site
+/// local `fec0::/10`) is refused with the rest.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // 100.64/10
-                || v4.octets()[0] == 0
+            let [a, b, c, _] = v4.octets();
+            a == 0                                  // "this network"
+                || a == 10
+                || (a == 100 && (b & 0xc0) == 64)   // 100.64/10, shared address space
+                || a == 127
+                || (a == 169 && b == 254)           // link local (cloud metadata)
+                || (a == 172 && (b & 0xf0) == 16)
+                || (a == 192 && b == 0 && c == 0)   // IETF protocol assignments
+                || (a == 192 && b == 0 && c == 2)   // documentation
+                || (a == 192 && b == 88 && c == 99) // 6to4 relays
+                || (a == 192 && b == 168)
+                || (a == 198 && (b & 0xfe) == 18)   // 198.18/15, benchmarking
+                || (a == 198 && b == 51 && c == 100)
+                || (a == 203 && b == 0 && c == 113)
+                || a >= 224 // multicast, 240/4 reserved, broadcast
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+            let s = v6.segments();
+            let global_unicast = (s[0] & 0xe000) == 0x2000; // 2000::/3
+            !global_unicast
+                || (s[0] == 0x2001 && s[1] < 0x0200)   // 2001::/23 (Teredo, ORCHID, ...)
+                || (s[0] == 0x2001 && s[1] == 0x0db8)  // documentation
+                || s[0] == 0x2002                      // 6to4: any IPv4 inside
+                || (s[0] & 0xfff0) == 0x3ff0 // 3fff::/20, documentation
         }
     }
 }
@@ -77,7 +88,10 @@ pub async fn fetch(att: &Attachment, max: u64, allow_private: bool) -> Result<Fe
         ));
     }
     // Pinned to the address just checked, so a second lookup can't lead elsewhere.
+    // No proxy: an HTTPS_PROXY in the environment would connect where the proxy likes, undoing
+    // the pinning to the address just checked.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
         .resolve(&host, first)
@@ -139,10 +153,34 @@ mod tests {
             "fc00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            // Ranges that reach private space by translation, and other non-global ones.
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::1",
+            "::7f00:1",
+            "::a9fe:a9fe",
+            "fec0::1",
+            "2001:db8::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "ff02::1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "240.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "198.20.0.1",
+            "2a00:1450:4001:80b::200e",
+            "::ffff:93.184.216.34",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }
