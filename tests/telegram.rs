@@ -231,7 +231,7 @@ async fn restarts_mid_stream_lose_no_update_and_bridge_none_twice() {
 /// is refused unread, a malformed one with the right secret is refused, and neither bridges.
 #[tokio::test]
 async fn webhook_mode_bridges_and_refuses_a_wrong_secret() {
-    const SECRET: &str = "e2e_webhook-secret";
+    const SECRET: &str = "e2e_webhook-secret-0123456789abcdef";
     let b = start_with(&format!(
         "mode = \"webhook\"\nwebhook_url = \"http://127.0.0.1:{{admin}}/hooks/tg\"\nwebhook_secret = \"{SECRET}\""
     ))

@@ -6,6 +6,9 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The shortest webhook secret accepted (Telegram takes from 1 character).
+const MIN_SECRET: usize = 32;
+
 /// How updates reach the bridge.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -33,7 +36,9 @@ pub struct TelegramConfig {
     /// Webhook mode: the public HTTPS URL Telegram calls, ending in `/hooks/NAME`.
     pub webhook_url: Option<String>,
     /// Webhook mode: the secret Telegram sends with every call
-    /// (`X-Telegram-Bot-Api-Secret-Token`), 1–256 characters of `A-Z a-z 0-9 _ -`.
+    /// (`X-Telegram-Bot-Api-Secret-Token`), 32–256 characters of `A-Z a-z 0-9 _ -` (Telegram
+    /// takes from 1, but the secret is all that stands between the public hook and forged
+    /// updates: `openssl rand -hex 32`).
     pub webhook_secret: Option<Secret>,
     /// File holding `webhook_secret`.
     pub webhook_secret_file: Option<PathBuf>,
@@ -167,15 +172,22 @@ impl TelegramConfig {
                     )),
                     Some(s) => {
                         let v = s.expose();
-                        if v.is_empty()
+                        if !v
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                             || v.len() > 256
-                            || !v
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                         {
                             issues.push(ConfigIssue::new(
                                 "webhook_secret",
-                                "must be 1-256 characters of A-Z, a-z, 0-9, _ and -",
+                                "must be 32-256 characters of A-Z, a-z, 0-9, _ and -",
+                            ));
+                        } else if v.len() < MIN_SECRET {
+                            issues.push(ConfigIssue::new(
+                                "webhook_secret",
+                                format!(
+                                    "is {} characters; at least {MIN_SECRET} are needed to keep forged updates out (e.g. openssl rand -hex 32)",
+                                    v.len()
+                                ),
                             ));
                         }
                     }
@@ -262,8 +274,16 @@ mod tests {
             ),
             vec!["webhook_url", "webhook_secret"]
         );
-        let ok = TelegramConfig::parse(json!({"token": "1:x", "mode": "webhook",
+        let short = TelegramConfig::parse(json!({"token": "1:x", "mode": "webhook",
             "webhook_url": "https://bridge.example.org/hooks/t", "webhook_secret": "s3cret_-X"}))
+        .unwrap_err();
+        assert_eq!(
+            short[0].to_string(),
+            "webhook_secret: is 9 characters; at least 32 are needed to keep forged updates out (e.g. openssl rand -hex 32)"
+        );
+        let ok = TelegramConfig::parse(json!({"token": "1:x", "mode": "webhook",
+            "webhook_url": "https://bridge.example.org/hooks/t",
+            "webhook_secret": "s3cret_-X0123456789abcdef0123456789"}))
         .unwrap();
         assert_eq!(ok.webhook.unwrap().0, "https://bridge.example.org/hooks/t");
     }

@@ -115,7 +115,7 @@ async fn telegram_passes_the_conformance_suite_by_webhook() {
     let t = table(
         &fake,
         json!({"mode": "webhook", "webhook_url": format!("http://127.0.0.1:{port}/hooks/{ACCOUNT}"),
-               "webhook_secret": "conformance_secret-1"}),
+               "webhook_secret": "conformance_secret-1-0123456789abcdef"}),
     );
     let path = dir.path().to_owned();
     let make = move || build(t.clone(), &path);
@@ -128,7 +128,7 @@ async fn telegram_passes_the_conformance_suite_by_webhook() {
     conformance::run(&make, &mut peer, vec![GROUP.to_string().into()]).await;
     let (url, secret) = fake.webhook().expect("the webhook was set");
     assert!(url.ends_with("/hooks/conformance.account"));
-    assert_eq!(secret, "conformance_secret-1");
+    assert_eq!(secret, "conformance_secret-1-0123456789abcdef");
     assert_eq!(fake.pending_updates(), 0, "every update was answered 200");
 }
 
