@@ -413,7 +413,7 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
         dir.path(),
         &appservice_config(
             dir.path(),
-            "http://placeholder",
+            "http://127.0.0.1:9",
             irc.port,
             admin,
             "!r:hs.passerelle.test",
@@ -634,7 +634,7 @@ async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() 
         )
         .replace("hs_token = ", &format!("{extra}hs_token = "))
     };
-    let (hs, _) = homeserver_with_registration(dir.path(), &config("http://placeholder"));
+    let (hs, _) = homeserver_with_registration(dir.path(), &config("http://127.0.0.1:9"));
     hs.register("alice", "alice-pw", false);
     hs.register("mallory", "mallory-pw", false);
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
@@ -729,7 +729,7 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
         )
         .replace("hs_token = ", "portal_accounts = [\"irc\"]\nhs_token = ")
     };
-    let (hs, _) = homeserver_with_registration(dir.path(), &config("http://placeholder"));
+    let (hs, _) = homeserver_with_registration(dir.path(), &config("http://127.0.0.1:9"));
     hs.register("alice", "alice-pw", false);
     let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     alice.set_display_name("Alice").await;

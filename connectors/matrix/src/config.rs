@@ -219,13 +219,11 @@ impl MatrixConfig {
         let raw: MatrixConfig = parse_table(table).map_err(|i| vec![i])?;
         let mut issues = Vec::new();
         let homeserver = raw.homeserver.trim_end_matches('/').to_owned();
-        let host = homeserver
-            .strip_prefix("https://")
-            .or_else(|| homeserver.strip_prefix("http://"));
-        if host.is_none_or(str::is_empty) {
+        // https, or plain http only to loopback: the bot's password and tokens travel on it.
+        if let Err(why) = passerelle_sdk::config::check_base_url(&homeserver) {
             issues.push(ConfigIssue::new(
                 "homeserver",
-                "not an http(s) URL (e.g. https://matrix.example.org)",
+                format!("{why} (e.g. https://matrix.example.org)"),
             ));
         }
         let media_public_url =
@@ -473,18 +471,35 @@ mod tests {
         ] {
             assert!(all.iter().any(|s| s.starts_with(want)), "{want} in {all:?}");
         }
+        // The bot's password and tokens never cross a network in clear.
         let all = paths(
-            json!({"homeserver": "http://h", "user": "@b:h", "password": "p",
+            json!({"homeserver": "http://matrix.example.org", "user": "@b:h",
+            "password": "p"}),
+        );
+        assert!(
+            all[0].starts_with("homeserver: ") && all[0].contains("https"),
+            "{all:?}"
+        );
+        assert!(
+            MatrixConfig::parse(
+                json!({"homeserver": "http://127.0.0.1:8008", "user": "@b:h",
+                "password": "p"})
+            )
+            .is_ok(),
+            "loopback http is fine"
+        );
+        let all = paths(
+            json!({"homeserver": "https://h", "user": "@b:h", "password": "p",
             "access_token": "t"}),
         );
         assert!(all[0].starts_with("password: set either"), "{all:?}");
-        let ok = MatrixConfig::parse(json!({"homeserver": "http://h/", "user": "@b:h",
+        let ok = MatrixConfig::parse(json!({"homeserver": "https://h/", "user": "@b:h",
             "password_file": "/nonexistent/pw"}));
         assert_eq!(ok.unwrap_err()[0].path, "password_file");
-        let ok = MatrixConfig::parse(json!({"homeserver": "http://h/", "user": "@b:h",
+        let ok = MatrixConfig::parse(json!({"homeserver": "https://h/", "user": "@b:h",
             "access_token": "t"}))
         .unwrap();
-        assert_eq!(ok.homeserver, "http://h");
+        assert_eq!(ok.homeserver, "https://h");
         assert!(matches!(
             ok.mode,
             ModeSettings::Bot(BotSettings {
@@ -496,7 +511,7 @@ mod tests {
 
     #[test]
     fn appservice_mode_issues_name_their_keys() {
-        let all = paths(json!({"mode": "appservice", "homeserver": "http://h",
+        let all = paths(json!({"mode": "appservice", "homeserver": "https://h",
             "as_token": "short", "ghost_prefix": "Bad_Prefix", "password": "p"}));
         for want in [
             "server_name: missing",
@@ -508,13 +523,13 @@ mod tests {
             assert!(all.iter().any(|s| s.starts_with(want)), "{want} in {all:?}");
         }
         let same = "x".repeat(40);
-        let all = paths(json!({"mode": "appservice", "homeserver": "http://h",
+        let all = paths(json!({"mode": "appservice", "homeserver": "https://h",
             "server_name": "h", "as_token": same, "hs_token": same}));
         assert!(
             all.iter().any(|s| s.starts_with("hs_token: must differ")),
             "{all:?}"
         );
-        let ok = MatrixConfig::parse(json!({"mode": "appservice", "homeserver": "http://h",
+        let ok = MatrixConfig::parse(json!({"mode": "appservice", "homeserver": "https://h",
             "server_name": "h", "as_token": "a".repeat(40), "hs_token": "b".repeat(40)}))
         .unwrap();
         let ModeSettings::Appservice(a) = ok.mode else {

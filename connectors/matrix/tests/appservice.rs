@@ -25,7 +25,7 @@ fn table(hs_url: &str) -> serde_json::Value {
 /// A Synapse with our registration (pointing at 127.0.0.1:`port`) installed.
 fn homeserver(dir: &std::path::Path, port: u16) -> Synapse {
     let yaml = passerelle_matrix::registration(
-        table("http://unused"),
+        table("http://127.0.0.1:9"),
         &format!("http://127.0.0.1:{port}"),
     )
     .expect("registration");

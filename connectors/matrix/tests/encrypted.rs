@@ -161,7 +161,7 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
 async fn appservice_mode_bridges_an_encrypted_room_through_the_bots_device() {
     let dir = tempfile::tempdir().unwrap();
     let port = passerelle_testkit::free_port();
-    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "hs.passerelle.test",
+    let table = json!({"mode": "appservice", "homeserver": "http://127.0.0.1:9", "server_name": "hs.passerelle.test",
         "as_token": "as-token-0123456789abcdef0123456789abcdef",
         "hs_token": "hs-token-0123456789abcdef0123456789abcdef"});
     let yaml = passerelle_matrix::registration(table.clone(), &format!("http://127.0.0.1:{port}"))

@@ -131,7 +131,7 @@ async fn appservice_mode_uploads_files_as_the_ghost() {
     let file_port = file_server(bytes.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let port = passerelle_testkit::free_port();
-    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "hs.passerelle.test",
+    let table = json!({"mode": "appservice", "homeserver": "http://127.0.0.1:9", "server_name": "hs.passerelle.test",
         "as_token": "as-token-0123456789abcdef0123456789abcdef",
         "hs_token": "hs-token-0123456789abcdef0123456789abcdef",
         "media_fetch_private": true, "encryption": false});
@@ -216,7 +216,7 @@ async fn matrix_files_reach_other_networks_as_signed_links_in_both_modes() {
     let dir = tempfile::tempdir().unwrap();
     let bot_port = passerelle_testkit::free_port();
     let as_port = passerelle_testkit::free_port();
-    let table = json!({"mode": "appservice", "homeserver": "http://unused", "server_name": "hs.passerelle.test",
+    let table = json!({"mode": "appservice", "homeserver": "http://127.0.0.1:9", "server_name": "hs.passerelle.test",
         "as_token": "as-token-0123456789abcdef0123456789abcdef",
         "hs_token": "hs-token-0123456789abcdef0123456789abcdef", "encryption": false,
         "media_public_url": format!("http://127.0.0.1:{as_port}")});
