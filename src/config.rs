@@ -462,6 +462,9 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
 
     let accounts = parse_accounts(raw_accounts, &mut issues);
     let links = parse_links(raw_links, &accounts, &mut issues);
+    if let Some(http) = &http {
+        example_secrets_need_loopback(http, &accounts, &mut issues);
+    }
 
     let config = Config {
         general: general.unwrap_or_default(),
@@ -472,6 +475,60 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
         links,
     };
     (config, issues)
+}
+
+/// The mark of the example configuration's placeholder secrets.
+const EXAMPLE_SECRET: &str = "change-me";
+
+/// `config.example.toml` runs as it is, on loopback. Its placeholder secrets (`change-me…`) are
+/// known to everyone, so once any listener (`http.listen`, an account's `listen`) is reachable
+/// from elsewhere, each one left in an enabled account is an issue at its key.
+fn example_secrets_need_loopback(
+    http: &HttpConfig,
+    accounts: &BTreeMap<AccountId, AccountConfig>,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    let on_loopback = |addr: &str| {
+        addr.is_empty()
+            || addr
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback())
+            || addr.starts_with("localhost:")
+    };
+    let mut exposed: Vec<String> = Vec::new();
+    if !on_loopback(&http.listen) {
+        exposed.push(format!("http.listen = {:?}", http.listen));
+    }
+    for (id, account) in accounts.iter().filter(|(_, a)| a.enabled) {
+        if let Some(listen) = account.table.get("listen").and_then(|v| v.as_str())
+            && !on_loopback(listen)
+        {
+            exposed.push(format!(
+                "accounts.{}.listen = {listen:?}",
+                path_key(id.as_str())
+            ));
+        }
+    }
+    let Some(first) = exposed.first() else {
+        return;
+    };
+    for (id, account) in accounts.iter().filter(|(_, a)| a.enabled) {
+        let Some(table) = account.table.as_object() else {
+            continue;
+        };
+        for (key, value) in table {
+            if value.as_str().is_some_and(|v| v.contains(EXAMPLE_SECRET)) {
+                issues.push(ConfigIssue::new(
+                    format!("accounts.{}.{}", path_key(id.as_str()), path_key(key)),
+                    format!(
+                        "is the example's placeholder, known to everyone, and {first} is reachable \
+                         from other machines: set your own secret (or {key}_file), or keep \
+                         every listener on 127.0.0.1"
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 fn parse_section<T: serde::de::DeserializeOwned + Default>(

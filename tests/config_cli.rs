@@ -188,6 +188,44 @@ fn the_example_config_is_valid() {
     );
 }
 
+/// The example runs as it is on loopback; listening beyond it with the example's placeholder
+/// secrets is refused, each one named with the listener that exposes it.
+#[test]
+fn the_examples_secrets_are_refused_once_a_listener_leaves_loopback() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let out = passerelle(
+        &["check", "-c", example],
+        &[("PASSERELLE__HTTP__LISTEN", "0.0.0.0:9180")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "accounts.\"api.scripts\".token: is the example's placeholder",
+        "accounts.\"api.bots\".token: is the example's placeholder",
+    ] {
+        assert!(stderr.contains(key), "{key} in {stderr}");
+    }
+    assert!(
+        stderr.contains("http.listen = \"0.0.0.0:9180\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("change-me"), "no secret printed: {stderr}");
+    // An API account listening on every interface does the same.
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("\"127.0.0.1:4242\"", "\"[::]:4242\"");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exposed.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = passerelle(&["check", "-c", config.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("accounts.\"api.scripts\".listen = \"[::]:4242\""),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn environment_overrides_apply_and_are_checked() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
