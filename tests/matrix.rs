@@ -694,6 +694,25 @@ async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() 
         "joined a stranger's room"
     );
 
+    // In a room with someone else, the admin's commands are not answered: the answers name
+    // rooms and people.
+    let group = alice
+        .create_room(json!({"invite": [AS_BOT, "@mallory:hs.passerelle.test"]}))
+        .await;
+    mallory.join(&group).await;
+    alice.wait_member(&group, AS_BOT, WAIT).await;
+    alice.say(&group, "links").await;
+    let leaked = alice
+        .next_matching(Duration::from_secs(4), |e: &SeenEvent| {
+            e.room == group && e.sender() == AS_BOT && e.kind() == "m.room.message"
+        })
+        .await;
+    assert!(
+        leaked.is_none(),
+        "answered in a shared room: {:?}",
+        leaked.map(|e| e.body().to_owned())
+    );
+
     // IRC goes away: after the delay the admin is warned, and told when it is back.
     irc.stop();
     let warning = alice

@@ -95,6 +95,13 @@ fn age(secs: u64) -> String {
     }
 }
 
+/// Whether a room whose joined members are `members` is a direct chat between the bot and
+/// `admin`: the two of them and nobody else. Commands are answered only there, since the
+/// answers name rooms, accounts and people's numbers.
+pub fn is_direct_chat(members: &[String], bot: &str, admin: &str) -> bool {
+    members.len() == 2 && members.iter().any(|m| m == bot) && members.iter().any(|m| m == admin)
+}
+
 /// How often to look at the accounts' states for a warning delay of `secs`.
 pub fn tick_every(secs: u64) -> Duration {
     Duration::from_millis((secs * 1000 / 4).clamp(500, 10_000))
@@ -185,6 +192,24 @@ mod tests {
             "lobby: irc: #a ⇄ matrix: !r"
         );
         assert_eq!(answer("hello bot", &view), None);
+    }
+
+    #[test]
+    fn commands_are_answered_only_between_the_bot_and_one_admin() {
+        let members = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (bot, admin) = ("@bot:example.org", "@admin:example.org");
+        assert!(is_direct_chat(&members(&[bot, admin]), bot, admin));
+        assert!(!is_direct_chat(
+            &members(&[bot, admin, "@eve:example.org"]),
+            bot,
+            admin
+        ));
+        assert!(!is_direct_chat(
+            &members(&[admin, "@eve:example.org"]),
+            bot,
+            admin
+        ));
+        assert!(!is_direct_chat(&members(&[bot]), bot, admin));
     }
 
     #[test]

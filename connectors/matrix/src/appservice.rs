@@ -558,6 +558,27 @@ impl Shared {
     }
 
     async fn admin_command(&self, room_id: &str, admin: &str, ev: &Value) {
+        // Only in a direct chat: the bot and this admin, nobody else (the answers name rooms,
+        // accounts and people's numbers).
+        let path = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room_id));
+        let members = self
+            .hs
+            .call(reqwest::Method::GET, &path, Some(&self.names.bot), None)
+            .await
+            .ok()
+            .and_then(|v| {
+                v["joined"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            })
+            .unwrap_or_default();
+        if !admin::is_direct_chat(&members, &self.names.bot, admin) {
+            debug!(
+                room = room_id,
+                "an admin's message outside a direct chat with the bot; not answered"
+            );
+            return;
+        }
         let _ = self
             .state
             .put(&admin_room_key(admin), room_id.as_bytes().to_vec())

@@ -647,6 +647,20 @@ impl Syncer {
             if v["type"] != "m.room.message" || !self.admins.iter().any(|a| a == sender) {
                 continue;
             }
+            // Only in a direct chat: the bot and this admin, nobody else.
+            let members: Vec<String> = match room.members(matrix_sdk::RoomMemberships::JOIN).await {
+                Ok(m) => m.iter().map(|m| m.user_id().to_string()).collect(),
+                Err(_) => continue,
+            };
+            let me = self
+                .client
+                .user_id()
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            if !admin::is_direct_chat(&members, &me, sender) {
+                debug!("an admin's message outside a direct chat with the bot; not answered");
+                continue;
+            }
             let _ = self
                 .state
                 .put(&admin_room_key(sender), room_id.as_str())
