@@ -480,6 +480,9 @@ impl LaneTask {
             _ => Some(entry.key),
         };
         let (outbound, answer) = Outbound::new(event, routed.origin.clone(), routed.link.clone());
+        // Until its receipt is recorded below, an answer to this message may reach the router
+        // before its id is known: the router holds such an answer back (not itself) meanwhile.
+        let _in_flight = d.pending_receipts.send_begins(&self.account, &self.room);
         let started = Instant::now();
         tokio::select! {
             _ = d.stop.cancelled() => return None,

@@ -25,9 +25,51 @@ pub struct Relations {
 #[derive(Clone, Default)]
 pub struct PendingReceipts {
     ids: Arc<dashmap::DashMap<(AccountId, RoomId, RemoteMessageId), EventKey>>,
+    /// Sends handed to a connector whose answer has not been taken in yet, per destination.
+    in_flight: Arc<dashmap::DashMap<(AccountId, RoomId), usize>>,
+}
+
+/// One send in flight to a destination, until dropped.
+pub struct InFlight {
+    pending: PendingReceipts,
+    at: (AccountId, RoomId),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let gone = match self.pending.in_flight.get_mut(&self.at) {
+            Some(mut n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        };
+        if gone {
+            self.pending.in_flight.remove_if(&self.at, |_, n| *n == 0);
+        }
+    }
 }
 
 impl PendingReceipts {
+    /// A send to (account, room) is handed over; it counts as in flight until the guard is
+    /// dropped, after its receipt (if any) was recorded here.
+    pub fn send_begins(&self, account: &AccountId, room: &RoomId) -> InFlight {
+        let at = (account.clone(), room.clone());
+        *self.in_flight.entry(at.clone()).or_insert(0) += 1;
+        InFlight {
+            pending: self.clone(),
+            at,
+        }
+    }
+
+    /// Whether a send to (account, room) is on its way: an answer to it may name a message
+    /// whose id is not known yet.
+    pub fn sending_to(&self, account: &AccountId, room: &RoomId) -> bool {
+        self.in_flight
+            .get(&(account.clone(), room.clone()))
+            .is_some_and(|n| *n > 0)
+    }
+
     /// A destination answered `key` with `remote` on (account, room).
     pub fn record(
         &self,
@@ -79,6 +121,11 @@ impl MessageMap {
     /// A map over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self::with_pending(store, PendingReceipts::default())
+    }
+
+    /// The receipts on their way (shared with the lanes).
+    pub fn pending(&self) -> &PendingReceipts {
+        &self.pending
     }
 
     /// A map over `store` that also looks at receipts not written yet.

@@ -134,7 +134,26 @@ pub struct Router {
     map: MessageMap,
     sealer: Arc<Sealer>,
     lanes: Lanes,
+    /// Events held back (never waited for) while the message they name may still be on its way
+    /// to their room: looked at again every [`PARK_STEP`], at most [`PARK_TRIES`] times.
+    parked: std::sync::Mutex<std::collections::VecDeque<Parked>>,
 }
+
+/// An inbound event held back a moment: it names a message not in the map while a send to its
+/// room is in flight (the named message may be that one, its id not recorded yet).
+struct Parked {
+    asker: Asker,
+    event: Event,
+    tries: u32,
+    due: tokio::time::Instant,
+}
+
+/// How often a parked event is looked at again.
+const PARK_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+/// How many times, at most (then it is routed with what is known).
+const PARK_TRIES: u32 = 50;
+/// How many events may be parked at once; beyond, they are routed with what is known.
+const PARK_MAX: usize = 1024;
 
 impl Router {
     /// A router over its table, the accounts' policies, the store and the delivery lanes.
@@ -152,6 +171,7 @@ impl Router {
             store,
             sealer,
             lanes,
+            parked: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -161,9 +181,14 @@ impl Router {
     pub async fn run(self, mut rx: mpsc::Receiver<Inbound>, intake: CancellationToken) {
         let mut batch = Vec::with_capacity(INGEST_BATCH);
         loop {
+            let next_due = self.next_due();
             tokio::select! {
                 biased;
                 _ = intake.cancelled() => break,
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)),
+                    if next_due.is_some() => {
+                    self.retry_parked(false).await;
+                }
                 n = rx.recv_many(&mut batch, INGEST_BATCH) => {
                     if n == 0 {
                         break;
@@ -172,6 +197,8 @@ impl Router {
                 }
             }
         }
+        // What is parked is routed with what is known now, and stored.
+        self.retry_parked(true).await;
         rx.close();
         while let Ok(inbound) = rx.try_recv() {
             if inbound.ack.is_none() {
@@ -197,13 +224,60 @@ impl Router {
                 self.commit(&mut group).await;
             }
             let asker = Asker { account, ack };
-            match self.prepare(&asker.account, event).await {
+            match self.prepare(&asker.account, event, 0).await {
                 Ok(Step::Answered(disposition)) => asker.answer(Ok(disposition)),
                 Ok(Step::Store(prepared)) => group.push((*prepared, asker)),
+                Ok(Step::Park(event)) => self.park(asker, *event, 1),
                 Err(e) => asker.failed(e),
             }
         }
         self.commit(&mut group).await;
+    }
+
+    fn park(&self, asker: Asker, event: Event, tries: u32) {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        parked.push_back(Parked {
+            asker,
+            event,
+            tries,
+            due: tokio::time::Instant::now() + PARK_STEP,
+        });
+    }
+
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        parked.iter().map(|p| p.due).min()
+    }
+
+    /// Looks again at the parked events that are due (all of them when `all`, with no more
+    /// parking), in the order they came.
+    async fn retry_parked(&self, all: bool) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<Parked> = {
+            let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+            let (ready, wait): (Vec<Parked>, Vec<Parked>) =
+                parked.drain(..).partition(|p| all || p.due <= now);
+            parked.extend(wait);
+            ready
+        };
+        for Parked {
+            asker,
+            event,
+            tries,
+            ..
+        } in due
+        {
+            let tries_left = if all { PARK_TRIES } else { tries };
+            match self.prepare(&asker.account, event, tries_left).await {
+                Ok(Step::Answered(disposition)) => asker.answer(Ok(disposition)),
+                Ok(Step::Store(prepared)) => {
+                    let mut one = vec![(*prepared, asker)];
+                    self.commit(&mut one).await;
+                }
+                Ok(Step::Park(event)) => self.park(asker, *event, tries + 1),
+                Err(e) => asker.failed(e),
+            }
+        }
     }
 
     /// Stores a group of prepared events in one transaction, hands their rows to the lanes and
@@ -238,9 +312,11 @@ impl Router {
         account: &AccountId,
         event: Event,
     ) -> Result<Disposition, EmitError> {
-        let prepared = match self.prepare(account, event).await? {
+        let prepared = match self.prepare(account, event, PARK_TRIES).await? {
             Step::Answered(disposition) => return Ok(disposition),
             Step::Store(prepared) => *prepared,
+            // Not handed back once the tries are used up; never here.
+            Step::Park(_) => return Err(EmitError::NotStored("parked".into())),
         };
         let accepted = self
             .store
@@ -287,9 +363,19 @@ impl Router {
 
     /// Decides where an event goes and seals its deliveries, or answers it at once (refused,
     /// unrouted).
-    async fn prepare(&self, account: &AccountId, event: Event) -> Result<Step, EmitError> {
+    /// Decides where `event` goes. `tries`: how often it was parked already; below
+    /// [`PARK_TRIES`] an event whose relation is missing while a send to its room is in flight is
+    /// handed back to be parked.
+    async fn prepare(
+        &self,
+        account: &AccountId,
+        event: Event,
+        tries: u32,
+    ) -> Result<Step, EmitError> {
         let kind = event.kind.name();
-        metrics::event_in(account.as_str(), kind);
+        if tries == 0 {
+            metrics::event_in(account.as_str(), kind);
+        }
         let refuse = |reason: &'static str| {
             metrics::dropped(account.as_str(), reason);
             tracing::debug!(account = %account, kind, reason, "inbound event not routed");
@@ -318,8 +404,25 @@ impl Router {
                 .map_err(|e| EmitError::NotStored(e.to_string()))?;
             // An answer can overtake the record of the message it answers (the destination
             // showed the message at once): the map also looks at the receipts still on their way
-            // to the store, so nothing here ever waits. A relation not found now is not found
-            // later either (a Telegram topic's root, a reaction to a message never bridged).
+            // to the store, so nothing here ever waits. Only while a send to this room is in
+            // flight (the named message may be that one, its answer not taken in yet) is the
+            // event handed back to be parked a moment; otherwise a relation not found now is
+            // not found later either (a Telegram topic's root, a reaction to a message never
+            // bridged) and the event goes at once.
+            let missing = rel.unknown_target
+                || (event.reply_to.is_some() && rel.reply_to.is_none())
+                || (event.thread_root.is_some() && rel.thread_root.is_none());
+            if missing
+                && tries < PARK_TRIES
+                && self.map.pending().sending_to(account, &event.room)
+                && self
+                    .parked
+                    .lock()
+                    .map(|p| p.len() < PARK_MAX)
+                    .unwrap_or(false)
+            {
+                return Ok(Step::Park(Box::new(event)));
+            }
             if rel.unknown_target {
                 refuse("unknown_target");
                 return Ok(Step::Answered(Disposition::Refused {
@@ -399,6 +502,8 @@ enum Step {
     Answered(Disposition),
     /// To store.
     Store(Box<Prepared>),
+    /// To look at again in a moment (see [`Parked`]).
+    Park(Box<Event>),
 }
 
 /// Whether routing `event` needs the message map (a reply, a thread, or a target).

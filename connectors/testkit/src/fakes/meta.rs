@@ -502,7 +502,12 @@ impl FakeMeta {
             port,
             shared,
             app_secret: app_secret.to_owned(),
-            http: reqwest::Client::new(),
+            // A new connection for each delivery: a server that refused a body before reading
+            // it (413) closes the connection, and a pooled one would fail the next delivery.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap_or_default(),
             stop,
         }
     }
