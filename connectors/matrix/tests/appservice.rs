@@ -76,13 +76,23 @@ async fn appservice_mode_passes_the_conformance_suite_with_ghosts() {
     conformance::run(&make, &mut peer, vec![room.as_str().into()]).await;
 }
 
-#[tokio::test]
-async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
+/// A homeserver with our registration, alice, her room, and the connector running with the bot
+/// in that room.
+struct Bridged {
+    dir: tempfile::TempDir,
+    port: u16,
+    hs: Synapse,
+    alice: MatrixUser,
+    room: String,
+    h: Harness,
+}
+
+async fn bridged_room() -> Bridged {
     let dir = tempfile::tempdir().unwrap();
     let port = passerelle_testkit::free_port();
     let hs = homeserver(dir.path(), port);
     hs.register("alice", "alice-pw", false);
-    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
     let room = alice.create_room(json!({})).await;
     let mut h = Harness::start(
         connector(&hs, &dir.path().join("as")),
@@ -93,6 +103,26 @@ async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
     assert!(h.wait_connected(WAIT).await);
     alice.invite(&room, BOT).await;
     alice.wait_member(&room, BOT, WAIT).await;
+    Bridged {
+        dir,
+        port,
+        hs,
+        alice,
+        room,
+        h,
+    }
+}
+
+#[tokio::test]
+async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
+    let Bridged {
+        dir: _dir,
+        port,
+        hs: _hs,
+        mut alice,
+        room,
+        mut h,
+    } = bridged_room().await;
 
     // Through the real homeserver: alice's message arrives, from her.
     alice.say(&room, "through synapse").await;
@@ -193,21 +223,14 @@ async fn transactions_need_the_hs_token_and_a_retried_one_is_bridged_once() {
 /// homeserver does not hold every later transaction behind it.
 #[tokio::test]
 async fn an_event_nested_too_deep_is_skipped_and_later_transactions_flow() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = passerelle_testkit::free_port();
-    let hs = homeserver(dir.path(), port);
-    hs.register("alice", "alice-pw", false);
-    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
-    let room = alice.create_room(json!({})).await;
-    let mut h = Harness::start(
-        connector(&hs, &dir.path().join("as")),
-        "matrix.as",
-        vec![room.as_str().into()],
-    );
-    h.serve_http(port).await;
-    assert!(h.wait_connected(WAIT).await);
-    alice.invite(&room, BOT).await;
-    alice.wait_member(&room, BOT, WAIT).await;
+    let Bridged {
+        dir: _dir,
+        port,
+        hs: _hs,
+        mut alice,
+        room,
+        mut h,
+    } = bridged_room().await;
 
     // The deepest event Synapse takes (its own parser stops at 128 levels too): inside a
     // transaction (an object and a list around it) it is past the limit of a parser that reads
