@@ -291,25 +291,35 @@ async fn a_nick_that_stays_taken_is_waited_for_only_reclaim_nick_secs() {
     assert!(h.wait_connected(Duration::from_secs(10)).await);
 }
 
-#[tokio::test]
-async fn outbound_lines_respect_the_rate_limit() {
+/// A connector with these extra keys, registered and in `#chan` on a scripted server.
+async fn paced(extra: serde_json::Value) -> (Harness, Script) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let extra = serde_json::json!({"send_rate_per_second": 5.0, "send_burst": 1});
     let mut h = Harness::start(connector(port, extra), "irc.test", vec!["#chan".into()]);
     let mut s = Script::accept(&listener).await;
     s.welcome().await;
     assert!(h.wait_connected(Duration::from_secs(10)).await);
+    (h, s)
+}
+
+fn message_to_chan(text: String) -> passerelle_sdk::Event {
+    passerelle_sdk::Event::new(
+        "#chan",
+        passerelle_sdk::Sender::new("x"),
+        EventKind::Message(passerelle_sdk::Content::plain(text)),
+    )
+}
+
+#[tokio::test]
+async fn outbound_lines_respect_the_rate_limit() {
+    let (mut h, mut s) =
+        paced(serde_json::json!({"send_rate_per_second": 5.0, "send_burst": 1})).await;
     // Six lines at five a second with a burst of one: at least a second between first and last.
     let text = (0..6)
         .map(|i| format!("line {i}"))
         .collect::<Vec<_>>()
         .join("\n");
-    let event = passerelle_sdk::Event::new(
-        "#chan",
-        passerelle_sdk::Sender::new("x"),
-        EventKind::Message(passerelle_sdk::Content::plain(text)),
-    );
+    let event = message_to_chan(text);
     let sending = tokio::spawn(async move { h.send(event, Duration::from_secs(20)).await });
     s.expect("PRIVMSG #chan :line 0").await;
     let first = std::time::Instant::now();
@@ -326,23 +336,14 @@ async fn outbound_lines_respect_the_rate_limit() {
 
 #[tokio::test]
 async fn a_ping_is_answered_while_a_long_message_goes_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let extra = serde_json::json!({"send_rate_per_second": 4.0, "send_burst": 1});
-    let mut h = Harness::start(connector(port, extra), "irc.test", vec!["#chan".into()]);
-    let mut s = Script::accept(&listener).await;
-    s.welcome().await;
-    assert!(h.wait_connected(Duration::from_secs(10)).await);
+    let (mut h, mut s) =
+        paced(serde_json::json!({"send_rate_per_second": 4.0, "send_burst": 1})).await;
     // Twelve lines at four a second: about three seconds of sending.
     let text = (0..12)
         .map(|i| format!("line {i}"))
         .collect::<Vec<_>>()
         .join("\n");
-    let event = passerelle_sdk::Event::new(
-        "#chan",
-        passerelle_sdk::Sender::new("x"),
-        EventKind::Message(passerelle_sdk::Content::plain(text)),
-    );
+    let event = message_to_chan(text);
     let sending = tokio::spawn(async move { h.send(event, Duration::from_secs(20)).await });
     s.expect("PRIVMSG #chan :line 0").await;
     s.send(b"PING :mid-paste\r\n").await;
