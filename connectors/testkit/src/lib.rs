@@ -26,23 +26,42 @@ pub mod servers;
 pub mod synapse;
 pub mod xmpp_client;
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests). The kernel may hand
-/// a just-released port out again, so the ports given in this process are remembered and never
-/// given twice: a test asking for several gets distinct ones.
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests), never one given
+/// before in this process, and always **below the kernel's ephemeral range**: ports from there
+/// are also the local ports of outgoing connections, so a daemon restarted on such a port can
+/// find it taken by some client's connection in the moment it was down ("address already in
+/// use"). Picked at random below that range, so that test processes running side by side rarely
+/// meet.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..1000 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
-        if !given.contains(&port) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_500));
+    let mut seed = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_usize(given.len());
+        h.finish()
+    };
+    for _ in 0..10_000 {
+        // xorshift: cheap, and seeded per process and call.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = low + (seed % u64::from(high - low)) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
-    panic!("no loopback port not given before in 1000 tries")
+    panic!("no free loopback port below the ephemeral range in 10,000 tries")
 }
 
 /// Serves one file (`data` as `mime`) at `/{name}` on a free loopback port until the runtime ends,
@@ -69,5 +88,13 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), ports.len());
+        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32768);
+        assert!(
+            ports.iter().all(|&p| (10_000..ephemeral_low).contains(&p)),
+            "outside the range clients' connections take their local ports from"
+        );
     }
 }
