@@ -204,30 +204,56 @@ async fn the_bridge_reconnects_and_rejoins_after_the_irc_server_restarts() {
     assert!(m.contains("passerelle_drops_total{"), "{m}");
 }
 
-/// The IRC server down for five times the answer timeout, with 50 messages queued for it: when it
-/// is back each arrives exactly once, in order. The lane hands each row to the connector once and
-/// waits for that answer however long the connector takes to reconnect.
-#[tokio::test]
-async fn an_outage_longer_than_the_answer_timeout_sends_each_message_once() {
+/// The daemon with one more `[general]` key, then the IRC server stopped and `texts` posted to
+/// the API (each stored, waiting for IRC).
+struct Outage {
+    irc: Ngircd,
+    _dir: tempfile::TempDir,
+    daemon: Daemon,
+    admin: u16,
+    api: Api,
+}
+
+async fn outage(general_key: &str, texts: &[String]) -> Outage {
     let mut irc = Ngircd::start();
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
     let config = config(irc.port, admin, api_port, dir.path(), 0.0).replace(
         "shutdown_grace_secs = 1",
-        "shutdown_grace_secs = 1\nanswer_timeout_secs = 2",
+        &format!("shutdown_grace_secs = 1\n{general_key}"),
     );
     let daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(30)).await;
     let api = Api::new(api_port, TOKEN);
-
     irc.stop();
-    const TOTAL: usize = 50;
-    for i in 0..TOTAL {
+    for text in texts {
         let (status, _) = api
-            .post(serde_json::json!({"text": format!("queued {i}"), "username": "s", "gateway": "lobby"}))
+            .post(serde_json::json!({"text": text, "username": "s", "gateway": "lobby"}))
             .await;
         assert_eq!(status, 200, "stored while IRC is down");
     }
+    Outage {
+        irc,
+        _dir: dir,
+        daemon,
+        admin,
+        api,
+    }
+}
+
+/// The IRC server down for five times the answer timeout, with 50 messages queued for it: when it
+/// is back each arrives exactly once, in order. The lane hands each row to the connector once and
+/// waits for that answer however long the connector takes to reconnect.
+#[tokio::test]
+async fn an_outage_longer_than_the_answer_timeout_sends_each_message_once() {
+    const TOTAL: usize = 50;
+    let texts: Vec<String> = (0..TOTAL).map(|i| format!("queued {i}")).collect();
+    let Outage {
+        mut irc,
+        _dir,
+        daemon,
+        ..
+    } = outage("answer_timeout_secs = 2", &texts).await;
     // Five answer timeouts with the destination gone.
     tokio::time::sleep(Duration::from_secs(10)).await;
     irc.start_again();
@@ -236,14 +262,14 @@ async fn an_outage_longer_than_the_answer_timeout_sends_each_message_once() {
         .messages_until(Duration::from_secs(60), |got| got.len() >= TOTAL)
         .await;
     let extra = a.messages_until(Duration::from_secs(4), |_| false).await;
-    let texts: Vec<String> = got
+    let seen: Vec<String> = got
         .iter()
         .chain(extra.iter())
         .map(|m| m.text.clone())
         .collect();
-    let expected: Vec<String> = (0..TOTAL).map(|i| format!("<s> queued {i}")).collect();
+    let expected: Vec<String> = texts.iter().map(|t| format!("<s> {t}")).collect();
     assert_eq!(
-        texts,
+        seen,
         expected,
         "each message once, in order; log:\n{}",
         daemon.logs()
@@ -255,24 +281,14 @@ async fn an_outage_longer_than_the_answer_timeout_sends_each_message_once() {
 /// reason; no text), never sent; the one already handed over goes, and new ones flow.
 #[tokio::test]
 async fn messages_queued_too_long_become_dead_letters_and_later_ones_flow() {
-    let mut irc = Ngircd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (admin, api_port) = (free_port(), free_port());
-    let config = config(irc.port, admin, api_port, dir.path(), 0.0).replace(
-        "shutdown_grace_secs = 1",
-        "shutdown_grace_secs = 1\nmax_queue_age_secs = 2",
-    );
-    let daemon = Daemon::start(dir.path(), &config, admin);
-    daemon.wait_ready(Duration::from_secs(30)).await;
-    let api = Api::new(api_port, TOKEN);
-
-    irc.stop();
-    for text in ["first", "dead canary one", "dead canary two"] {
-        let (status, _) = api
-            .post(serde_json::json!({"text": text, "username": "s", "gateway": "lobby"}))
-            .await;
-        assert_eq!(status, 200);
-    }
+    let texts = ["first", "dead canary one", "dead canary two"].map(String::from);
+    let Outage {
+        mut irc,
+        _dir,
+        daemon,
+        admin,
+        api,
+    } = outage("max_queue_age_secs = 2", &texts).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     irc.start_again();
     let mut a = alice(irc.port).await;

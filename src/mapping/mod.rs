@@ -99,11 +99,6 @@ impl PendingReceipts {
             .map(|k| *k)
     }
 
-    /// How many are waiting to be written.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()

@@ -302,25 +302,28 @@ async fn paced(extra: serde_json::Value) -> (Harness, Script) {
     (h, s)
 }
 
-fn message_to_chan(text: String) -> passerelle_sdk::Event {
-    passerelle_sdk::Event::new(
+/// Sends one message of `n` lines (`line 0` …) to `#chan`; its answer.
+fn send_numbered_lines(
+    mut h: Harness,
+    n: usize,
+) -> tokio::task::JoinHandle<Option<Result<passerelle_sdk::Receipt, passerelle_sdk::SendError>>> {
+    let text = (0..n)
+        .map(|i| format!("line {i}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let event = passerelle_sdk::Event::new(
         "#chan",
         passerelle_sdk::Sender::new("x"),
         EventKind::Message(passerelle_sdk::Content::plain(text)),
-    )
+    );
+    tokio::spawn(async move { h.send(event, Duration::from_secs(20)).await })
 }
 
 #[tokio::test]
 async fn outbound_lines_respect_the_rate_limit() {
-    let (mut h, mut s) =
-        paced(serde_json::json!({"send_rate_per_second": 5.0, "send_burst": 1})).await;
+    let (h, mut s) = paced(serde_json::json!({"send_rate_per_second": 5.0, "send_burst": 1})).await;
     // Six lines at five a second with a burst of one: at least a second between first and last.
-    let text = (0..6)
-        .map(|i| format!("line {i}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let event = message_to_chan(text);
-    let sending = tokio::spawn(async move { h.send(event, Duration::from_secs(20)).await });
+    let sending = send_numbered_lines(h, 6);
     s.expect("PRIVMSG #chan :line 0").await;
     let first = std::time::Instant::now();
     for i in 1..6 {
@@ -336,15 +339,9 @@ async fn outbound_lines_respect_the_rate_limit() {
 
 #[tokio::test]
 async fn a_ping_is_answered_while_a_long_message_goes_out() {
-    let (mut h, mut s) =
-        paced(serde_json::json!({"send_rate_per_second": 4.0, "send_burst": 1})).await;
+    let (h, mut s) = paced(serde_json::json!({"send_rate_per_second": 4.0, "send_burst": 1})).await;
     // Twelve lines at four a second: about three seconds of sending.
-    let text = (0..12)
-        .map(|i| format!("line {i}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let event = message_to_chan(text);
-    let sending = tokio::spawn(async move { h.send(event, Duration::from_secs(20)).await });
+    let sending = send_numbered_lines(h, 12);
     s.expect("PRIVMSG #chan :line 0").await;
     s.send(b"PING :mid-paste\r\n").await;
     let mut lines_before_pong = 0;
