@@ -36,6 +36,7 @@ fn event(i: u64, now: Timestamp) -> NewEvent {
         room: format!("#room{}", i % 1000).into(),
         remote_id: Some(format!("irc-in.{i}").into()),
         sender_name: "alice".into(),
+        sender_id: "alice".into(),
         thread_root: None,
         at: now,
     }

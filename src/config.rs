@@ -70,6 +70,12 @@ pub struct General {
     /// before it is given up on the same way (checked before each try). Default 259200 (3 days).
     #[serde(default = "default_max_queue_age")]
     pub max_queue_age_secs: u64,
+    /// Whether a deletion by someone other than the message's author (a room moderator's
+    /// redaction on Matrix, an XMPP room's moderation) is bridged. Off by default: only authors'
+    /// own deletions cross. When on, it is applied only where the destination account has the
+    /// `delete` right. An edit by anyone but the author is never bridged.
+    #[serde(default)]
+    pub bridge_moderation: bool,
 }
 
 fn default_max_attempts() -> u32 {
@@ -103,6 +109,7 @@ impl Default for General {
             answer_timeout_secs: default_answer_timeout(),
             max_attempts: default_max_attempts(),
             max_queue_age_secs: default_max_queue_age(),
+            bridge_moderation: false,
         }
     }
 }

@@ -241,7 +241,8 @@ pub async fn run(
     {
         lanes.ensure(&account, &room);
     }
-    let router = Router::new(table, policies.clone(), store.clone(), sealer, lanes);
+    let router = Router::new(table, policies.clone(), store.clone(), sealer, lanes)
+        .with_moderation(config.general.bridge_moderation);
     lane_tasks.spawn(router.run(inbound_rx, intake.clone()));
     for (account, io, status_rx) in ios {
         tasks.spawn(supervisor::supervise(account, io, status_rx));

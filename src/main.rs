@@ -276,27 +276,37 @@ fn main() -> ExitCode {
     }
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on SIGTERM or SIGINT. The handlers are installed before this returns (so
+/// before anything listens): a signal that comes the moment the daemon answers `/healthz` stops
+/// it cleanly instead of killing it with the default action.
+fn wait_for_signal(shutdown: CancellationToken) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
+            (Some(mut term), Some(mut interrupt)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                    _ = interrupt.recv() => tracing::info!("SIGINT received"),
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        shutdown.cancel();
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    shutdown.cancel();
 }
 
 #[cfg(test)]

@@ -542,7 +542,7 @@ rooms = [{{ account = "src", room = "g" }}, {{ account = "del", room = "g" }}, {
     );
 
     let (status, _) = source
-        .post(serde_json::json!({"event": "msg_delete", "gateway": "g", "id": posted["id"]}))
+        .post(serde_json::json!({"event": "msg_delete", "username": "s", "gateway": "g", "id": posted["id"]}))
         .await;
     assert_eq!(status, 200);
     let deleted = with_delete.next(WAIT).await.expect("the delete");

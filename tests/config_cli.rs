@@ -179,7 +179,7 @@ token = "s3cret-value-never-shown"
 
 #[test]
 fn the_example_config_is_valid() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let example = &example_config();
     let out = passerelle(&["check", "-c", example], &[]);
     assert!(
         out.status.success(),
@@ -192,7 +192,7 @@ fn the_example_config_is_valid() {
 /// secrets is refused, each one named with the listener that exposes it.
 #[test]
 fn the_examples_secrets_are_refused_once_a_listener_leaves_loopback() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let example = &example_config();
     let out = passerelle(
         &["check", "-c", example],
         &[("PASSERELLE__HTTP__LISTEN", "0.0.0.0:9180")],
@@ -228,7 +228,7 @@ fn the_examples_secrets_are_refused_once_a_listener_leaves_loopback() {
 
 #[test]
 fn environment_overrides_apply_and_are_checked() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let example = &example_config();
     let out = passerelle(
         &["check", "-c", example],
         &[
@@ -251,7 +251,7 @@ fn environment_overrides_apply_and_are_checked() {
 #[tokio::test]
 async fn the_example_config_runs_on_the_embedded_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let example = &example_config();
     let (admin, a, b) = (free_port(), free_port(), free_port());
     let admin_addr = format!("127.0.0.1:{admin}");
     let store = dir.path().join("data/passerelle.db");
@@ -360,4 +360,13 @@ impl Drop for ChildGuard {
             let _ = child.wait();
         }
     }
+}
+
+/// `config.example.toml` of the checkout under test. The directory is read when the test runs,
+/// not when it was built: clones at other paths share one target directory, and a test binary
+/// that cargo found fresh may have been built from another clone.
+fn example_config() -> String {
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    format!("{dir}/config.example.toml")
 }

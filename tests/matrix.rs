@@ -340,6 +340,202 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
     daemon.stop();
 }
 
+/// Bot mode with two API accounts, one that may delete and one that may not.
+fn authorship_config(
+    dir: &std::path::Path,
+    hs: &Synapse,
+    admin: u16,
+    apis: [u16; 2],
+    room: &str,
+    moderation: bool,
+) -> String {
+    format!(
+        r##"
+{head}
+[accounts.matrix]
+kind = "matrix"
+mode = "bot"
+homeserver = "{hs}"
+user = "{BRIDGE}"
+password = "bridge-pw"
+
+[accounts."api.main"]
+kind = "api"
+listen = "127.0.0.1:{main}"
+token = "{API_TOKEN}"
+rights = ["read", "write", "delete"]
+
+[accounts."api.nodelete"]
+kind = "api"
+listen = "127.0.0.1:{nodelete}"
+token = "{API_TOKEN}"
+rights = ["read", "write"]
+
+[[links]]
+name = "lobby"
+rooms = [
+  {{ account = "matrix", room = "{room}" }},
+  {{ account = "api.main", room = "lobby" }},
+  {{ account = "api.nodelete", room = "lobby" }},
+]
+"##,
+        // Off is the default: said only when on.
+        head = common::base_config(dir, admin).replace(
+            "[general]\n",
+            if moderation {
+                "[general]\nbridge_moderation = true\n"
+            } else {
+                "[general]\n"
+            }
+        ),
+        hs = hs.url(),
+        main = apis[0],
+        nodelete = apis[1],
+    )
+}
+
+const API_TOKEN: &str = "e2e-api-token-0123456789abcdef";
+
+/// The next message on `stream` (an API client's view), or a panic naming what was awaited.
+async fn api_next(stream: &mut common::ApiStream, what: &str) -> serde_json::Value {
+    stream
+        .next(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("the API never saw {what}"))
+}
+
+#[tokio::test]
+async fn edits_and_deletions_cross_only_from_their_author_and_moderation_only_when_allowed() {
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    hs.register("bob", "bob-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let mut bob = MatrixUser::login(&hs.url(), "bob", "bob-pw").await;
+    // Alice made the room: she is its moderator (power 100), Bob a plain member.
+    let room = alice
+        .create_room(json!({"invite": [BRIDGE, "@bob:hs.passerelle.test"]}))
+        .await;
+    bob.join(&room).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, apis) = (free_port(), [free_port(), free_port()]);
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &authorship_config(dir.path(), &hs, admin, apis, &room, false),
+        admin,
+    );
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    alice.wait_member(&room, BRIDGE, WAIT).await;
+    let (main, nodelete) = (
+        common::Api::new(apis[0], API_TOKEN),
+        common::Api::new(apis[1], API_TOKEN),
+    );
+    let mut seen = main.stream().await;
+
+    let original = alice.say(&room, "alice says this").await;
+    let first = api_next(&mut seen, "Alice's message").await;
+    assert_eq!(first["text"], "alice says this");
+    let alice_id = first["id"].as_str().unwrap().to_owned();
+
+    // Bob sends an edit of Alice's message (the homeserver takes it; the spec says clients must
+    // ignore it), then a message of his own: only his message crosses.
+    bob.send(
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "* forged by bob",
+        "m.new_content": {"msgtype": "m.text", "body": "forged by bob"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
+    )
+    .await;
+    let bob_msg = bob.say(&room, "bob says this").await;
+    let next = api_next(&mut seen, "Bob's message").await;
+    assert_eq!(
+        next["text"], "bob says this",
+        "an edit by someone other than the author crossed: {next}"
+    );
+
+    // Alice, the room's moderator, removes Bob's message: moderation, not bridged by default.
+    alice.redact(&room, &bob_msg).await;
+    alice.say(&room, "alice again").await;
+    let next = api_next(&mut seen, "Alice's second message").await;
+    assert_eq!(
+        next["text"], "alice again",
+        "a moderator's deletion crossed with bridge_moderation off: {next}"
+    );
+    let m = daemon.metrics().await;
+    assert_eq!(
+        common::metric(&m, "passerelle_drops_total", &["matrix", "not_author"]),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        common::metric(
+            &m,
+            "passerelle_drops_total",
+            &["matrix", "moderation_not_bridged"]
+        ),
+        1.0,
+        "{m}"
+    );
+
+    // The author's own edit and deletion do cross.
+    alice
+        .send(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "* alice fixed this",
+            "m.new_content": {"msgtype": "m.text", "body": "alice fixed this"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
+        )
+        .await;
+    let edit = api_next(&mut seen, "Alice's edit").await;
+    assert_eq!(
+        (edit["text"].as_str(), edit["id"].as_str()),
+        (Some("alice fixed this"), Some(alice_id.as_str())),
+        "{edit}"
+    );
+    alice.redact(&room, &original).await;
+    let gone = api_next(&mut seen, "Alice's deletion").await;
+    assert_eq!(
+        (gone["event"].as_str(), gone["id"].as_str()),
+        (Some("msg_delete"), Some(alice_id.as_str())),
+        "{gone}"
+    );
+
+    // With the operator's word, a moderator's deletion crosses, to accounts that may delete.
+    daemon.stop();
+    std::fs::write(
+        &daemon.config,
+        authorship_config(dir.path(), &hs, admin, apis, &room, true),
+    )
+    .unwrap();
+    daemon.start_again();
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    let (mut seen, mut limited) = (main.stream().await, nodelete.stream().await);
+    let bob_msg = bob.say(&room, "bob once more").await;
+    let bridged = api_next(&mut seen, "Bob's third message").await;
+    assert_eq!(bridged["text"], "bob once more");
+    assert_eq!(
+        api_next(&mut limited, "Bob's third message").await["text"],
+        "bob once more"
+    );
+    alice.redact(&room, &bob_msg).await;
+    let gone = api_next(&mut seen, "the moderator's deletion").await;
+    assert_eq!(
+        (gone["event"].as_str(), gone["id"].as_str()),
+        (Some("msg_delete"), bridged["id"].as_str()),
+        "{gone}"
+    );
+    alice.say(&room, "the end").await;
+    let next = api_next(&mut limited, "the last message").await;
+    assert_eq!(
+        next["text"], "the end",
+        "a moderator's deletion reached an account without the delete right: {next}"
+    );
+    daemon.stop();
+}
+
 const AS_TOKEN: &str = "e2e-as-token-0123456789abcdef0123456789";
 const HS_TOKEN: &str = "e2e-hs-token-0123456789abcdef0123456789";
 const AS_BOT: &str = "@passerelle:hs.passerelle.test";

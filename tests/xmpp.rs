@@ -296,7 +296,7 @@ async fn xmpp_room_events_reach_irc_and_the_api_and_back() {
     assert_eq!(replaced, Some(origin.as_str()));
 
     let (status, _) = api
-        .post(serde_json::json!({"event": "msg_delete", "gateway": "lobby", "id": posted}))
+        .post(serde_json::json!({"event": "msg_delete", "username": "scripty", "gateway": "lobby", "id": posted}))
         .await;
     assert_eq!(status, 200);
     let seen = peer

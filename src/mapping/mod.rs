@@ -16,6 +16,9 @@ pub struct Relations {
     pub target: Option<EventKey>,
     /// Whether the event named a target (edit/delete/reaction) that the map does not know.
     pub unknown_target: bool,
+    /// Whether the target is known and was sent by this event's sender: the same account and
+    /// the same sender id. Only then is an edit or a deletion the author's own.
+    pub target_by_author: bool,
 }
 
 /// The destinations' ids of deliveries that were answered but whose receipts the recorder has
@@ -169,7 +172,11 @@ impl MessageMap {
             _ => None,
         };
         if let Some(id) = target {
-            rel.target = self.find(account, room, id).await?.map(|i| i.key);
+            let info = self.find(account, room, id).await?;
+            rel.target_by_author = info.as_ref().is_some_and(|i| {
+                i.account == *account && i.sender_id.as_deref() == Some(event.sender.id.as_str())
+            });
+            rel.target = info.map(|i| i.key);
             rel.unknown_target = rel.target.is_none();
         }
         Ok(rel)
@@ -220,6 +227,7 @@ mod pending_tests {
                     room: "#a".into(),
                     remote_id: None,
                     sender_name: "bob".into(),
+                    sender_id: "bob".into(),
                     thread_root: None,
                     at: Timestamp::now(),
                 },

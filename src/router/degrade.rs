@@ -161,6 +161,10 @@ pub fn adapt_with(
                 }
             }
         }
+        // A moderator's deletion is applied (or said) only where the account may delete.
+        EventKind::Delete { .. } if routed.moderation && !modifies_allowed => {
+            return Err("no_delete_right");
+        }
         EventKind::Delete { .. } => match rel.target {
             Some(target) if caps.deletes && modifies_allowed => EventKind::Delete { target },
             // Said in words where the network can't delete: the message is known to the core,
@@ -489,6 +493,7 @@ mod tests {
             reply_to: None,
             thread_root: None,
             target: None,
+            moderation: false,
         }
     }
 

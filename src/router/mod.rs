@@ -72,6 +72,11 @@ pub struct RoutedEvent {
     pub thread_root: Option<EventKey>,
     /// The edited, deleted or reacted-to event.
     pub target: Option<EventKey>,
+    /// A deletion by someone other than the target's author (a room moderator's): only routed
+    /// when `general.bridge_moderation` allows it, and only applied where the destination
+    /// account has `delete`.
+    #[serde(default)]
+    pub moderation: bool,
 }
 
 /// Where an inbound event goes, decided before anything is stored.
@@ -137,6 +142,8 @@ pub struct Router {
     /// Events held back (never waited for) while the message they name may still be on its way
     /// to their room: looked at again every [`PARK_STEP`], at most [`PARK_TRIES`] times.
     parked: std::sync::Mutex<std::collections::VecDeque<Parked>>,
+    /// `general.bridge_moderation`: whether a deletion by someone other than the author goes on.
+    bridge_moderation: bool,
 }
 
 /// An inbound event held back a moment: it names a message not in the map while a send to its
@@ -172,7 +179,15 @@ impl Router {
             sealer,
             lanes,
             parked: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            bridge_moderation: false,
         }
+    }
+
+    /// Lets deletions by someone other than the author (moderation) cross, to destinations
+    /// with `delete` (`general.bridge_moderation`).
+    pub fn with_moderation(mut self, bridge: bool) -> Self {
+        self.bridge_moderation = bridge;
+        self
     }
 
     /// Takes inbound events until `intake` is cancelled or every sender is gone; then answers
@@ -429,6 +444,10 @@ impl Router {
                     reason: "unknown_target",
                 }));
             }
+            if let Some(reason) = authorship(&event.kind, &rel, self.bridge_moderation) {
+                refuse(reason);
+                return Ok(Step::Answered(Disposition::Refused { reason }));
+            }
         }
 
         let new_event = NewEvent {
@@ -437,11 +456,13 @@ impl Router {
             room: event.room.clone(),
             remote_id: event.remote_id.clone(),
             sender_name: event.sender.name().to_owned(),
+            sender_id: event.sender.id.as_str().to_owned(),
             thread_root: rel.thread_root,
             // Retention is dated by when the daemon received the event, never by the network's
             // clock (a timestamp from 1970 or 2100 would purge it at once or keep it for ever).
             at: Timestamp::now(),
         };
+        let moderation = is_moderation(&event.kind, &rel);
         let mut routed = RoutedEvent {
             event,
             origin: account.clone(),
@@ -449,6 +470,7 @@ impl Router {
             reply_to: rel.reply_to,
             thread_root: rel.thread_root,
             target: rel.target,
+            moderation,
         };
         let mut deliveries = Vec::with_capacity(dests.len());
         // The lanes get the event as well as its sealed row, so they need not open it again; one
@@ -516,6 +538,30 @@ fn has_relations(event: &Event) -> bool {
         )
 }
 
+/// Whether `kind`, with its target resolved to `rel`, is a deletion by someone other than the
+/// target's author (on the same network, that is a room moderator's; from another network, no
+/// one's own).
+fn is_moderation(kind: &EventKind, rel: &Relations) -> bool {
+    matches!(kind, EventKind::Delete { .. }) && rel.target.is_some() && !rel.target_by_author
+}
+
+/// Why an edit or deletion whose target is known is not routed, if it is not: an edit only
+/// from the target's author (Matrix's rule for `m.replace`, and every network's); a deletion by
+/// anyone else only when `bridge_moderation`. A reaction's removal names the reacted message and
+/// takes back the sender's own reaction (a destination removes the one it made for that sender),
+/// so it is the author's by construction; a network that removes a reaction by deleting the
+/// reaction event (Matrix's redaction) is a deletion, checked as one.
+fn authorship(kind: &EventKind, rel: &Relations, bridge_moderation: bool) -> Option<&'static str> {
+    if rel.target.is_none() || rel.target_by_author {
+        return None;
+    }
+    match kind {
+        EventKind::Edit { .. } => Some("not_author"),
+        EventKind::Delete { .. } if !bridge_moderation => Some("moderation_not_bridged"),
+        _ => None,
+    }
+}
+
 /// The connector an inbound event came from, and where it waits for the answer (if it does).
 struct Asker {
     account: AccountId,
@@ -537,5 +583,102 @@ impl Asker {
             tracing::error!(account = %self.account, error = %e, "an inbound event could not be stored; lost");
         }
         self.answer(Err(e));
+    }
+}
+
+#[cfg(test)]
+mod authorship_tests {
+    use super::*;
+    use passerelle_sdk::{Content, Text};
+
+    fn known(by_author: bool) -> Relations {
+        Relations {
+            target: Some(EventKey::new()),
+            target_by_author: by_author,
+            ..Relations::default()
+        }
+    }
+
+    fn edit() -> EventKind {
+        EventKind::Edit {
+            target: "m1".into(),
+            content: Content::plain("changed"),
+        }
+    }
+
+    fn delete() -> EventKind {
+        EventKind::Delete {
+            target: "m1".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_author_edits_and_deletes_and_moderation_needs_the_operators_word() {
+        for moderation in [false, true] {
+            assert_eq!(authorship(&edit(), &known(true), moderation), None);
+            assert_eq!(authorship(&delete(), &known(true), moderation), None);
+            assert_eq!(
+                authorship(&edit(), &known(false), moderation),
+                Some("not_author"),
+                "an edit by anyone else never crosses"
+            );
+        }
+        assert_eq!(
+            authorship(&delete(), &known(false), false),
+            Some("moderation_not_bridged")
+        );
+        assert_eq!(authorship(&delete(), &known(false), true), None);
+        assert!(is_moderation(&delete(), &known(false)));
+        assert!(!is_moderation(&delete(), &known(true)));
+        assert!(!is_moderation(&edit(), &known(false)));
+    }
+
+    #[test]
+    fn a_reaction_and_its_removal_are_the_senders_own() {
+        for removed in [false, true] {
+            let kind = EventKind::Reaction {
+                target: "m1".into(),
+                key: Text::new("👍"),
+                removed,
+            };
+            assert_eq!(authorship(&kind, &known(false), false), None);
+            assert!(!is_moderation(&kind, &known(false)));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_map_knows_the_author_by_account_and_id() {
+        use crate::mapping::PendingReceipts;
+        use crate::store::sqlite::SqliteStore;
+        use passerelle_sdk::Sender;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let pending = PendingReceipts::default();
+        let map = MessageMap::with_pending(store.clone(), pending.clone());
+        let key = EventKey::new();
+        let alice = NewEvent {
+            key,
+            account: "chat".into(),
+            room: "r".into(),
+            remote_id: Some("m1".into()),
+            sender_name: "Alice".into(),
+            sender_id: "u-alice".into(),
+            thread_root: None,
+            at: Timestamp::now(),
+        };
+        store.accept(alice, vec![]).await.unwrap();
+        // The same message as bridged to another account (another server of the same network).
+        pending.record(&"chat2".into(), &"r".into(), &"m1".into(), key);
+        for (account, sender, by_author) in [
+            ("chat", "u-alice", true),
+            // The same display name would not do: another id.
+            ("chat", "u-mallory", false),
+            // The same id on another account is someone else.
+            ("chat2", "u-alice", false),
+        ] {
+            let e = Event::new("r", Sender::new(sender), delete());
+            let rel = map.inbound(&account.into(), &e).await.unwrap();
+            assert_eq!(rel.target, Some(key));
+            assert_eq!(rel.target_by_author, by_author, "{account} {sender}");
+        }
     }
 }

@@ -272,6 +272,7 @@ fn route_all(
                 reply_to: None,
                 thread_root: None,
                 target: ev.related.then(passerelle_sdk::EventKey::new),
+                moderation: false,
             };
             let rel = DestRelations {
                 target: ev.related.then(|| "dest-target".into()),

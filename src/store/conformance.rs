@@ -12,6 +12,7 @@ pub fn new_event(key: EventKey, account: &str, room: &str, remote: Option<&str>)
         room: room.into(),
         remote_id: remote.map(RemoteMessageId::from),
         sender_name: "alice".into(),
+        sender_id: "@alice:example.org".into(),
         thread_root: None,
         at: Timestamp::now(),
     }
@@ -141,6 +142,7 @@ pub async fn outbox_orders_and_completes(store: impl Store) {
     assert_eq!(info.key, keys[0]);
     assert_eq!(info.account, AccountId::from("irc"));
     assert_eq!(info.sender_name, "alice");
+    assert_eq!(info.sender_id.as_deref(), Some("@alice:example.org"));
 }
 
 /// Thread roots are kept, and event info is found by key.

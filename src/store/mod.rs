@@ -42,6 +42,8 @@ pub struct NewEvent {
     pub remote_id: Option<RemoteMessageId>,
     /// The sender's display name, for quoted-reply fallbacks.
     pub sender_name: String,
+    /// The sender's id on the origin network: who may edit or delete it as its author.
+    pub sender_id: String,
     /// The thread it belongs to.
     pub thread_root: Option<EventKey>,
     /// When the daemon received it (not the network's timestamp): the message map's retention
@@ -60,6 +62,8 @@ pub struct EventInfo {
     pub sender_name: String,
     /// The thread it belongs to.
     pub thread_root: Option<EventKey>,
+    /// The sender's id on the origin network; `None` for events stored before the map kept it.
+    pub sender_id: Option<String>,
 }
 
 /// One queued delivery to one destination room.

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_state_records.sql"),
     include_str!("migrations/0004_pastes.sql"),
     include_str!("migrations/0005_dead_letters.sql"),
+    include_str!("migrations/0006_event_authors.sql"),
 ];
 
 /// A store in one SQLite file.
@@ -145,11 +146,17 @@ fn key_from(bytes: Vec<u8>) -> Result<EventKey, StoreError> {
     Ok(EventKey::from_bytes(array))
 }
 
-/// An `events` row as read: key, account, sender name, thread root.
-type InfoRow = (Vec<u8>, String, String, Option<Vec<u8>>);
+/// An `events` row as read: key, account, sender name, thread root, sender id.
+type InfoRow = (Vec<u8>, String, String, Option<Vec<u8>>, Option<String>);
 
 fn info_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InfoRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 fn to_info(raw: InfoRow) -> Result<EventInfo, StoreError> {
@@ -158,6 +165,7 @@ fn to_info(raw: InfoRow) -> Result<EventInfo, StoreError> {
         account: AccountId::new(raw.1),
         sender_name: raw.2,
         thread_root: raw.3.map(key_from).transpose()?,
+        sender_id: raw.4,
     })
 }
 
@@ -180,13 +188,14 @@ fn accept_in(
         }
     }
     tx.prepare_cached(
-        "INSERT INTO events (key, account, room, sender_name, thread_root, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (key, account, room, sender_name, sender_id, thread_root, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         key,
         event.account.as_str(),
         event.room.as_str(),
         event.sender_name,
+        event.sender_id,
         event.thread_root.map(key_bytes),
         now
     ])?;
@@ -277,7 +286,7 @@ impl Store for SqliteStore {
         let (a, r, m) = (account.clone(), room.clone(), remote.clone());
         self.with(move |conn| {
             conn.prepare_cached(
-                "SELECT e.key, e.account, e.sender_name, e.thread_root FROM remote_ids m JOIN events e ON e.key = m.key
+                "SELECT e.key, e.account, e.sender_name, e.thread_root, e.sender_id FROM remote_ids m JOIN events e ON e.key = m.key
                  WHERE m.account = ?1 AND m.room = ?2 AND m.remote_id = ?3",
             )?
             .query_row(params![a.as_str(), r.as_str(), m.as_str()], info_from_row)
@@ -291,7 +300,7 @@ impl Store for SqliteStore {
     async fn event_info(&self, key: EventKey) -> Result<Option<EventInfo>, StoreError> {
         self.with(move |conn| {
             conn.prepare_cached(
-                "SELECT key, account, sender_name, thread_root FROM events WHERE key = ?1",
+                "SELECT key, account, sender_name, thread_root, sender_id FROM events WHERE key = ?1",
             )?
             .query_row(params![key_bytes(key)], info_from_row)
             .optional()?
