@@ -44,12 +44,14 @@ fn links(n: usize) -> Vec<LinkConfig> {
     (0..n)
         .map(|i| LinkConfig {
             name: format!("link{i}"),
+            private_fanout: false,
             rooms: ACCOUNTS
                 .iter()
                 .map(|a| LinkRoom {
                     account: AccountId::from(*a),
                     room: format!("#room{i}").into(),
                     direction: Direction::Inout,
+                    private: false,
                 })
                 .collect(),
         })

@@ -643,21 +643,25 @@ mod tests {
         );
         let links = vec![LinkConfig {
             name: "l".into(),
+            private_fanout: false,
             rooms: vec![
                 LinkRoom {
                     account: "a".into(),
                     room: "in".into(),
                     direction: Direction::In,
+                    private: false,
                 },
                 LinkRoom {
                     account: "b".into(),
                     room: "fast".into(),
                     direction: Direction::Out,
+                    private: false,
                 },
                 LinkRoom {
                     account: "b".into(),
                     room: "slow".into(),
                     direction: Direction::Out,
+                    private: false,
                 },
             ],
         }];

@@ -302,6 +302,9 @@ pub struct LinkConfig {
     pub name: String,
     /// Its rooms.
     pub rooms: Vec<LinkRoom>,
+    /// The operator's word that this link may carry one person's private chat to more than one
+    /// place: join two private rooms, or a private room that is in another link as well.
+    pub private_fanout: bool,
 }
 
 /// One room of a link.
@@ -313,6 +316,9 @@ pub struct LinkRoom {
     pub room: RoomId,
     /// Which way it takes part.
     pub direction: Direction,
+    /// Whether it is one person's private chat, as its connector says
+    /// ([`passerelle_sdk::Connector::room_kind`]); set once the connectors are built.
+    pub private: bool,
 }
 
 #[derive(Deserialize)]
@@ -321,6 +327,8 @@ struct RawLink {
     name: String,
     /// Parsed one by one, so every room's problems are reported.
     rooms: Vec<serde_json::Value>,
+    #[serde(default)]
+    private_fanout: bool,
 }
 
 #[derive(Deserialize)]
@@ -738,14 +746,73 @@ fn parse_links(
                 account,
                 room: RoomId::new(room.room),
                 direction: room.direction,
+                private: false,
             });
         }
         links.push(LinkConfig {
             name: link.name,
             rooms,
+            private_fanout: link.private_fanout,
         });
     }
     links
+}
+
+/// Where the links would carry one person's private chat to more than one place without the
+/// operator's word (`private_fanout = true` on the link): a link joining two private rooms, or a
+/// private room that is in more than one link. Each is `(link index, room index, why)`. The route
+/// table and the route guard leave such links out; `check` refuses them.
+pub fn private_fanout_issues(links: &[LinkConfig]) -> Vec<(usize, usize, String)> {
+    let mut found = Vec::new();
+    for (i, link) in links.iter().enumerate() {
+        if link.private_fanout {
+            continue;
+        }
+        let private: Vec<usize> = (0..link.rooms.len())
+            .filter(|&j| link.rooms[j].private)
+            .collect();
+        for (n, &j) in private.iter().enumerate() {
+            let room = &link.rooms[j];
+            if n > 0 {
+                let first = &link.rooms[private[0]];
+                found.push((
+                    i,
+                    j,
+                    format!(
+                        "{} on {} and {} on {} are both one person's private chat: this link would                          carry each one's messages into the other's inbox. Link each to a room of                          its own, or say private_fanout = true on the link if that is meant",
+                        first.room, first.account, room.room, room.account
+                    ),
+                ));
+            }
+            if let Some(other) = links.iter().enumerate().find(|(k, l)| {
+                *k != i
+                    && l.rooms
+                        .iter()
+                        .any(|r| r.account == room.account && r.room == room.room)
+            }) {
+                found.push((
+                    i,
+                    j,
+                    format!(
+                        "{} on {} is one person's private chat and is in link {:?} too: its                          messages would go to both. Keep it in one link, or say                          private_fanout = true on each if that is meant",
+                        room.room,
+                        room.account,
+                        other.1.name
+                    ),
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// The links that may not be used: they would fan a private chat out without the operator's
+/// word (see [`private_fanout_issues`]).
+pub fn blocked_links(links: &[LinkConfig]) -> std::collections::HashSet<usize> {
+    private_fanout_issues(links)
+        .into_iter()
+        .map(|(i, _, _)| i)
+        .collect()
 }
 
 /// The rooms each account takes part in, over all links.

@@ -106,18 +106,23 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
 
-    // Links made at run time before (portals) join the configured ones.
+    // Links made at run time before (portals) join the configured ones, each checked again
+    // against the configuration as it is now.
+    let configured = config.links.clone();
+    let portal_pairs = registry::portal_pairs(&config, &built);
     for (name, rooms) in store
         .dynamic_links()
         .await
         .context("store: reading kept links")?
     {
-        match crate::portals::parse_kept(&name, &rooms, &policies) {
-            Some(link) if !config.links.iter().any(|l| l.name == link.name) => {
-                config.links.push(link)
-            }
-            _ => {
-                tracing::warn!(link = %name, "a kept link no longer fits the configuration; not used")
+        if config.links.iter().any(|l| l.name == name) {
+            tracing::warn!(link = %name, "a kept portal has the name of a configured link; not used");
+            continue;
+        }
+        match crate::portals::parse_kept(&name, &rooms, &configured, &policies, &portal_pairs) {
+            Ok(link) => config.links.push(link),
+            Err(why) => {
+                tracing::warn!(link = %name, reason = %why, "a kept portal no longer fits the configuration; not used")
             }
         }
     }
@@ -131,8 +136,10 @@ pub async fn run(
     )));
     let portals = Arc::new(crate::portals::PortalService::new(
         store.clone(),
+        configured,
         config.links.clone(),
         policies.clone(),
+        portal_pairs,
         table.clone(),
         guard.clone(),
     ));
@@ -363,10 +370,12 @@ pub async fn run(
 pub fn load(
     path: &std::path::Path,
 ) -> Result<(Config, Vec<BuiltAccount>), Vec<passerelle_sdk::ConfigIssue>> {
-    let (config, mut issues) = crate::config::load_lenient(path);
+    let (mut config, mut issues) = crate::config::load_lenient(path);
     let (built, more) = registry::build_all(&config);
     issues.extend(more);
     issues.extend(registry::check_rooms(&config, &built));
+    registry::mark_private_rooms(&mut config, &built);
+    issues.extend(registry::check_private_fanout(&config));
     if issues.is_empty() {
         Ok((config, built))
     } else {

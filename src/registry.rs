@@ -105,3 +105,42 @@ pub fn check_rooms(config: &Config, built: &[BuiltAccount]) -> Vec<ConfigIssue> 
     }
     issues
 }
+
+/// Marks every room of the links that its connector says is one person's private chat
+/// ([`passerelle_sdk::Connector::room_kind`]).
+pub fn mark_private_rooms(config: &mut Config, built: &[BuiltAccount]) {
+    for room in config.links.iter_mut().flat_map(|l| l.rooms.iter_mut()) {
+        room.private = built
+            .iter()
+            .find(|b| b.id == room.account)
+            .is_some_and(|b| {
+                b.connector.room_kind(&room.room) == passerelle_sdk::RoomKind::Private
+            });
+    }
+}
+
+/// The links that would carry one person's private chat to more than one place without
+/// `private_fanout = true`, each under its room's key path.
+pub fn check_private_fanout(config: &Config) -> Vec<ConfigIssue> {
+    crate::config::private_fanout_issues(&config.links)
+        .into_iter()
+        .map(|(i, j, why)| ConfigIssue::new(format!("links[{i}].rooms[{j}].room"), why))
+        .collect()
+}
+
+/// Which accounts may open portals to which: `(from, to)` when `from`'s connector lets its users
+/// open rooms of `to` ([`passerelle_sdk::Connector::opens_portals_to`]).
+pub fn portal_pairs(
+    config: &Config,
+    built: &[BuiltAccount],
+) -> std::collections::HashSet<(AccountId, AccountId)> {
+    let mut pairs = std::collections::HashSet::new();
+    for b in built {
+        for to in config.accounts.keys() {
+            if *to != b.id && b.connector.opens_portals_to(to) {
+                pairs.insert((b.id.clone(), to.clone()));
+            }
+        }
+    }
+    pairs
+}

@@ -370,3 +370,96 @@ fn example_config() -> String {
         .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
     format!("{dir}/config.example.toml")
 }
+
+/// One person's private chat never fans out without the operator's word: two private chats in
+/// one link, or one private chat in two links, are refused by `check` naming the rooms; with
+/// `private_fanout = true` on the links the same file is valid.
+#[test]
+fn private_chats_joined_or_shared_between_links_need_private_fanout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |fanout: &str| {
+        format!(
+            r##"
+[store]
+path = "{data}/p.db"
+
+[accounts.tg]
+kind = "telegram"
+token = "123456:ABCDEFabcdef0123456789"
+
+[accounts.sig]
+kind = "signal"
+account = "+15550000000"
+url = "http://127.0.0.1:9/api/v1/rpc"
+
+[accounts."irc.main"]
+kind = "irc"
+server = "irc.example"
+nick = "bridge"
+
+[accounts.xmpp]
+kind = "xmpp"
+jid = "bridge@example.org"
+password = "xmpp-password"
+
+# Alice's Telegram chat and Bob's Signal chat in one link: each one's messages in the other's
+# inbox.
+[[links]]
+name = "two-people"
+{fanout}
+rooms = [{{ account = "tg", room = "1001" }}, {{ account = "sig", room = "+15551112222" }}]
+
+# Carol's Signal chat in two links: her messages in two channels.
+[[links]]
+name = "first"
+{fanout}
+rooms = [{{ account = "sig", room = "+15553334444" }}, {{ account = "irc.main", room = "#one" }}]
+[[links]]
+name = "second"
+{fanout}
+rooms = [{{ account = "sig", room = "+15553334444" }}, {{ account = "irc.main", room = "#two" }}]
+
+# A group and a channel: nobody's private chat.
+[[links]]
+name = "groups"
+rooms = [{{ account = "tg", room = "-1001234567890" }}, {{ account = "sig", room = "group:abcDEF123=" }}, {{ account = "irc.main", room = "#three" }}, {{ account = "xmpp", room = "room@conference.example.org" }}]
+
+# Dave's XMPP direct chat and Erin's Telegram chat.
+[[links]]
+name = "xmpp-dm"
+{fanout}
+rooms = [{{ account = "xmpp", room = "dm:dave@example.org" }}, {{ account = "tg", room = "1002" }}]
+"##,
+            data = dir.path().display()
+        )
+    };
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config("")).unwrap();
+    let out = passerelle(&["check", "-c", path.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "links[0].rooms[1].room: 1001 on tg and +15551112222 on sig are both one person's private chat",
+        "links[1].rooms[0].room: +15553334444 on sig is one person's private chat and is in link \"second\" too",
+        "links[2].rooms[0].room: +15553334444 on sig is one person's private chat and is in link \"first\" too",
+        "links[4].rooms[1].room: dm:dave@example.org on xmpp and 1002 on tg are both one person's private chat",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("links[3]"),
+        "a link of groups refused:\n{stderr}"
+    );
+    assert_eq!(stderr.matches("private chat").count(), 4, "{stderr}");
+
+    std::fs::write(&path, config("private_fanout = true")).unwrap();
+    let out = passerelle(&["check", "-c", path.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "refused with private_fanout = true:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -24,6 +24,9 @@ pub enum Refusal {
     DestinationMayNotDelete,
     /// No link joins the origin room (feeding) to the destination room (receiving).
     NotLinked,
+    /// Only a link that would carry a private chat to more than one place joins them, and the
+    /// operator did not say `private_fanout = true` on it.
+    PrivateFanout,
 }
 
 impl Refusal {
@@ -35,6 +38,7 @@ impl Refusal {
             Self::DestinationMayNotWrite => "guard_no_write",
             Self::DestinationMayNotDelete => "guard_no_delete",
             Self::NotLinked => "guard_not_linked",
+            Self::PrivateFanout => "guard_private_fanout",
         }
     }
 }
@@ -64,6 +68,9 @@ impl Memberships {
 pub struct RouteGuard {
     members: FxMap<AccountId, FxMap<RoomKey, Memberships>>,
     policies: FxMap<AccountId, (bool, crate::config::Rights)>,
+    /// By link index: whether it fans a private chat out without `private_fanout` (two private
+    /// rooms in it, or a private room that is in another link too). Such a link carries nothing.
+    fans_out: Vec<bool>,
 }
 
 impl RouteGuard {
@@ -95,7 +102,36 @@ impl RouteGuard {
             .iter()
             .map(|(a, p)| (a.clone(), (p.enabled, p.rights)))
             .collect();
-        Self { members, policies }
+        // Worked out here from the links alone, not taken from the configuration's check.
+        let mut fans_out: Vec<bool> = links
+            .iter()
+            .map(|l| l.rooms.iter().filter(|r| r.private).count() > 1)
+            .collect();
+        for link in links {
+            for room in link.rooms.iter().filter(|r| r.private) {
+                let key = RoomKey::new(room.room.as_str());
+                if let Some(m) = members.get(&room.account).and_then(|rooms| rooms.get(&key)) {
+                    let mut in_links: Vec<usize> = m.iter().map(|m| m.link).collect();
+                    in_links.sort_unstable();
+                    in_links.dedup();
+                    if in_links.len() > 1 {
+                        for i in in_links {
+                            fans_out[i] = true;
+                        }
+                    }
+                }
+            }
+        }
+        for (i, link) in links.iter().enumerate() {
+            if link.private_fanout {
+                fans_out[i] = false;
+            }
+        }
+        Self {
+            members,
+            policies,
+            fans_out,
+        }
     }
 
     /// Whether `kind` may go from (origin account, room) to (destination account, room).
@@ -128,19 +164,25 @@ impl RouteGuard {
                 .get(a)
                 .and_then(|rooms| rooms.get(r.as_str().as_bytes()))
         };
-        let linked = match (of(origin.0, origin.1), of(dest.0, dest.1)) {
-            (Some(from), Some(to)) => from.iter().any(|f| {
-                f.direction.feeds()
-                    && to
-                        .iter()
-                        .any(|t| t.link == f.link && t.direction.receives())
-            }),
-            _ => false,
-        };
-        if linked {
-            Ok(())
-        } else {
-            Err(Refusal::NotLinked)
+        let (mut linked, mut fanning) = (false, false);
+        if let (Some(from), Some(to)) = (of(origin.0, origin.1), of(dest.0, dest.1)) {
+            for f in from.iter().filter(|f| f.direction.feeds()) {
+                if to
+                    .iter()
+                    .any(|t| t.link == f.link && t.direction.receives())
+                {
+                    if self.fans_out.get(f.link).copied().unwrap_or(true) {
+                        fanning = true;
+                    } else {
+                        linked = true;
+                    }
+                }
+            }
+        }
+        match (linked, fanning) {
+            (true, _) => Ok(()),
+            (false, true) => Err(Refusal::PrivateFanout),
+            (false, false) => Err(Refusal::NotLinked),
         }
     }
 }
@@ -172,6 +214,7 @@ mod tests {
             account: account.into(),
             room: room.into(),
             direction,
+            private: false,
         }
     }
 
@@ -179,6 +222,7 @@ mod tests {
         let links = vec![
             LinkConfig {
                 name: "one".into(),
+                private_fanout: false,
                 rooms: vec![
                     room("a", "#1", Direction::Inout),
                     room("b", "x", Direction::In),
@@ -187,6 +231,7 @@ mod tests {
             },
             LinkConfig {
                 name: "two".into(),
+                private_fanout: false,
                 rooms: vec![
                     room("a", "#2", Direction::Inout),
                     room("d", "z", Direction::Inout),
@@ -272,5 +317,87 @@ mod tests {
         assert_eq!(routed, 4);
         assert!(table.destinations("a", "#2").is_empty());
         assert_eq!(table.destinations("b", "x").len(), 2);
+    }
+
+    #[test]
+    fn a_private_chat_never_fans_out_without_the_operators_word() {
+        let private = |account: &str, r: &str| LinkRoom {
+            private: true,
+            ..room(account, r, Direction::Inout)
+        };
+        let link = |name: &str, rooms: Vec<LinkRoom>, private_fanout: bool| LinkConfig {
+            name: name.into(),
+            rooms,
+            private_fanout,
+        };
+        let policies: Policies = ["a", "b", "c"]
+            .into_iter()
+            .map(|k| (AccountId::new(k), policy(true, true, true)))
+            .collect();
+        let ok = |guard: &RouteGuard, o: (&str, &str), d: (&str, &str)| {
+            guard.check(
+                (&o.0.into(), &o.1.into()),
+                (&d.0.into(), &d.1.into()),
+                &msg(),
+            )
+        };
+        // Alice's chat and Bob's chat in one link.
+        let joined = vec![link(
+            "l",
+            vec![private("a", "alice"), private("b", "bob")],
+            false,
+        )];
+        let guard = RouteGuard::build(&joined, &policies);
+        assert_eq!(
+            ok(&guard, ("a", "alice"), ("b", "bob")),
+            Err(Refusal::PrivateFanout)
+        );
+        assert!(
+            RouteTable::build(&joined, &policies)
+                .destinations("a", "alice")
+                .is_empty()
+        );
+        // Carol's chat in two links: neither carries it, nor anything else.
+        let shared = vec![
+            link(
+                "one",
+                vec![private("a", "carol"), room("c", "#1", Direction::Inout)],
+                false,
+            ),
+            link(
+                "two",
+                vec![private("a", "carol"), room("c", "#2", Direction::Inout)],
+                false,
+            ),
+        ];
+        let guard = RouteGuard::build(&shared, &policies);
+        for dest in ["#1", "#2"] {
+            assert_eq!(
+                ok(&guard, ("a", "carol"), ("c", dest)),
+                Err(Refusal::PrivateFanout)
+            );
+        }
+        // With the operator's word on one of them, that one carries it; the other still not.
+        let mut allowed = shared.clone();
+        allowed[0].private_fanout = true;
+        let guard = RouteGuard::build(&allowed, &policies);
+        assert_eq!(ok(&guard, ("a", "carol"), ("c", "#1")), Ok(()));
+        assert_eq!(
+            ok(&guard, ("a", "carol"), ("c", "#2")),
+            Err(Refusal::PrivateFanout)
+        );
+        // One private chat with groups, in one link: the ordinary case.
+        let single = vec![link(
+            "l",
+            vec![
+                private("a", "dave"),
+                room("c", "#1", Direction::Inout),
+                room("b", "g", Direction::Inout),
+            ],
+            false,
+        )];
+        let guard = RouteGuard::build(&single, &policies);
+        assert_eq!(ok(&guard, ("a", "dave"), ("c", "#1")), Ok(()));
+        assert_eq!(ok(&guard, ("b", "g"), ("a", "dave")), Ok(()));
     }
 }

@@ -4,7 +4,10 @@
 //! [`RouteGuard`]. Every delivery is checked against an oracle written from the rules alone (not
 //! from the table or the guard): a room linked to the origin through one link, feeding into
 //! receiving, never the origin itself, `read` on the origin, `write` on the destination, `delete`
-//! for edits, deletes and reactions. Messages must reach every such room exactly once.
+//! for edits, deletes and reactions. Messages must reach every such room exactly once. Some rooms
+//! are one person's private chat: a link that joins two of them, or one that is also in another
+//! link, carries nothing unless it says `private_fanout`; one person's messages must never reach
+//! another private chat, or a second link, without that word.
 //!
 //! A second property builds the route table from a corrupted copy of the configuration and checks
 //! that the guard, built from the true one, lets nothing through that the oracle forbids.
@@ -33,6 +36,8 @@ struct Account {
     enabled: bool,
     rights: Rights,
     caps: Capabilities,
+    /// By room: whether it is one person's private chat.
+    private: [bool; ROOMS_PER_ACCOUNT],
 }
 
 #[derive(Clone, Debug)]
@@ -75,9 +80,15 @@ fn account() -> impl Strategy<Value = Account> {
             prop::bool::weighted(0.5),
         ],
         any::<[bool; 8]>(),
+        [
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.3),
+        ],
     )
-        .prop_map(|(enabled, [read, write, delete], c)| Account {
+        .prop_map(|(enabled, [read, write, delete], c, private)| Account {
             enabled,
+            private,
             rights: Rights {
                 read,
                 write,
@@ -100,23 +111,29 @@ fn account() -> impl Strategy<Value = Account> {
 fn topology() -> impl Strategy<Value = Topology> {
     prop::collection::vec(account(), 1..=5).prop_flat_map(|accounts| {
         let n = accounts.len();
+        let private: Vec<_> = accounts.iter().map(|a| a.private).collect();
         let room =
-            (0..n, 0..ROOMS_PER_ACCOUNT, direction()).prop_map(|(a, r, direction)| LinkRoom {
+            (0..n, 0..ROOMS_PER_ACCOUNT, direction()).prop_map(move |(a, r, direction)| LinkRoom {
                 account: account_name(a),
                 room: room_name(r),
                 direction,
+                private: private[a][r],
             });
-        let links =
-            prop::collection::vec(prop::collection::vec(room, 1..=5), 0..=5).prop_map(|links| {
-                links
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, rooms)| LinkConfig {
-                        name: format!("link{i}"),
-                        rooms,
-                    })
-                    .collect::<Vec<_>>()
-            });
+        let link = (
+            prop::collection::vec(room, 1..=5),
+            prop::bool::weighted(0.3),
+        );
+        let links = prop::collection::vec(link, 0..=5).prop_map(|links| {
+            links
+                .into_iter()
+                .enumerate()
+                .map(|(i, (rooms, private_fanout))| LinkConfig {
+                    name: format!("link{i}"),
+                    private_fanout,
+                    rooms,
+                })
+                .collect::<Vec<_>>()
+        });
         (Just(accounts), links).prop_map(|(accounts, links)| Topology { accounts, links })
     })
 }
@@ -205,6 +222,9 @@ impl Oracle<'_> {
             return false;
         }
         self.topo.links.iter().any(|link| {
+            if !self.carries_private_safely(link) {
+                return false;
+            }
             let has = |who: (&AccountId, &RoomId), want: fn(Direction) -> bool| {
                 link.rooms
                     .iter()
@@ -212,6 +232,41 @@ impl Oracle<'_> {
             };
             has(origin, Direction::feeds) && has(dest, Direction::receives)
         })
+    }
+
+    /// Whether `link` may carry anything: the operator said `private_fanout`, or it holds at most
+    /// one private chat and that one is in no other link.
+    fn carries_private_safely(&self, link: &LinkConfig) -> bool {
+        if link.private_fanout {
+            return true;
+        }
+        let private: Vec<&LinkRoom> = link.rooms.iter().filter(|r| r.private).collect();
+        let elsewhere = |r: &LinkRoom| {
+            self.topo
+                .links
+                .iter()
+                .filter(|l| {
+                    l.rooms
+                        .iter()
+                        .any(|x| x.account == r.account && x.room == r.room)
+                })
+                .count()
+                > 1
+        };
+        private.len() <= 1 && !private.iter().any(|r| elsewhere(r))
+    }
+
+    /// Whether (account, room) is a private chat.
+    fn private(&self, who: (&AccountId, &RoomId)) -> bool {
+        let Some(a) = self.account(who.0) else {
+            return false;
+        };
+        let r: Option<usize> = who
+            .1
+            .as_str()
+            .strip_prefix('r')
+            .and_then(|r| r.parse().ok());
+        r.and_then(|r| a.private.get(r).copied()).unwrap_or(false)
     }
 
     /// Every room a message from `origin` must reach.
@@ -305,6 +360,24 @@ fn route_all(
                 dest.account,
                 dest.room
             );
+            // The worst misroute: one person's chat into another person's inbox.
+            if oracle.private((&origin, &event.room)) && oracle.private((&dest.account, &dest.room))
+            {
+                prop_assert!(
+                    topo.links.iter().any(|l| l.private_fanout
+                        && l.rooms
+                            .iter()
+                            .any(|r| (&r.account, &r.room) == (&origin, &event.room))
+                        && l.rooms
+                            .iter()
+                            .any(|r| (&r.account, &r.room) == (&dest.account, &dest.room))),
+                    "a private chat ({}/{}) reached another ({}/{}) with no link saying private_fanout",
+                    origin,
+                    event.room,
+                    dest.account,
+                    dest.room
+                );
+            }
             prop_assert!(
                 reached.insert((dest.account.clone(), dest.room.clone())),
                 "delivered twice to {}/{}",
@@ -397,6 +470,8 @@ enum Corruption {
     Merged,
     /// One room of another account added to every link.
     Stranger,
+    /// No room is private, and no link says `private_fanout`.
+    NoPrivate,
 }
 
 fn corrupt(topo: &Topology, how: Corruption) -> (Vec<LinkConfig>, Policies) {
@@ -422,6 +497,7 @@ fn corrupt(topo: &Topology, how: Corruption) -> (Vec<LinkConfig>, Policies) {
             let rooms = links.drain(..).flat_map(|l| l.rooms).collect();
             links = vec![LinkConfig {
                 name: "merged".into(),
+                private_fanout: false,
                 rooms,
             }];
         }
@@ -431,7 +507,16 @@ fn corrupt(topo: &Topology, how: Corruption) -> (Vec<LinkConfig>, Policies) {
                     account: account_name(i % topo.accounts.len()),
                     room: room_name(ROOMS_PER_ACCOUNT - 1 - i % ROOMS_PER_ACCOUNT),
                     direction: Direction::Inout,
+                    private: false,
                 });
+            }
+        }
+        Corruption::NoPrivate => {
+            for link in &mut links {
+                link.private_fanout = false;
+                for r in &mut link.rooms {
+                    r.private = false;
+                }
             }
         }
     }
@@ -445,6 +530,7 @@ fn the_guard_stops_whatever_a_corrupted_table_would_misroute() {
         Just(Corruption::AllRights),
         Just(Corruption::Merged),
         Just(Corruption::Stranger),
+        Just(Corruption::NoPrivate),
     ];
     let strategy = (topology(), corruption).prop_flat_map(|(t, c)| {
         let n = t.accounts.len();

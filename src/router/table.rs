@@ -31,8 +31,10 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table: a room that feeds a link (`in`/`inout`) on an enabled account with
     /// `read` sends to every other room of that link that receives (`out`/`inout`) on an enabled
-    /// account with `write`.
+    /// account with `write`. A link that would fan a private chat out without the operator's
+    /// word ([`crate::config::private_fanout_issues`]) carries nothing.
     pub fn build(links: &[LinkConfig], policies: &Policies) -> Self {
+        let blocked = crate::config::blocked_links(links);
         let allowed = |account: &AccountId, want_read: bool| {
             policies.get(account).is_some_and(|p| {
                 p.enabled
@@ -44,7 +46,10 @@ impl RouteTable {
             })
         };
         let mut building: HashMap<(AccountId, RoomId), Vec<Destination>> = HashMap::new();
-        for link in links {
+        for (index, link) in links.iter().enumerate() {
+            if blocked.contains(&index) {
+                continue;
+            }
             let name: Arc<str> = Arc::from(link.name.as_str());
             for source in &link.rooms {
                 if !source.direction.feeds() || !allowed(&source.account, true) {

@@ -254,6 +254,9 @@ struct Shared {
     portal_links: passerelle_sdk::Links,
     /// Accounts whose rooms Matrix users may open through an alias.
     portal_accounts: Vec<String>,
+    /// The servers whose users the bot lets into portal rooms when they knock: its own and
+    /// `portal_servers`.
+    portal_servers: Vec<String>,
     alias_prefix: String,
     /// Serialises portal creation.
     portal_lock: Mutex<()>,
@@ -266,6 +269,11 @@ struct Shared {
     /// The largest attachment uploaded, and whether private addresses may be fetched.
     max_upload: u64,
     fetch_private: bool,
+}
+
+/// The state key marking a Matrix room as a portal the bot made.
+fn portal_room_key(room_id: &str) -> String {
+    format!("portal_room\u{1f}{room_id}")
 }
 
 fn admin_room_key(admin: &str) -> String {
@@ -415,6 +423,9 @@ impl Shared {
                 .lock()
                 .await
                 .insert((room_id.to_owned(), subject.to_owned()), name);
+            if ev["content"]["membership"] == "knock" && subject == sender {
+                self.knocked(room_id, subject).await;
+            }
             if subject == self.names.bot && ev["content"]["membership"] == "invite" {
                 let linked = self.linked_name(room_id).is_some();
                 if linked || self.admins.iter().any(|a| a == sender) {
@@ -478,10 +489,48 @@ impl Shared {
             .cloned()
     }
 
+    /// `user` knocked on `room_id`: when it is a portal the bot made and the user is on a server
+    /// it trusts, the bot invites them; otherwise the knock waits (logged, without the id).
+    async fn knocked(&self, room_id: &str, user: &str) {
+        let portal = matches!(self.state.get(&portal_room_key(room_id)).await, Ok(Some(_)));
+        if !portal {
+            return;
+        }
+        let server = user.split_once(':').map(|(_, s)| s).unwrap_or_default();
+        if !self.portal_servers.iter().any(|s| s == server) {
+            info!(
+                room = room_id,
+                "a knock from a server not in portal_servers; not let in"
+            );
+            return;
+        }
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room_id));
+        match self
+            .hs
+            .call(
+                reqwest::Method::POST,
+                &path,
+                Some(&self.names.bot),
+                Some(&json!({"user_id": user})),
+            )
+            .await
+        {
+            Ok(_) => info!(
+                room = room_id,
+                "a knock on a portal answered with an invite"
+            ),
+            Err(e) => warn!(
+                room = room_id,
+                status = e.status,
+                "could not invite after a knock"
+            ),
+        }
+    }
+
     /// `GET /_matrix/app/v1/rooms/{alias}`: a Matrix user asked for
     /// `#<alias_prefix>_<account>_<room>:<server>`. When that account may be opened this way and
-    /// serves that room, the bot makes a public room with the alias and the daemon links it; the
-    /// homeserver then lets the user in.
+    /// serves that room, the bot makes an invite-only room (join rule `knock`) with the alias and
+    /// the daemon links it; the user then knocks and is invited (see [`Self::knocked`]).
     async fn alias_query(&self, alias: &str) -> Response {
         let not_found = || matrix_error(404, "M_NOT_FOUND", "no such portal");
         let Some((account, room)) =
@@ -500,12 +549,18 @@ impl Shared {
             .next()
             .unwrap_or_default()
             .to_owned();
+        // Invite-only: whoever resolves the alias may knock, and the bot invites the users of
+        // the servers it trusts (`portal_servers`); no guest, no room directory entry.
         let body = json!({
             "room_alias_name": local,
             "name": room,
             "topic": format!("Bridged with {room} ({account}) by passerelle"),
-            "preset": "public_chat",
+            "preset": "private_chat",
             "visibility": "private",
+            "initial_state": [
+                {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}},
+                {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+            ],
         });
         let created = self
             .hs
@@ -544,6 +599,13 @@ impl Shared {
                 )
                 .await;
             return not_found();
+        }
+        if let Err(e) = self
+            .state
+            .put(&portal_room_key(&room_id), alias.as_bytes().to_vec())
+            .await
+        {
+            warn!(error = %e, "could not remember the portal room; knocks will not be answered");
         }
         self.rooms
             .write()
@@ -1279,6 +1341,9 @@ impl Appservice {
             ids: std::sync::RwLock::new(ids),
             portal_links: io.links.clone(),
             portal_accounts: self.asv.portal_accounts.clone(),
+            portal_servers: std::iter::once(self.asv.server_name.clone())
+                .chain(self.asv.portal_servers.iter().cloned())
+                .collect(),
             alias_prefix: self.asv.alias_prefix.clone(),
             portal_lock: Mutex::new(()),
             txn_lock: Mutex::new(()),
@@ -1399,6 +1464,7 @@ mod tests {
             url: None,
             encryption: true,
             portal_accounts: Vec::new(),
+            portal_servers: Vec::new(),
         }
     }
 

@@ -78,6 +78,10 @@ pub struct MatrixConfig {
     /// `#<alias_prefix>_<account>_<room>:<server_name>` (a portal room). Default none.
     #[serde(default)]
     pub portal_accounts: Vec<String>,
+    /// Appservice mode: portal rooms are invite-only (join rule `knock`); the bot invites whoever
+    /// knocks from `server_name` or from one of these servers. Default none (local users only).
+    #[serde(default)]
+    pub portal_servers: Vec<String>,
     /// Appservice mode: log the bridge bot in with its own device and decrypt/encrypt in encrypted
     /// rooms. Default true.
     #[serde(default = "yes")]
@@ -162,6 +166,8 @@ pub struct AppserviceSettings {
     pub encryption: bool,
     /// Accounts whose rooms may be opened through aliases.
     pub portal_accounts: Vec<String>,
+    /// Servers besides `server_name` whose users the bot lets into portal rooms.
+    pub portal_servers: Vec<String>,
 }
 
 /// The checked config.
@@ -420,6 +426,7 @@ impl MatrixConfig {
                             url: raw.url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
                             encryption: raw.encryption,
                             portal_accounts: raw.portal_accounts.clone(),
+                            portal_servers: raw.portal_servers.clone(),
                         }))
                     }
                     _ => None,

@@ -139,6 +139,13 @@ impl Connector for MatrixConnector {
         }
     }
 
+    fn opens_portals_to(&self, account: &passerelle_sdk::AccountId) -> bool {
+        match &self.mode {
+            Mode::Appservice(a) => a.asv.portal_accounts.iter().any(|p| p == account.as_str()),
+            Mode::Bot(_) => false,
+        }
+    }
+
     fn check_room(&self, room: &RoomId) -> Result<(), String> {
         if bot::is_room(room.as_str()) {
             Ok(())

@@ -117,6 +117,11 @@ impl Connector for MetaConnector {
         }
     }
 
+    fn room_kind(&self, _room: &RoomId) -> passerelle_sdk::RoomKind {
+        // WhatsApp's Cloud API, Messenger and Instagram chats are each with one person.
+        passerelle_sdk::RoomKind::Private
+    }
+
     fn run<'a>(
         self: Box<Self>,
         io: &'a mut ConnectorIo,

@@ -44,6 +44,20 @@ pub trait ConnectorFactory: Send + Sync + 'static {
     ) -> Result<Box<dyn Connector>, Vec<ConfigIssue>>;
 }
 
+/// Whose a room is: a conversation among many, or one person's private chat with the account
+/// (a WhatsApp number, a Signal contact, a Telegram private chat, an XMPP `dm:`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RoomKind {
+    /// A room of several people (a channel, a group, a MUC).
+    #[default]
+    Group,
+    /// One person's private chat: what is said there is that person's. The daemon never lets
+    /// one private room's messages reach another private room, or more than one link, unless
+    /// the operator says so on the link (`private_fanout = true`), and never opens one as a
+    /// portal.
+    Private,
+}
+
 /// A configured connection to one network account.
 pub trait Connector: Send + 'static {
     /// What the network can carry.
@@ -57,6 +71,20 @@ pub trait Connector: Send + 'static {
     fn check_room(&self, room: &RoomId) -> Result<(), String> {
         let _ = room;
         Ok(())
+    }
+    /// Whose `room` is, from its name alone (called for every room of the links, before
+    /// anything runs). A connector whose network has private chats must say which rooms are
+    /// one: the default, `Group`, is right only for networks without them.
+    fn room_kind(&self, room: &RoomId) -> RoomKind {
+        let _ = room;
+        RoomKind::Group
+    }
+    /// Whether this account's users may open rooms of `account` as portals
+    /// ([`crate::Links::open`]); the daemon refuses any other portal, and drops a kept one
+    /// that is no longer allowed when it starts. Default: none.
+    fn opens_portals_to(&self, account: &AccountId) -> bool {
+        let _ = account;
+        false
     }
     /// Runs until shutdown is signalled (then `Ok`) or a failure the connector can't mend itself
     /// (then the error; the daemon rebuilds and restarts it with backoff when it is retryable).

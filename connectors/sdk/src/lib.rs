@@ -54,7 +54,7 @@ pub mod webhook;
 pub use caps::{Capabilities, Limits};
 pub use connector::{
     BuildContext, ConnectionState, Connector, ConnectorFactory, ConnectorIo, Disposition, Emitter,
-    Inbound, Outbound, OutboundQueue, Receipt, StatusReporter,
+    Inbound, Outbound, OutboundQueue, Receipt, RoomKind, StatusReporter,
 };
 pub use content::{Attachment, Content, Formatted, MessageKind, Text};
 pub use daemon_view::{AccountStatus, DaemonView, DeadLetter, DeadLetterLog, LinkSummary};

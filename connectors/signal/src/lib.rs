@@ -104,6 +104,15 @@ impl Connector for SignalConnector {
         }
     }
 
+    fn room_kind(&self, room: &RoomId) -> passerelle_sdk::RoomKind {
+        // A number or an account UUID is one contact's chat; only `group:` rooms are groups.
+        if config::group_of(room.as_str()).is_some() {
+            passerelle_sdk::RoomKind::Group
+        } else {
+            passerelle_sdk::RoomKind::Private
+        }
+    }
+
     fn run<'a>(
         self: Box<Self>,
         io: &'a mut ConnectorIo,

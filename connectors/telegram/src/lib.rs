@@ -112,6 +112,14 @@ impl Connector for TelegramConnector {
         })
     }
 
+    fn room_kind(&self, room: &RoomId) -> passerelle_sdk::RoomKind {
+        // A positive chat id is a private chat with one user; groups and channels are negative.
+        match config::chat_id(room.as_str()) {
+            Some(id) if id > 0 => passerelle_sdk::RoomKind::Private,
+            _ => passerelle_sdk::RoomKind::Group,
+        }
+    }
+
     fn run<'a>(
         self: Box<Self>,
         io: &'a mut ConnectorIo,

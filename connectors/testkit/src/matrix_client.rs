@@ -171,6 +171,18 @@ impl MatrixUser {
         v["room_id"].as_str().expect("room_id").to_owned()
     }
 
+    /// Knocks on a room by id or alias (asks to be let in); returns the room id.
+    pub async fn knock(&self, room: &str) -> String {
+        let v = self
+            .ok(
+                reqwest::Method::POST,
+                &format!("/_matrix/client/v3/knock/{}", enc(room)),
+                Some(json!({})),
+            )
+            .await;
+        v["room_id"].as_str().expect("room_id").to_owned()
+    }
+
     /// Sends a message-like event; returns its event id.
     pub async fn send(&mut self, room: &str, kind: &str, content: Value) -> String {
         self.txn += 1;

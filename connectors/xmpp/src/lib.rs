@@ -90,6 +90,13 @@ impl Connector for XmppConnector {
         config::parse_room(room.as_str()).map(|_| ())
     }
 
+    fn room_kind(&self, room: &passerelle_sdk::RoomId) -> passerelle_sdk::RoomKind {
+        match config::parse_room(room.as_str()) {
+            Ok(config::RoomKind::Direct(_)) => passerelle_sdk::RoomKind::Private,
+            _ => passerelle_sdk::RoomKind::Group,
+        }
+    }
+
     fn run<'a>(
         self: Box<Self>,
         io: &'a mut ConnectorIo,
