@@ -187,10 +187,18 @@ impl StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`). Keep it on loopback or
-    /// behind a proxy: it is unauthenticated. Empty string: no admin listener.
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`, `/dead-letters`). Keep
+    /// it on loopback or a private network: it is unauthenticated. Without `public_listen` it
+    /// also serves the networks' callbacks (`/hooks`, `/accounts/…`, `/pastes/…`). Empty string:
+    /// no admin listener.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Address of the public listener: the networks' callbacks only (`/hooks/…` for webhooks,
+    /// `/accounts/…` for Matrix's appservice API and file links, `/pastes/…`, and `/healthz`),
+    /// never `/metrics`, `/readyz` or `/dead-letters`. Publish this one (the container does);
+    /// keep `listen` private. Unset: `listen` serves both.
+    #[serde(default)]
+    pub public_listen: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -201,6 +209,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            public_listen: None,
         }
     }
 }
@@ -212,6 +221,20 @@ impl HttpConfig {
             None
         } else {
             self.listen.parse().ok()
+        }
+    }
+
+    /// The parsed public listen address, `None` when unset.
+    pub fn public_addr(&self) -> Option<SocketAddr> {
+        self.public_listen.as_deref().and_then(|a| a.parse().ok())
+    }
+
+    /// Where the networks' callbacks are served: the public listener when there is one, else
+    /// the admin listener.
+    pub fn callbacks_addr(&self) -> Option<SocketAddr> {
+        match &self.public_listen {
+            Some(_) => self.public_addr(),
+            None => self.listen_addr(),
         }
     }
 }
@@ -455,6 +478,21 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
             "not a socket address (e.g. 127.0.0.1:9180)",
         ));
     }
+    if let Some(http) = &http
+        && let Some(public) = &http.public_listen
+    {
+        if http.public_addr().is_none() {
+            issues.push(ConfigIssue::new(
+                "http.public_listen",
+                "not a socket address (e.g. 0.0.0.0:9181)",
+            ));
+        } else if http.public_addr() == http.listen_addr() {
+            issues.push(ConfigIssue::new(
+                "http.public_listen",
+                format!("{public} is http.listen too: the public listener needs a port of its own"),
+            ));
+        }
+    }
 
     if let Some(PastesConfig {
         public_url: Some(url),
@@ -513,6 +551,11 @@ fn example_secrets_need_loopback(
     let mut exposed: Vec<String> = Vec::new();
     if !on_loopback(&http.listen) {
         exposed.push(format!("http.listen = {:?}", http.listen));
+    }
+    if let Some(public) = &http.public_listen
+        && !on_loopback(public)
+    {
+        exposed.push(format!("http.public_listen = {public:?}"));
     }
     for (id, account) in accounts.iter().filter(|(_, a)| a.enabled) {
         if let Some(listen) = account.table.get("listen").and_then(|v| v.as_str())

@@ -56,6 +56,15 @@ pub async fn run(
         )),
         None => None,
     };
+    let public_listener = match config.http.public_addr() {
+        Some(addr) => Some((
+            addr,
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.public_listen: cannot listen on {addr}"))?,
+        )),
+        None => None,
+    };
     let prometheus = metrics::install();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&config.store.path)
@@ -255,24 +264,44 @@ pub async fn run(
         tasks.spawn(supervisor::supervise(account, io, status_rx));
     }
 
-    if let Some((addr, listener)) = admin_listener {
-        let app = http::router(AdminState {
-            accounts: Arc::new(statuses),
-            prometheus,
-            mounts: Arc::new(mounts),
-            pastes: pastes.clone(),
-            dead_letters: dead_letters.clone(),
-        });
+    let state = AdminState {
+        accounts: Arc::new(statuses),
+        prometheus,
+        mounts: Arc::new(mounts),
+        pastes: pastes.clone(),
+        dead_letters: dead_letters.clone(),
+    };
+    let split = public_listener.is_some();
+    let listeners = [
+        admin_listener.map(|(addr, l)| {
+            let app = if split {
+                http::admin_router(state.clone())
+            } else {
+                http::router(state.clone())
+            };
+            ("http.listen", addr, l, app)
+        }),
+        public_listener.map(|(addr, l)| {
+            (
+                "http.public_listen",
+                addr,
+                l,
+                http::public_router(state.clone()),
+            )
+        }),
+    ];
+    for (key, addr, listener, app) in listeners.into_iter().flatten() {
         let http_stop = stop.clone();
         tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "admin listener failed");
+            let name = passerelle_sdk::AccountId::new(key);
+            let limits = passerelle_sdk::front::FrontLimits::default();
+            if let Err(e) =
+                passerelle_sdk::front::serve(listener, app, limits, &name, http_stop).await
+            {
+                tracing::error!(error = %e, listener = key, "listener failed");
             }
         });
-        tracing::info!(%addr, "admin listener up");
+        tracing::info!(%addr, listener = key, "listener up");
     }
 
     let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);

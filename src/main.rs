@@ -175,13 +175,14 @@ fn matrix_registration(path: &std::path::Path, account: Option<String>) -> ExitC
             return ExitCode::from(2);
         }
     };
-    let listen = config.http.listen_addr();
+    // The homeserver calls the listener that serves the networks' callbacks.
+    let listen = config.http.callbacks_addr();
     let default_url = listen
         .map(|addr| format!("http://{addr}/accounts/{id}"))
         .unwrap_or_default();
     if listen.is_none() && acc.table.get("url").is_none() {
         eprintln!(
-            "{}: http.listen is not set, and accounts.{id}.url neither: the homeserver could not reach the daemon",
+            "{}: neither http.public_listen nor http.listen is set, and accounts.{id}.url neither: the homeserver could not reach the daemon",
             path.display()
         );
         return ExitCode::from(2);

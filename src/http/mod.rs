@@ -1,18 +1,26 @@
-//! The admin HTTP listener: `/healthz` (the process answers), `/readyz` (every enabled account is
-//! connected; the body lists each account's state), `/metrics` (Prometheus text format) and
-//! `/dead-letters` (the deliveries given up on: ids, destination and reason, as JSON).
-//! Unauthenticated: bind it to loopback or put it behind a proxy.
+//! The daemon's HTTP listeners.
 //!
-//! Connectors that serve HTTP (Matrix's Application Service API) are reached under
-//! `/accounts/{account}/…`, and networks' webhooks (Meta, Telegram) at `/hooks/{account}`; each
-//! connector checks its own credentials or signatures.
+//! The admin listener (`http.listen`): `/healthz` (the process answers), `/readyz` (every enabled
+//! account is connected; the body lists each account's state), `/metrics` (Prometheus text
+//! format) and `/dead-letters` (the deliveries given up on: ids, destination and reason, as JSON).
+//! Unauthenticated: bind it to loopback or a private network.
+//!
+//! The networks' callbacks: connectors that serve HTTP (Matrix's Application Service API, file
+//! links) under `/accounts/{account}/…`, networks' webhooks (Meta, Telegram) at
+//! `/hooks/{account}`, paste links at `/pastes/…`. On the public listener
+//! (`http.public_listen`) when there is one, else on the admin listener.
+//!
+//! Every listener runs behind the SDK's `front` (header and request timeouts, connection and
+//! request caps). A callback is shown to its connector's `admit` with its head only, which checks
+//! the caller's credentials and names the largest body it takes; only then is the body read, up
+//! to that and the route's cap. Answers may stream (files pass through as they come).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use metrics_exporter_prometheus::PrometheusHandle;
-use passerelle_sdk::{AccountId, ConnectionState, HttpMount};
+use passerelle_sdk::{AccountId, Admission, ConnectionState, HttpMount};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -35,17 +43,36 @@ pub struct AdminState {
 /// The largest request body a connector endpoint accepts (Matrix transactions can be large).
 const MAX_CONNECTOR_BODY: usize = 16 * 1024 * 1024;
 
-/// The admin routes.
+/// Every route on one listener (no `public_listen`).
 pub fn router(state: AdminState) -> axum::Router {
+    admin_routes().merge(callback_routes()).with_state(state)
+}
+
+/// The admin listener's routes when the callbacks have a listener of their own.
+pub fn admin_router(state: AdminState) -> axum::Router {
+    admin_routes().with_state(state)
+}
+
+/// The public listener's routes: the networks' callbacks and `/healthz`, nothing else.
+pub fn public_router(state: AdminState) -> axum::Router {
+    callback_routes()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+fn admin_routes() -> axum::Router<AdminState> {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/dead-letters", get(dead_letters))
+}
+
+fn callback_routes() -> axum::Router<AdminState> {
+    axum::Router::new()
         .route("/accounts/{account}/{*rest}", any(connector))
         .route("/hooks/{account}", any(hook))
         .route("/pastes/{id}/{signature}", get(paste))
-        .with_state(state)
 }
 
 fn state_name(s: ConnectionState) -> &'static str {
@@ -118,7 +145,9 @@ async fn hook(
     forward(&state, &account, "/hooks", MAX_HOOK_BODY, req).await
 }
 
-/// Hands `req` to `account`'s mounted handler with the path `tail` (and the original query).
+/// Hands `req` to `account`'s mounted handler with the path `tail` (and the original query):
+/// first its head to the handler's `admit` (which may answer at once, unread), then its body, up
+/// to the smaller of what `admit` takes and `max_body`.
 async fn forward(
     state: &AdminState,
     account: &str,
@@ -133,9 +162,6 @@ async fn forward(
         return (StatusCode::SERVICE_UNAVAILABLE, "connector not running\n").into_response();
     };
     let (mut parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
-    };
     let path = match parts.uri.query() {
         Some(q) => format!("{tail}?{q}"),
         None => tail.to_owned(),
@@ -144,11 +170,35 @@ async fn forward(
         Ok(uri) => parts.uri = uri,
         Err(_) => return (StatusCode::BAD_REQUEST, "bad path\n").into_response(),
     }
+    let max = match handler.admit(&parts) {
+        Admission::Answer(answer) => return into_axum(answer),
+        Admission::Read { max_body: taken } => taken.min(max_body),
+    };
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+    };
     let answer = handler
         .handle(axum::http::Request::from_parts(parts, bytes))
         .await;
-    let (parts, bytes) = answer.into_parts();
-    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+    into_axum(answer)
+}
+
+/// A connector's answer as axum's: a whole body as it is, a stream passed on as it comes.
+fn into_axum(answer: passerelle_sdk::http::Response) -> axum::response::Response {
+    let (parts, body) = answer.into_parts();
+    let body = match body.into_full() {
+        Ok(bytes) => axum::body::Body::from(bytes),
+        Err(stream) => axum::body::Body::from_stream(stream.into_stream()),
+    };
+    axum::response::Response::from_parts(parts, body)
 }
 
 /// A paste link: the whole text as plain text, never run or shown as a page by a browser.

@@ -97,10 +97,16 @@ impl Connector for ApiConnector {
             io.status.set(ConnectionState::Connected);
             let stop = io.shutdown.clone();
             let serve_stop = stop.clone();
+            let name = io.account.clone();
             let mut server = tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { serve_stop.cancelled().await })
-                    .await
+                passerelle_sdk::front::serve(
+                    listener,
+                    app,
+                    passerelle_sdk::front::FrontLimits::default(),
+                    &name,
+                    serve_stop,
+                )
+                .await
             });
             loop {
                 tokio::select! {

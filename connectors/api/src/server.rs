@@ -154,10 +154,24 @@ async fn post_json(state: &AppState, body: &[u8]) -> Response {
     }
 }
 
-async fn post_message(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+/// The token is checked from the headers before a byte of the body is read; a body larger than
+/// `max_body_bytes` (declared or sent) is 413.
+async fn post_message(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if let Err(r) = authorized(&state, &parts.headers) {
         return *r;
     }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body as u64) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let Ok(body) = axum::body::to_bytes(body, state.max_body).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    };
     post_json(&state, &body).await
 }
 

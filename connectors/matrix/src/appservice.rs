@@ -282,7 +282,30 @@ fn admin_room_key(admin: &str) -> String {
 
 struct Endpoint(Arc<Shared>);
 
+/// The largest transaction the homeserver may send (Synapse sends at most 100 events and 100
+/// ephemeral ones, each at most 64 KiB).
+const MAX_TRANSACTION: usize = 16 * 1024 * 1024;
+
 impl HttpHandler for Endpoint {
+    /// File links are for anyone holding one (their signature is the check, once the path is
+    /// read); everything else needs the homeserver's `hs_token`, checked before the body is read.
+    fn admit(&self, head: &http::request::Parts) -> passerelle_sdk::Admission {
+        use passerelle_sdk::Admission;
+        if head.uri.path().starts_with("/media/") && self.0.links.public() {
+            return media::admit(head);
+        }
+        match self.0.authorized(&head.headers, &head.uri) {
+            None => Admission::Answer(matrix_error(401, "M_UNAUTHORIZED", "missing token")),
+            Some(false) => {
+                warn!("appservice request with a wrong hs_token refused");
+                Admission::Answer(matrix_error(403, "M_FORBIDDEN", "bad token"))
+            }
+            Some(true) if head.method == http::Method::PUT => Admission::read(MAX_TRANSACTION),
+            // Queries and pings: small bodies, if any.
+            Some(true) => Admission::read(64 * 1024),
+        }
+    }
+
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
         let shared = self.0.clone();
         Box::pin(async move { shared.handle(request).await })
@@ -294,13 +317,12 @@ fn matrix_error(status: u16, errcode: &str, error: &str) -> Response {
 }
 
 impl Shared {
-    fn authorized(&self, request: &Request) -> Option<bool> {
-        let header = request
-            .headers()
+    fn authorized(&self, headers: &http::HeaderMap, uri: &http::Uri) -> Option<bool> {
+        let header = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let query = request.uri().query().and_then(|q| {
+        let query = uri.query().and_then(|q| {
             q.split('&')
                 .find_map(|kv| kv.strip_prefix("access_token="))
                 .and_then(dec)
@@ -324,7 +346,8 @@ impl Shared {
             .await
             .unwrap_or_else(|| matrix_error(404, "M_NOT_FOUND", "no such file"));
         }
-        match self.authorized(&request) {
+        // Checked again here (admit already did): a handler is never called unchecked.
+        match self.authorized(request.headers(), request.uri()) {
             None => return matrix_error(401, "M_UNAUTHORIZED", "missing token"),
             Some(false) => {
                 warn!("appservice request with a wrong hs_token refused");

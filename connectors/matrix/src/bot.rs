@@ -381,6 +381,10 @@ struct MediaEndpoint {
 }
 
 impl passerelle_sdk::HttpHandler for MediaEndpoint {
+    fn admit(&self, head: &http::request::Parts) -> passerelle_sdk::Admission {
+        media::admit(head)
+    }
+
     fn handle(
         &self,
         request: passerelle_sdk::http::Request,

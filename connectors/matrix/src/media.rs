@@ -21,9 +21,11 @@ pub fn msgtype(mime: &str) -> &'static str {
 ///
 /// Without `media_public_url` the link is the homeserver's authenticated download URL (it needs a
 /// Matrix access token). With it, the link is the daemon's own
-/// `{media_public_url}/accounts/{account}/media/{server}/{id}/{signature}/{name}`: the signature is
-/// an HMAC of the file's id under a key kept in the account's data dir, so only files that were
-/// bridged can be fetched through it, and the daemon fetches them with the bot's token.
+/// `{media_public_url}/accounts/{account}/media/{server}/{id}/{expires}/{signature}/{name}`: the
+/// signature is an HMAC of the file's id and the link's expiry (30 days after it was made, the
+/// SDK's `LINK_LIFETIME`) under a key kept in the account's data dir, so only files that were
+/// bridged can be fetched through it, only until then, and the daemon fetches them with the bot's
+/// token and passes them on as they come (`signed_link::file_response`: never shown as a page).
 #[derive(Clone)]
 pub struct MediaLinks {
     homeserver: String,
@@ -57,16 +59,16 @@ impl MediaLinks {
         })
     }
 
-    fn signature(key: &[u8; 32], server: &str, id: &str) -> String {
-        use passerelle_sdk::webhook::{encode_hex, hub_signature};
-        encode_hex(&hub_signature(key, format!("{server}/{id}").as_bytes())[..16])
+    fn signature(key: &[u8; 32], server: &str, id: &str, expires: u64) -> String {
+        passerelle_sdk::signed_link::expiring_signature(key, &format!("{server}/{id}"), expires)
     }
 
-    /// Whether `signature` is this daemon's for the file (compared in constant time).
-    pub fn verify(&self, server: &str, id: &str, signature: &str) -> bool {
+    /// Whether `signature` is this daemon's for the file until `expires` (compared in constant
+    /// time); expiry is checked apart.
+    pub fn verify(&self, server: &str, id: &str, expires: u64, signature: &str) -> bool {
         use subtle::ConstantTimeEq;
         match &self.public {
-            Some((_, key)) => Self::signature(key, server, id)
+            Some((_, key)) => Self::signature(key, server, id, expires)
                 .as_bytes()
                 .ct_eq(signature.as_bytes())
                 .into(),
@@ -87,11 +89,16 @@ impl MediaLinks {
             return None;
         }
         Some(match &self.public {
-            Some((base, key)) => format!(
-                "{base}/media/{server}/{id}/{}/{}",
-                Self::signature(key, server, id),
-                passerelle_sdk::signed_link::name_segment(name)
-            ),
+            Some((base, key)) => {
+                let expires = passerelle_sdk::signed_link::expiry_from_now(
+                    passerelle_sdk::signed_link::LINK_LIFETIME,
+                );
+                format!(
+                    "{base}/media/{server}/{id}/{expires}/{}/{}",
+                    Self::signature(key, server, id, expires),
+                    passerelle_sdk::signed_link::name_segment(name)
+                )
+            }
             None => format!(
                 "{}/_matrix/client/v1/media/download/{server}/{id}",
                 self.homeserver
@@ -105,9 +112,15 @@ impl MediaLinks {
     }
 }
 
-/// Serves `GET /media/{server}/{id}/{signature}/{name}`: checks the signature, fetches the file
-/// from the homeserver's authenticated media with `token` (and `as_user` for an appservice), and
-/// answers it. `None` when the path is not a media path.
+/// What a request for the media endpoint may send: a GET without a body.
+pub fn admit(head: &http::request::Parts) -> passerelle_sdk::Admission {
+    passerelle_sdk::signed_link::admit_media(head)
+}
+
+/// Serves `GET /media/{server}/{id}/{expires}/{signature}/{name}`: checks the signature and the
+/// expiry, fetches the file from the homeserver's authenticated media with `token` (and
+/// `as_user` for an appservice), and passes it on as it comes. `None` when the path is not a
+/// media path.
 pub async fn serve(
     links: &MediaLinks,
     path: &str,
@@ -118,13 +131,20 @@ pub async fn serve(
 ) -> Option<passerelle_sdk::http::Response> {
     use passerelle_sdk::http::json_response;
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let ["media", server, id, signature, _name] = parts.as_slice() else {
+    let ["media", server, id, expires, signature, name] = parts.as_slice() else {
         return None;
     };
-    if !links.verify(server, id, signature) {
+    let expires = expires.parse::<u64>().unwrap_or(0);
+    if !links.verify(server, id, expires, signature) {
         return Some(json_response(
             403,
             &serde_json::json!({"error": "bad signature"}),
+        ));
+    }
+    if passerelle_sdk::signed_link::expired(expires) {
+        return Some(json_response(
+            410,
+            &serde_json::json!({"error": "this link has expired"}),
         ));
     }
     let mut url = format!("{homeserver}/_matrix/client/v1/media/download/{server}/{id}");
@@ -132,11 +152,12 @@ pub async fn serve(
         url.push_str(&format!("?user_id={}", crate::appservice::enc(user)));
     }
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(600))
+        .connect_timeout(Duration::from_secs(30))
         .build()
         .ok()?;
     let fail = |status: u16| json_response(status, &serde_json::json!({"error": "unavailable"}));
-    let Ok(mut resp) = client.get(url).bearer_auth(token).send().await else {
+    let Ok(resp) = client.get(url).bearer_auth(token).send().await else {
         return Some(fail(502));
     };
     if !resp.status().is_success() {
@@ -147,34 +168,25 @@ pub async fn serve(
         };
         return Some(fail(status));
     }
+    let len = resp.content_length();
+    if len.is_some_and(|n| n > max) {
+        return Some(fail(413));
+    }
     let mime = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let mut data = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if (data.len() + chunk.len()) as u64 > max {
-                    return Some(fail(413));
-                }
-                data.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(_) => return Some(fail(502)),
-        }
-    }
-    Some(
-        http::Response::builder()
-            .status(200)
-            .header(http::header::CONTENT_TYPE, mime)
-            .header("x-content-type-options", "nosniff")
-            .header("content-security-policy", "sandbox")
-            .body(bytes::Bytes::from(data))
-            .unwrap_or_else(|_| http::Response::new(bytes::Bytes::new())),
-    )
+    let chunks = futures::StreamExt::map(resp.bytes_stream(), |c| c.map_err(std::io::Error::other));
+    Some(passerelle_sdk::signed_link::file_response(
+        passerelle_sdk::signed_link::File {
+            body: passerelle_sdk::http::Body::capped(chunks, max),
+            mime,
+            len,
+        },
+        name,
+    ))
 }
 
 /// The text sent for a file that could not be fetched: its name and link.
@@ -197,14 +209,20 @@ mod tests {
         let prefix = "https://bridge/accounts/mx/media/hs.example/abcDEF/";
         assert!(link.starts_with(prefix), "{link}");
         assert!(link.ends_with("/cat_photo.png"), "{link}");
-        let sig = link[prefix.len()..].split('/').next().unwrap();
-        assert!(links.verify("hs.example", "abcDEF", sig));
-        assert!(!links.verify("hs.example", "other", sig));
-        assert!(!links.verify("hs.example", "abcDEF", "00"));
+        let mut rest = link[prefix.len()..].split('/');
+        let expires: u64 = rest.next().unwrap().parse().unwrap();
+        let sig = rest.next().unwrap();
+        assert!(links.verify("hs.example", "abcDEF", expires, sig));
+        assert!(!links.verify("hs.example", "other", expires, sig));
+        assert!(
+            !links.verify("hs.example", "abcDEF", expires + 1, sig),
+            "a longer life"
+        );
+        assert!(!links.verify("hs.example", "abcDEF", expires, "00"));
         // The key is kept: a restart signs the same way.
         let again =
             MediaLinks::new("https://hs", Some("https://bridge"), "mx", dir.path()).unwrap();
-        assert!(again.verify("hs.example", "abcDEF", sig));
+        assert!(again.verify("hs.example", "abcDEF", expires, sig));
         assert_eq!(links.link("mxc://hs/../../x", "n"), None);
         let private = MediaLinks::new("https://hs", None, "mx", dir.path()).unwrap();
         assert_eq!(

@@ -253,8 +253,8 @@ impl Graph {
         &self,
         url: &str,
         max: u64,
-    ) -> Result<(Vec<u8>, Option<String>), GraphError> {
-        let mut response = self
+    ) -> Result<passerelle_sdk::signed_link::File, GraphError> {
+        let response = self
             .http
             .get(url)
             .bearer_auth(self.token.expose())
@@ -269,7 +269,8 @@ impl Graph {
                 GraphError::Unexpected(format!("download answered HTTP {status}"))
             }));
         }
-        if response.content_length().is_some_and(|n| n > max) {
+        let len = response.content_length();
+        if len.is_some_and(|n| n > max) {
             return Err(GraphError::Unexpected(
                 "file larger than max_upload_bytes".into(),
             ));
@@ -278,17 +279,17 @@ impl Graph {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut data = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-            data.extend_from_slice(&chunk);
-            if data.len() as u64 > max {
-                return Err(GraphError::Unexpected(
-                    "file larger than max_upload_bytes".into(),
-                ));
-            }
-        }
-        Ok((data, mime))
+            .map(str::to_owned)
+            .unwrap_or_else(|| "application/octet-stream".into());
+        // Passed on as it comes, never held whole; cut short past `max`.
+        let chunks = futures::StreamExt::map(response.bytes_stream(), |c| {
+            c.map_err(std::io::Error::other)
+        });
+        Ok(passerelle_sdk::signed_link::File {
+            body: passerelle_sdk::http::Body::capped(chunks, max),
+            mime,
+            len,
+        })
     }
 }
 

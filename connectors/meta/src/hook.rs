@@ -172,6 +172,14 @@ pub struct Endpoints {
 }
 
 impl HttpHandler for Endpoints {
+    fn admit(&self, head: &http::request::Parts) -> passerelle_sdk::Admission {
+        let path = head.uri.path();
+        if path == "/hooks" || path == "/hooks/" {
+            return self.webhook.admit(head);
+        }
+        signed_link::admit_media(head)
+    }
+
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
         let path = request.uri().path();
         if path == "/hooks" || path == "/hooks/" {
@@ -193,17 +201,14 @@ impl HttpHandler for Endpoints {
                 tracing::warn!("media link: the API named a download URL the token must not go to");
                 return Err((502, "untrusted media url\n"));
             }
-            let (data, mime) = graph.download(url, max).await.map_err(|e| {
+            let mut file = graph.download(url, max).await.map_err(|e| {
                 tracing::info!(error = %e, "media link: download failed");
                 (502, "download failed\n")
             })?;
-            let mime = info
-                .get("mime_type")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or(mime)
-                .unwrap_or_else(|| "application/octet-stream".into());
-            Ok((data, mime))
+            if let Some(mime) = info.get("mime_type").and_then(Value::as_str) {
+                file.mime = mime.to_owned();
+            }
+            Ok(file)
         })
     }
 }

@@ -39,6 +39,8 @@ pub mod error;
 pub mod event;
 #[cfg(feature = "fetch")]
 pub mod fetch;
+#[cfg(feature = "front")]
+pub mod front;
 pub mod http;
 pub mod ids;
 pub mod links;
@@ -60,7 +62,7 @@ pub use content::{Attachment, Content, Formatted, MessageKind, Text};
 pub use daemon_view::{AccountStatus, DaemonView, DeadLetter, DeadLetterLog, LinkSummary};
 pub use error::{ConfigIssue, ConnectorError, EmitError, SendError};
 pub use event::{Event, EventKind, MembershipChange, Sender, Timestamp};
-pub use http::{HttpHandler, HttpMount};
+pub use http::{Admission, HttpHandler, HttpMount};
 pub use ids::{AccountId, EventKey, RemoteMessageId, RoomId, UserId};
 pub use links::{LinkService, Links, PortalRequest};
 pub use secret::Secret;

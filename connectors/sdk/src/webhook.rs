@@ -19,7 +19,7 @@
 //! [`crate::Disposition::Duplicate`]); a sink gives every event it emits the network's id.
 //! No answer ever echoes the body, and nothing here logs it.
 
-use crate::http::{HttpHandler, Request, Response};
+use crate::http::{Admission, HttpHandler, Request, Response};
 use crate::secret::Secret;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -69,6 +69,23 @@ impl Proof {
                 .get(*header)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| token.matches(v)),
+        }
+    }
+}
+
+impl Proof {
+    /// What can be proved from the headers alone, before any of the body is read: a secret
+    /// header in full (constant time); for Meta's signature, that one is there and has the
+    /// shape of one (it covers the body, so it is checked once the body is read).
+    pub fn admits(&self, headers: &http::HeaderMap) -> bool {
+        match self {
+            Self::HubSignature256 { .. } => headers
+                .get("x-hub-signature-256")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("sha256="))
+                .and_then(decode_hex)
+                .is_some_and(|sig| sig.len() == 32),
+            Self::SecretHeader { .. } => self.verify(headers, &[]),
         }
     }
 }
@@ -197,6 +214,35 @@ impl WebhookEndpoint {
 }
 
 impl HttpHandler for WebhookEndpoint {
+    /// The path and the method, then the proof as far as the headers carry it, and a declared
+    /// length within the cap: a caller without the secret (or without a signature) never gets a
+    /// byte of its body read.
+    fn admit(&self, head: &http::request::Parts) -> Admission {
+        let path = head.uri.path();
+        if path != "/hooks" && path != "/hooks/" {
+            return Admission::Answer(text(404, "no such endpoint\n"));
+        }
+        match head.method {
+            http::Method::GET => return Admission::read(0),
+            http::Method::POST => {}
+            _ => return Admission::Answer(text(405, "this hook takes POST\n")),
+        }
+        if !self.settings.proof.admits(&head.headers) {
+            tracing::warn!(account = %self.account, "webhook refused before its body: missing or wrong signature");
+            return Admission::Answer(text(401, "signature missing or wrong\n"));
+        }
+        let declared = head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.settings.max_body as u64) {
+            tracing::warn!(account = %self.account, "webhook refused before its body: too large");
+            return Admission::Answer(text(413, "body too large\n"));
+        }
+        Admission::read(self.settings.max_body)
+    }
+
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
         let path = request.uri().path();
         if path != "/hooks" && path != "/hooks/" {
@@ -274,8 +320,8 @@ fn text(status: u16, body: &str) -> Response {
     http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Bytes::from(body.to_owned()))
-        .unwrap_or_else(|_| http::Response::new(Bytes::new()))
+        .body(crate::http::Body::from(body.to_owned()))
+        .unwrap_or_else(|_| http::Response::new(crate::http::Body::empty()))
 }
 
 #[cfg(test)]
@@ -390,7 +436,10 @@ mod tests {
             ))
             .await;
         assert_eq!(ok.status(), 200);
-        assert_eq!(ok.body().as_ref(), b"1158201444");
+        assert_eq!(
+            ok.body().as_bytes().map(|b| b.as_ref()),
+            Some(&b"1158201444"[..])
+        );
         let bad = ep
             .handle(get(
                 "hub.mode=subscribe&hub.challenge=1&hub.verify_token=guess",
@@ -427,6 +476,66 @@ mod tests {
             assert_eq!(ep.handle(req(bad)).await.status(), 401);
         }
         assert_eq!(rec.0.lock().unwrap().len(), 1);
+    }
+
+    fn head(method: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri("/hooks");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_call_without_its_proof_or_too_large_is_refused_before_its_body_is_read() {
+        let (meta, _) = meta_endpoint();
+        let status = |a: Admission| match a {
+            Admission::Answer(r) => r.status().as_u16(),
+            Admission::Read { max_body } => {
+                assert_eq!(max_body, 64);
+                0
+            }
+        };
+        let good = sign("{}");
+        assert_eq!(
+            status(meta.admit(&head("POST", &[("x-hub-signature-256", &good)]))),
+            0
+        );
+        assert_eq!(status(meta.admit(&head("POST", &[]))), 401);
+        assert_eq!(
+            status(meta.admit(&head("POST", &[("x-hub-signature-256", "sha256=abcd")]))),
+            401
+        );
+        assert_eq!(
+            status(meta.admit(&head(
+                "POST",
+                &[
+                    ("x-hub-signature-256", &good),
+                    ("content-length", "16777216")
+                ]
+            ))),
+            413
+        );
+        assert!(matches!(
+            meta.admit(&head("GET", &[])),
+            Admission::Read { max_body: 0 }
+        ));
+        assert_eq!(status(meta.admit(&head("DELETE", &[]))), 405);
+        let tg = WebhookEndpoint::new(
+            "tg",
+            HookSettings {
+                proof: Proof::SecretHeader {
+                    header: "x-telegram-bot-api-secret-token",
+                    token: Secret::new("s3cret_token-1"),
+                },
+                verify_token: None,
+                max_body: 64,
+            },
+            Arc::new(Arc::new(Recorder::default())),
+        );
+        let with = |t: &str| tg.admit(&head("POST", &[("x-telegram-bot-api-secret-token", t)]));
+        assert_eq!(status(with("s3cret_token-1")), 0);
+        assert_eq!(status(with("s3cret_token-")), 401);
     }
 
     #[test]

@@ -305,6 +305,10 @@ struct Files {
 }
 
 impl HttpHandler for Files {
+    fn admit(&self, head: &http::request::Parts) -> passerelle_sdk::Admission {
+        signed_link::admit_media(head)
+    }
+
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
         let rpc = self.rpc.clone();
         signed_link::serve(self.links.as_ref(), &request, move |id| async move {
@@ -320,7 +324,12 @@ impl HttpHandler for Files {
                 .and_then(Value::as_str)
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                 .ok_or((502, "attachment not understood\n"))?;
-            Ok((bytes, "application/octet-stream".to_owned()))
+            // signal-cli hands attachments over JSON-RPC in base64: whole, never streamed.
+            Ok(signed_link::File {
+                len: Some(bytes.len() as u64),
+                body: bytes.into(),
+                mime: "application/octet-stream".to_owned(),
+            })
         })
     }
 }

@@ -193,11 +193,15 @@ impl BotApi {
     }
 
     /// Downloads a file by the `file_path` `getFile` gave, at most `max` bytes.
-    pub async fn download(&self, file_path: &str, max: u64) -> Result<Vec<u8>, ApiError> {
+    pub async fn download(
+        &self,
+        file_path: &str,
+        max: u64,
+    ) -> Result<(passerelle_sdk::http::Body, Option<u64>), ApiError> {
         if file_path.contains("..") || file_path.starts_with('/') {
             return Err(ApiError::Unexpected("file path not plain".into()));
         }
-        let mut response = self
+        let response = self
             .http
             .get(format!("{}/{file_path}", self.files))
             .timeout(self.timeout * 4)
@@ -213,21 +217,17 @@ impl BotApi {
                 migrate_to: None,
             });
         }
-        if response.content_length().is_some_and(|n| n > max) {
+        let len = response.content_length();
+        if len.is_some_and(|n| n > max) {
             return Err(ApiError::Unexpected(
                 "file larger than max_upload_bytes".into(),
             ));
         }
-        let mut data = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-            data.extend_from_slice(&chunk);
-            if data.len() as u64 > max {
-                return Err(ApiError::Unexpected(
-                    "file larger than max_upload_bytes".into(),
-                ));
-            }
-        }
-        Ok(data)
+        // Passed on as it comes, never held whole; cut short past `max`.
+        let chunks = futures::StreamExt::map(response.bytes_stream(), |c| {
+            c.map_err(std::io::Error::other)
+        });
+        Ok((passerelle_sdk::http::Body::capped(chunks, max), len))
     }
 }
 

@@ -67,6 +67,20 @@ fn mime_of(path: &str) -> &'static str {
 }
 
 impl HttpHandler for Endpoints {
+    fn admit(&self, head: &http::request::Parts) -> passerelle_sdk::Admission {
+        let path = head.uri.path();
+        if path == "/hooks" || path == "/hooks/" {
+            return match &self.webhook {
+                Some(w) => w.admit(head),
+                None => passerelle_sdk::Admission::Answer(text_response(
+                    404,
+                    "this account polls; no webhook\n",
+                )),
+            };
+        }
+        signed_link::admit_media(head)
+    }
+
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
         let path = request.uri().path();
         if path == "/hooks" || path == "/hooks/" {
@@ -89,11 +103,15 @@ impl HttpHandler for Endpoints {
                 .get("file_path")
                 .and_then(Value::as_str)
                 .ok_or((404, "file too large for the Bot API\n"))?;
-            let data = api.download(file_path, max).await.map_err(|e| {
+            let (body, len) = api.download(file_path, max).await.map_err(|e| {
                 tracing::info!(error = %e, "file link: download failed");
                 (502, "download failed\n")
             })?;
-            Ok((data, mime_of(file_path).to_owned()))
+            Ok(signed_link::File {
+                body,
+                mime: mime_of(file_path).to_owned(),
+                len,
+            })
         })
     }
 }

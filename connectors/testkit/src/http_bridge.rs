@@ -38,14 +38,27 @@ pub async fn forward(
             parts.uri = uri;
         }
     }
+    // As the daemon: the head to `admit` first, the body read only if it is taken.
+    let max_body = match handler.admit(&parts) {
+        passerelle_sdk::Admission::Answer(answer) => return into_axum(answer),
+        passerelle_sdk::Admission::Read { max_body: taken } => taken.min(max_body),
+    };
     let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
         return status(413, "body too large");
     };
     let answer = handler
         .handle(http::Request::from_parts(parts, bytes))
         .await;
-    let (parts, bytes) = answer.into_parts();
-    Response::from_parts(parts, Body::from(bytes))
+    into_axum(answer)
+}
+
+fn into_axum(answer: passerelle_sdk::http::Response) -> Response {
+    let (parts, body) = answer.into_parts();
+    let body = match body.into_full() {
+        Ok(bytes) => Body::from(bytes),
+        Err(stream) => Body::from_stream(stream.into_stream()),
+    };
+    Response::from_parts(parts, body)
 }
 
 fn status(code: u16, text: &'static str) -> Response {
