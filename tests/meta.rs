@@ -356,3 +356,126 @@ async fn forged_replayed_malformed_and_oversized_webhooks_change_nothing() {
         assert!(!logs.contains(secret), "the log holds {secret:?}");
     }
 }
+
+/// The head of a request, sent alone: what a client that announces a large body and sends none
+/// sees. The status line of the answer, or `None` when none came within 3 s (the server waits
+/// for the body).
+async fn status_of_head_only(port: u16, head: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("listener up");
+    s.write_all(head.as_bytes()).await.expect("head sent");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(3), async {
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()?;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn callbacks_are_refused_from_their_head_and_the_public_listener_serves_only_them() {
+    let fake = FakeMeta::start(GRAPH_TOKEN, SECRET).await;
+    fake.add(Product::WhatsApp, PHONE_ID);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, public, api) = (free_port(), free_port(), free_port());
+    let base = fake.api_base();
+    let config = format!(
+        r##"
+{head}public_listen = "127.0.0.1:{public}"
+
+[accounts."wa"]
+kind = "whatsapp"
+phone_number_id = "{PHONE_ID}"
+access_token = "{GRAPH_TOKEN}"
+app_secret = "{SECRET}"
+verify_token = "{VERIFY}"
+api_base = "{base}"
+
+{api_account}
+[[links]]
+name = "alice"
+rooms = [{{ account = "wa", room = "{ALICE}" }}, {{ account = "api.main", room = "alice" }}]
+"##,
+        head = common::base_config(dir.path(), admin),
+        api_account = common::api_account(api, TOKEN),
+    );
+    let daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+
+    // 4 MB announced, no signature, no body sent: refused from the head alone.
+    let unsigned = format!(
+        "POST /hooks/wa HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n"
+    );
+    assert_eq!(
+        status_of_head_only(public, &unsigned).await.as_deref(),
+        Some("HTTP/1.1 401 Unauthorized"),
+        "the daemon waited for the body of a call without a signature"
+    );
+    // Signed (the signature covers the body, checked once read), but larger than a hook takes.
+    let signed_big = format!(
+        "POST /hooks/wa HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: 4000000\r\n\r\n",
+        "ab".repeat(32)
+    );
+    assert_eq!(
+        status_of_head_only(public, &signed_big).await.as_deref(),
+        Some("HTTP/1.1 413 Payload Too Large")
+    );
+    // The message API too: no token, 60 KB announced.
+    let api_head = "POST /api/message HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n";
+    assert_eq!(
+        status_of_head_only(api, api_head).await.as_deref(),
+        Some("HTTP/1.1 401 Unauthorized")
+    );
+
+    // A real call still goes through the public listener.
+    let mut stream = Api::new(api, TOKEN).stream().await;
+    let body = whatsapp_body(
+        PHONE_ID,
+        &[(ALICE, "Alice")],
+        vec![whatsapp_text(
+            ALICE,
+            &fake.wamid(),
+            "through the public listener",
+        )],
+    );
+    let hook = format!("http://127.0.0.1:{public}/hooks/wa");
+    assert_eq!(fake.deliver(&hook, &body).await, 200);
+    let seen = stream.next(WAIT).await.expect("bridged");
+    assert_eq!(seen["text"], "through the public listener");
+
+    // Each listener serves its own paths only.
+    let get = |port: u16, path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        async move {
+            reqwest::get(url)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(
+        get(public, "/metrics").await,
+        404,
+        "metrics on the public listener"
+    );
+    assert_eq!(get(public, "/readyz").await, 404);
+    assert_eq!(get(public, "/dead-letters").await, 404);
+    assert_eq!(get(public, "/healthz").await, 200);
+    assert_eq!(get(admin, "/metrics").await, 200);
+    assert_eq!(
+        get(admin, "/hooks/wa").await,
+        404,
+        "callbacks on the admin listener"
+    );
+    drop(daemon);
+}

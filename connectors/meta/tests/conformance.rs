@@ -476,9 +476,45 @@ async fn whatsapp_inbound_files_reactions_replies_and_statuses() {
     assert!(!link.contains(TOKEN));
     let got = reqwest::get(&link).await.unwrap();
     assert_eq!(got.status(), 200);
+    let header = |r: &reqwest::Response, k: &str| {
+        r.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    // Never run or rendered as a page of the daemon's origin; a photo may be shown inline.
+    assert_eq!(header(&got, "x-content-type-options"), "nosniff");
+    assert!(header(&got, "content-security-policy").starts_with("sandbox"));
+    assert!(header(&got, "content-disposition").starts_with("inline"));
     assert_eq!(got.bytes().await.unwrap().to_vec(), photo);
     let forged = link.replace(&media_id, "999999999");
     assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403);
+    // A longer life than it was signed for is a forgery too.
+    let parts: Vec<&str> = link.rsplitn(4, '/').collect();
+    let expires: u64 = parts[2].parse().expect("an expiry in the link");
+    let longer = link.replace(&format!("/{expires}/"), &format!("/{}/", expires + 86_400));
+    assert_eq!(reqwest::get(&longer).await.unwrap().status(), 403);
+    // An HTML page someone sends as a document is downloaded, never shown.
+    let page = b"<html><script>alert(document.cookie)</script></html>".to_vec();
+    let page_id = r.fake.add_media(&page, "text/html");
+    let doc = json!({"from": PERSON, "id": r.fake.wamid(), "timestamp": "1732360000",
+        "type": "document", "document": {"mime_type": "text/html", "sha256": "x", "id": page_id,
+        "filename": "invoice.html"}});
+    let body = whatsapp_body(PHONE_ID, &[(PERSON, "Peer Person")], vec![doc]);
+    assert_eq!(r.fake.deliver(&r.hook, &body).await, 200);
+    let e = r.h.next_event(WAIT).await.unwrap();
+    let link = e.content().unwrap().attachments[0].url.as_str().to_owned();
+    let got = reqwest::get(&link).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(
+        header(&got, "content-disposition").starts_with("attachment"),
+        "{:?}",
+        got.headers()
+    );
+    assert_eq!(header(&got, "x-content-type-options"), "nosniff");
+    assert!(header(&got, "content-security-policy").starts_with("sandbox"));
+    assert_eq!(got.bytes().await.unwrap().to_vec(), page);
     // A reply, a reaction, another reaction replacing it, and its removal.
     let mut reply = whatsapp_text(PERSON, &r.fake.wamid(), "yes");
     reply["context"] = json!({"from": PHONE_ID, "id": "wamid.original"});
