@@ -18,10 +18,11 @@ COPY --from=build /out/passerelle /usr/local/bin/passerelle
 COPY config.example.toml /config/config.toml
 ENV PASSERELLE_CONFIG=/config/config.toml \
     PASSERELLE__STORE__PATH=/data/passerelle.db \
-    PASSERELLE__HTTP__LISTEN=0.0.0.0:9180
+    PASSERELLE__HTTP__LISTEN=127.0.0.1:9180 \
+    PASSERELLE__HTTP__PUBLIC_LISTEN=0.0.0.0:9181
 USER passerelle
 VOLUME ["/data"]
-EXPOSE 9180
+EXPOSE 9181
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["passerelle", "health", "--addr", "127.0.0.1:9180"]

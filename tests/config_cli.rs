@@ -210,6 +210,37 @@ fn the_examples_secrets_are_refused_once_a_listener_leaves_loopback() {
         "{stderr}"
     );
     assert!(!stderr.contains("change-me"), "no secret printed: {stderr}");
+    // The container's environment: the admin listener on loopback, the public one on every
+    // interface. The public one exposes the placeholders as much.
+    let out = passerelle(
+        &["check", "-c", example],
+        &[
+            ("PASSERELLE__HTTP__LISTEN", "127.0.0.1:9180"),
+            ("PASSERELLE__HTTP__PUBLIC_LISTEN", "0.0.0.0:9181"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("http.public_listen = \"0.0.0.0:9181\""),
+        "{stderr}"
+    );
+    // The same port twice, or not an address, is named.
+    for (value, want) in [
+        (
+            "127.0.0.1:9180",
+            "http.public_listen: 127.0.0.1:9180 is http.listen too",
+        ),
+        ("everywhere", "http.public_listen: not a socket address"),
+    ] {
+        let out = passerelle(
+            &["check", "-c", example],
+            &[("PASSERELLE__HTTP__PUBLIC_LISTEN", value)],
+        );
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{want} in {stderr}");
+    }
     // An API account listening on every interface does the same.
     let text = std::fs::read_to_string(example)
         .unwrap()
