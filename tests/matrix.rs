@@ -536,6 +536,69 @@ async fn edits_and_deletions_cross_only_from_their_author_and_moderation_only_wh
     daemon.stop();
 }
 
+/// Texts drained from `api`'s `/api/messages` until `n` came or `WAIT` × 3 passed.
+async fn api_texts(api: &common::Api, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + WAIT * 3;
+    let mut texts = Vec::new();
+    while texts.len() < n && std::time::Instant::now() < deadline {
+        for m in api.messages().await {
+            texts.push(m["text"].as_str().unwrap_or_default().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    texts
+}
+
+#[tokio::test]
+async fn what_was_said_while_the_bot_was_away_is_fetched_back_in_order() {
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = alice.create_room(json!({"invite": [BRIDGE]})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, apis) = (free_port(), [free_port(), free_port()]);
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &authorship_config(dir.path(), &hs, admin, apis, &room, false),
+        admin,
+    );
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    alice.wait_member(&room, BRIDGE, WAIT).await;
+    let api = common::Api::new(apis[0], API_TOKEN);
+    alice.say(&room, "before the outage").await;
+    assert_eq!(api_texts(&api, 1).await, ["before the outage"]);
+
+    // 300 messages while the daemon is down: more than a sync's timeline (200) holds.
+    daemon.stop();
+    let away: Vec<String> = (0..300)
+        .map(|i| format!("said while away {i:03}"))
+        .collect();
+    for text in &away {
+        alice.say(&room, text).await;
+    }
+    daemon.start_again();
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    alice.say(&room, "after the outage").await;
+    let mut want = away.clone();
+    want.push("after the outage".to_owned());
+    let got = api_texts(&api, want.len()).await;
+    let missing = want.iter().filter(|w| !got.contains(w)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} messages lost; first seen: {:?}",
+        want.len(),
+        got.first()
+    );
+    assert_eq!(got, want, "not in order, or some twice");
+    assert!(
+        daemon.logs().contains("backfilled a gap in the timeline"),
+        "the gap was not fetched back"
+    );
+    daemon.stop();
+}
+
 const AS_TOKEN: &str = "e2e-as-token-0123456789abcdef0123456789";
 const HS_TOKEN: &str = "e2e-hs-token-0123456789abcdef0123456789";
 const AS_BOT: &str = "@passerelle:hs.passerelle.test";

@@ -319,12 +319,19 @@ async fn forged_replayed_malformed_and_oversized_webhooks_change_nothing() {
             .await,
         400
     );
-    // Oversized: refused before it is read in full.
+    // Oversized: refused from its declared length, before any of it is read. The daemon answers
+    // 413 and closes the connection; a client still sending its 5 MiB may see the connection
+    // reset before it reads that answer (0 here). Either way nothing of it is bridged (the
+    // next message is the first to arrive) and the daemon goes on.
     let huge = format!(
         r#"{{"object":"whatsapp_business_account","entry":[],"pad":"{}"}}"#,
         "x".repeat(5 * 1024 * 1024)
     );
-    assert_eq!(b.fake.post_raw(&hook, huge.as_bytes(), None).await, 413);
+    let status = b.fake.post_raw(&hook, huge.as_bytes(), None).await;
+    assert!(
+        status == 413 || status == 0,
+        "an oversized hook answered {status}"
+    );
     // A real message, then the same delivery replayed twice: bridged once.
     let real = whatsapp_body(
         PHONE_ID,
@@ -413,11 +420,9 @@ rooms = [{{ account = "wa", room = "{ALICE}" }}, {{ account = "api.main", room =
     daemon.wait_ready(Duration::from_secs(30)).await;
 
     // 4 MB announced, no signature, no body sent: refused from the head alone.
-    let unsigned = format!(
-        "POST /hooks/wa HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n"
-    );
+    let unsigned = "POST /hooks/wa HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n";
     assert_eq!(
-        status_of_head_only(public, &unsigned).await.as_deref(),
+        status_of_head_only(public, unsigned).await.as_deref(),
         Some("HTTP/1.1 401 Unauthorized"),
         "the daemon waited for the body of a call without a signature"
     );

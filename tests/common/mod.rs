@@ -281,6 +281,20 @@ impl Api {
         Some(r.status().as_u16())
     }
 
+    /// Drains `GET /api/messages`: what the account was sent since the last call (up to its
+    /// buffer), oldest first.
+    pub async fn messages(&self) -> Vec<serde_json::Value> {
+        let r = self
+            .http
+            .get(format!("{}/api/messages", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("API reachable");
+        assert_eq!(r.status().as_u16(), 200);
+        r.json().await.unwrap_or_default()
+    }
+
     /// Opens `/api/stream`.
     pub async fn stream(&self) -> ApiStream {
         let response = self

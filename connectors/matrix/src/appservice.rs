@@ -1410,6 +1410,10 @@ impl Appservice {
                 view: io.daemon.clone(),
                 token_key: BOT_SYNC_TOKEN,
                 encrypted_only: true,
+                // Plain events come as transactions, which the homeserver retries: no gap.
+                // Encrypted ones left out by a limited sync are fetched back like the bot's.
+                backfill_limit: self.cfg.backfill_limit,
+                held: std::sync::Mutex::new(crate::held::Held::new(self.cfg.undecryptable_hold)),
             };
             sync_task = Some(tokio::spawn(syncer.run(stop.clone())));
             encrypted = Some(BotSender {

@@ -9,15 +9,19 @@
 use crate::admin;
 use crate::config::{BotSettings, Login, Resolved};
 use crate::errors::{self, Meaning};
+use crate::held::Held;
 use crate::media::{self, MediaLinks};
 use crate::rooms::RoomMap;
 use crate::translate::{self, Inbound, Outgoing};
 use matrix_sdk::attachment::AttachmentConfig;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
-use matrix_sdk::deserialized_responses::TimelineEventKind;
+use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
+use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::events::AnySyncTimelineEvent;
+use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{
     OwnedEventId, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomOrAliasId, UInt,
 };
@@ -286,6 +290,8 @@ impl Bot {
             view: io.daemon.clone(),
             token_key: SYNC_TOKEN,
             encrypted_only: false,
+            backfill_limit: self.cfg.backfill_limit,
+            held: std::sync::Mutex::new(Held::new(self.cfg.undecryptable_hold)),
         };
         let stop = io.shutdown.child_token();
         let mut sync_task = tokio::spawn(syncer.run(stop.clone()));
@@ -455,7 +461,14 @@ pub(crate) struct Syncer {
     /// Appservice mode: plain events come through transactions, so only what was encrypted is
     /// bridged from here, and invites are the transactions' business.
     pub(crate) encrypted_only: bool,
+    /// Events fetched back per room when a sync's timeline is `limited` (0: none).
+    pub(crate) backfill_limit: u32,
+    /// Encrypted events whose key has not come yet, tried again after every sync.
+    pub(crate) held: std::sync::Mutex<Held<HeldEvent>>,
 }
+
+/// An event held for its key: its room and its raw (encrypted) form.
+pub(crate) type HeldEvent = (OwnedRoomId, Raw<AnySyncTimelineEvent>);
 
 fn sync_filter() -> Filter {
     let mut timeline = RoomEventFilter::default();
@@ -518,7 +531,7 @@ impl Syncer {
             }
             self.status.set(ConnectionState::Connected);
             if !first {
-                match self.deliver(&response).await {
+                match self.deliver(&response, token.as_deref()).await {
                     Ok(()) => {}
                     Err(EmitError::ShuttingDown) => return Ok(()),
                     Err(e) => {
@@ -558,13 +571,25 @@ impl Syncer {
         }
     }
 
-    async fn deliver(&self, response: &SyncResponse) -> Result<(), EmitError> {
+    /// Hands every event of a sync response to the daemon, in order per room: what a `limited`
+    /// timeline left out first (fetched back from the homeserver, up to `backfill_limit`), then
+    /// the timeline. Then the held undecryptable events are tried again.
+    async fn deliver(&self, response: &SyncResponse, since: Option<&str>) -> Result<(), EmitError> {
         for (room_id, update) in &response.rooms.joined {
             let Some(name) = self.rooms.name(room_id) else {
                 self.admin_room(room_id, &update.timeline.events).await;
                 continue;
             };
-            let events = &update.timeline.events;
+            let room = self.client.get_room(room_id);
+            let mut events: Vec<TimelineEvent> = Vec::new();
+            if update.timeline.limited
+                && self.backfill_limit > 0
+                && let (Some(room), Some(prev), Some(since)) =
+                    (&room, update.timeline.prev_batch.as_deref(), since)
+            {
+                events = self.backfill(room, prev, since).await;
+            }
+            events.extend(update.timeline.events.iter().cloned());
             // In a room we just joined, the timeline reaches back before our join: skip that part.
             let start = events
                 .iter()
@@ -577,7 +602,6 @@ impl Syncer {
                 })
                 .map(|i| i + 1)
                 .unwrap_or(0);
-            let room = self.client.get_room(room_id);
             for timeline_event in &events[start..] {
                 if self.encrypted_only
                     && matches!(timeline_event.kind, TimelineEventKind::PlainText { .. })
@@ -592,39 +616,186 @@ impl Syncer {
                     match room.decrypt_event(raw.cast_ref_unchecked(), None).await {
                         Ok(decrypted) => raw = decrypted.raw().clone(),
                         Err(_) => {
-                            warn!(room = %room_id, event = ?timeline_event.event_id(), "undecryptable event skipped");
+                            self.hold(room_id, raw);
                             continue;
                         }
                     }
                 }
-                let Ok(v) = serde_json::from_str::<Value>(raw.json().get()) else {
-                    warn!(room = %room_id, "malformed event skipped");
-                    continue;
-                };
-                if v["sender"] == self.me.as_str() {
-                    continue;
-                }
-                let display = match (&room, v["sender"].as_str()) {
-                    (Some(room), Some(sender)) => match OwnedUserId::try_from(sender) {
-                        Ok(uid) => room
-                            .get_member_no_sync(&uid)
-                            .await
-                            .ok()
-                            .flatten()
-                            .and_then(|m| m.display_name().map(str::to_owned)),
-                        Err(_) => None,
-                    },
-                    _ => None,
-                };
-                match translate::inbound(&v, name, display, &self.links) {
-                    Inbound::Event(event) => {
-                        let kind = event.kind.name();
-                        let d = self.emitter.emit(*event).await?;
-                        debug!(account = %self.account, room = %room_id, kind, disposition = ?d, "emitted");
-                    }
-                    Inbound::Skip(why) => debug!(room = %room_id, why, "not bridged"),
-                }
+                self.bridge(room_id, name, room.as_ref(), &raw).await?;
             }
+        }
+        self.retry_held().await
+    }
+
+    /// What a `limited` timeline left out in `room`: `/messages` backwards from its `prev_batch`
+    /// to the previous sync's token, oldest first, at most `backfill_limit` events (the newest of
+    /// them). A failed page is tried three times; what could not be fetched is counted.
+    async fn backfill(
+        &self,
+        room: &matrix_sdk::Room,
+        prev: &str,
+        since: &str,
+    ) -> Vec<TimelineEvent> {
+        let cap = self.backfill_limit as usize;
+        let mut fetched: Vec<TimelineEvent> = Vec::new();
+        let mut from = prev.to_owned();
+        let mut cut = false;
+        'pages: loop {
+            let options = || {
+                let mut options = MessagesOptions::backward().from(from.as_str());
+                options.to = Some(since.to_owned());
+                options.limit = UInt::from(100u32);
+                options
+            };
+            let mut tries = 0;
+            let page = loop {
+                match room.messages(options()).await {
+                    Ok(page) => break page,
+                    Err(e) if tries < 2 => {
+                        tries += 1;
+                        debug!(room = %room.room_id(), error = %e, "backfill page failed; trying again");
+                        tokio::time::sleep(Duration::from_millis(500 * tries)).await;
+                    }
+                    Err(e) => {
+                        warn!(room = %room.room_id(), error = %e, "backfill failed; what the gap held is not bridged");
+                        passerelle_sdk::drops::inbound(&self.account, "matrix_backfill_failed");
+                        break 'pages;
+                    }
+                }
+            };
+            let done = page.chunk.is_empty() || page.end.is_none();
+            for event in page.chunk {
+                if fetched.len() >= cap {
+                    cut = true;
+                    break;
+                }
+                fetched.push(event);
+            }
+            match page.end {
+                Some(end) if !done && !cut => from = end,
+                _ => break,
+            }
+        }
+        if cut {
+            warn!(room = %room.room_id(), limit = cap, "more was said while the bridge was away than backfill_limit; the oldest events are not bridged");
+            passerelle_sdk::drops::inbound(&self.account, "matrix_backfill_limit");
+        }
+        if !fetched.is_empty() {
+            info!(room = %room.room_id(), events = fetched.len(), "backfilled a gap in the timeline");
+        }
+        fetched.reverse();
+        fetched
+    }
+
+    /// Holds an event whose key has not arrived; counted as dropped when no more can be held.
+    fn hold(&self, room_id: &OwnedRoomId, raw: Raw<AnySyncTimelineEvent>) {
+        let held = self
+            .held
+            .lock()
+            .map(|mut h| {
+                h.hold(std::time::Instant::now(), (room_id.clone(), raw))
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        if held {
+            debug!(room = %room_id, "undecryptable event held until its key arrives");
+        } else {
+            warn!(room = %room_id, "undecryptable event dropped: too many held already");
+            passerelle_sdk::drops::inbound(&self.account, "matrix_undecryptable");
+        }
+    }
+
+    /// Tries the held events again (their keys may have come with this sync); those held too
+    /// long are given up on, counted and logged.
+    async fn retry_held(&self) -> Result<(), EmitError> {
+        let waiting = match self.held.lock() {
+            Ok(mut h) if !h.is_empty() => h.take_all(),
+            _ => return Ok(()),
+        };
+        let mut failed = Vec::new();
+        let mut waiting = waiting.into_iter();
+        while let Some((seen, (room_id, raw))) = waiting.next() {
+            let room = self.client.get_room(&room_id);
+            let decrypted = match &room {
+                Some(room) => room
+                    .decrypt_event(raw.cast_ref_unchecked(), None)
+                    .await
+                    .ok(),
+                None => None,
+            };
+            match (decrypted, self.rooms.name(&room_id)) {
+                (Some(event), Some(name)) => {
+                    info!(room = %room_id, "a held event could be decrypted at last");
+                    if let Err(e) = self
+                        .bridge(&room_id, name, room.as_ref(), event.raw())
+                        .await
+                    {
+                        // Not stored: keep it, and the rest, for the next round.
+                        failed.push((seen, (room_id, raw)));
+                        failed.extend(waiting);
+                        self.put_back(failed);
+                        return Err(e);
+                    }
+                }
+                (None, Some(_)) => failed.push((seen, (room_id, raw))),
+                // The room is no longer linked.
+                (_, None) => {}
+            }
+        }
+        self.put_back(failed);
+        Ok(())
+    }
+
+    fn put_back(&self, failed: Vec<(std::time::Instant, HeldEvent)>) {
+        let expired = match self.held.lock() {
+            Ok(mut h) => h.put_back(std::time::Instant::now(), failed).too_old,
+            Err(_) => 0,
+        };
+        for _ in 0..expired {
+            passerelle_sdk::drops::inbound(&self.account, "matrix_undecryptable");
+        }
+        if expired > 0 {
+            warn!(
+                events = expired,
+                "undecryptable events dropped: their keys never arrived"
+            );
+        }
+    }
+
+    /// Translates one (decrypted) event and hands it to the daemon.
+    async fn bridge(
+        &self,
+        room_id: &OwnedRoomId,
+        name: &passerelle_sdk::RoomId,
+        room: Option<&matrix_sdk::Room>,
+        raw: &Raw<AnySyncTimelineEvent>,
+    ) -> Result<(), EmitError> {
+        let Ok(v) = serde_json::from_str::<Value>(raw.json().get()) else {
+            warn!(room = %room_id, "malformed event skipped");
+            return Ok(());
+        };
+        if v["sender"] == self.me.as_str() {
+            return Ok(());
+        }
+        let display = match (room, v["sender"].as_str()) {
+            (Some(room), Some(sender)) => match OwnedUserId::try_from(sender) {
+                Ok(uid) => room
+                    .get_member_no_sync(&uid)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|m| m.display_name().map(str::to_owned)),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        match translate::inbound(&v, name, display, &self.links) {
+            Inbound::Event(event) => {
+                let kind = event.kind.name();
+                let d = self.emitter.emit(*event).await?;
+                debug!(account = %self.account, room = %room_id, kind, disposition = ?d, "emitted");
+            }
+            Inbound::Skip(why) => debug!(room = %room_id, why, "not bridged"),
         }
         Ok(())
     }

@@ -101,6 +101,17 @@ pub struct MatrixConfig {
     /// another network must not reach into the daemon's own network.
     #[serde(default)]
     pub media_fetch_private: bool,
+    /// Bot mode: after downtime, the homeserver's first sync carries only a room's latest 200
+    /// events; the rest said meanwhile is fetched back (`/messages`, oldest first), up to this
+    /// many events per room. Beyond it the oldest are left out, counted and logged. Default
+    /// 1000; 0 turns backfill off.
+    #[serde(default = "default_backfill")]
+    pub backfill_limit: u32,
+    /// An encrypted event whose key has not arrived is held and tried again after every sync,
+    /// for this many seconds (keys often arrive a moment after the message); then it is dropped,
+    /// counted and logged (never its content). At most 1000 are held. Default 600.
+    #[serde(default = "default_hold")]
+    pub undecryptable_hold_secs: u64,
     /// Where people on other networks reach the daemon's HTTP listener (e.g.
     /// `https://bridge.example.org`). When set, Matrix files are offered to them as signed links
     /// through the daemon; when not, as the homeserver's authenticated links (which need a Matrix
@@ -121,6 +132,14 @@ fn default_prefix() -> String {
 fn yes() -> bool {
     true
 }
+fn default_backfill() -> u32 {
+    1000
+}
+
+fn default_hold() -> u64 {
+    600
+}
+
 fn default_warn() -> u64 {
     300
 }
@@ -187,6 +206,10 @@ pub struct Resolved {
     pub max_upload_bytes: u64,
     /// Whether attachments may be fetched from private addresses.
     pub media_fetch_private: bool,
+    /// Events fetched back per room after a gap.
+    pub backfill_limit: u32,
+    /// How long an undecryptable event is held.
+    pub undecryptable_hold: std::time::Duration,
     /// The daemon's public base URL for file links.
     pub media_public_url: Option<String>,
     /// Whether to keep a server-side key backup, and where its recovery key lives.
@@ -442,6 +465,8 @@ impl MatrixConfig {
                 disconnect_warning_secs: raw.disconnect_warning_secs,
                 max_upload_bytes: raw.max_upload_bytes,
                 media_fetch_private: raw.media_fetch_private,
+                backfill_limit: raw.backfill_limit,
+                undecryptable_hold: std::time::Duration::from_secs(raw.undecryptable_hold_secs),
                 media_public_url: media_public_url.clone(),
                 key_backup: raw.key_backup,
                 recovery_key_file: raw.recovery_key_file.clone(),

@@ -26,6 +26,7 @@ pub(crate) mod bot;
 pub mod config;
 pub mod errors;
 pub mod ghost;
+pub mod held;
 pub mod html;
 pub mod media;
 pub mod rooms;
