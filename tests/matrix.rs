@@ -396,6 +396,37 @@ rooms = [
 
 const API_TOKEN: &str = "e2e-api-token-0123456789abcdef";
 
+/// A homeserver with the bridge's account and these people (each password `NAME-pw`), logged in.
+async fn homeserver_with(people: &[&str]) -> (Synapse, Vec<MatrixUser>) {
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    let mut users = Vec::new();
+    for name in people {
+        hs.register(name, &format!("{name}-pw"), false);
+        users.push(MatrixUser::login(&hs.url(), name, &format!("{name}-pw")).await);
+    }
+    (hs, users)
+}
+
+/// The daemon in bot mode on `room` with the two API accounts of [`authorship_config`], ready,
+/// the bot in the room (it was invited).
+async fn bot_with_two_apis(
+    hs: &Synapse,
+    alice: &MatrixUser,
+    room: &str,
+) -> (tempfile::TempDir, Daemon, [u16; 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, apis) = (free_port(), [free_port(), free_port()]);
+    let daemon = Daemon::start(
+        dir.path(),
+        &authorship_config(dir.path(), hs, admin, apis, room, false),
+        admin,
+    );
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    alice.wait_member(room, BRIDGE, WAIT).await;
+    (dir, daemon, apis)
+}
+
 /// The next message on `stream` (an API client's view), or a panic naming what was awaited.
 async fn api_next(stream: &mut common::ApiStream, what: &str) -> serde_json::Value {
     stream
@@ -406,27 +437,15 @@ async fn api_next(stream: &mut common::ApiStream, what: &str) -> serde_json::Val
 
 #[tokio::test]
 async fn edits_and_deletions_cross_only_from_their_author_and_moderation_only_when_allowed() {
-    let hs = Synapse::start(&[]);
-    hs.register("bridge", "bridge-pw", false);
-    hs.register("alice", "alice-pw", false);
-    hs.register("bob", "bob-pw", false);
-    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
-    let mut bob = MatrixUser::login(&hs.url(), "bob", "bob-pw").await;
+    let (hs, users) = homeserver_with(&["alice", "bob"]).await;
+    let [mut alice, mut bob]: [MatrixUser; 2] = users.try_into().ok().unwrap();
     // Alice made the room: she is its moderator (power 100), Bob a plain member.
     let room = alice
         .create_room(json!({"invite": [BRIDGE, "@bob:hs.passerelle.test"]}))
         .await;
     bob.join(&room).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let (admin, apis) = (free_port(), [free_port(), free_port()]);
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &authorship_config(dir.path(), &hs, admin, apis, &room, false),
-        admin,
-    );
-    daemon.wait_ready(Duration::from_secs(60)).await;
-    alice.wait_member(&room, BRIDGE, WAIT).await;
+    let (dir, mut daemon, apis) = bot_with_two_apis(&hs, &alice, &room).await;
+    let admin = daemon.admin_port;
     let (main, nodelete) = (
         common::Api::new(apis[0], API_TOKEN),
         common::Api::new(apis[1], API_TOKEN),
@@ -551,20 +570,10 @@ async fn api_texts(api: &common::Api, n: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn what_was_said_while_the_bot_was_away_is_fetched_back_in_order() {
-    let hs = Synapse::start(&[]);
-    hs.register("bridge", "bridge-pw", false);
-    hs.register("alice", "alice-pw", false);
-    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let (hs, users) = homeserver_with(&["alice"]).await;
+    let [mut alice]: [MatrixUser; 1] = users.try_into().ok().unwrap();
     let room = alice.create_room(json!({"invite": [BRIDGE]})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (admin, apis) = (free_port(), [free_port(), free_port()]);
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &authorship_config(dir.path(), &hs, admin, apis, &room, false),
-        admin,
-    );
-    daemon.wait_ready(Duration::from_secs(60)).await;
-    alice.wait_member(&room, BRIDGE, WAIT).await;
+    let (_dir, mut daemon, apis) = bot_with_two_apis(&hs, &alice, &room).await;
     let api = common::Api::new(apis[0], API_TOKEN);
     alice.say(&room, "before the outage").await;
     assert_eq!(api_texts(&api, 1).await, ["before the outage"]);

@@ -453,16 +453,7 @@ impl Shared {
                 let linked = self.linked_name(room_id).is_some();
                 if linked || self.admins.iter().any(|a| a == sender) {
                     let path = format!("/_matrix/client/v3/join/{}", enc(room_id));
-                    match self
-                        .hs
-                        .call(
-                            reqwest::Method::POST,
-                            &path,
-                            Some(&self.names.bot),
-                            Some(&json!({})),
-                        )
-                        .await
-                    {
+                    match self.as_bot(&path, json!({})).await {
                         Ok(_) => info!(room = room_id, "joined on invite"),
                         Err(e) => warn!(
                             room = room_id,
@@ -512,6 +503,18 @@ impl Shared {
             .cloned()
     }
 
+    /// POSTs `body` to `path` as the bot.
+    async fn as_bot(&self, path: &str, body: Value) -> Result<Value, HsError> {
+        self.hs
+            .call(
+                reqwest::Method::POST,
+                path,
+                Some(&self.names.bot),
+                Some(&body),
+            )
+            .await
+    }
+
     /// `user` knocked on `room_id`: when it is a portal the bot made and the user is on a server
     /// it trusts, the bot invites them; otherwise the knock waits (logged, without the id).
     async fn knocked(&self, room_id: &str, user: &str) {
@@ -528,16 +531,7 @@ impl Shared {
             return;
         }
         let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room_id));
-        match self
-            .hs
-            .call(
-                reqwest::Method::POST,
-                &path,
-                Some(&self.names.bot),
-                Some(&json!({"user_id": user})),
-            )
-            .await
-        {
+        match self.as_bot(&path, json!({"user_id": user})).await {
             Ok(_) => info!(
                 room = room_id,
                 "a knock on a portal answered with an invite"

@@ -481,7 +481,28 @@ fn sync_filter() -> Filter {
 }
 
 impl Syncer {
+    /// Syncs until `stop` or a failure. Events still held for their keys then are counted as
+    /// dropped (the sync token is past them): never lost without a trace.
     pub(crate) async fn run(self, stop: CancellationToken) -> Result<(), ConnectorError> {
+        let result = self.sync_loop(stop).await;
+        let left = self
+            .held
+            .lock()
+            .map(|mut h| h.take_all().len())
+            .unwrap_or(0);
+        if left > 0 {
+            warn!(
+                events = left,
+                "undecryptable events still held when sync stopped; dropped"
+            );
+            for _ in 0..left {
+                passerelle_sdk::drops::inbound(&self.account, "matrix_undecryptable");
+            }
+        }
+        result
+    }
+
+    async fn sync_loop(&self, stop: CancellationToken) -> Result<(), ConnectorError> {
         let mut token: Option<String> = self
             .state
             .get(self.token_key)
