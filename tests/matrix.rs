@@ -128,15 +128,7 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
     let bob_msg = bridged.id().to_owned();
 
     // Edit, reply, thread reply, reaction and redaction made in Matrix reach IRC degraded.
-    alice
-        .send(
-            &room,
-            "m.room.message",
-            json!({"msgtype": "m.text", "body": "* hello, edited",
-            "m.new_content": {"msgtype": "m.text", "body": "hello, edited"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": first}}),
-        )
-        .await;
+    alice.edit(&room, &first, "hello, edited").await;
     assert_eq!(
         irc_line(&mut bob, "hello, edited").await,
         "<Alice Liddell> hello, edited (edited)"
@@ -214,15 +206,7 @@ async fn bot_mode_bridges_matrix_and_irc_with_relations_across_a_restart() {
         irc_line(&mut bob, "said while the bridge was down").await,
         "<Alice Liddell> said while the bridge was down"
     );
-    alice
-        .send(
-            &room,
-            "m.room.message",
-            json!({"msgtype": "m.text", "body": "* hello again",
-            "m.new_content": {"msgtype": "m.text", "body": "hello again"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": first}}),
-        )
-        .await;
+    alice.edit(&room, &first, "hello again").await;
     assert_eq!(
         irc_line(&mut bob, "hello again").await,
         "<Alice Liddell> hello again (edited)"
@@ -459,14 +443,7 @@ async fn edits_and_deletions_cross_only_from_their_author_and_moderation_only_wh
 
     // Bob sends an edit of Alice's message (the homeserver takes it; the spec says clients must
     // ignore it), then a message of his own: only his message crosses.
-    bob.send(
-        &room,
-        "m.room.message",
-        json!({"msgtype": "m.text", "body": "* forged by bob",
-        "m.new_content": {"msgtype": "m.text", "body": "forged by bob"},
-        "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
-    )
-    .await;
+    bob.edit(&room, &original, "forged by bob").await;
     let bob_msg = bob.say(&room, "bob says this").await;
     let next = api_next(&mut seen, "Bob's message").await;
     assert_eq!(
@@ -499,15 +476,7 @@ async fn edits_and_deletions_cross_only_from_their_author_and_moderation_only_wh
     );
 
     // The author's own edit and deletion do cross.
-    alice
-        .send(
-            &room,
-            "m.room.message",
-            json!({"msgtype": "m.text", "body": "* alice fixed this",
-            "m.new_content": {"msgtype": "m.text", "body": "alice fixed this"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
-        )
-        .await;
+    alice.edit(&room, &original, "alice fixed this").await;
     let edit = api_next(&mut seen, "Alice's edit").await;
     assert_eq!(
         (edit["text"].as_str(), edit["id"].as_str()),
@@ -774,15 +743,7 @@ async fn appservice_mode_shows_irc_people_as_ghosts_and_survives_a_crash_mid_tra
     );
 
     // Edits, reactions and redactions come through transactions too, and reach IRC degraded.
-    alice
-        .send(
-            &room,
-            "m.room.message",
-            json!({"msgtype": "m.text", "body": "* who are you?",
-            "m.new_content": {"msgtype": "m.text", "body": "who are you?"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": question}}),
-        )
-        .await;
+    alice.edit(&room, &question, "who are you?").await;
     assert_eq!(
         irc_line(&mut bob, "who are you?").await,
         "<Alice> who are you? (edited)"

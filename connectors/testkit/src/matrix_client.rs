@@ -212,6 +212,19 @@ impl MatrixUser {
         .await
     }
 
+    /// Replaces `event`'s text with `text` (`m.replace`, with the `* ` fallback clients send);
+    /// returns the edit's event id.
+    pub async fn edit(&mut self, room: &str, event: &str, text: &str) -> String {
+        self.send(
+            room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": format!("* {text}"),
+            "m.new_content": {"msgtype": "m.text", "body": text},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": event}}),
+        )
+        .await
+    }
+
     /// Redacts an event.
     pub async fn redact(&mut self, room: &str, event: &str) -> String {
         self.txn += 1;
