@@ -1011,26 +1011,7 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
         )
         .await;
     assert_eq!(status, 403, "a portal room anyone can join: {answer}");
-    let portal = alice.knock(alias).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (status, _) = alice
-            .call(
-                reqwest::Method::POST,
-                &format!("/_matrix/client/v3/join/{}", urlencoding(&portal)),
-                Some(json!({})),
-            )
-            .await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the knock was never answered; log:\n{}",
-            daemon.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let portal = knock_and_enter(&alice, alias, &daemon).await;
     let rules = alice.state(&portal, "m.room.join_rules", "").await;
     assert_eq!(
         rules.as_ref().map(|r| r["join_rule"].clone()),
@@ -1076,26 +1057,12 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
     // its portal only receives.
     let mut carol = IrcClient::connect(irc.port, "carol").await;
     carol.join("#news").await;
-    let news = alice
-        .knock("#passerelle_irc_=23news:hs.passerelle.test")
-        .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while alice
-        .call(
-            reqwest::Method::POST,
-            &format!("/_matrix/client/v3/join/{}", urlencoding(&news)),
-            Some(json!({})),
-        )
-        .await
-        .0
-        != 200
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never let into the news portal"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let news = knock_and_enter(
+        &alice,
+        "#passerelle_irc_=23news:hs.passerelle.test",
+        &daemon,
+    )
+    .await;
     carol.say("#news", "an announcement").await;
     alice
         .next_matching(WAIT, |e| e.room == news && e.body() == "an announcement")
@@ -1157,6 +1124,29 @@ async fn a_matrix_user_opens_an_irc_channel_through_an_alias_and_the_portal_surv
         "the operator is not told why"
     );
     daemon.stop();
+}
+
+/// Knocks on a portal's alias, waits for the bot's invite and joins; the room id.
+async fn knock_and_enter(user: &MatrixUser, alias: &str, daemon: &Daemon) -> String {
+    let room = user.knock(alias).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let path = format!("/_matrix/client/v3/join/{}", urlencoding(&room));
+        if user
+            .call(reqwest::Method::POST, &path, Some(json!({})))
+            .await
+            .0
+            == 200
+        {
+            return room;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the knock on {alias} was never answered; log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A room id or alias as one path segment.
