@@ -467,6 +467,19 @@ pub(crate) struct Syncer {
     pub(crate) held: std::sync::Mutex<Held<HeldEvent>>,
 }
 
+/// `raw` decrypted, when its key is there. (matrix-sdk answers a failed decryption with an
+/// event still marked unable to decrypt, not with an error.)
+async fn decrypt(
+    room: &matrix_sdk::Room,
+    raw: &Raw<AnySyncTimelineEvent>,
+) -> Option<TimelineEvent> {
+    let event = room
+        .decrypt_event(raw.cast_ref_unchecked(), None)
+        .await
+        .ok()?;
+    matches!(event.kind, TimelineEventKind::Decrypted(_)).then_some(event)
+}
+
 /// An event held for its key: its room and its raw (encrypted) form.
 pub(crate) type HeldEvent = (OwnedRoomId, Raw<AnySyncTimelineEvent>);
 
@@ -630,13 +643,25 @@ impl Syncer {
                     continue;
                 }
                 let mut raw = timeline_event.raw().clone();
-                if let TimelineEventKind::UnableToDecrypt { .. } = &timeline_event.kind
-                    && let Some(room) = &room
-                {
+                // Still encrypted: matrix-sdk could not decrypt it (or did not try, when its key
+                // was not there yet).
+                let encrypted = match &timeline_event.kind {
+                    TimelineEventKind::UnableToDecrypt { .. } => true,
+                    TimelineEventKind::PlainText { .. } => {
+                        serde_json::from_str::<Value>(raw.json().get())
+                            .is_ok_and(|v| v["type"] == "m.room.encrypted")
+                    }
+                    _ => false,
+                };
+                if encrypted {
                     // The key may have arrived later in the same response.
-                    match room.decrypt_event(raw.cast_ref_unchecked(), None).await {
-                        Ok(decrypted) => raw = decrypted.raw().clone(),
-                        Err(_) => {
+                    let decrypted = match &room {
+                        Some(room) => decrypt(room, &raw).await,
+                        None => None,
+                    };
+                    match decrypted {
+                        Some(decrypted) => raw = decrypted.raw().clone(),
+                        None => {
                             self.hold(room_id, raw);
                             continue;
                         }
@@ -738,10 +763,7 @@ impl Syncer {
         while let Some((seen, (room_id, raw))) = waiting.next() {
             let room = self.client.get_room(&room_id);
             let decrypted = match &room {
-                Some(room) => room
-                    .decrypt_event(raw.cast_ref_unchecked(), None)
-                    .await
-                    .ok(),
+                Some(room) => decrypt(room, &raw).await,
                 None => None,
             };
             match (decrypted, self.rooms.name(&room_id)) {

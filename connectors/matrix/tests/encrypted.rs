@@ -235,3 +235,84 @@ async fn appservice_mode_bridges_an_encrypted_room_through_the_bots_device() {
     );
     h.shutdown(Duration::from_secs(10)).await;
 }
+
+/// After downtime, a room key can arrive a sync later than the message it opens: Synapse hands a
+/// device at most 100 to-device messages per sync, so with more waiting (here 120 others, sent
+/// while the bot was stopped) the key for a message comes only in the second sync, the message
+/// in the first. The bot holds the message until then instead of dropping it.
+#[tokio::test]
+async fn a_message_whose_key_comes_a_sync_later_is_held_and_bridged() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("passerelle_matrix=debug")
+        .try_init();
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let mut http = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = http
+        .create_room(json!({
+            "invite": ["@bridge:hs.passerelle.test"],
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+        }))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = BuildContext {
+        account: "matrix.e2e".into(),
+        data_dir: dir.path().join("bridge"),
+    };
+    let table = json!({"homeserver": hs.url(), "user": "@bridge:hs.passerelle.test", "password": "bridge-pw"});
+    let state = std::sync::Arc::new(passerelle_testkit::harness::MemoryState::default());
+    let start = |state| {
+        let connector = MatrixFactory.build(&ctx, table.clone()).expect("config");
+        Harness::start_with_state(connector, "matrix.e2e", vec![room.as_str().into()], state)
+    };
+    let mut h = start(state.clone());
+    assert!(h.wait_connected(WAIT).await, "the bot did not connect");
+    http.wait_member(&room, "@bridge:hs.passerelle.test", WAIT)
+        .await;
+    let alice = sdk_login(&hs, &dir.path().join("alice"), "alice", "alice-pw").await;
+    let room_id = OwnedRoomId::try_from(room.as_str()).unwrap();
+    let alice_room = alice.get_room(&room_id).expect("alice sees the room");
+    alice_room
+        .send(RoomMessageEventContent::text_plain("while the bot is up"))
+        .await
+        .expect("alice sends");
+    h.next_matching(
+        WAIT,
+        |e| matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "while the bot is up"),
+    )
+    .await
+    .expect("the first message is bridged");
+    h.shutdown(Duration::from_secs(10)).await;
+
+    // While the bot is down: 120 other to-device messages for its device, then a message under
+    // a new room key (whose share is the 121st).
+    for i in 0..120 {
+        http.send_to_device(
+            "org.passerelle.test.filler",
+            "@bridge:hs.passerelle.test",
+            json!({"n": i}),
+        )
+        .await;
+    }
+    alice_room.discard_room_key().await.expect("a new room key");
+    alice_room
+        .send(RoomMessageEventContent::text_plain(
+            "sent while the bot was away",
+        ))
+        .await
+        .expect("alice sends");
+
+    let mut h = start(state);
+    let late = h
+        .next_matching(WAIT, |e| {
+            matches!(&e.kind, EventKind::Message(c) if c.text.as_str() == "sent while the bot was away")
+        })
+        .await;
+    assert!(
+        late.is_some(),
+        "the message whose key came a sync later was dropped"
+    );
+    h.shutdown(Duration::from_secs(10)).await;
+}

@@ -225,6 +225,22 @@ impl MatrixUser {
         .await
     }
 
+    /// Sends one to-device message of type `kind` to every device of `user`.
+    pub async fn send_to_device(&mut self, kind: &str, user: &str, content: Value) {
+        self.txn += 1;
+        self.ok(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/sendToDevice/{}/d{}-{}",
+                enc(kind),
+                std::process::id(),
+                self.txn
+            ),
+            Some(json!({"messages": {user: {"*": content}}})),
+        )
+        .await;
+    }
+
     /// Redacts an event.
     pub async fn redact(&mut self, room: &str, event: &str) -> String {
         self.txn += 1;
