@@ -54,8 +54,9 @@ async fn decrypted_body(client: &Client, room: &OwnedRoomId, id: &OwnedEventId) 
     }
 }
 
-#[tokio::test]
-async fn bot_mode_bridges_an_encrypted_room_both_ways() {
+/// A homeserver with the bridge's account and Alice, and an encrypted room Alice made and
+/// invited the bridge to.
+async fn encrypted_room_with_the_bot() -> (Synapse, MatrixUser, String) {
     let hs = Synapse::start(&[]);
     hs.register("bridge", "bridge-pw", false);
     hs.register("alice", "alice-pw", false);
@@ -67,6 +68,12 @@ async fn bot_mode_bridges_an_encrypted_room_both_ways() {
                 "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
         }))
         .await;
+    (hs, http, room)
+}
+
+#[tokio::test]
+async fn bot_mode_bridges_an_encrypted_room_both_ways() {
+    let (hs, http, room) = encrypted_room_with_the_bot().await;
 
     let dir = tempfile::tempdir().unwrap();
     let ctx = BuildContext {
@@ -245,17 +252,7 @@ async fn a_message_whose_key_comes_a_sync_later_is_held_and_bridged() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("passerelle_matrix=debug")
         .try_init();
-    let hs = Synapse::start(&[]);
-    hs.register("bridge", "bridge-pw", false);
-    hs.register("alice", "alice-pw", false);
-    let mut http = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
-    let room = http
-        .create_room(json!({
-            "invite": ["@bridge:hs.passerelle.test"],
-            "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
-        }))
-        .await;
+    let (hs, mut http, room) = encrypted_room_with_the_bot().await;
     let dir = tempfile::tempdir().unwrap();
     let ctx = BuildContext {
         account: "matrix.e2e".into(),
