@@ -76,24 +76,6 @@ impl Body {
             Inner::Stream(s) => s,
         }
     }
-    /// Reads the whole body, up to `max` bytes (for tests and small answers).
-    pub async fn collect(self, max: usize) -> Result<Bytes, std::io::Error> {
-        match self.0 {
-            Inner::Full(b) if b.len() <= max => Ok(b),
-            Inner::Full(_) => Err(std::io::Error::other("body larger than allowed")),
-            Inner::Stream(mut s) => {
-                let mut all = Vec::new();
-                while let Some(chunk) = s.next().await {
-                    let chunk = chunk?;
-                    if all.len() + chunk.len() > max {
-                        return Err(std::io::Error::other("body larger than allowed"));
-                    }
-                    all.extend_from_slice(&chunk);
-                }
-                Ok(Bytes::from(all))
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for Body {
@@ -210,4 +192,40 @@ pub fn text_response(status: u16, text: &'static str) -> Response {
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from(text))
         .unwrap_or_else(|_| http::Response::new(Body::empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_capped_body_is_cut_short_past_its_cap_and_passes_whole_below_it() {
+        let chunks = || {
+            futures::stream::iter(
+                (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(&[7u8; 1000]))),
+            )
+        };
+        let mut under = Body::capped(chunks(), 4000).into_stream();
+        let mut n = 0;
+        while let Some(chunk) = under.next().await {
+            n += chunk.expect("within the cap").len();
+        }
+        assert_eq!(n, 4000);
+        let mut over = Body::capped(chunks(), 2500).into_stream();
+        let mut passed = 0;
+        let mut failed = false;
+        while let Some(chunk) = over.next().await {
+            match chunk {
+                Ok(c) => passed += c.len(),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "a file past its cap went through whole");
+        assert_eq!(passed, 2000, "nothing past the cap is passed on");
+        assert!(Body::from("x").into_full().is_ok());
+        assert!(Body::capped(chunks(), 1).into_full().is_err());
+    }
 }
