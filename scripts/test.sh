@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and runs every test:
 # formatting, clippy (warnings are errors) and the whole workspace's tests, the end-to-end tests
-# against real ngIRCd, InspIRCd, Prosody and Synapse servers on loopback included; then a short
-# run of every fuzz target.
+# against real ngIRCd, InspIRCd, Prosody and Synapse servers on loopback included, and the
+# container image built from the Dockerfile and run on Docker's engine; then a short run of every
+# fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,8 @@ missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # throwaway certificates for TLS tests
 # Prosody, the XMPP server (accounts, a MUC component, HTTP file sharing, external components).
 [ -x /usr/bin/prosody ] || command -v prosody >/dev/null 2>&1 || missing+=(prosody)
+# nginx, the reverse proxy deploy/nginx.conf is for (tests/proxy.rs runs it on loopback).
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   # Keep the packages' own services from starting: the tests run their own.
@@ -39,6 +42,13 @@ if ! "$PASSERELLE_SYNAPSE_VENV/bin/python" -c "import synapse, sys; sys.exit(syn
   python3 -m venv "$PASSERELLE_SYNAPSE_VENV"
   "$PASSERELLE_SYNAPSE_VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION"
 fi
+
+# Docker's engine, started for the tests and stopped by its PID when this script ends, and the
+# image built from the Dockerfile as written on local base images (tests/container.rs runs it).
+bash scripts/container.sh up
+trap 'bash scripts/container.sh down' EXIT
+export DOCKER_HOST="unix://${PASSERELLE_DOCKER_RUN:-/run/passerelle-docker}/docker.sock"
+export PASSERELLE_DOCKER=/usr/bin/docker PASSERELLE_TEST_IMAGE=passerelle:test
 
 # One target directory kept between runs, so CI builds incrementally.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/passerelle-target}"

@@ -15,10 +15,8 @@
 //! retryable error retries the same row with backoff (keeping order); a permanent one is counted,
 //! logged without content, and the row deleted.
 
-use crate::config::General;
 use crate::mapping::{MessageMap, PendingReceipts};
 use crate::metrics;
-use crate::router::Policies;
 use crate::router::RoutedEvent;
 use crate::router::degrade::{self, DestRelations};
 use crate::router::guard::RouteGuard;
@@ -26,7 +24,6 @@ use crate::store::seal::Sealer;
 use crate::store::{Completion, OutboxEntry, Store};
 use dashmap::DashMap;
 use passerelle_sdk::{AccountId, EventKind, Outbound, RoomId, SendError, Timestamp};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -118,12 +115,10 @@ pub struct Delivery {
     pub sealer: Arc<Sealer>,
     /// The last check before every send (replaced when a link is made at run time).
     pub guard: Arc<std::sync::RwLock<RouteGuard>>,
-    /// Every account's policy.
-    pub policies: Arc<Policies>,
-    /// Each running account's outbound queue.
-    pub outbound: HashMap<AccountId, mpsc::Sender<Outbound>>,
-    /// `[general]`.
-    pub general: General,
+    /// Every account's policy and `[general]`, as in force now (a reload replaces them).
+    pub live: Arc<crate::live::Live>,
+    /// Each running account's outbound queue (a reload adds and removes accounts).
+    pub outbound: Arc<DashMap<AccountId, mpsc::Sender<Outbound>>>,
     /// Cancelled when lanes must stop (after the shutdown grace, before the connectors stop).
     pub stop: CancellationToken,
     /// Where receipts are written ([`Recorder::start`]).
@@ -339,7 +334,8 @@ impl LaneTask {
 
     /// Whether the row is past the tries or the age it may have, and which.
     fn past_limits(&self, entry: &OutboxEntry, attempts: u32) -> Option<&'static str> {
-        let general = &self.delivery.general;
+        let settings = self.delivery.live.now();
+        let general = &settings.general;
         if attempts >= general.max_attempts.max(1) {
             return Some("max_attempts");
         }
@@ -427,7 +423,8 @@ impl LaneTask {
                 None => return self.drop_row(entry, "corrupt_payload").await,
             },
         };
-        let Some(policy) = d.policies.get(&self.account) else {
+        let settings = d.live.now();
+        let Some(policy) = settings.policies.get(&self.account) else {
             return self.drop_row(entry, "unknown_account").await;
         };
         if has_relations(routed) && self.unrecorded.swap(false, Ordering::AcqRel) {
@@ -445,17 +442,23 @@ impl LaneTask {
                 return Some(Outcome::Retry(Duration::from_secs(1)));
             }
         };
-        let event =
-            match degrade::adapt_with(routed, &self.room, policy, rel.clone(), &d.general, None) {
-                Ok(adapted) if adapted.cut && d.pastes.is_some() => {
-                    match self.with_paste(routed, policy, rel).await {
-                        Some(event) => event,
-                        None => adapted.event,
-                    }
+        let event = match degrade::adapt_with(
+            routed,
+            &self.room,
+            policy,
+            rel.clone(),
+            &settings.general,
+            None,
+        ) {
+            Ok(adapted) if adapted.cut && d.pastes.is_some() => {
+                match self.with_paste(routed, policy, rel).await {
+                    Some(event) => event,
+                    None => adapted.event,
                 }
-                Ok(adapted) => adapted.event,
-                Err(reason) => return self.drop_row(entry, reason).await,
-            };
+            }
+            Ok(adapted) => adapted.event,
+            Err(reason) => return self.drop_row(entry, reason).await,
+        };
         let checked = d.guard.read().unwrap_or_else(|e| e.into_inner()).check(
             (&routed.origin, &routed.event.room),
             (&self.account, &self.room),
@@ -468,7 +471,13 @@ impl LaneTask {
             );
             return self.drop_row(entry, refusal.reason()).await;
         }
-        let Some(sender) = d.outbound.get(&self.account) else {
+        // A clone: no map guard is held while the send waits.
+        let Some(sender) = d.outbound.get(&self.account).map(|s| s.clone()) else {
+            if policy.enabled {
+                // Configured and enabled, its connector not registered yet (starting, or
+                // restarting for a new kind after a reload): the row waits.
+                return Some(Outcome::Retry(Duration::from_secs(1)));
+            }
             return self.drop_row(entry, "account_not_running").await;
         };
         // What the destination's id will stand for: a correction resent for an edit stands for
@@ -494,7 +503,7 @@ impl LaneTask {
         // connectors only after the lanes), so a sent message is always recorded as sent. It is
         // awaited however long it takes: the connector may be reconnecting with the event still
         // queued, and handing the row over again would send it twice. One send in flight per row.
-        let answer_timeout = Duration::from_secs(d.general.answer_timeout_secs.max(1));
+        let answer_timeout = Duration::from_secs(settings.general.answer_timeout_secs.max(1));
         let mut answer = answer;
         let mut waited = Duration::ZERO;
         let result = loop {
@@ -566,9 +575,16 @@ impl LaneTask {
                 return None;
             }
         };
-        degrade::adapt_with(routed, &self.room, policy, rel, &d.general, Some(&link))
-            .ok()
-            .map(|a| a.event)
+        degrade::adapt_with(
+            routed,
+            &self.room,
+            policy,
+            rel,
+            &d.live.now().general,
+            Some(&link),
+        )
+        .ok()
+        .map(|a| a.event)
     }
 
     async fn relations(
@@ -599,7 +615,8 @@ fn has_relations(routed: &RoutedEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Direction, LinkConfig, LinkRoom, Rights};
+    use crate::config::{Direction, General, LinkConfig, LinkRoom, Rights};
+    use crate::router::Policies;
     use crate::router::table::RouteTable;
     use crate::router::{AccountPolicy, Router, guard::RouteGuard};
     use crate::store::sqlite::SqliteStore;
@@ -671,15 +688,15 @@ mod tests {
         let tracker = TaskTracker::new();
         let dead_letters = passerelle_sdk::DeadLetterLog::default();
         let pending_receipts = PendingReceipts::default();
+        let live = crate::live::Live::new((*policies).clone(), general);
         let delivery = Arc::new(Delivery {
             recorder: Recorder::start(store.clone(), pending_receipts.clone(), &tracker),
             pending_receipts,
             store: store.clone(),
             sealer: sealer.clone(),
             guard: Arc::new(std::sync::RwLock::new(RouteGuard::build(&links, &policies))),
-            policies: policies.clone(),
-            outbound: [("b".into(), tx)].into_iter().collect(),
-            general,
+            live: live.clone(),
+            outbound: Arc::new([("b".into(), tx)].into_iter().collect()),
             stop: CancellationToken::new(),
             pastes: None,
             dead_letters: dead_letters.clone(),
@@ -687,7 +704,7 @@ mod tests {
         let lanes = Lanes::new(delivery, tracker);
         let router = Router::new(
             Arc::new(std::sync::RwLock::new(RouteTable::build(&links, &policies))),
-            policies,
+            live,
             store.clone(),
             sealer,
             lanes.clone(),

@@ -9,8 +9,9 @@
 //! Whatever is still queued stays in the outbox and is delivered on the next start.
 
 use crate::bus::{Delivery, Lanes};
-use crate::config::Config;
+use crate::config::{Config, LinkConfig};
 use crate::http::{self, AdminState};
+use crate::live::{Live, Settings};
 use crate::metrics;
 use crate::registry::{self, BuiltAccount};
 use crate::router::Policies;
@@ -20,16 +21,17 @@ use crate::router::{AccountPolicy, Router};
 use crate::store::seal::Sealer;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreState};
-use crate::supervisor;
+use crate::supervisor::{self, AccountSpec};
 use anyhow::Context;
+use dashmap::DashMap;
 use passerelle_sdk::{
-    ConnectorIo, DaemonView, Emitter, HttpMount, LinkSummary, StateHandle, StatusReporter,
-    Timestamp,
+    AccountId, ConnectorIo, DaemonView, Emitter, HttpMount, LinkSummary, StateHandle,
+    StatusReporter, Timestamp,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,13 +40,52 @@ const INBOUND_CAPACITY: usize = 1024;
 /// Capacity of each account's outbound queue.
 const OUTBOUND_CAPACITY: usize = 64;
 
+/// A request to read the configuration file again and put it in force (SIGHUP, `POST /reload`,
+/// `passerelle reload`). `answer`, when given, receives what changed or why it was refused.
+pub struct ReloadRequest {
+    /// Where the outcome goes.
+    pub answer: Option<oneshot::Sender<ReloadOutcome>>,
+}
+
+/// What a reload did, or every problem of a configuration that was refused (the running one
+/// stays in force).
+pub type ReloadOutcome = Result<ReloadReport, Vec<passerelle_sdk::ConfigIssue>>;
+
+/// What a reload changed. Ids and counts only.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReloadReport {
+    /// Accounts started (new, or enabled again).
+    pub started: Vec<String>,
+    /// Accounts whose own table (or kind) changed: restarted alone.
+    pub restarted: Vec<String>,
+    /// Accounts whose rooms changed, handed the new rooms on their running connection.
+    pub rooms_changed: Vec<String>,
+    /// Accounts removed or disabled: stopped once their queue was delivered (or the grace was
+    /// over).
+    pub stopped: Vec<String>,
+    /// Accounts that kept their connection as it was.
+    pub unchanged: Vec<String>,
+    /// Links in force now (configured and kept portals).
+    pub links: usize,
+    /// Sections changed in the file that take effect only at the next start.
+    pub needs_restart: Vec<String>,
+}
+
+/// Sections a reload does not change: listeners, the store and its key, paste links.
+const RESTART_ONLY: [&str; 3] = ["store", "http", "pastes"];
+
 /// Runs the daemon until `shutdown` is cancelled (the binary cancels it on SIGINT/SIGTERM).
+/// `path` is the configuration file, read again on every request `reloads` brings (its sender is
+/// what `POST /reload` uses).
 pub async fn run(
-    mut config: Config,
+    path: std::path::PathBuf,
+    config: Config,
     built: Vec<BuiltAccount>,
     shutdown: CancellationToken,
+    reloads: (mpsc::Sender<ReloadRequest>, mpsc::Receiver<ReloadRequest>),
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let (reload_tx, mut reload_rx) = reloads;
     // The configured port is taken before anything else starts, so that a port already in use
     // stops the daemon at once with an error naming `http.listen`, before any connector connects.
     let admin_listener = match config.http.listen_addr() {
@@ -88,26 +129,7 @@ pub async fn run(
     .context("pastes: the key file beside the database")?
     .map(Arc::new);
 
-    let policies: Arc<Policies> = Arc::new(
-        config
-            .accounts
-            .iter()
-            .map(|(id, account)| {
-                let connector = built.iter().find(|b| &b.id == id).map(|b| &b.connector);
-                (
-                    id.clone(),
-                    AccountPolicy {
-                        enabled: account.enabled,
-                        rights: account.rights,
-                        capabilities: connector.map(|c| c.capabilities()).unwrap_or_default(),
-                        limits: connector.map(|c| c.limits()).unwrap_or_default(),
-                        remote_nick_format: account.remote_nick_format.clone(),
-                    },
-                )
-            })
-            .collect(),
-    );
-
+    let live = Live::new(policies_of(&config, &built), config.general.clone());
     let intake = CancellationToken::new();
     let lanes_stop = CancellationToken::new();
     let stop = CancellationToken::new();
@@ -115,76 +137,31 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
 
-    // Links made at run time before (portals) join the configured ones, each checked again
-    // against the configuration as it is now.
-    let configured = config.links.clone();
-    let portal_pairs = registry::portal_pairs(&config, &built);
-    for (name, rooms) in store
-        .dynamic_links()
-        .await
-        .context("store: reading kept links")?
-    {
-        if config.links.iter().any(|l| l.name == name) {
-            tracing::warn!(link = %name, "a kept portal has the name of a configured link; not used");
-            continue;
-        }
-        match crate::portals::parse_kept(&name, &rooms, &configured, &policies, &portal_pairs) {
-            Ok(link) => config.links.push(link),
-            Err(why) => {
-                tracing::warn!(link = %name, reason = %why, "a kept portal no longer fits the configuration; not used")
-            }
-        }
-    }
     let table = Arc::new(std::sync::RwLock::new(RouteTable::build(
-        &config.links,
-        &policies,
+        &[],
+        &live.now().policies,
     )));
     let guard = Arc::new(std::sync::RwLock::new(RouteGuard::build(
-        &config.links,
-        &policies,
+        &[],
+        &live.now().policies,
     )));
     let portals = Arc::new(crate::portals::PortalService::new(
         store.clone(),
-        configured,
-        config.links.clone(),
-        policies.clone(),
-        portal_pairs,
+        live.clone(),
         table.clone(),
         guard.clone(),
     ));
+    // Links made at run time before (portals) join the configured ones, each checked again
+    // against the configuration as it is now.
+    let links = portals
+        .reconfigure(
+            config.links.clone(),
+            registry::portal_pairs(&config, &built),
+            Vec::new(),
+        )
+        .await
+        .context("store: reading kept links")?;
 
-    let mut outbound = HashMap::new();
-    let mut ios = Vec::new();
-    let mut statuses = Vec::new();
-    let mut mounts = HashMap::new();
-    for account in built {
-        if !config.accounts.get(&account.id).is_some_and(|a| a.enabled) {
-            tracing::info!(account = %account.id, "account disabled; not started");
-            continue;
-        }
-        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        outbound.insert(account.id.clone(), tx);
-        let (status, status_rx) = StatusReporter::new();
-        statuses.push((account.id.clone(), status_rx.clone()));
-        let io = ConnectorIo {
-            account: account.id.clone(),
-            rooms: crate::config::rooms_of(&config, &account.id),
-            emitter: Emitter::new(account.id.clone(), inbound_tx.clone()),
-            outbound: passerelle_sdk::OutboundQueue::new(rx),
-            state: StateHandle::new(account.id.clone(), Arc::new(StoreState(store.clone()))),
-            status,
-            shutdown: stop.child_token(),
-            http: HttpMount::new(),
-            daemon: DaemonView::default(),
-            links: passerelle_sdk::Links::new(
-                account.id.clone(),
-                Arc::new(crate::portals::SharedPortals(portals.clone())),
-            ),
-        };
-        mounts.insert(account.id.clone(), io.http.clone());
-        ios.push((account, io, status_rx));
-    }
-    drop(inbound_tx);
     // The dead letters kept from earlier runs, newest first, then those of this run.
     let dead_letters = passerelle_sdk::DeadLetterLog::default();
     for letter in store
@@ -196,52 +173,62 @@ pub async fn run(
     {
         dead_letters.push(letter);
     }
-    let view = DaemonView::with_dead_letters(
-        ios.iter()
-            .map(|(account, _, rx)| {
-                let kind = config
-                    .accounts
-                    .get(&account.id)
-                    .map(|a| a.kind.clone())
-                    .unwrap_or_default();
-                (account.id.clone(), kind, rx.clone())
-            })
-            .collect(),
-        config
-            .links
-            .iter()
-            .map(|l| LinkSummary {
-                name: l.name.clone(),
-                rooms: l
-                    .rooms
-                    .iter()
-                    .map(|r| (r.account.clone(), r.room.clone()))
-                    .collect(),
-            })
-            .collect(),
-        dead_letters.clone(),
-    );
-    for (_, io, _) in ios.iter_mut() {
-        io.daemon = view.clone();
-    }
+    let (view, view_updater) = DaemonView::updatable(Vec::new(), Vec::new(), dead_letters.clone());
 
-    // Kept until the connectors have stopped, so that their outbound queues never close under them
-    // while the lanes wind down.
-    let outbound_keepalive = outbound.clone();
     let pending_receipts = crate::mapping::PendingReceipts::default();
+    let outbound = Arc::new(DashMap::new());
     let delivery = Arc::new(Delivery {
         store: store.clone(),
         sealer: sealer.clone(),
         guard,
-        policies: policies.clone(),
-        outbound,
-        general: config.general.clone(),
+        live: live.clone(),
+        outbound: outbound.clone(),
         stop: lanes_stop.clone(),
         recorder: crate::bus::Recorder::start(store.clone(), pending_receipts.clone(), &lane_tasks),
         pending_receipts,
         pastes: pastes.clone(),
         dead_letters: dead_letters.clone(),
     });
+    let mut accounts = Accounts {
+        running: HashMap::new(),
+        outbound,
+        statuses: Arc::new(std::sync::RwLock::new(Vec::new())),
+        mounts: Arc::new(DashMap::new()),
+        inbound: inbound_tx,
+        store: store.clone(),
+        portals: portals.clone(),
+        view,
+        view_updater,
+        stop: stop.clone(),
+        tasks: tasks.clone(),
+    };
+    let mut built = built;
+    built.retain(|account| {
+        let enabled = config.accounts.get(&account.id).is_some_and(|a| a.enabled);
+        if !enabled {
+            tracing::info!(account = %account.id, "account disabled; not started");
+        }
+        enabled
+    });
+    let to_start: Vec<(BuiltAccount, Vec<passerelle_sdk::RoomId>)> = built
+        .into_iter()
+        .map(|b| {
+            let rooms = rooms_in(&links, &b.id);
+            (b, rooms)
+        })
+        .collect();
+
+    // The accounts first, so that every enabled account's queue is there before a lane looks.
+    for (account, rooms) in to_start {
+        let kind = config
+            .accounts
+            .get(&account.id)
+            .map(|a| a.kind.clone())
+            .unwrap_or_default();
+        accounts.start(account, kind, rooms);
+    }
+    accounts.show(&links);
+
     let lanes = Lanes::new(delivery, lane_tasks.clone());
     for (account, queued) in store
         .pending_by_account()
@@ -257,19 +244,16 @@ pub async fn run(
     {
         lanes.ensure(&account, &room);
     }
-    let router = Router::new(table, policies.clone(), store.clone(), sealer, lanes)
-        .with_moderation(config.general.bridge_moderation);
+    let router = Router::new(table, live.clone(), store.clone(), sealer, lanes);
     lane_tasks.spawn(router.run(inbound_rx, intake.clone()));
-    for (account, io, status_rx) in ios {
-        tasks.spawn(supervisor::supervise(account, io, status_rx));
-    }
 
     let state = AdminState {
-        accounts: Arc::new(statuses),
+        accounts: accounts.statuses.clone(),
         prometheus,
-        mounts: Arc::new(mounts),
+        mounts: accounts.mounts.clone(),
         pastes: pastes.clone(),
         dead_letters: dead_letters.clone(),
+        reload: reload_tx,
     };
     let split = public_listener.is_some();
     let listeners = [
@@ -347,7 +331,38 @@ pub async fn run(
         startup_ms = started.elapsed().as_millis() as u64,
         "passerelle running"
     );
-    shutdown.cancelled().await;
+    let mut config = config;
+    let mut raw = crate::config::read_raw(&path).ok();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            request = reload_rx.recv() => {
+                let Some(request) = request else { continue };
+                let outcome = reload(&path, &mut config, &mut raw, &mut accounts, &live, &shutdown).await;
+                match &outcome {
+                    Ok(report) => tracing::info!(
+                        started = report.started.len(),
+                        restarted = report.restarted.len(),
+                        rooms_changed = report.rooms_changed.len(),
+                        stopped = report.stopped.len(),
+                        unchanged = report.unchanged.len(),
+                        links = report.links,
+                        needs_restart = ?report.needs_restart,
+                        "configuration reloaded"
+                    ),
+                    Err(issues) => {
+                        tracing::error!(problems = issues.len(), "new configuration refused; the running one stays");
+                        for issue in issues {
+                            tracing::error!(path = %issue.path, "{}", issue.message);
+                        }
+                    }
+                }
+                if let Some(answer) = request.answer {
+                    let _ = answer.send(outcome);
+                }
+            }
+        }
+    }
 
     // Inbound events are still taken during the grace period: a network that can't redeliver
     // (IRC) would otherwise lose what arrives now. They are stored, so nothing taken is lost.
@@ -390,9 +405,368 @@ pub async fn run(
     {
         tracing::warn!("some tasks did not stop within 15 s");
     }
-    drop(outbound_keepalive);
+    // Kept until the connectors have stopped, so that their outbound queues never close under
+    // them while the lanes wind down.
+    drop(accounts);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every account's policy, from its config and its built connector.
+fn policies_of(config: &Config, built: &[BuiltAccount]) -> Policies {
+    config
+        .accounts
+        .iter()
+        .map(|(id, account)| {
+            let connector = built.iter().find(|b| &b.id == id).map(|b| &b.connector);
+            (
+                id.clone(),
+                AccountPolicy {
+                    enabled: account.enabled,
+                    rights: account.rights,
+                    capabilities: connector.map(|c| c.capabilities()).unwrap_or_default(),
+                    limits: connector.map(|c| c.limits()).unwrap_or_default(),
+                    remote_nick_format: account.remote_nick_format.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The rooms `links` place on `account`, each once.
+fn rooms_in(links: &[LinkConfig], account: &AccountId) -> Vec<passerelle_sdk::RoomId> {
+    let mut rooms = Vec::new();
+    for r in links.iter().flat_map(|l| l.rooms.iter()) {
+        if &r.account == account && !rooms.contains(&r.room) {
+            rooms.push(r.room.clone());
+        }
+    }
+    rooms
+}
+
+/// One running account.
+struct Running {
+    kind: String,
+    /// Its connector's table and rooms, which its supervisor follows.
+    spec: watch::Sender<AccountSpec>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The running accounts, and what each one is registered in.
+struct Accounts {
+    running: HashMap<AccountId, Running>,
+    /// Each running account's outbound queue, shared with the lanes (kept until the end: see
+    /// `run`).
+    outbound: Arc<DashMap<AccountId, mpsc::Sender<passerelle_sdk::Outbound>>>,
+    statuses: http::AccountStates,
+    mounts: Arc<DashMap<AccountId, HttpMount>>,
+    inbound: mpsc::Sender<passerelle_sdk::Inbound>,
+    store: Arc<dyn Store>,
+    portals: Arc<crate::portals::PortalService>,
+    view: DaemonView,
+    view_updater: passerelle_sdk::ViewUpdater,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Accounts {
+    /// Starts `account`'s supervisor on `rooms`.
+    fn start(&mut self, account: BuiltAccount, kind: String, rooms: Vec<passerelle_sdk::RoomId>) {
+        let id = account.id.clone();
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        self.outbound.insert(id.clone(), tx);
+        let (status, status_rx) = StatusReporter::new();
+        let account_stop = self.stop.child_token();
+        let (rooms_tx, room_updates) = passerelle_sdk::RoomUpdates::new(rooms.clone());
+        let io = ConnectorIo {
+            account: id.clone(),
+            rooms: rooms.clone(),
+            room_updates,
+            emitter: Emitter::new(id.clone(), self.inbound.clone()),
+            outbound: passerelle_sdk::OutboundQueue::new(rx),
+            state: StateHandle::new(id.clone(), Arc::new(StoreState(self.store.clone()))),
+            status,
+            shutdown: account_stop.clone(),
+            http: HttpMount::new(),
+            daemon: self.view.clone(),
+            links: passerelle_sdk::Links::new(
+                id.clone(),
+                Arc::new(crate::portals::SharedPortals(self.portals.clone())),
+            ),
+        };
+        self.mounts.insert(id.clone(), io.http.clone());
+        {
+            let mut statuses = self.statuses.write().unwrap_or_else(|e| e.into_inner());
+            statuses.retain(|(a, _)| a != &id);
+            statuses.push((id.clone(), status_rx.clone()));
+        }
+        let (spec, spec_rx) = watch::channel(AccountSpec {
+            table: account.table.clone(),
+            rooms,
+        });
+        let task = self.tasks.spawn(supervisor::supervise(
+            account,
+            io,
+            status_rx,
+            account_stop.clone(),
+            spec_rx,
+            rooms_tx,
+        ));
+        self.running.insert(
+            id,
+            Running {
+                kind,
+                spec,
+                stop: account_stop,
+                task,
+            },
+        );
+    }
+
+    /// Stops `id`'s connector and forgets it.
+    async fn stop(&mut self, id: &AccountId) {
+        let Some(running) = self.running.remove(id) else {
+            return;
+        };
+        running.stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(15), running.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(account = %id, "connector did not stop within 15 s");
+        }
+        self.outbound.remove(id);
+        self.mounts.remove(id);
+        self.statuses
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(a, _)| a != id);
+    }
+
+    /// Shows the running accounts and `links` to connectors (the Matrix admin room).
+    fn show(&self, links: &[LinkConfig]) {
+        let statuses = self.statuses.read().unwrap_or_else(|e| e.into_inner());
+        let accounts = statuses
+            .iter()
+            .map(|(id, rx)| {
+                let kind = self
+                    .running
+                    .get(id)
+                    .map(|r| r.kind.clone())
+                    .unwrap_or_default();
+                (id.clone(), kind, rx.clone())
+            })
+            .collect();
+        let links = links
+            .iter()
+            .map(|l| LinkSummary {
+                name: l.name.clone(),
+                rooms: l
+                    .rooms
+                    .iter()
+                    .map(|r| (r.account.clone(), r.room.clone()))
+                    .collect(),
+            })
+            .collect();
+        self.view_updater.replace(accounts, links);
+    }
+}
+
+/// Reads the configuration at `path` again and puts it in force; see [`ReloadReport`]. A
+/// configuration with any problem is refused whole. Order: the settings (rights, formats) and
+/// the links first, so what a reload forbids stops at once; then new accounts start and changed
+/// ones restart; last, removed accounts deliver what is queued for them (within
+/// `general.shutdown_grace_secs`; their links stay in the route guard, not in the route table,
+/// meanwhile) and stop.
+async fn reload(
+    path: &std::path::Path,
+    config: &mut Config,
+    raw: &mut Option<serde_json::Value>,
+    accounts: &mut Accounts,
+    live: &Live,
+    shutdown: &CancellationToken,
+) -> ReloadOutcome {
+    let (mut next, built) = load(path)?;
+    let mut report = ReloadReport::default();
+    let next_raw = crate::config::read_raw(path).ok();
+    for section in RESTART_ONLY {
+        let before = raw.as_ref().and_then(|r| r.get(section));
+        let after = next_raw.as_ref().and_then(|r| r.get(section));
+        if before != after {
+            tracing::warn!(section, "changed, and takes effect only at the next start");
+            report.needs_restart.push(section.to_owned());
+        }
+    }
+    // Those sections stay as they started.
+    next.store = config.store.clone();
+    next.http = config.http.clone();
+    next.pastes = config.pastes.clone();
+
+    let mut policies = policies_of(&next, &built);
+    let pairs = registry::portal_pairs(&next, &built);
+    // Which running accounts go, which restart, which start.
+    let mut built: HashMap<AccountId, BuiltAccount> =
+        built.into_iter().map(|b| (b.id.clone(), b)).collect();
+    let mut going: Vec<AccountId> = Vec::new();
+    for (id, running) in &accounts.running {
+        let keeps = next
+            .accounts
+            .get(id)
+            .is_some_and(|a| a.enabled && a.kind == running.kind);
+        if !keeps {
+            going.push(id.clone());
+        }
+    }
+    going.sort();
+
+    // Settings and links first. The accounts that go keep their policy, and the guard their
+    // links, while they deliver what is queued for them.
+    let before = live.now();
+    for id in &going {
+        if let Some(p) = before.policies.get(id) {
+            policies.entry(id.clone()).or_insert_with(|| p.clone());
+        }
+    }
+    live.replace(Settings {
+        policies,
+        general: next.general.clone(),
+    });
+    let draining: Vec<LinkConfig> = config
+        .links
+        .iter()
+        .filter(|l| l.rooms.iter().any(|r| going.contains(&r.account)))
+        .cloned()
+        .collect();
+    let links = match accounts
+        .portals
+        .reconfigure(next.links.clone(), pairs, draining)
+        .await
+    {
+        Ok(links) => links,
+        Err(e) => {
+            return Err(vec![passerelle_sdk::ConfigIssue::new(
+                "",
+                format!("store: reading kept links: {e}"),
+            )]);
+        }
+    };
+    report.links = links.len();
+
+    // Accounts that stay: a new table restarts the connector, new rooms go to it.
+    let mut staying: Vec<AccountId> = accounts
+        .running
+        .keys()
+        .filter(|id| !going.contains(id))
+        .cloned()
+        .collect();
+    staying.sort();
+    for id in staying {
+        let Some(running) = accounts.running.get(&id) else {
+            continue;
+        };
+        let Some(b) = built.remove(&id) else {
+            continue;
+        };
+        let spec = AccountSpec {
+            table: b.table,
+            rooms: rooms_in(&links, &id),
+        };
+        let current = running.spec.borrow().clone();
+        if current == spec {
+            report.unchanged.push(id.to_string());
+        } else if current.table != spec.table {
+            report.restarted.push(id.to_string());
+        } else {
+            report.rooms_changed.push(id.to_string());
+        }
+        running.spec.send_if_modified(|now| {
+            if *now == spec {
+                false
+            } else {
+                *now = spec;
+                true
+            }
+        });
+    }
+    // Accounts whose kind changed stop before their new connector starts.
+    let mut new_ids: Vec<AccountId> = next
+        .accounts
+        .iter()
+        .filter(|(id, a)| a.enabled && (!accounts.running.contains_key(*id) || going.contains(id)))
+        .map(|(id, _)| id.clone())
+        .collect();
+    new_ids.sort();
+    for id in &new_ids {
+        if going.contains(id) {
+            accounts.stop(id).await;
+            going.retain(|g| g != id);
+            report.restarted.push(id.to_string());
+        } else {
+            report.started.push(id.to_string());
+        }
+        if let Some(b) = built.remove(id) {
+            let kind = next
+                .accounts
+                .get(id)
+                .map(|a| a.kind.clone())
+                .unwrap_or_default();
+            let rooms = rooms_in(&links, id);
+            accounts.start(b, kind, rooms);
+        }
+    }
+
+    *config = next;
+    *raw = next_raw;
+    accounts.show(&links);
+
+    // Last, the accounts that go: what is queued for them first, within the grace.
+    if !going.is_empty() {
+        let grace = Duration::from_secs(config.general.shutdown_grace_secs);
+        let deadline = Instant::now() + grace;
+        loop {
+            let queued: u64 = match accounts.store.pending_by_account().await {
+                Ok(rows) => rows
+                    .iter()
+                    .filter(|(a, _)| going.contains(a))
+                    .map(|(_, n)| *n)
+                    .sum(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox while draining removed accounts");
+                    0
+                }
+            };
+            if queued == 0 {
+                break;
+            }
+            if Instant::now() >= deadline || shutdown.is_cancelled() {
+                tracing::warn!(
+                    queued,
+                    "removed accounts: grace period over; what is still queued for them is dropped when their lanes find them gone"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for id in &going {
+            accounts.stop(id).await;
+            report.stopped.push(id.to_string());
+        }
+        let kept: Policies = live
+            .now()
+            .policies
+            .iter()
+            .filter(|(id, _)| !going.contains(id))
+            .map(|(id, p)| (id.clone(), p.clone()))
+            .collect();
+        live.replace(Settings {
+            policies: kept,
+            general: config.general.clone(),
+        });
+        accounts.portals.drained().await;
+        accounts.show(&links);
+    }
+    Ok(report)
 }
 
 /// Loads and fully validates a configuration (core and every connector), returning every issue.

@@ -13,6 +13,7 @@
 //! - [`mapping`]: the message map (id translation through the store).
 //! - [`store`]: the `Store` trait, the SQLite backend, sealing of queued payloads, conformance tests.
 //! - [`http`]: the admin endpoints.
+//! - [`live`]: the settings a reload replaces at once (policies, `[general]`).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`pastes`]: links to the whole text of messages cut to a destination's lines.
 //! - [`portals`]: links made at run time (portal rooms), checked and kept in the store.
@@ -24,6 +25,7 @@ pub mod bus;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod live;
 pub mod mapping;
 pub mod metrics;
 pub mod pastes;

@@ -42,31 +42,141 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Ask the running daemon to read its configuration file again (as SIGHUP does), through
+    /// its admin listener; print what changed, or every problem of a configuration it refused
+    /// (then exit 2: the running configuration stays).
+    Reload {
+        /// The configuration file, read for `http.listen`.
+        #[arg(short, long, env = "PASSERELLE_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+        /// The admin listener's address, instead of the configured one.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
     /// Print the version and the connectors this build has.
     Version,
     /// Ask a running daemon's `/healthz` (for container health checks); exit 0 when healthy.
+    /// Asks the admin listener the configuration names (`http.listen`, after the environment's
+    /// overrides), unless `--addr` says another address.
     Health {
-        /// The admin listener's address.
-        #[arg(long, default_value = "127.0.0.1:9180")]
-        addr: std::net::SocketAddr,
+        /// The configuration file, read for `http.listen`.
+        #[arg(short, long, env = "PASSERELLE_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+        /// The admin listener's address, instead of the configured one.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
     },
 }
 
-/// A plain HTTP/1.0 GET of `/healthz`, so the container needs no HTTP client.
-fn health(addr: std::net::SocketAddr) -> ExitCode {
+/// Where the running daemon's admin listener is reached: `http.listen` of the configuration at
+/// `path` (with the environment's overrides), an unspecified address (`0.0.0.0`, `[::]`) asked
+/// on loopback.
+fn admin_addr(path: &std::path::Path) -> Result<std::net::SocketAddr, String> {
+    // Leniently: a file with problems elsewhere still names the listener (`reload` is how a
+    // running daemon is told about a file, broken or not).
+    if !path.exists() {
+        return Err(format!("config file {} not found", path.display()));
+    }
+    let (config, _) = passerelle::config::load_lenient(path);
+    let Some(mut addr) = config.http.listen_addr() else {
+        return Err(format!(
+            "{}: http.listen is empty (no admin listener to ask)",
+            path.display()
+        ));
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(addr)
+}
+
+/// One plain HTTP/1.0 request to the admin listener (so the container needs no HTTP client):
+/// the status code and the body.
+fn admin_request(
+    addr: std::net::SocketAddr,
+    request: &str,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let timeout = std::time::Duration::from_secs(3);
-    let answer = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut s| {
-        s.set_read_timeout(Some(timeout))?;
-        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        Ok(buf)
-    });
-    match answer {
-        Ok(buf) if buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200") => {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(request.as_bytes())?;
+    let mut buf = Vec::new();
+    // At most 1 MiB of answer.
+    s.take(1 << 20).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
+}
+
+/// `passerelle reload`: `POST /reload` on the admin listener.
+fn reload(config: &std::path::Path, addr: Option<std::net::SocketAddr>) -> ExitCode {
+    let addr = match addr.map(Ok).unwrap_or_else(|| admin_addr(config)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A reload waits for removed accounts to deliver what is queued (the grace period).
+    let request = "POST /reload HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n";
+    match admin_request(addr, request, std::time::Duration::from_secs(120)) {
+        Ok((200, body)) => {
+            println!("{}", body.trim());
             ExitCode::SUCCESS
         }
+        Ok((422, body)) => {
+            let issues = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["refused"].as_array().cloned())
+                .unwrap_or_default();
+            eprintln!(
+                "{}: refused, the running configuration stays; {} problem(s):",
+                config.display(),
+                issues.len()
+            );
+            for i in issues {
+                let path = i["path"].as_str().unwrap_or_default();
+                let message = i["message"].as_str().unwrap_or_default();
+                if path.is_empty() {
+                    eprintln!("  {message}");
+                } else {
+                    eprintln!("  {path}: {message}");
+                }
+            }
+            ExitCode::from(2)
+        }
+        Ok((code, _)) => {
+            eprintln!("{addr}: /reload answered {code}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET of `/healthz`, so the container needs no HTTP client.
+fn health(config: &std::path::Path, addr: Option<std::net::SocketAddr>) -> ExitCode {
+    let addr = match addr.map(Ok).unwrap_or_else(|| admin_addr(config)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    match admin_request(addr, request, std::time::Duration::from_secs(3)) {
+        Ok((200, _)) => ExitCode::SUCCESS,
         Ok(_) => {
             eprintln!("{addr}: /healthz did not answer 200");
             ExitCode::FAILURE
@@ -213,7 +323,8 @@ fn matrix_registration(path: &std::path::Path, account: Option<String>) -> ExitC
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Health { addr } => health(addr),
+        Command::Health { config, addr } => health(&config, addr),
+        Command::Reload { config, addr } => reload(&config, addr),
         Command::Version => {
             let kinds: Vec<&str> = passerelle::registry::factories()
                 .iter()
@@ -265,7 +376,10 @@ fn main() -> ExitCode {
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(wait_for_signal(shutdown.clone()));
-                match passerelle::daemon::run(loaded, built, shutdown).await {
+                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+                tokio::spawn(reload_on_hangup(reload_tx.clone()));
+                let reloads = (reload_tx, reload_rx);
+                match passerelle::daemon::run(config, loaded, built, shutdown, reloads).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e:#}");
@@ -307,6 +421,29 @@ fn wait_for_signal(shutdown: CancellationToken) -> impl std::future::Future<Outp
             let _ = tokio::signal::ctrl_c().await;
         }
         shutdown.cancel();
+    }
+}
+
+/// Asks the daemon to reload on every SIGHUP (the handler is installed before this returns, so
+/// before anything listens: a SIGHUP never kills the daemon).
+fn reload_on_hangup(
+    reloads: tokio::sync::mpsc::Sender<passerelle::daemon::ReloadRequest>,
+) -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let handler = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut hangup) = handler {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                let request = passerelle::daemon::ReloadRequest { answer: None };
+                if reloads.send(request).await.is_err() {
+                    return;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        drop(reloads);
     }
 }
 

@@ -22,17 +22,27 @@ use std::sync::{Arc, RwLock};
 /// [`passerelle_sdk::Connector::opens_portals_to`] (a Matrix account's `portal_accounts`).
 pub type PortalPairs = HashSet<(AccountId, AccountId)>;
 
-/// The daemon's link service.
+/// The daemon's link service. It also puts each configuration in force (at start and at every
+/// reload): the configured links plus the kept portals that still fit, from which the route
+/// table and the route guard are built.
 pub struct PortalService {
     store: Arc<dyn Store>,
+    /// What a configuration sets: replaced whole by [`PortalService::reconfigure`].
+    state: tokio::sync::Mutex<InForce>,
+    live: Arc<crate::live::Live>,
+    table: Arc<RwLock<RouteTable>>,
+    guard: Arc<RwLock<RouteGuard>>,
+}
+
+struct InForce {
     /// The links of the configuration file: only their rooms can be opened.
     configured: Vec<LinkConfig>,
     /// Every link in force: the configured ones and the portals.
-    links: tokio::sync::Mutex<Vec<LinkConfig>>,
-    policies: Arc<Policies>,
+    links: Vec<LinkConfig>,
+    /// Links the guard still lets deliver, not routed: those of accounts a reload removed,
+    /// while they deliver what was queued for them.
+    draining: Vec<LinkConfig>,
     allowed: PortalPairs,
-    table: Arc<RwLock<RouteTable>>,
-    guard: Arc<RwLock<RouteGuard>>,
 }
 
 /// A kept link as stored: its rooms as JSON, the asking account's new room first.
@@ -167,26 +177,82 @@ pub fn parse_kept(
 }
 
 impl PortalService {
-    /// A service over every link in force (`links`: configured and kept), of which the
-    /// `configured` ones can be opened, sharing the router's table and the lanes' guard.
+    /// A service sharing the router's table and the lanes' guard, with no link in force until
+    /// [`PortalService::reconfigure`].
     pub fn new(
         store: Arc<dyn Store>,
-        configured: Vec<LinkConfig>,
-        links: Vec<LinkConfig>,
-        policies: Arc<Policies>,
-        allowed: PortalPairs,
+        live: Arc<crate::live::Live>,
         table: Arc<RwLock<RouteTable>>,
         guard: Arc<RwLock<RouteGuard>>,
     ) -> Self {
         Self {
             store,
-            configured,
-            links: tokio::sync::Mutex::new(links),
-            policies,
-            allowed,
+            state: tokio::sync::Mutex::new(InForce {
+                configured: Vec::new(),
+                links: Vec::new(),
+                draining: Vec::new(),
+                allowed: PortalPairs::new(),
+            }),
+            live,
             table,
             guard,
         }
+    }
+
+    /// Puts a configuration in force: its links, and the kept portals that still fit it
+    /// (checked against the accounts of the settings in force, `allowed` and `configured`). The
+    /// route table and guard are rebuilt from them; the guard also keeps `draining`. Returns
+    /// every link in force.
+    pub async fn reconfigure(
+        &self,
+        configured: Vec<LinkConfig>,
+        allowed: PortalPairs,
+        draining: Vec<LinkConfig>,
+    ) -> Result<Vec<LinkConfig>, crate::store::StoreError> {
+        let mut state = self.state.lock().await;
+        let settings = self.live.now();
+        let mut links = configured.clone();
+        for (name, rooms) in self.store.dynamic_links().await? {
+            if configured.iter().any(|l| l.name == name) {
+                tracing::warn!(link = %name, "a kept portal has the name of a configured link; not used");
+                continue;
+            }
+            match parse_kept(&name, &rooms, &configured, &settings.policies, &allowed) {
+                Ok(link) => links.push(link),
+                Err(why) => {
+                    tracing::warn!(link = %name, reason = %why, "a kept portal no longer fits the configuration; not used")
+                }
+            }
+        }
+        *state = InForce {
+            configured,
+            links,
+            draining,
+            allowed,
+        };
+        self.rebuild(&state, &settings.policies);
+        Ok(state.links.clone())
+    }
+
+    /// Ends the drain of removed accounts: the guard forgets their links.
+    pub async fn drained(&self) {
+        let mut state = self.state.lock().await;
+        state.draining.clear();
+        let settings = self.live.now();
+        self.rebuild(&state, &settings.policies);
+    }
+
+    fn rebuild(&self, state: &InForce, policies: &Policies) {
+        let table = RouteTable::build(&state.links, policies);
+        let guarded: Vec<LinkConfig> = state
+            .links
+            .iter()
+            .chain(state.draining.iter())
+            .cloned()
+            .collect();
+        let guard = RouteGuard::build(&guarded, policies);
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+        *self.guard.write().unwrap_or_else(|e| e.into_inner()) = guard;
     }
 
     async fn open_checked(&self, from: &AccountId, request: PortalRequest) -> Result<(), String> {
@@ -194,8 +260,10 @@ impl PortalService {
         if request.name.trim().is_empty() {
             return Err("the link needs a name".into());
         }
+        let mut state = self.state.lock().await;
+        let settings = self.live.now();
         for account in [from, remote_account] {
-            match self.policies.get(account) {
+            match settings.policies.get(account) {
                 Some(p) if p.enabled => {}
                 _ => return Err(format!("account {account} is not running")),
             }
@@ -205,14 +273,13 @@ impl PortalService {
             from,
             &request.room,
             (remote_account, remote_room),
-            &self.configured,
-            &self.allowed,
+            &state.configured,
+            &state.allowed,
         )?;
-        let mut links = self.links.lock().await;
-        if links.iter().any(|l| l.name == request.name) {
+        if state.links.iter().any(|l| l.name == request.name) {
             return Err("a link of that name exists".into());
         }
-        if links.iter().any(|l| {
+        if state.links.iter().any(|l| {
             l.rooms
                 .iter()
                 .any(|r| &r.account == from && r.room == request.room)
@@ -227,11 +294,8 @@ impl PortalService {
         if !added {
             return Err("a link of that name exists".into());
         }
-        links.push(link);
-        let table = RouteTable::build(&links, &self.policies);
-        let guard = RouteGuard::build(&links, &self.policies);
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
-        *self.guard.write().unwrap_or_else(|e| e.into_inner()) = guard;
+        state.links.push(link);
+        self.rebuild(&state, &settings.policies);
         tracing::info!(account = %from, link = %request.name, "portal link made");
         Ok(())
     }

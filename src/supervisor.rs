@@ -8,6 +8,7 @@ use backon::BackoffBuilder;
 use passerelle_sdk::{ConnectionState, ConnectorIo};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How long a connection must last before the backoff starts again from its minimum.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -21,11 +22,27 @@ fn backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Runs one account until shutdown or a fatal error.
+/// What a reload may change of a running account: its connector's own table and its rooms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountSpec {
+    /// The connector's own table.
+    pub table: serde_json::Value,
+    /// The rooms the links place on it.
+    pub rooms: Vec<passerelle_sdk::RoomId>,
+}
+
+/// Runs one account until `stop` is cancelled or a fatal error. Each run of the connector has a
+/// shutdown token of its own (a child of `stop`): when `updates` brings another table, or other
+/// rooms to a connector that does not follow room changes, that run is stopped and the connector
+/// rebuilt from the new spec at once (the outbound queue, and what it holds, stay). Rooms alone
+/// go to a connector that follows them through `io.room_updates`, on the connection it has.
 pub async fn supervise(
     account: BuiltAccount,
     mut io: ConnectorIo,
     status: watch::Receiver<ConnectionState>,
+    stop: CancellationToken,
+    mut updates: watch::Receiver<AccountSpec>,
+    rooms_tx: watch::Sender<Vec<passerelle_sdk::RoomId>>,
 ) {
     let BuiltAccount {
         id,
@@ -34,13 +51,17 @@ pub async fn supervise(
         table,
         connector,
     } = account;
+    let mut spec = AccountSpec {
+        table,
+        rooms: io.rooms.clone(),
+    };
     let watcher = tokio::spawn(watch_status(id.to_string(), status));
     let mut connector = Some(connector);
     let mut delays = backoff();
     loop {
         let current = match connector.take() {
             Some(c) => c,
-            None => match factory.build(&context, table.clone()) {
+            None => match factory.build(&context, spec.table.clone()) {
                 Ok(c) => c,
                 Err(issues) => {
                     tracing::error!(account = %id, issues = issues.len(), "connector no longer builds; account stopped");
@@ -48,14 +69,54 @@ pub async fn supervise(
                 }
             },
         };
+        let follows = current.follows_room_changes();
+        io.rooms = spec.rooms.clone();
+        rooms_tx.send_replace(spec.rooms.clone());
+        io.room_updates = rooms_subscriber(&rooms_tx);
+        let run_stop = stop.child_token();
+        io.shutdown = run_stop.clone();
         io.status.set(ConnectionState::Connecting);
         let started = Instant::now();
         tracing::info!(account = %id, "connector starting");
-        let result = current.run(&mut io).await;
+        let mut rebuild = false;
+        let result = {
+            let run = current.run(&mut io);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    result = &mut run => break result,
+                    changed = updates.changed(), if !rebuild => {
+                        if changed.is_err() {
+                            // No more updates can come: wait for the run alone.
+                            break run.await;
+                        }
+                        let next = updates.borrow_and_update().clone();
+                        if next == spec {
+                            continue;
+                        }
+                        if next.table != spec.table || !follows {
+                            tracing::info!(account = %id, "configuration changed: restarting the connector");
+                            rebuild = true;
+                            run_stop.cancel();
+                        } else {
+                            tracing::info!(account = %id, rooms = next.rooms.len(), "rooms changed: handed to the running connector");
+                            rooms_tx.send_replace(next.rooms.clone());
+                        }
+                        spec = next;
+                    }
+                }
+            }
+        };
         // Its HTTP endpoints answer 503 until it runs again.
         io.http.clear();
-        if io.shutdown.is_cancelled() {
+        if stop.is_cancelled() {
             break;
+        }
+        if rebuild {
+            // Stopped for the new configuration, not failed: rebuilt at once.
+            io.status.set(ConnectionState::Disconnected);
+            delays = backoff();
+            continue;
         }
         match result {
             Ok(()) => {
@@ -77,13 +138,26 @@ pub async fn supervise(
         let delay = delays.next().unwrap_or(Duration::from_secs(60));
         tracing::info!(account = %id, delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
         tokio::select! {
-            _ = io.shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
+            // A new configuration is tried at once.
+            changed = updates.changed() => {
+                if changed.is_ok() {
+                    spec = updates.borrow_and_update().clone();
+                }
+            }
         }
     }
     io.status.set(ConnectionState::Stopped);
     watcher.abort();
     metrics::connected(id.as_str(), false);
+}
+
+/// A receiver of `rooms_tx` that has seen its current value.
+fn rooms_subscriber(
+    rooms_tx: &watch::Sender<Vec<passerelle_sdk::RoomId>>,
+) -> passerelle_sdk::RoomUpdates {
+    passerelle_sdk::RoomUpdates::from_receiver(rooms_tx.subscribe())
 }
 
 async fn watch_status(account: String, mut status: watch::Receiver<ConnectionState>) {

@@ -19,21 +19,26 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
+use dashmap::DashMap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use passerelle_sdk::{AccountId, Admission, ConnectionState, HttpMount};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// Each running account's connection state, in start order (a reload adds and removes).
+pub type AccountStates = Arc<std::sync::RwLock<Vec<(AccountId, watch::Receiver<ConnectionState>)>>>;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
 pub struct AdminState {
-    /// Each enabled account's connection state.
-    pub accounts: Arc<Vec<(AccountId, watch::Receiver<ConnectionState>)>>,
+    /// Each running account's connection state (a reload adds and removes accounts).
+    pub accounts: AccountStates,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
-    /// Each account's connector endpoints, served under `/accounts/{account}/`.
-    pub mounts: Arc<HashMap<AccountId, HttpMount>>,
+    /// Each running account's connector endpoints, served under `/accounts/{account}/`.
+    pub mounts: Arc<DashMap<AccountId, HttpMount>>,
+    /// Where `POST /reload` asks the daemon to re-read its configuration.
+    pub reload: tokio::sync::mpsc::Sender<crate::daemon::ReloadRequest>,
     /// Paste links, served under `/pastes/`, when `[pastes]` is set.
     pub pastes: Option<Arc<crate::pastes::Pastes>>,
     /// The deliveries given up on, listed by `/dead-letters`.
@@ -66,6 +71,35 @@ fn admin_routes() -> axum::Router<AdminState> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/dead-letters", get(dead_letters))
+        .route("/reload", axum::routing::post(reload))
+}
+
+/// `POST /reload`: the configuration file read again and put in force. 200 with what changed
+/// (accounts started, restarted, stopped; keys that need a restart), 422 with every problem of
+/// a configuration that was refused (the running one stays).
+async fn reload(State(state): State<AdminState>) -> axum::response::Response {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let request = crate::daemon::ReloadRequest {
+        answer: Some(answer),
+    };
+    if state.reload.send(request).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match answered.await {
+        Ok(Ok(report)) => (StatusCode::OK, axum::Json(report)).into_response(),
+        Ok(Err(issues)) => {
+            let issues: Vec<serde_json::Value> = issues
+                .iter()
+                .map(|i| serde_json::json!({"path": i.path, "message": i.message}))
+                .collect();
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(serde_json::json!({ "refused": issues })),
+            )
+                .into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
 }
 
 fn callback_routes() -> axum::Router<AdminState> {
@@ -88,7 +122,12 @@ fn state_name(s: ConnectionState) -> &'static str {
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let mut ready = true;
     let mut accounts = serde_json::Map::new();
-    for (id, rx) in state.accounts.iter() {
+    let states = state
+        .accounts
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    for (id, rx) in states.iter() {
         let s = *rx.borrow();
         ready &= s == ConnectionState::Connected;
         accounts.insert(id.to_string(), serde_json::Value::from(state_name(s)));
@@ -155,10 +194,11 @@ async fn forward(
     max_body: usize,
     req: axum::extract::Request,
 ) -> axum::response::Response {
-    let Some(mount) = state.mounts.get(account) else {
+    // The map's guard is let go at once: nothing is held while the request is served.
+    let Some(handler) = state.mounts.get(account).map(|m| m.handler()) else {
         return (StatusCode::NOT_FOUND, "no such account\n").into_response();
     };
-    let Some(handler) = mount.handler() else {
+    let Some(handler) = handler else {
         return (StatusCode::SERVICE_UNAVAILABLE, "connector not running\n").into_response();
     };
     let (mut parts, body) = req.into_parts();

@@ -134,7 +134,8 @@ pub fn plan(
 pub struct Router {
     /// Shared with the portal service, which replaces it when a link is made at run time.
     table: Arc<std::sync::RwLock<table::RouteTable>>,
-    policies: Arc<Policies>,
+    /// The policies and `[general]` in force (a reload replaces them).
+    live: Arc<crate::live::Live>,
     store: Arc<dyn Store>,
     map: MessageMap,
     sealer: Arc<Sealer>,
@@ -142,8 +143,6 @@ pub struct Router {
     /// Events held back (never waited for) while the message they name may still be on its way
     /// to their room: looked at again every [`PARK_STEP`], at most [`PARK_TRIES`] times.
     parked: std::sync::Mutex<std::collections::VecDeque<Parked>>,
-    /// `general.bridge_moderation`: whether a deletion by someone other than the author goes on.
-    bridge_moderation: bool,
 }
 
 /// An inbound event held back a moment: it names a message not in the map while a send to its
@@ -163,31 +162,24 @@ const PARK_TRIES: u32 = 50;
 const PARK_MAX: usize = 1024;
 
 impl Router {
-    /// A router over its table, the accounts' policies, the store and the delivery lanes.
+    /// A router over its table, the settings in force (policies; `general.bridge_moderation`
+    /// lets deletions by someone other than the author cross), the store and the delivery lanes.
     pub fn new(
         table: Arc<std::sync::RwLock<table::RouteTable>>,
-        policies: Arc<Policies>,
+        live: Arc<crate::live::Live>,
         store: Arc<dyn Store>,
         sealer: Arc<Sealer>,
         lanes: Lanes,
     ) -> Self {
         Self {
             table,
-            policies,
+            live,
             map: MessageMap::with_pending(store.clone(), lanes.pending_receipts()),
             store,
             sealer,
             lanes,
             parked: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            bridge_moderation: false,
         }
-    }
-
-    /// Lets deletions by someone other than the author (moderation) cross, to destinations
-    /// with `delete` (`general.bridge_moderation`).
-    pub fn with_moderation(mut self, bridge: bool) -> Self {
-        self.bridge_moderation = bridge;
-        self
     }
 
     /// Takes inbound events until `intake` is cancelled or every sender is gone; then answers
@@ -395,9 +387,10 @@ impl Router {
             metrics::dropped(account.as_str(), reason);
             tracing::debug!(account = %account, kind, reason, "inbound event not routed");
         };
+        let settings = self.live.now();
         let planned = {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-            plan(&table, &self.policies, account, &event)
+            plan(&table, &settings.policies, account, &event)
         };
         let dests = match planned {
             Plan::To(dests) => dests,
@@ -444,7 +437,8 @@ impl Router {
                     reason: "unknown_target",
                 }));
             }
-            if let Some(reason) = authorship(&event.kind, &rel, self.bridge_moderation) {
+            if let Some(reason) = authorship(&event.kind, &rel, settings.general.bridge_moderation)
+            {
                 refuse(reason);
                 return Ok(Step::Answered(Disposition::Refused { reason }));
             }

@@ -152,6 +152,37 @@ impl Daemon {
         panic!("passerelle did not stop within 30 s of SIGTERM");
     }
 
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+
+    /// Writes `config` over the configuration file (read again at the next reload).
+    pub fn rewrite(&self, config: &str) {
+        std::fs::write(&self.config, config).expect("write config");
+    }
+
+    /// Runs `passerelle reload -c CONFIG`: its exit code, standard output and standard error.
+    pub fn reload(&self) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+            .arg("reload")
+            .arg("-c")
+            .arg(&self.config)
+            .output()
+            .expect("passerelle reload");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -72,6 +72,10 @@ impl Connector for ApiConnector {
         }
     }
 
+    fn follows_room_changes(&self) -> bool {
+        true
+    }
+
     fn run<'a>(
         self: Box<Self>,
         io: &'a mut ConnectorIo,
@@ -86,10 +90,11 @@ impl Connector for ApiConnector {
                     ))
                 })?;
             let hub = Arc::new(server::Hub::new(self.config.buffer));
+            let rooms = Arc::new(std::sync::RwLock::new(io.rooms.clone()));
             let app = server::router(server::AppState {
                 token: Arc::new(self.config.token.clone()),
                 emitter: io.emitter.clone(),
-                rooms: Arc::new(io.rooms.clone()),
+                rooms: rooms.clone(),
                 hub: hub.clone(),
                 max_body: self.config.max_body_bytes,
             });
@@ -118,9 +123,16 @@ impl Connector for ApiConnector {
                             Err(e) => format!("API listener task failed: {e}"),
                         }));
                     }
+                    now = io.room_updates.changed() => {
+                        // Gateways a reload adds are served at once, on the same listener.
+                        *rooms.write().unwrap_or_else(|e| e.into_inner()) = now;
+                    }
                     next = io.outbound.recv() => {
                         let Some(outbound) = next else { break };
-                        let known = io.rooms.contains(&outbound.event.room);
+                        let known = rooms
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .contains(&outbound.event.room);
                         let result = if !known {
                             Err(passerelle_sdk::SendError::RoomNotFound)
                         } else {

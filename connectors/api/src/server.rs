@@ -69,7 +69,7 @@ pub struct AppState {
     /// Hands posts to the daemon.
     pub emitter: Emitter,
     /// The gateways (rooms) this account serves.
-    pub rooms: Arc<Vec<RoomId>>,
+    pub rooms: Arc<std::sync::RwLock<Vec<RoomId>>>,
     /// Outbound messages.
     pub hub: Arc<Hub>,
     /// Largest accepted body.
@@ -125,7 +125,12 @@ async fn post_json(state: &AppState, body: &[u8]) -> Response {
             return error(StatusCode::BAD_REQUEST, &what);
         }
     };
-    let (event, answer) = match msg.into_event(&state.rooms) {
+    let rooms = state
+        .rooms
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let (event, answer) = match msg.into_event(&rooms) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(status = e.status, problem = %e.message, "API post refused");

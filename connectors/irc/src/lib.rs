@@ -78,6 +78,11 @@ impl Connector for IrcConnector {
         }
     }
 
+    fn follows_room_changes(&self) -> bool {
+        // Channels a reload adds are joined, and those it removes left, on the same connection.
+        true
+    }
+
     fn run<'a>(
         self: Box<Self>,
         io: &'a mut ConnectorIo,

@@ -379,6 +379,9 @@ impl<'s> Session<'s> {
                 _ = save_tick.tick(), if self.addressing.is_dirty() => {
                     self.addressing.save(&io.state).await;
                 }
+                rooms = io.room_updates.changed() => {
+                    self.follow_rooms(&rooms).await?;
+                }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let silent = self.last_seen.elapsed();
                     if self.ping_outstanding && silent >= self.settings.dead_link {
@@ -393,6 +396,43 @@ impl<'s> Session<'s> {
                 }
             }
         }
+    }
+
+    /// Joins the channels a reload added and leaves the ones it removed, on this connection.
+    async fn follow_rooms(&mut self, rooms: &[RoomId]) -> Result<(), ConnectorError> {
+        let wanted: HashMap<String, RoomId> = rooms
+            .iter()
+            .filter(|r| is_channel(r.as_str()))
+            .map(|r| (r.as_str().to_lowercase(), r.clone()))
+            .collect();
+        let gone: Vec<String> = self
+            .rooms
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for lower in gone {
+            if let Some(room) = self.rooms.remove(&lower) {
+                self.pending_joins.remove(&lower);
+                let line = line::build("PART", &[room.as_str(), "unlinked"]);
+                self.write_line(&line).await?;
+                tracing::info!(room = %room, "left: no longer in a link");
+            }
+        }
+        for (lower, room) in wanted {
+            if self.rooms.contains_key(&lower) {
+                continue;
+            }
+            let line = match self.settings.channel_keys.get(&lower) {
+                Some(key) => line::build("JOIN", &[room.as_str(), key.expose()]),
+                None => line::build("JOIN", &[room.as_str()]),
+            };
+            self.write_line(&line).await?;
+            self.pending_joins.insert(lower.clone());
+            tracing::info!(room = %room, "joining: added to a link");
+            self.rooms.insert(lower, room);
+        }
+        Ok(())
     }
 
     /// When registration had to fall back to another nick, waits (`reclaim_nick_secs` at most)

@@ -86,6 +86,12 @@ pub trait Connector: Send + 'static {
         let _ = account;
         false
     }
+    /// Whether [`Connector::run`] follows [`ConnectorIo::room_updates`]: joins the rooms a
+    /// reload adds and leaves the ones it removes, on the connection it has. Default `false`: the
+    /// daemon then restarts the account when its rooms change.
+    fn follows_room_changes(&self) -> bool {
+        false
+    }
     /// Runs until shutdown is signalled (then `Ok`) or a failure the connector can't mend itself
     /// (then the error; the daemon rebuilds and restarts it with backoff when it is retryable).
     fn run<'a>(
@@ -98,8 +104,12 @@ pub trait Connector: Send + 'static {
 pub struct ConnectorIo {
     /// This connector's account.
     pub account: AccountId,
-    /// The rooms the links place on this account, which the connector should join or watch.
+    /// The rooms the links place on this account, which the connector should join or watch, as
+    /// they were when this run started.
     pub rooms: Vec<RoomId>,
+    /// The rooms as a configuration reload changes them, for a connector that
+    /// [follows room changes](Connector::follows_room_changes).
+    pub room_updates: RoomUpdates,
     /// Hands inbound events to the daemon.
     pub emitter: Emitter,
     /// Events the daemon asks the connector to send. Kept by the daemon across restarts of the
@@ -117,6 +127,42 @@ pub struct ConnectorIo {
     pub daemon: crate::daemon_view::DaemonView,
     /// Asks the daemon for links made at run time (portals).
     pub links: crate::links::Links,
+}
+
+/// The rooms of an account as reloads change them.
+#[derive(Clone, Debug)]
+pub struct RoomUpdates(watch::Receiver<Vec<RoomId>>);
+
+impl RoomUpdates {
+    /// Updates and the sender that makes them (the daemon keeps the sender).
+    pub fn new(rooms: Vec<RoomId>) -> (watch::Sender<Vec<RoomId>>, Self) {
+        let (tx, rx) = watch::channel(rooms);
+        (tx, Self(rx))
+    }
+
+    /// Updates from `rx` (what it has seen counts as seen).
+    pub fn from_receiver(rx: watch::Receiver<Vec<RoomId>>) -> Self {
+        Self(rx)
+    }
+
+    /// Updates that never come (a test harness, a daemon that never reloads).
+    pub fn fixed(rooms: Vec<RoomId>) -> Self {
+        Self::new(rooms).1
+    }
+
+    /// The next set of rooms, once it differs from the one last seen; pending for ever once no
+    /// more can come.
+    pub async fn changed(&mut self) -> Vec<RoomId> {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        self.0.borrow_and_update().clone()
+    }
+
+    /// The rooms now.
+    pub fn current(&self) -> Vec<RoomId> {
+        self.0.borrow().clone()
+    }
 }
 
 /// What the daemon did with an inbound event.

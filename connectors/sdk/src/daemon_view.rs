@@ -78,11 +78,25 @@ impl DeadLetterLog {
     }
 }
 
+type AccountStates = Vec<(AccountId, String, watch::Receiver<ConnectionState>)>;
+
 #[derive(Default)]
 struct Inner {
-    accounts: Vec<(AccountId, String, watch::Receiver<ConnectionState>)>,
-    links: Vec<LinkSummary>,
+    /// The accounts and links, replaced whole when the daemon reloads its configuration.
+    now: RwLock<(AccountStates, Vec<LinkSummary>)>,
     dead_letters: DeadLetterLog,
+}
+
+/// What changes the view: kept by the daemon, never handed to a connector.
+pub struct ViewUpdater {
+    inner: Arc<Inner>,
+}
+
+impl ViewUpdater {
+    /// Shows these accounts and links from now on.
+    pub fn replace(&self, accounts: AccountStates, links: Vec<LinkSummary>) {
+        *self.inner.now.write().unwrap_or_else(|e| e.into_inner()) = (accounts, links);
+    }
 }
 
 /// The view. Cheap to clone.
@@ -112,13 +126,25 @@ impl DaemonView {
         links: Vec<LinkSummary>,
         dead_letters: DeadLetterLog,
     ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                accounts,
-                links,
-                dead_letters,
-            }),
-        }
+        Self::updatable(accounts, links, dead_letters).0
+    }
+
+    /// A view and what changes it.
+    pub fn updatable(
+        accounts: Vec<(AccountId, String, watch::Receiver<ConnectionState>)>,
+        links: Vec<LinkSummary>,
+        dead_letters: DeadLetterLog,
+    ) -> (Self, ViewUpdater) {
+        let inner = Arc::new(Inner {
+            now: RwLock::new((accounts, links)),
+            dead_letters,
+        });
+        (
+            Self {
+                inner: inner.clone(),
+            },
+            ViewUpdater { inner },
+        )
     }
 
     /// The latest deliveries the daemon gave up on, newest first.
@@ -128,7 +154,10 @@ impl DaemonView {
     /// Every enabled account's state now.
     pub fn accounts(&self) -> Vec<AccountStatus> {
         self.inner
-            .accounts
+            .now
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
             .iter()
             .map(|(account, kind, rx)| AccountStatus {
                 account: account.clone(),
@@ -138,7 +167,12 @@ impl DaemonView {
             .collect()
     }
     /// Every link.
-    pub fn links(&self) -> &[LinkSummary] {
-        &self.inner.links
+    pub fn links(&self) -> Vec<LinkSummary> {
+        self.inner
+            .now
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 }

@@ -56,10 +56,12 @@ pub mod webhook;
 pub use caps::{Capabilities, Limits};
 pub use connector::{
     BuildContext, ConnectionState, Connector, ConnectorFactory, ConnectorIo, Disposition, Emitter,
-    Inbound, Outbound, OutboundQueue, Receipt, RoomKind, StatusReporter,
+    Inbound, Outbound, OutboundQueue, Receipt, RoomKind, RoomUpdates, StatusReporter,
 };
 pub use content::{Attachment, Content, Formatted, MessageKind, Text};
-pub use daemon_view::{AccountStatus, DaemonView, DeadLetter, DeadLetterLog, LinkSummary};
+pub use daemon_view::{
+    AccountStatus, DaemonView, DeadLetter, DeadLetterLog, LinkSummary, ViewUpdater,
+};
 pub use error::{ConfigIssue, ConnectorError, EmitError, SendError};
 pub use event::{Event, EventKind, MembershipChange, Sender, Timestamp};
 pub use http::{Admission, HttpHandler, HttpMount};

@@ -96,6 +96,7 @@ impl Harness {
         let state = StateHandle::new(account.clone(), state);
         let mut io = ConnectorIo {
             account: account.clone(),
+            room_updates: passerelle_sdk::RoomUpdates::fixed(rooms.clone()),
             rooms,
             emitter: Emitter::new(account.clone(), in_tx),
             outbound: passerelle_sdk::OutboundQueue::new(out_rx),

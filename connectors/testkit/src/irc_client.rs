@@ -130,6 +130,33 @@ impl IrcClient {
         .is_some()
     }
 
+    /// When `nick` signed on to the server, in seconds since the epoch, from `WHOIS` (the
+    /// server's `317` answer): the same value means the same connection.
+    pub async fn signon(&mut self, nick: &str) -> Option<u64> {
+        self.raw(&format!("WHOIS {nick} {nick}")).await;
+        let lower = nick.to_lowercase();
+        let line = self
+            .wait_line(TIMEOUT, |l| {
+                numeric(l) == Some("317")
+                    && l.split(' ')
+                        .nth(3)
+                        .is_some_and(|n| n.to_lowercase() == lower)
+            })
+            .await?;
+        line.split(' ').nth(5)?.parse().ok()
+    }
+
+    /// Whether `nick` quit (a `QUIT` from it was seen), reading for `timeout` at most; lines
+    /// read meanwhile stay for the other waiters.
+    pub async fn saw_quit(&mut self, nick: &str, timeout: Duration) -> bool {
+        let prefix = format!(":{}!", nick.to_lowercase());
+        self.wait_line(timeout, |l| {
+            l.to_lowercase().starts_with(&prefix) && l.split(' ').nth(1) == Some("QUIT")
+        })
+        .await
+        .is_some()
+    }
+
     /// The next PRIVMSG or NOTICE from a user, within `timeout`.
     pub async fn next_message(&mut self, timeout: Duration) -> Option<Received> {
         let line = self

@@ -65,7 +65,7 @@ fn make_certificates(dir: &std::path::Path) -> PathBuf {
 
 /// Makes a throwaway CA (`ca.pem`) and a certificate (`server.pem`, `server.key`) for 127.0.0.1
 /// and the DNS `names`, signed by it, in `dir`. Returns the CA file.
-pub(crate) fn make_certificates_for(dir: &std::path::Path, names: &[&str]) -> PathBuf {
+pub fn make_certificates_for(dir: &std::path::Path, names: &[&str]) -> PathBuf {
     openssl(
         dir,
         &[
@@ -316,5 +316,117 @@ impl Drop for Inspircd {
 impl Drop for Ngircd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// nginx on loopback (Debian's package), serving one site file as it would be included from
+/// the `http` block, with its own prefix, logs, pid file and temporary paths in a temporary
+/// directory.
+pub struct Nginx {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// A directory for the site's files (certificates, included snippets) before it starts.
+    pub fn workdir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // nginx's workers run as an unprivileged user, and read and write under it.
+            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+        }
+        dir
+    }
+
+    /// Starts nginx on `site` (a `server { }` file's text) in `dir` (from [`Nginx::workdir`]),
+    /// waiting until `port` (the one the site listens on) accepts connections.
+    pub fn start(dir: tempfile::TempDir, site: &str, port: u16) -> Self {
+        let binary = find_binary("PASSERELLE_NGINX", &["nginx"]);
+        let root = dir.path();
+        for temp in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            let path = root.join(temp);
+            std::fs::create_dir_all(&path).expect("temp dir");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777));
+            }
+        }
+        std::fs::write(root.join("site.conf"), site).expect("write site");
+        let r = root.display();
+        let main = format!(
+            "worker_processes 1;\ndaemon off;\npid {r}/nginx.pid;\nerror_log {r}/error.log info;\n\
+             events {{ worker_connections 128; }}\n\
+             http {{\n  access_log {r}/access.log;\n  client_body_temp_path {r}/body;\n  \
+             proxy_temp_path {r}/proxy;\n  fastcgi_temp_path {r}/fastcgi;\n  uwsgi_temp_path {r}/uwsgi;\n  \
+             scgi_temp_path {r}/scgi;\n  include {r}/site.conf;\n}}\n"
+        );
+        std::fs::write(root.join("nginx.conf"), main).expect("write nginx.conf");
+        let test = Command::new(&binary)
+            .arg("-t")
+            .arg("-p")
+            .arg(root)
+            .arg("-c")
+            .arg(root.join("nginx.conf"))
+            .output()
+            .expect("run nginx -t");
+        assert!(
+            test.status.success(),
+            "nginx refuses the configuration: {}",
+            String::from_utf8_lossy(&test.stderr)
+        );
+        let child = Command::new(&binary)
+            .arg("-p")
+            .arg(root)
+            .arg("-c")
+            .arg(root.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let nginx = Self {
+            child: Some(child),
+            dir,
+        };
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "nginx did not listen on {port}; its log:\n{}",
+            nginx.error_log()
+        );
+        nginx
+    }
+
+    /// nginx's error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// nginx's access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM: nginx's fast shutdown; its workers go with the master.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
