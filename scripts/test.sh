@@ -19,6 +19,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # throwaway certifica
 [ -x /usr/bin/prosody ] || command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 # nginx, the reverse proxy deploy/nginx.conf is for (tests/proxy.rs runs it on loopback).
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# Chromium, headless, to look at the status page as people do (tests/status_page.rs).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   # Keep the packages' own services from starting: the tests run their own.

@@ -523,6 +523,7 @@ impl LaneTask {
             Ok(Ok(receipt)) => {
                 metrics::send_latency(self.account.as_str(), started.elapsed().as_secs_f64());
                 metrics::event_out(self.account.as_str());
+                crate::status::traffic().delivered(&self.account);
                 let mapped = receipt
                     .remote_id
                     .zip(map_key)

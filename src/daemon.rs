@@ -189,7 +189,15 @@ pub async fn run(
         pastes: pastes.clone(),
         dead_letters: dead_letters.clone(),
     });
+    let board = Arc::new(crate::status::Board::default());
+    let status = Arc::new(crate::status::Source::new(
+        board.clone(),
+        store.clone(),
+        portals.clone(),
+    ));
+    status.configure(&config);
     let mut accounts = Accounts {
+        board,
         running: HashMap::new(),
         outbound,
         statuses: Arc::new(std::sync::RwLock::new(Vec::new())),
@@ -253,6 +261,7 @@ pub async fn run(
         mounts: accounts.mounts.clone(),
         pastes: pastes.clone(),
         dead_letters: dead_letters.clone(),
+        status: status.clone(),
         reload: reload_tx,
     };
     let split = public_listener.is_some();
@@ -339,6 +348,9 @@ pub async fn run(
             request = reload_rx.recv() => {
                 let Some(request) = request else { continue };
                 let outcome = reload(&path, &mut config, &mut raw, &mut accounts, &live, &shutdown).await;
+                if outcome.is_ok() {
+                    status.configure(&config);
+                }
                 match &outcome {
                     Ok(report) => tracing::info!(
                         started = report.started.len(),
@@ -455,6 +467,8 @@ struct Running {
 
 /// The running accounts, and what each one is registered in.
 struct Accounts {
+    /// Each account's state and last error, for `/status`.
+    board: Arc<crate::status::Board>,
     running: HashMap<AccountId, Running>,
     /// Each running account's outbound queue, shared with the lanes (kept until the end: see
     /// `run`).
@@ -512,6 +526,7 @@ impl Accounts {
             account_stop.clone(),
             spec_rx,
             rooms_tx,
+            self.board.clone(),
         ));
         self.running.insert(
             id,
@@ -538,6 +553,7 @@ impl Accounts {
         }
         self.outbound.remove(id);
         self.mounts.remove(id);
+        self.board.remove(id);
         self.statuses
             .write()
             .unwrap_or_else(|e| e.into_inner())

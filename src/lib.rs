@@ -16,6 +16,7 @@
 //! - [`live`]: the settings a reload replaces at once (policies, `[general]`).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`pastes`]: links to the whole text of messages cut to a destination's lines.
+//! - [`status`]: the status page for people (`/status`): accounts, links, queues, traffic.
 //! - [`portals`]: links made at run time (portal rooms), checked and kept in the store.
 //! - [`daemon`]: wiring and ordered shutdown.
 //!
@@ -32,5 +33,6 @@ pub mod pastes;
 pub mod portals;
 pub mod registry;
 pub mod router;
+pub mod status;
 pub mod store;
 pub mod supervisor;

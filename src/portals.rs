@@ -234,6 +234,11 @@ impl PortalService {
         Ok(state.links.clone())
     }
 
+    /// Every link in force: the configured ones and the portals.
+    pub async fn links_in_force(&self) -> Vec<LinkConfig> {
+        self.state.lock().await.links.clone()
+    }
+
     /// Ends the drain of removed accounts: the guard forgets their links.
     pub async fn drained(&self) {
         let mut state = self.state.lock().await;

@@ -43,6 +43,7 @@ pub async fn supervise(
     stop: CancellationToken,
     mut updates: watch::Receiver<AccountSpec>,
     rooms_tx: watch::Sender<Vec<passerelle_sdk::RoomId>>,
+    board: std::sync::Arc<crate::status::Board>,
 ) {
     let BuiltAccount {
         id,
@@ -55,7 +56,7 @@ pub async fn supervise(
         table,
         rooms: io.rooms.clone(),
     };
-    let watcher = tokio::spawn(watch_status(id.to_string(), status));
+    let watcher = tokio::spawn(watch_status(id.clone(), status, board.clone()));
     let mut connector = Some(connector);
     let mut delays = backoff();
     loop {
@@ -64,6 +65,10 @@ pub async fn supervise(
             None => match factory.build(&context, spec.table.clone()) {
                 Ok(c) => c,
                 Err(issues) => {
+                    board.error(
+                        &id,
+                        &format!("the connector no longer builds ({} problems)", issues.len()),
+                    );
                     tracing::error!(account = %id, issues = issues.len(), "connector no longer builds; account stopped");
                     break;
                 }
@@ -123,9 +128,11 @@ pub async fn supervise(
                 tracing::warn!(account = %id, "connector returned before shutdown; restarting");
             }
             Err(e) if e.is_retryable() => {
+                board.error(&id, &e.to_string());
                 tracing::warn!(account = %id, error = %e, "connector failed; will restart");
             }
             Err(e) => {
+                board.error(&id, &e.to_string());
                 tracing::error!(account = %id, error = %e, "connector failed fatally; account stopped");
                 break;
             }
@@ -149,6 +156,7 @@ pub async fn supervise(
         }
     }
     io.status.set(ConnectionState::Stopped);
+    board.state(&id, ConnectionState::Stopped);
     watcher.abort();
     metrics::connected(id.as_str(), false);
 }
@@ -160,10 +168,15 @@ fn rooms_subscriber(
     passerelle_sdk::RoomUpdates::from_receiver(rooms_tx.subscribe())
 }
 
-async fn watch_status(account: String, mut status: watch::Receiver<ConnectionState>) {
+async fn watch_status(
+    account: passerelle_sdk::AccountId,
+    mut status: watch::Receiver<ConnectionState>,
+    board: std::sync::Arc<crate::status::Board>,
+) {
     loop {
-        let up = *status.borrow_and_update() == ConnectionState::Connected;
-        metrics::connected(&account, up);
+        let state = *status.borrow_and_update();
+        metrics::connected(account.as_str(), state == ConnectionState::Connected);
+        board.state(&account, state);
         if status.changed().await.is_err() {
             return;
         }

@@ -2,8 +2,10 @@
 //!
 //! The admin listener (`http.listen`): `/healthz` (the process answers), `/readyz` (every enabled
 //! account is connected; the body lists each account's state), `/metrics` (Prometheus text
-//! format) and `/dead-letters` (the deliveries given up on: ids, destination and reason, as JSON).
-//! Unauthenticated: bind it to loopback or a private network.
+//! format), `/dead-letters` (the deliveries given up on: ids, destination and reason, as JSON),
+//! `/status` (a page for people: accounts, links, queues, traffic; see [`crate::status`]) and
+//! `POST /reload` (read the configuration file again). Unauthenticated: bind it to loopback or a
+//! private network.
 //!
 //! The networks' callbacks: connectors that serve HTTP (Matrix's Application Service API, file
 //! links) under `/accounts/{account}/…`, networks' webhooks (Meta, Telegram) at
@@ -37,6 +39,8 @@ pub struct AdminState {
     pub prometheus: PrometheusHandle,
     /// Each running account's connector endpoints, served under `/accounts/{account}/`.
     pub mounts: Arc<DashMap<AccountId, HttpMount>>,
+    /// What `/status` shows.
+    pub status: Arc<crate::status::Source>,
     /// Where `POST /reload` asks the daemon to re-read its configuration.
     pub reload: tokio::sync::mpsc::Sender<crate::daemon::ReloadRequest>,
     /// Paste links, served under `/pastes/`, when `[pastes]` is set.
@@ -72,6 +76,25 @@ fn admin_routes() -> axum::Router<AdminState> {
         .route("/metrics", get(metrics))
         .route("/dead-letters", get(dead_letters))
         .route("/reload", axum::routing::post(reload))
+        .route("/status", get(status))
+}
+
+/// `GET /status`: the page for people (see [`crate::status`]).
+async fn status(State(state): State<AdminState>) -> axum::response::Response {
+    let page = state.status.page().await.render();
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        page,
+    )
+        .into_response()
 }
 
 /// `POST /reload`: the configuration file read again and put in force. 200 with what changed

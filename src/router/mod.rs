@@ -343,6 +343,9 @@ impl Router {
             }
             Accepted::Stored(ids) => {
                 let n = ids.len();
+                if n > 0 {
+                    crate::status::traffic().received(account);
+                }
                 let key = prepared.new_event.key;
                 for ((id, d), routed) in ids
                     .into_iter()

@@ -289,6 +289,16 @@ pub async fn dead_letters_leave_the_outbox(store: impl Store) {
         1,
         "the other destination stays"
     );
+    let counts = store.room_counts().await.unwrap();
+    let pairs: Vec<(&str, &str, u64, u64)> = counts
+        .iter()
+        .map(|c| (c.account.as_str(), c.room.as_str(), c.queued, c.dead))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![("b", "s", 0, 1), ("b", "t", 1, 0)],
+        "per room: queued and given up on"
+    );
     let listed = store.dead_letters(10).await.unwrap();
     assert_eq!(listed.len(), 1);
     let d = &listed[0];

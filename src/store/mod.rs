@@ -83,6 +83,19 @@ pub struct OutboxEntry {
     pub queued_at: Timestamp,
 }
 
+/// What waits for one destination room, and what was given up on there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomCounts {
+    /// The destination account.
+    pub account: AccountId,
+    /// The destination room.
+    pub room: RoomId,
+    /// Deliveries queued.
+    pub queued: u64,
+    /// Deliveries given up on, still listed.
+    pub dead: u64,
+}
+
 /// A delivery to queue (the store assigns the id).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewDelivery {
@@ -177,6 +190,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many deliveries are queued for each account that has any.
     async fn pending_by_account(&self) -> Result<Vec<(AccountId, u64)>, StoreError>;
+
+    /// For each destination room with any: how many deliveries are queued and how many were
+    /// given up on (dead letters kept), by account then room.
+    async fn room_counts(&self) -> Result<Vec<RoomCounts>, StoreError>;
 
     /// Ends a delivery: deletes the outbox row and, when the destination gave an id, maps it, in
     /// one transaction.

@@ -398,6 +398,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn room_counts(&self) -> Result<Vec<super::RoomCounts>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT account, room, SUM(queued), SUM(dead) FROM (\
+                   SELECT account, room, 1 AS queued, 0 AS dead FROM outbox \
+                   UNION ALL SELECT account, room, 0, 1 FROM dead_letters\
+                 ) GROUP BY account, room ORDER BY account, room",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (account, room, queued, dead) = row?;
+                out.push(super::RoomCounts {
+                    account: AccountId::new(account),
+                    room: RoomId::new(room),
+                    queued: queued.max(0) as u64,
+                    dead: dead.max(0) as u64,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn pending_count(&self) -> Result<u64, StoreError> {
         self.with(|conn| {
             let n: i64 = conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?;
