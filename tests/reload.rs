@@ -314,3 +314,67 @@ rooms = [
     assert!(daemon.running());
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[tokio::test]
+async fn a_removed_account_delivers_what_was_queued_for_it_before_it_stops() {
+    let irc = Ngircd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, api_port) = (free_port(), free_port());
+    // IRC paced at 2 lines a second: six messages queue for about three seconds.
+    let config = |with_irc: bool| {
+        let irc_part = if with_irc {
+            format!(
+                "[accounts.\"irc.main\"]\nkind = \"irc\"\nserver = \"127.0.0.1\"\nport = {}\ntls = false\nnick = \"bridge\"\nsend_rate_per_second = 2\nsend_burst = 1\n\n[[links]]\nname = \"lobby\"\nrooms = [\n  {{ account = \"irc.main\", room = \"#a\" }},\n  {{ account = \"api.main\", room = \"lobby\" }},\n]\n",
+                irc.port
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{}\n{}\n{irc_part}",
+            common::base_config(dir.path(), admin)
+                .replace("shutdown_grace_secs = 5", "shutdown_grace_secs = 20"),
+            common::api_account(api_port, TOKEN)
+        )
+    };
+    let daemon = Daemon::start(dir.path(), &config(true), admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    let mut alice = IrcClient::connect(irc.port, "alice").await;
+    alice.join("#a").await;
+    let api = Api::new(api_port, TOKEN);
+    for i in 0..6 {
+        let (status, _) = api
+            .post(serde_json::json!({"text": format!("queued {i}"), "username": "s", "gateway": "lobby"}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // The IRC account and its link removed while most of the six still wait for it.
+    daemon.rewrite(&config(false));
+    let started = std::time::Instant::now();
+    let (code, out, err) = daemon.reload();
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON report");
+    assert_eq!(
+        report["stopped"],
+        serde_json::json!(["irc.main"]),
+        "{report}"
+    );
+    assert!(
+        took > Duration::from_secs(1),
+        "the reload waited for the queue ({took:?})"
+    );
+    let got = alice.messages_until(WAIT, |m| m.len() >= 6).await;
+    let texts: Vec<&str> = got.iter().map(|m| m.text.as_str()).collect();
+    let want: Vec<String> = (0..6).map(|i| format!("<s> queued {i}")).collect();
+    assert_eq!(
+        texts, want,
+        "everything queued reached #a, in order, before the account stopped"
+    );
+    assert!(alice.saw_quit("bridge", WAIT).await, "the bridge left IRC");
+    assert!(
+        !daemon
+            .logs()
+            .contains("what is still queued for them is dropped")
+    );
+}
