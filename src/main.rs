@@ -80,7 +80,7 @@ fn admin_addr(path: &std::path::Path) -> Result<std::net::SocketAddr, String> {
     let (config, _) = passerelle::config::load_lenient(path);
     let Some(mut addr) = config.http.listen_addr() else {
         return Err(format!(
-            "{}: http.listen is empty (no admin listener to ask)",
+            "{}: http.listen is empty: there is no admin listener to ask (send the daemon SIGHUP instead)",
             path.display()
         ));
     };
