@@ -158,6 +158,7 @@ pub async fn run(
             config.links.clone(),
             registry::portal_pairs(&config, &built),
             Vec::new(),
+            Policies::default(),
         )
         .await
         .context("store: reading kept links")?;
@@ -624,23 +625,27 @@ async fn reload(
     // Which running accounts go, which restart, which start.
     let mut built: HashMap<AccountId, BuiltAccount> =
         built.into_iter().map(|b| (b.id.clone(), b)).collect();
+    // Accounts removed or disabled go for good; those whose kind changed stop and start anew.
     let mut going: Vec<AccountId> = Vec::new();
+    let mut rekind: Vec<AccountId> = Vec::new();
     for (id, running) in &accounts.running {
-        let keeps = next
-            .accounts
-            .get(id)
-            .is_some_and(|a| a.enabled && a.kind == running.kind);
-        if !keeps {
-            going.push(id.clone());
+        match next.accounts.get(id) {
+            Some(a) if a.enabled && a.kind == running.kind => {}
+            Some(a) if a.enabled => rekind.push(id.clone()),
+            _ => going.push(id.clone()),
         }
     }
     going.sort();
 
-    // Settings and links first. The accounts that go keep their policy, and the guard their
-    // links, while they deliver what is queued for them.
+    // Settings and links first. The accounts that go keep, for the guard alone, their links and
+    // their policy as it was, while they deliver what is queued for them; a removed one keeps
+    // its policy in force too (the lanes look it up), a disabled one is disabled at once (so
+    // nothing new is routed to it).
     let before = live.now();
+    let mut draining_policies = Policies::default();
     for id in &going {
         if let Some(p) = before.policies.get(id) {
+            draining_policies.insert(id.clone(), p.clone());
             policies.entry(id.clone()).or_insert_with(|| p.clone());
         }
     }
@@ -656,7 +661,7 @@ async fn reload(
         .collect();
     let links = match accounts
         .portals
-        .reconfigure(next.links.clone(), pairs, draining)
+        .reconfigure(next.links.clone(), pairs, draining, draining_policies)
         .await
     {
         Ok(links) => links,
@@ -673,7 +678,7 @@ async fn reload(
     let mut staying: Vec<AccountId> = accounts
         .running
         .keys()
-        .filter(|id| !going.contains(id))
+        .filter(|id| !going.contains(id) && !rekind.contains(id))
         .cloned()
         .collect();
     staying.sort();
@@ -709,14 +714,13 @@ async fn reload(
     let mut new_ids: Vec<AccountId> = next
         .accounts
         .iter()
-        .filter(|(id, a)| a.enabled && (!accounts.running.contains_key(*id) || going.contains(id)))
+        .filter(|(id, a)| a.enabled && (!accounts.running.contains_key(*id) || rekind.contains(id)))
         .map(|(id, _)| id.clone())
         .collect();
     new_ids.sort();
     for id in &new_ids {
-        if going.contains(id) {
+        if rekind.contains(id) {
             accounts.stop(id).await;
-            going.retain(|g| g != id);
             report.restarted.push(id.to_string());
         } else {
             report.started.push(id.to_string());
@@ -768,11 +772,12 @@ async fn reload(
             accounts.stop(id).await;
             report.stopped.push(id.to_string());
         }
+        // Removed accounts leave the policies; disabled ones stay, disabled.
         let kept: Policies = live
             .now()
             .policies
             .iter()
-            .filter(|(id, _)| !going.contains(id))
+            .filter(|(id, _)| !going.contains(id) || config.accounts.contains_key(*id))
             .map(|(id, p)| (id.clone(), p.clone()))
             .collect();
         live.replace(Settings {

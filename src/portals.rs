@@ -39,9 +39,11 @@ struct InForce {
     configured: Vec<LinkConfig>,
     /// Every link in force: the configured ones and the portals.
     links: Vec<LinkConfig>,
-    /// Links the guard still lets deliver, not routed: those of accounts a reload removed,
-    /// while they deliver what was queued for them.
+    /// Links the guard still lets deliver, not routed: those of accounts a reload removed or
+    /// disabled, while they deliver what was queued for them, with those accounts' policies as
+    /// they were (for the guard alone).
     draining: Vec<LinkConfig>,
+    draining_policies: Policies,
     allowed: PortalPairs,
 }
 
@@ -191,6 +193,7 @@ impl PortalService {
                 configured: Vec::new(),
                 links: Vec::new(),
                 draining: Vec::new(),
+                draining_policies: Policies::default(),
                 allowed: PortalPairs::new(),
             }),
             live,
@@ -201,13 +204,15 @@ impl PortalService {
 
     /// Puts a configuration in force: its links, and the kept portals that still fit it
     /// (checked against the accounts of the settings in force, `allowed` and `configured`). The
-    /// route table and guard are rebuilt from them; the guard also keeps `draining`. Returns
-    /// every link in force.
+    /// route table and guard are rebuilt from them; the guard also keeps `draining`, with the
+    /// accounts' policies `draining_policies` (the table knows neither). Returns every link in
+    /// force.
     pub async fn reconfigure(
         &self,
         configured: Vec<LinkConfig>,
         allowed: PortalPairs,
         draining: Vec<LinkConfig>,
+        draining_policies: Policies,
     ) -> Result<Vec<LinkConfig>, crate::store::StoreError> {
         let mut state = self.state.lock().await;
         let settings = self.live.now();
@@ -228,6 +233,7 @@ impl PortalService {
             configured,
             links,
             draining,
+            draining_policies,
             allowed,
         };
         self.rebuild(&state, &settings.policies);
@@ -243,6 +249,7 @@ impl PortalService {
     pub async fn drained(&self) {
         let mut state = self.state.lock().await;
         state.draining.clear();
+        state.draining_policies.clear();
         let settings = self.live.now();
         self.rebuild(&state, &settings.policies);
     }
@@ -255,7 +262,15 @@ impl PortalService {
             .chain(state.draining.iter())
             .cloned()
             .collect();
-        let guard = RouteGuard::build(&guarded, policies);
+        let guard = if state.draining_policies.is_empty() {
+            RouteGuard::build(&guarded, policies)
+        } else {
+            let mut both = policies.clone();
+            for (id, p) in &state.draining_policies {
+                both.insert(id.clone(), p.clone());
+            }
+            RouteGuard::build(&guarded, &both)
+        };
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
         *self.guard.write().unwrap_or_else(|e| e.into_inner()) = guard;
     }

@@ -125,20 +125,17 @@ struct Setup {
     b: (u16, String),
 }
 
-/// The config a self-hoster writes: two API accounts linked. The admin listener is on a port of
-/// its own in the file, and moved again by the environment; api_a's token is read from a file
-/// (mounted where a docker secret would be); api_b's token comes from the environment.
+/// The config a self-hoster writes: two API accounts linked, the admin listener where it is by
+/// default (127.0.0.1:9180; the second container moves it by the environment); api_a's token is
+/// read from a file (mounted where a docker secret would be); api_b's token comes from the
+/// environment.
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = (free_port(), "container-token-aaaa-1f2e".to_owned());
     let b = (free_port(), "container-token-bbbb-9c8d".to_owned());
-    let in_file_admin = free_port();
     let config = format!(
         r#"[general]
 shutdown_grace_secs = 5
-
-[http]
-listen = "127.0.0.1:{in_file_admin}"
 
 [accounts.api_a]
 kind = "api"
@@ -183,22 +180,13 @@ fn write_readable(path: &Path, text: &str) {
     }
 }
 
-/// Starts a container on `s`: config read-only, the secret read-only, the volume at /data.
-fn run(s: &Setup, name: &str) {
-    let config = format!(
-        "{}:/config/config.toml:ro",
-        s.dir.path().join("config.toml").display()
-    );
-    let secret = format!(
-        "{}:/run/secrets/api_a_token:ro",
-        s.dir.path().join("api_a_token").display()
-    );
-    let volume = format!("{}:/data", s.volume);
-    let admin = format!("PASSERELLE__HTTP__LISTEN=127.0.0.1:{}", s.admin);
-    let public = format!("PASSERELLE__HTTP__PUBLIC_LISTEN=127.0.0.1:{}", s.public);
-    let token_b = format!("PASSERELLE__ACCOUNTS__API_B__TOKEN={}", s.b.1);
-    let image = image();
-    docker_ok(&[
+/// The admin listener's address by default.
+const DEFAULT_ADMIN: u16 = 9180;
+
+/// Starts a container on `s`: config read-only, the secret read-only, the volume at /data; the
+/// admin listener moved by the environment when `moved`.
+fn run(s: &Setup, name: &str, moved: bool) {
+    let mut args: Vec<String> = [
         "run",
         "-d",
         "--name",
@@ -208,20 +196,37 @@ fn run(s: &Setup, name: &str) {
         // Only the interval: the command is the image's own.
         "--health-interval",
         "1s",
-        "-v",
-        &config,
-        "-v",
-        &secret,
-        "-v",
-        &volume,
-        "-e",
-        &admin,
-        "-e",
-        &public,
-        "-e",
-        &token_b,
-        &image,
-    ]);
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    let mounts = [
+        format!(
+            "{}:/config/config.toml:ro",
+            s.dir.path().join("config.toml").display()
+        ),
+        format!(
+            "{}:/run/secrets/api_a_token:ro",
+            s.dir.path().join("api_a_token").display()
+        ),
+        format!("{}:/data", s.volume),
+    ];
+    for m in mounts {
+        args.extend(["-v".to_owned(), m]);
+    }
+    let mut env = vec![
+        format!("PASSERELLE__HTTP__PUBLIC_LISTEN=127.0.0.1:{}", s.public),
+        format!("PASSERELLE__ACCOUNTS__API_B__TOKEN={}", s.b.1),
+    ];
+    if moved {
+        env.push(format!("PASSERELLE__HTTP__LISTEN=127.0.0.1:{}", s.admin));
+    }
+    for e in env {
+        args.extend(["-e".to_owned(), e]);
+    }
+    args.push(image());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker_ok(&args);
 }
 
 #[tokio::test]
@@ -259,15 +264,15 @@ async fn the_image_runs_as_a_self_hoster_runs_it_and_keeps_its_store_across_cont
     let check = inspect(&image(), "{{json .Config.Healthcheck.Test}}");
     assert_eq!(check, r#"["CMD","passerelle","health"]"#);
 
-    run(&s, &first);
+    // The first container: the admin listener where it is by default.
+    run(&s, &first, false);
     wait_healthy(&first, Duration::from_secs(60)).await;
     let (uid, gid) = process_ids(&first);
     assert_eq!(uid, "10001 10001 10001 10001", "the daemon's user ids");
     assert_eq!(gid, "10001 10001 10001 10001", "the daemon's group ids");
-    // The environment moved the admin listener: /healthz answers there.
-    let healthz = reqwest::get(format!("http://127.0.0.1:{}/healthz", s.admin))
+    let healthz = reqwest::get(format!("http://127.0.0.1:{DEFAULT_ADMIN}/healthz"))
         .await
-        .expect("admin listener reachable");
+        .expect("admin listener reachable on its default address");
     assert_eq!(healthz.status().as_u16(), 200);
 
     // A message posted to one account comes out of the other; the token from the file and the
@@ -310,10 +315,21 @@ async fn the_image_runs_as_a_self_hoster_runs_it_and_keeps_its_store_across_cont
     );
     println!("docker stop took {} ms", took.as_millis());
 
-    // A second container on the same volume finds the message map: a reply on api_b to the
-    // message bridged before comes out of api_a as a reply to the original.
-    run(&s, &second);
+    // A second container on the same volume, its admin listener moved by the environment: the
+    // health check follows it, and the message map is found (a reply on api_b to the message
+    // bridged before comes out of api_a as a reply to the original).
+    run(&s, &second, true);
     wait_healthy(&second, Duration::from_secs(60)).await;
+    let healthz = reqwest::get(format!("http://127.0.0.1:{}/healthz", s.admin))
+        .await
+        .expect("admin listener reachable where the environment moved it");
+    assert_eq!(healthz.status().as_u16(), 200);
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{DEFAULT_ADMIN}/healthz"))
+            .await
+            .is_err(),
+        "the admin listener is still on its default address"
+    );
     let mut stream_a = api_a.stream().await;
     let (status, answer) = api_b
         .post(serde_json::json!({"text": "after the restart", "username": "bob", "gateway": "lobby", "parent_id": id_on_b}))

@@ -317,14 +317,25 @@ rooms = [
 
 #[tokio::test]
 async fn a_removed_account_delivers_what_was_queued_for_it_before_it_stops() {
+    drains_then_stops(false).await;
+}
+
+#[tokio::test]
+async fn a_disabled_account_delivers_what_was_queued_for_it_before_it_stops() {
+    drains_then_stops(true).await;
+}
+
+/// Six messages queued for a paced IRC account, then the account removed (or, `disable`,
+/// disabled with its link kept) by a reload.
+async fn drains_then_stops(disable: bool) {
     let irc = Ngircd::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (admin, api_port) = (free_port(), free_port());
     // IRC paced at 2 lines a second: six messages queue for about three seconds.
     let config = |with_irc: bool| {
-        let irc_part = if with_irc {
+        let irc_part = if with_irc || disable {
             format!(
-                "[accounts.\"irc.main\"]\nkind = \"irc\"\nserver = \"127.0.0.1\"\nport = {}\ntls = false\nnick = \"bridge\"\nsend_rate_per_second = 2\nsend_burst = 1\n\n[[links]]\nname = \"lobby\"\nrooms = [\n  {{ account = \"irc.main\", room = \"#a\" }},\n  {{ account = \"api.main\", room = \"lobby\" }},\n]\n",
+                "[accounts.\"irc.main\"]\nkind = \"irc\"\nenabled = {with_irc}\nserver = \"127.0.0.1\"\nport = {}\ntls = false\nnick = \"bridge\"\nsend_rate_per_second = 2\nsend_burst = 1\n\n[[links]]\nname = \"lobby\"\nrooms = [\n  {{ account = \"irc.main\", room = \"#a\" }},\n  {{ account = \"api.main\", room = \"lobby\" }},\n]\n",
                 irc.port
             )
         } else {
