@@ -47,8 +47,8 @@ fi
 
 # Docker's engine, started for the tests and stopped by its PID when this script ends, and the
 # image built from the Dockerfile as written on local base images (tests/container.rs runs it).
-bash scripts/container.sh up
 trap 'bash scripts/container.sh down' EXIT
+bash scripts/container.sh up
 export DOCKER_HOST="unix://${PASSERELLE_DOCKER_RUN:-/run/passerelle-docker}/docker.sock"
 export PASSERELLE_DOCKER=/usr/bin/docker PASSERELLE_TEST_IMAGE=passerelle:test
 
