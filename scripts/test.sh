@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+. scripts/lib.sh
 
 # Test servers from Debian's packages (tests start their own instances on free loopback ports).
 missing=()
@@ -21,19 +21,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # throwaway certifica
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # Chromium, headless, to look at the status page as people do (tests/status_page.rs).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  # Keep the packages' own services from starting: the tests run their own.
-  policy_added=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
-    as_root chmod +x /usr/sbin/policy-rc.d
-    policy_added=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  [ "$policy_added" -eq 1 ] && as_root rm -f /usr/sbin/policy-rc.d
-fi
+install_packages "${missing[@]}"
 
 # Synapse from PyPI in a virtual environment kept between runs (tests start throwaway homeservers
 # on loopback from it). Pinned so every run tests against the same homeserver.

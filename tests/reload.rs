@@ -129,9 +129,7 @@ async fn a_reload_adds_a_link_on_the_same_irc_connection_takes_a_right_away_at_o
         &format!("{LOBBY}{SECOND}"),
         "",
     ));
-    let (code, out, err) = daemon.reload();
-    assert_eq!(code, 0, "reload: {out}{err}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON report");
+    let report = daemon.reload_ok();
     // Both follow their new rooms on the connection (the listener) they have.
     assert_eq!(
         report["rooms_changed"],
@@ -188,12 +186,7 @@ async fn a_reload_adds_a_link_on_the_same_irc_connection_takes_a_right_away_at_o
         next_in(&api, "lobby", QUIET).await.is_none(),
         "a message reached an account without the write right"
     );
-    let (status, _) = api
-        .post(
-            serde_json::json!({"text": "from the api", "username": "scripty", "gateway": "lobby"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    api.say("from the api", "scripty", "lobby").await;
     let m = alice
         .next_message(WAIT)
         .await
@@ -228,10 +221,7 @@ async fn a_reload_adds_a_link_on_the_same_irc_connection_takes_a_right_away_at_o
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, _) = api
-        .post(serde_json::json!({"text": "still bridging", "username": "scripty", "gateway": "second"}))
-        .await;
-    assert_eq!(status, 200);
+    api.say("still bridging", "scripty", "second").await;
     let m = alice.next_message(WAIT).await.expect("bridging goes on");
     assert_eq!(
         (m.target.as_str(), m.text.as_str()),
@@ -259,9 +249,7 @@ rooms = [
         &format!("{LOBBY}{SECOND}{extra_link}"),
         &added,
     ));
-    let (code, out, err) = daemon.reload();
-    assert_eq!(code, 0, "{out}{err}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON report");
+    let report = daemon.reload_ok();
     assert_eq!(
         report["started"],
         serde_json::json!(["api.extra"]),
@@ -290,9 +278,7 @@ rooms = [
         &format!("{LOBBY}{SECOND}"),
         "",
     ));
-    let (code, out, err) = daemon.reload();
-    assert_eq!(code, 0, "{out}{err}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON report");
+    let report = daemon.reload_ok();
     assert_eq!(
         report["stopped"],
         serde_json::json!(["api.extra"]),
@@ -354,18 +340,13 @@ async fn drains_then_stops(disable: bool) {
     alice.join("#a").await;
     let api = Api::new(api_port, TOKEN);
     for i in 0..6 {
-        let (status, _) = api
-            .post(serde_json::json!({"text": format!("queued {i}"), "username": "s", "gateway": "lobby"}))
-            .await;
-        assert_eq!(status, 200);
+        api.say(&format!("queued {i}"), "s", "lobby").await;
     }
     // The IRC account and its link removed while most of the six still wait for it.
     daemon.rewrite(&config(false));
     let started = std::time::Instant::now();
-    let (code, out, err) = daemon.reload();
+    let report = daemon.reload_ok();
     let took = started.elapsed();
-    assert_eq!(code, 0, "{out}{err}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("a JSON report");
     assert_eq!(
         report["stopped"],
         serde_json::json!(["irc.main"]),

@@ -183,6 +183,13 @@ impl Daemon {
         )
     }
 
+    /// Runs `passerelle reload`, which must succeed; its JSON report.
+    pub fn reload_ok(&self) -> serde_json::Value {
+        let (code, out, err) = self.reload();
+        assert_eq!(code, 0, "passerelle reload: {out}{err}");
+        serde_json::from_str(out.trim()).expect("a JSON report")
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -290,6 +297,14 @@ impl Api {
             .expect("API reachable");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Posts `text` as `username` to `gateway`, which must be taken (200).
+    pub async fn say(&self, text: &str, username: &str, gateway: &str) {
+        let (status, answer) = self
+            .post(serde_json::json!({"text": text, "username": username, "gateway": gateway}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
     }
 
     /// Posts a message; returns the status and the answer.

@@ -24,18 +24,7 @@ fn keep(tag: &str) -> Option<&'static str> {
 
 /// Escapes text for HTML.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    passerelle_sdk::content::escape_html(text)
 }
 
 /// Reads an attribute's value from a tag's inside (`a href="..." title=x`).
