@@ -117,14 +117,25 @@ fn admin_request(
     Ok((code, body.to_owned()))
 }
 
-/// `passerelle reload`: `POST /reload` on the admin listener.
-fn reload(config: &std::path::Path, addr: Option<std::net::SocketAddr>) -> ExitCode {
-    let addr = match addr.map(Ok).unwrap_or_else(|| admin_addr(config)) {
-        Ok(a) => a,
+/// `addr` when given, else the configured admin listener; `None` (and why, on stderr) when the
+/// configuration does not name one.
+fn asked_addr(
+    config: &std::path::Path,
+    addr: Option<std::net::SocketAddr>,
+) -> Option<std::net::SocketAddr> {
+    match addr.map(Ok).unwrap_or_else(|| admin_addr(config)) {
+        Ok(a) => Some(a),
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+/// `passerelle reload`: `POST /reload` on the admin listener.
+fn reload(config: &std::path::Path, addr: Option<std::net::SocketAddr>) -> ExitCode {
+    let Some(addr) = asked_addr(config, addr) else {
+        return ExitCode::FAILURE;
     };
     // A reload waits for removed accounts to deliver what is queued (the grace period).
     let request = "POST /reload HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n";
@@ -167,12 +178,8 @@ fn reload(config: &std::path::Path, addr: Option<std::net::SocketAddr>) -> ExitC
 
 /// A plain HTTP/1.0 GET of `/healthz`, so the container needs no HTTP client.
 fn health(config: &std::path::Path, addr: Option<std::net::SocketAddr>) -> ExitCode {
-    let addr = match addr.map(Ok).unwrap_or_else(|| admin_addr(config)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(addr) = asked_addr(config, addr) else {
+        return ExitCode::FAILURE;
     };
     let request = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n";
     match admin_request(addr, request, std::time::Duration::from_secs(3)) {

@@ -101,11 +101,10 @@ async fn a_reload_adds_a_link_on_the_same_irc_connection_takes_a_right_away_at_o
     let irc = Ngircd::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let ports = (irc.port, free_port(), free_port());
-    let mut daemon = Daemon::start(
-        dir.path(),
-        &config(dir.path(), ports, RW, LOBBY, ""),
-        ports.1,
-    );
+    // The file as it is at each step: the API's rights, the links, more accounts.
+    let file =
+        |rights: &str, links: &str, extra: &str| config(dir.path(), ports, rights, links, extra);
+    let mut daemon = Daemon::start(dir.path(), &file(RW, LOBBY, ""), ports.1);
     daemon.wait_ready(Duration::from_secs(30)).await;
     let api = Api::new(ports.2, TOKEN);
     let mut alice = IrcClient::connect(irc.port, "alice").await;
@@ -122,13 +121,7 @@ async fn a_reload_adds_a_link_on_the_same_irc_connection_takes_a_right_away_at_o
     assert!(next_in(&api, "second", QUIET).await.is_none());
 
     // 1. A link added (with a channel the bridge is not in): `passerelle reload`.
-    daemon.rewrite(&config(
-        dir.path(),
-        ports,
-        RW,
-        &format!("{LOBBY}{SECOND}"),
-        "",
-    ));
+    daemon.rewrite(&file(RW, &format!("{LOBBY}{SECOND}"), ""));
     let report = daemon.reload_ok();
     // Both follow their new rooms on the connection (the listener) they have.
     assert_eq!(
@@ -201,13 +194,7 @@ async fn a_reload_adds_a_link_on_the_same_irc_connection_takes_a_right_away_at_o
 
     // 3. A broken file is refused with the problem named by its key; the running
     //    configuration stays and bridging goes on.
-    daemon.rewrite(&config(
-        dir.path(),
-        ports,
-        r#"["read", "fly"]"#,
-        &format!("{LOBBY}{SECOND}"),
-        "",
-    ));
+    daemon.rewrite(&file(r#"["read", "fly"]"#, &format!("{LOBBY}{SECOND}"), ""));
     let (code, out, err) = daemon.reload();
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("refused"), "{err}");
@@ -242,13 +229,7 @@ rooms = [
   { account = "api.extra", room = "x" },
 ]
 "##;
-    daemon.rewrite(&config(
-        dir.path(),
-        ports,
-        RW,
-        &format!("{LOBBY}{SECOND}{extra_link}"),
-        &added,
-    ));
+    daemon.rewrite(&file(RW, &format!("{LOBBY}{SECOND}{extra_link}"), &added));
     let report = daemon.reload_ok();
     assert_eq!(
         report["started"],
@@ -271,13 +252,7 @@ rooms = [
         .expect("the new account reaches #a");
     assert_eq!(m.text, "<x> from extra");
 
-    daemon.rewrite(&config(
-        dir.path(),
-        ports,
-        RW,
-        &format!("{LOBBY}{SECOND}"),
-        "",
-    ));
+    daemon.rewrite(&file(RW, &format!("{LOBBY}{SECOND}"), ""));
     let report = daemon.reload_ok();
     assert_eq!(
         report["stopped"],
