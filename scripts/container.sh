@@ -9,9 +9,9 @@
 #
 # No container registry can be reached here, so the Dockerfile's two bases are stand-ins made
 # from Debian's packages: the runtime base is `debootstrap --variant=minbase bookworm` imported
-# with `docker import`; the build base is the same with gcc, libc6-dev, make and ca-certificates,
-# plus this machine's Rust toolchain and this machine's CA bundle (the registries are reached
-# through this machine's trust store). Every build and run uses the host's network: nothing
+# with `docker import`; the build base is the same root with gcc, libc6-dev, make and
+# ca-certificates installed by its apt, plus this machine's Rust toolchain and this machine's CA
+# bundle (the registries are reached through this machine's trust store). Every build and run uses the host's network: nothing
 # leaves loopback but the package registries.
 #
 # The engine keeps its data (images and the build's cache mounts: the cargo registry and the
@@ -86,47 +86,50 @@ stop_dockerd() {
 
 have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
-# debootstrap ROOT [PACKAGES]: a minbase root, the .debs kept for the next one.
-bootstrap() {
-  local root="$1" include="${2:-}"
-  as_root rm -rf "$root"
-  mkdir -p "$WORK/debs"
-  local args=(--variant=minbase --cache-dir="$WORK/debs")
-  [ -z "$include" ] || args+=(--include="$include")
-  if ! as_root debootstrap "${args[@]}" "$SUITE" "$root" "$MIRROR" >"$root.log" 2>&1; then
-    echo "debootstrap failed; its log:" >&2
-    tail -n 30 "$root.log" >&2
-    return 1
-  fi
-}
-
-make_runtime_base() {
-  have_image "$RUNTIME_BASE" && return 0
-  echo "making $RUNTIME_BASE (debootstrap --variant=minbase $SUITE)"
-  bootstrap "$WORK/runtime-root"
-  as_root tar -C "$WORK/runtime-root" -c . | "$DOCKER" import - "$RUNTIME_BASE" >/dev/null
-  as_root rm -rf "$WORK/runtime-root"
-}
-
-make_build_base() {
+# One minbase root makes both bases: imported as it is, it is the runtime base; with gcc, libc6-dev,
+# make and ca-certificates added by its own apt, this machine's Rust toolchain and this machine's
+# CA bundle, the build base. The .debs are kept for the next machine-fresh run.
+make_bases() {
   local sysroot version
   sysroot="$(rustc --print sysroot)"
   version="$(rustc --version | awk '{print $2}')"
   BUILD_BASE="passerelle-local/build-base:$version-$SUITE"
-  have_image "$BUILD_BASE" && return 0
-  echo "making $BUILD_BASE (minbase + gcc, this machine's Rust $version and CA bundle)"
-  local root="$WORK/build-root"
-  bootstrap "$root" gcc,libc6-dev,make,ca-certificates
-  as_root cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
-  as_root mkdir -p "$root/usr/local/rust" "$root/usr/local/cargo/bin"
-  # The toolchain without its documentation.
-  for part in bin lib libexec; do
-    [ -d "$sysroot/$part" ] && as_root cp -a "$sysroot/$part" "$root/usr/local/rust/"
-  done
-  as_root tar -C "$root" -c . | "$DOCKER" import \
-    --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV CARGO_HOME=/usr/local/cargo' \
-    - "$BUILD_BASE" >/dev/null
+  if have_image "$RUNTIME_BASE" && have_image "$BUILD_BASE"; then return 0; fi
+  local root="$WORK/root"
+  echo "debootstrap --variant=minbase $SUITE (the root of both base images)"
+  as_root rm -rf "$root"
+  mkdir -p "$WORK/debs"
+  if ! as_root debootstrap --variant=minbase --cache-dir="$WORK/debs" "$SUITE" "$root" "$MIRROR" \
+      >"$WORK/debootstrap.log" 2>&1; then
+    echo "debootstrap failed; its log:" >&2
+    tail -n 30 "$WORK/debootstrap.log" >&2
+    return 1
+  fi
+  if ! have_image "$RUNTIME_BASE"; then
+    echo "making $RUNTIME_BASE"
+    as_root tar -C "$root" -c . | "$DOCKER" import - "$RUNTIME_BASE" >/dev/null
+  fi
+  if ! have_image "$BUILD_BASE"; then
+    echo "making $BUILD_BASE (the same root + gcc, this machine's Rust $version and CA bundle)"
+    # The mirror may serve a Release file past its Valid-Until, as this machine's apt allows.
+    if ! as_root chroot "$root" /bin/sh -c \
+        'apt-get -o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev make ca-certificates && apt-get clean' \
+        >"$WORK/build-base.log" 2>&1; then
+      echo "installing the build tools into the root failed; its log:" >&2
+      tail -n 30 "$WORK/build-base.log" >&2
+      return 1
+    fi
+    as_root cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    as_root mkdir -p "$root/usr/local/rust" "$root/usr/local/cargo/bin"
+    # The toolchain without its documentation.
+    for part in bin lib libexec; do
+      [ -d "$sysroot/$part" ] && as_root cp -a "$sysroot/$part" "$root/usr/local/rust/"
+    done
+    as_root tar -C "$root" -c . | "$DOCKER" import \
+      --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'ENV CARGO_HOME=/usr/local/cargo' \
+      - "$BUILD_BASE" >/dev/null
+  fi
   as_root rm -rf "$root"
 }
 
@@ -150,8 +153,7 @@ case "${1:-}" in
     install_missing
     mkdir -p "$WORK"
     start_dockerd
-    make_runtime_base
-    make_build_base
+    make_bases
     build_image
     ;;
   down)
