@@ -5,7 +5,7 @@
 # the repository. Builds without a sanitizer (the code is safe Rust; see docs/reliability.md) on the
 # stable toolchain, into a target directory kept between runs.
 #
-# PASSERELLE_FUZZ_BUILD=dev (the default, what the test command runs) builds without optimisation,
+# PASSERELLE_FUZZ_BUILD=dev (the default, what the test command runs) builds mostly unoptimised,
 # in minutes on a fresh machine; PASSERELLE_FUZZ_BUILD=release builds optimised (16 codegen units),
 # slower to build and several times faster to fuzz, for the longer runs.
 set -euo pipefail
