@@ -11,14 +11,21 @@
 //!   [`FrontLimits::request_timeout`]; past it, `503`.
 //!
 //! Handlers still bound their bodies themselves (a route's cap), and check credentials from the
-//! headers before they read one.
+//! headers before they read one. An answer given before the request's body was read to its end
+//! (a 401 from the headers, a 413 from the declared length) says `Connection: close`: the
+//! connection can't carry another request with that body still on it, and a client that pooled
+//! it would send its next request into a closing socket.
 
 use crate::ids::AccountId;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use hyper::body::Body as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -61,20 +68,70 @@ pub fn bounded(router: axum::Router, limits: FrontLimits, name: &AccountId) -> a
             let permits = permits.clone();
             let name = name.clone();
             async move {
-                let Ok(_permit) = permits.try_acquire_owned() else {
-                    crate::drops::inbound(&name, "http_busy");
-                    return busy("too many requests at once; try again\n");
-                };
-                match tokio::time::timeout(timeout, next.run(req)).await {
-                    Ok(response) => response,
-                    Err(_) => {
-                        crate::drops::inbound(&name, "http_request_timeout");
-                        busy("the request took too long\n")
+                let (req, read) = watched(req);
+                let mut response = 'answer: {
+                    let Ok(_permit) = permits.try_acquire_owned() else {
+                        crate::drops::inbound(&name, "http_busy");
+                        break 'answer busy("too many requests at once; try again\n");
+                    };
+                    match tokio::time::timeout(timeout, next.run(req)).await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            crate::drops::inbound(&name, "http_request_timeout");
+                            busy("the request took too long\n")
+                        }
                     }
+                };
+                if !read.load(Ordering::Acquire)
+                    && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
                 }
+                response
             }
         },
     ))
+}
+
+/// The request with its body watched: the flag is set once the body has been read to its end
+/// (at once for a request without one).
+fn watched(req: Request) -> (Request, Arc<AtomicBool>) {
+    let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+    let flag = read.clone();
+    let req = req.map(|inner| axum::body::Body::new(Watched { inner, read: flag }));
+    (req, read)
+}
+
+struct Watched {
+    inner: axum::body::Body,
+    read: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn busy(text: &'static str) -> Response {
@@ -165,6 +222,58 @@ mod tests {
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The head of the answer to `request`, sent on a connection kept open.
+    async fn head(port: u16, request: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        String::from_utf8_lossy(&out).to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn an_answer_given_before_the_body_was_read_closes_the_connection() {
+        let router = axum::Router::new()
+            .route(
+                "/refuse",
+                axum::routing::post(|| async { http::StatusCode::UNAUTHORIZED }),
+            )
+            .route(
+                "/read",
+                axum::routing::post(|body: String| async move { body.len().to_string() }),
+            );
+        let (port, stop) = start(router, FrontLimits::default()).await;
+        let refused = head(
+            port,
+            b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        assert!(refused.starts_with("http/1.1 401"), "{refused}");
+        assert!(refused.contains("connection: close"), "{refused}");
+        let read = head(
+            port,
+            b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        assert!(read.starts_with("http/1.1 200"), "{read}");
+        assert!(!read.contains("connection: close"), "{read}");
+        let bodiless = head(port, b"GET /refuse HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(bodiless.starts_with("http/1.1 405"), "{bodiless}");
+        assert!(!bodiless.contains("connection: close"), "{bodiless}");
+        stop.cancel();
     }
 
     #[tokio::test]
