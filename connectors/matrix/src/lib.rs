@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod appservice;
 pub(crate) mod bot;
+pub(crate) mod client;
 pub mod config;
 pub mod errors;
 pub mod ghost;
@@ -30,6 +31,8 @@ pub mod held;
 pub mod html;
 pub mod media;
 pub mod rooms;
+pub(crate) mod sender;
+pub(crate) mod sync;
 pub mod translate;
 
 use config::{MatrixConfig, ModeSettings, Resolved};

@@ -14,17 +14,19 @@ mod portals;
 mod registration;
 mod send;
 
-pub use registration::{registration_yaml, sender_localpart};
 use endpoint::{Endpoint, matrix_error};
+pub use registration::{registration_yaml, sender_localpart};
 use send::Sender;
 
 use crate::admin;
-use crate::bot::{self, BotSender, Syncer};
+use crate::client;
 use crate::config::{AppserviceSettings, Resolved};
 use crate::errors::{self, Meaning};
 use crate::ghost;
 use crate::media::{self, MediaLinks};
 use crate::rooms::RoomMap;
+use crate::sender::BotSender;
+use crate::sync::Syncer;
 use crate::translate::{self, Inbound, Outgoing};
 use futures::future::BoxFuture;
 use matrix_sdk::authentication::matrix::MatrixSession;
@@ -227,7 +229,6 @@ fn admin_room_key(admin: &str) -> String {
     format!("admin_room\u{1f}{admin}")
 }
 
-
 impl Hs {
     /// [`Hs::call`] for a send: errors become the SDK's send errors.
     async fn act(
@@ -301,8 +302,8 @@ impl Appservice {
     /// keys kept in the data dir and restored on every start.
     async fn bot_device(&self, hs: &Hs, bot: &str) -> Result<Client, ConnectorError> {
         if let Some(session) =
-            bot::saved_session(&self.data_dir).filter(|s| s.meta.user_id.as_str() == bot)
-            && let Some(client) = bot::restore_saved(&self.cfg, &self.data_dir, session).await?
+            client::saved_session(&self.data_dir).filter(|s| s.meta.user_id.as_str() == bot)
+            && let Some(client) = client::restore_saved(&self.cfg, &self.data_dir, session).await?
         {
             return Ok(client);
         }
@@ -338,14 +339,14 @@ impl Appservice {
                 refresh_token: None,
             },
         };
-        bot::reset_store(&self.data_dir);
-        let client = bot::build_client(&self.cfg, &self.data_dir).await?;
+        client::reset_store(&self.data_dir);
+        let client = client::build_client(&self.cfg, &self.data_dir).await?;
         client
             .matrix_auth()
             .restore_session(session, RoomLoadSettings::default())
             .await
             .map_err(|e| ConnectorError::Fatal(format!("restore session: {e}")))?;
-        bot::save_session(&client, &self.data_dir)?;
+        client::save_session(&client, &self.data_dir)?;
         info!(device, "the bot's device is logged in");
         Ok(client)
     }

@@ -59,7 +59,6 @@ pub fn regex_escape(s: &str) -> String {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

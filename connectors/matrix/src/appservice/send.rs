@@ -129,7 +129,11 @@ impl Sender {
         Ok(Receipt { remote_id: first })
     }
 
-    pub(super) async fn send_event(&mut self, out: &Outbound, event: &Event) -> Result<Receipt, SendError> {
+    pub(super) async fn send_event(
+        &mut self,
+        out: &Outbound,
+        event: &Event,
+    ) -> Result<Receipt, SendError> {
         let room = self
             .shared
             .room_id(&event.room)
