@@ -2,7 +2,7 @@
 //! is in that no link names). Commands: `help`, `status`, `links`, `dead-letters`. The bot also warns the admins
 //! there when an account stays disconnected too long, and says when it is back.
 
-use passerelle_sdk::{AccountId, ConnectionState, DaemonView};
+use passerelle_sdk::{AccountId, ConnectionState, DaemonView, StateHandle};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,69 @@ fn age(secs: u64) -> String {
 /// answers name rooms, accounts and people's numbers.
 pub fn is_direct_chat(members: &[String], bot: &str, admin: &str) -> bool {
     members.len() == 2 && members.iter().any(|m| m == bot) && members.iter().any(|m| m == admin)
+}
+
+/// The connector-state key of an admin's management room.
+fn room_key(admin: &str) -> String {
+    format!("admin_room\u{1f}{admin}")
+}
+
+/// How a mode talks to the admins: the bot mode through matrix-sdk, the appservice as its bot
+/// user through the homeserver's API.
+pub(crate) trait Notices {
+    /// Whether a management room remembered for an admin can still be written to.
+    async fn usable(&self, room: &str) -> bool;
+    /// Opens a direct chat with `admin`: its room id.
+    async fn open_direct(&self, admin: &str) -> Option<String>;
+    /// Says `text` as the bot in `room` (an `m.notice`).
+    async fn notice(&self, room: &str, text: &str);
+}
+
+/// Tells every admin `text` in their management room (a direct chat is opened, and remembered,
+/// when none is known).
+pub(crate) async fn notify(to: &impl Notices, state: &StateHandle, admins: &[String], text: &str) {
+    for admin in admins {
+        let known = state
+            .get(&room_key(admin))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        let room = match known {
+            Some(r) if to.usable(&r).await => r,
+            _ => {
+                let Some(r) = to.open_direct(admin).await else {
+                    continue;
+                };
+                let _ = state.put(&room_key(admin), r.as_bytes().to_vec()).await;
+                r
+            }
+        };
+        to.notice(&room, text).await;
+    }
+}
+
+/// An admin's message in `room`, whose joined members are `members`: answered (the answer is
+/// returned) only in a direct chat between the bot and the admin, which is then remembered as
+/// the admin's management room.
+pub(crate) async fn command(
+    state: &StateHandle,
+    view: &DaemonView,
+    room: &str,
+    members: &[String],
+    bot: &str,
+    admin: &str,
+    body: Option<&str>,
+) -> Option<String> {
+    if !is_direct_chat(members, bot, admin) {
+        tracing::debug!(
+            room,
+            "an admin's message outside a direct chat with the bot; not answered"
+        );
+        return None;
+    }
+    let _ = state.put(&room_key(admin), room.as_bytes().to_vec()).await;
+    answer(body?, view)
 }
 
 /// How often to look at the accounts' states for a warning delay of `secs`.

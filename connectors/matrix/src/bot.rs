@@ -17,7 +17,7 @@ use crate::held::Held;
 use crate::media::{self, MediaLinks};
 use crate::rooms::RoomMap;
 use crate::sender::BotSender;
-use crate::sync::{Syncer, notify_admins};
+use crate::sync::Syncer;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::ruma::RoomOrAliasId;
 use matrix_sdk::store::RoomLoadSettings;
@@ -199,7 +199,7 @@ impl Bot {
                 _ = io.shutdown.cancelled() => break Ok(()),
                 _ = tick.tick(), if !self.cfg.admins.is_empty() => {
                     for note in watchdog.tick(&io.daemon, std::time::Instant::now()) {
-                        notify_admins(&client, &io.state, &self.cfg.admins, &note).await;
+                        admin::notify(&client, &io.state, &self.cfg.admins, &note).await;
                     }
                 }
                 r = &mut sync_task => {

@@ -30,6 +30,7 @@ pub mod ghost;
 pub mod held;
 pub mod html;
 pub mod media;
+pub(crate) mod plan;
 pub mod rooms;
 pub(crate) mod sender;
 pub(crate) mod sync;

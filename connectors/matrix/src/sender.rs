@@ -1,18 +1,19 @@
 //! Sends through matrix-sdk's own device: bot mode, and the appservice's bot device in encrypted
 //! rooms (where ghosts, having no devices, can't speak).
 
-use crate::errors::{self};
-use crate::media::{self};
+use crate::errors;
+use crate::plan;
 use crate::rooms::RoomMap;
 use crate::translate::{self, Outgoing};
 use matrix_sdk::attachment::AttachmentConfig;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId};
 use matrix_sdk::{Client, RoomState};
+use passerelle_sdk::Attachment;
+use passerelle_sdk::fetch::Fetched;
 use passerelle_sdk::{Event, Outbound, Receipt, RemoteMessageId, SendError, StateHandle};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
-use tracing::debug;
 
 pub(crate) struct BotSender {
     pub(crate) client: Client,
@@ -29,66 +30,10 @@ pub(crate) struct BotSender {
     pub(crate) fetch_private: bool,
 }
 
-fn reaction_key(room: &matrix_sdk::ruma::RoomId, target: &str, key: &str, sender: &str) -> String {
-    format!("reaction\u{1f}{room}\u{1f}{target}\u{1f}{key}\u{1f}{sender}")
-}
-
 impl BotSender {
+    /// Sends `out`: a message's files uploaded (encrypted in an encrypted room) after its text.
     pub(crate) async fn send(&self, out: &Outbound) -> Result<Receipt, SendError> {
-        let event: &Event = &out.event;
-        let passerelle_sdk::EventKind::Message(content) = &event.kind else {
-            return self.send_event(event).await;
-        };
-        if content.attachments.is_empty() {
-            return self.send_event(event).await;
-        }
-        // The text first (when there is one), then each file: uploaded (encrypted in an
-        // encrypted room) and sent as its own event. Transaction ids come from the event key,
-        // so a retry after a partial failure repeats nothing.
-        let mut first = None;
-        if !content.text.is_empty() {
-            let mut text_only = event.clone();
-            if let passerelle_sdk::EventKind::Message(c) = &mut text_only.kind {
-                c.attachments.clear();
-            }
-            first = self.send_event(&text_only).await?.remote_id;
-        }
-        let room = self.joined(event)?;
-        for (i, att) in content.attachments.iter().enumerate() {
-            let txn = translate::txn_id(&event.key, &format!("a{i}"));
-            let file = match passerelle_sdk::fetch::fetch(att, self.max_upload, self.fetch_private)
-                .await
-            {
-                Ok(file) => file,
-                // A file that can't be fetched goes as its link: retrying would hold the room.
-                Err(e) => {
-                    debug!(
-                        reason = e.reason(),
-                        "attachment not fetched; its link is sent"
-                    );
-                    let content = serde_json::json!({
-                        "msgtype": "m.text", "body": media::link_text(att), "m.mentions": {}
-                    });
-                    let sent = room
-                        .send_raw("m.room.message", content)
-                        .with_transaction_id(&OwnedTransactionId::from(txn))
-                        .await
-                        .map_err(|e| errors::send_error(errors::meaning(&e)))?;
-                    first.get_or_insert_with(|| {
-                        RemoteMessageId::new(sent.response.event_id.as_str())
-                    });
-                    continue;
-                }
-            };
-            let mime: mime::Mime = file.mime.parse().unwrap_or(mime::APPLICATION_OCTET_STREAM);
-            let config = AttachmentConfig::new().txn_id(OwnedTransactionId::from(txn));
-            let sent = room
-                .send_attachment(att.name.as_str(), &mime, file.data, config)
-                .await
-                .map_err(|e| errors::send_error(errors::meaning(&e)))?;
-            first.get_or_insert_with(|| RemoteMessageId::new(sent.event_id.as_str()));
-        }
-        Ok(Receipt { remote_id: first })
+        plan::send(&mut &*self, out).await
     }
 
     /// The joined room an event goes to.
@@ -137,8 +82,8 @@ impl BotSender {
                             let _ = self
                                 .state
                                 .put(
-                                    &reaction_key(
-                                        room_id,
+                                    &plan::reaction_key(
+                                        room_id.as_str(),
                                         target.as_str(),
                                         key.as_str(),
                                         event.sender.id.as_str(),
@@ -163,7 +108,8 @@ impl BotSender {
                     .map_err(|e| errors::send_error(errors::http_meaning(&e)))
             }
             Outgoing::Unreact { target, key } => {
-                let k = reaction_key(room_id, &target, &key, event.sender.id.as_str());
+                let k =
+                    plan::reaction_key(room_id.as_str(), &target, &key, event.sender.id.as_str());
                 let Some(ours) = self
                     .state
                     .get(&k)
@@ -190,5 +136,51 @@ impl BotSender {
             Outgoing::Membership(_) => Err(SendError::Unsupported("membership")),
             Outgoing::Typing(_) => Err(SendError::Unsupported("typing")),
         }
+    }
+}
+
+impl plan::Carrier for &BotSender {
+    async fn event(&mut self, _: &Outbound, event: &Event) -> Result<Receipt, SendError> {
+        self.send_event(event).await
+    }
+
+    async fn before_files(&mut self, out: &Outbound) -> Result<(), SendError> {
+        self.joined(&out.event).map(|_| ())
+    }
+
+    async fn file(
+        &mut self,
+        out: &Outbound,
+        txn: String,
+        att: &Attachment,
+        file: Fetched,
+    ) -> Result<Option<RemoteMessageId>, SendError> {
+        let room = self.joined(&out.event)?;
+        let mime: mime::Mime = file.mime.parse().unwrap_or(mime::APPLICATION_OCTET_STREAM);
+        let config = AttachmentConfig::new().txn_id(OwnedTransactionId::from(txn));
+        let sent = room
+            .send_attachment(att.name.as_str(), &mime, file.data, config)
+            .await
+            .map_err(|e| errors::send_error(errors::meaning(&e)))?;
+        Ok(Some(RemoteMessageId::new(sent.event_id.as_str())))
+    }
+
+    async fn content(
+        &mut self,
+        out: &Outbound,
+        txn: String,
+        content: Value,
+    ) -> Result<Option<RemoteMessageId>, SendError> {
+        let room = self.joined(&out.event)?;
+        let sent = room
+            .send_raw("m.room.message", content)
+            .with_transaction_id(&OwnedTransactionId::from(txn))
+            .await
+            .map_err(|e| errors::send_error(errors::meaning(&e)))?;
+        Ok(Some(RemoteMessageId::new(sent.response.event_id.as_str())))
+    }
+
+    fn fetch_limits(&self) -> (u64, bool) {
+        (self.max_upload, self.fetch_private)
     }
 }

@@ -447,7 +447,6 @@ impl Syncer {
             if v["type"] != "m.room.message" || !self.admins.iter().any(|a| a == sender) {
                 continue;
             }
-            // Only in a direct chat: the bot and this admin, nobody else.
             let members: Vec<String> = match room.members(matrix_sdk::RoomMemberships::JOIN).await {
                 Ok(m) => m.iter().map(|m| m.user_id().to_string()).collect(),
                 Err(_) => continue,
@@ -457,71 +456,51 @@ impl Syncer {
                 .user_id()
                 .map(|u| u.to_string())
                 .unwrap_or_default();
-            if !admin::is_direct_chat(&members, &me, sender) {
-                debug!("an admin's message outside a direct chat with the bot; not answered");
-                continue;
-            }
-            let _ = self
-                .state
-                .put(&admin_room_key(sender), room_id.as_str())
-                .await;
-            let Some(text) = v["content"]["body"]
-                .as_str()
-                .and_then(|b| admin::answer(b, &self.view))
-            else {
-                continue;
-            };
-            let content = serde_json::json!({"msgtype": "m.notice", "body": text});
-            if let Err(e) = room.send_raw("m.room.message", content).await {
-                warn!(error = %e, "could not answer an admin");
+            let body = v["content"]["body"].as_str();
+            let answer = admin::command(
+                &self.state,
+                &self.view,
+                room_id.as_str(),
+                &members,
+                &me,
+                sender,
+                body,
+            )
+            .await;
+            if let Some(text) = answer {
+                admin::Notices::notice(&self.client, room_id.as_str(), &text).await;
             }
         }
     }
 }
 
-fn admin_room_key(admin: &str) -> String {
-    format!("admin_room\u{1f}{admin}")
-}
+/// The bot mode's way to the admins: its own matrix-sdk client.
+impl admin::Notices for Client {
+    async fn usable(&self, room: &str) -> bool {
+        OwnedRoomId::try_from(room).is_ok_and(|id| self.get_room(&id).is_some())
+    }
 
-/// Tells every admin `text` in their management room (a direct chat is opened when none is known).
-pub(crate) async fn notify_admins(
-    client: &Client,
-    state: &StateHandle,
-    admins: &[String],
-    text: &str,
-) {
-    for admin in admins {
-        let known = state
-            .get(&admin_room_key(admin))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|id| OwnedRoomId::try_from(id).ok())
-            .and_then(|id| client.get_room(&id));
-        let room = match known {
-            Some(r) => r,
-            None => {
-                let Ok(user) = OwnedUserId::try_from(admin.as_str()) else {
-                    continue;
-                };
-                match client.create_dm(&user).await {
-                    Ok(r) => {
-                        let _ = state
-                            .put(&admin_room_key(admin), r.room_id().as_str())
-                            .await;
-                        r
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "could not open a direct chat with an admin");
-                        continue;
-                    }
-                }
+    async fn open_direct(&self, admin: &str) -> Option<String> {
+        let user = OwnedUserId::try_from(admin).ok()?;
+        match self.create_dm(&user).await {
+            Ok(r) => Some(r.room_id().to_string()),
+            Err(e) => {
+                warn!(error = %e, "could not open a direct chat with an admin");
+                None
             }
+        }
+    }
+
+    async fn notice(&self, room: &str, text: &str) {
+        let Some(room) = OwnedRoomId::try_from(room)
+            .ok()
+            .and_then(|id| self.get_room(&id))
+        else {
+            return;
         };
         let content = serde_json::json!({"msgtype": "m.notice", "body": text});
         if let Err(e) = room.send_raw("m.room.message", content).await {
-            warn!(error = %e, "could not warn an admin");
+            warn!(error = %e, "could not send a notice to an admin");
         }
     }
 }

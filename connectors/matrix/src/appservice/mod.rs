@@ -225,10 +225,6 @@ fn portal_room_key(room_id: &str) -> String {
     format!("portal_room\u{1f}{room_id}")
 }
 
-fn admin_room_key(admin: &str) -> String {
-    format!("admin_room\u{1f}{admin}")
-}
-
 impl Hs {
     /// [`Hs::call`] for a send: errors become the SDK's send errors.
     async fn act(

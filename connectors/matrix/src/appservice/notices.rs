@@ -18,28 +18,59 @@ impl Shared {
                     .map(|m| m.keys().cloned().collect::<Vec<_>>())
             })
             .unwrap_or_default();
-        if !admin::is_direct_chat(&members, &self.names.bot, admin) {
-            debug!(
-                room = room_id,
-                "an admin's message outside a direct chat with the bot; not answered"
-            );
-            return;
+        let body = ev["content"]["body"].as_str();
+        let answer = admin::command(
+            &self.state,
+            &self.view,
+            room_id,
+            &members,
+            &self.names.bot,
+            admin,
+            body,
+        )
+        .await;
+        if let Some(text) = answer {
+            admin::Notices::notice(self, room_id, &text).await;
         }
-        let _ = self
-            .state
-            .put(&admin_room_key(admin), room_id.as_bytes().to_vec())
+    }
+
+    /// Tells every admin `text` in their management room.
+    pub(super) async fn notify_admins(&self, text: &str) {
+        admin::notify(self, &self.state, &self.admins, text).await;
+    }
+}
+
+/// The appservice's way to the admins: its bot user, through the homeserver's API.
+impl admin::Notices for Shared {
+    async fn usable(&self, _room: &str) -> bool {
+        true
+    }
+
+    async fn open_direct(&self, admin: &str) -> Option<String> {
+        let body = json!({"invite": [admin], "is_direct": true, "preset": "trusted_private_chat"});
+        let created = self
+            .hs
+            .call(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(&self.names.bot),
+                Some(&body),
+            )
             .await;
-        let Some(text) = ev["content"]["body"]
-            .as_str()
-            .and_then(|b| admin::answer(b, &self.view))
-        else {
-            return;
-        };
-        self.notice(room_id, &text).await;
+        match created {
+            Ok(v) => v["room_id"].as_str().map(str::to_owned),
+            Err(e) => {
+                warn!(
+                    status = e.status,
+                    "could not open a direct chat with an admin"
+                );
+                None
+            }
+        }
     }
 
     /// Says `text` as the bot in `room` (an `m.notice`).
-    pub(super) async fn notice(&self, room: &str, text: &str) {
+    async fn notice(&self, room: &str, text: &str) {
         let path = format!(
             "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
             enc(room),
@@ -57,56 +88,6 @@ impl Shared {
             .await
         {
             warn!(status = e.status, "could not send a notice to an admin");
-        }
-    }
-
-    /// Tells every admin `text` in their management room (a direct chat is opened when none is
-    /// known).
-    pub(super) async fn notify_admins(&self, text: &str) {
-        for admin in &self.admins {
-            let known = self
-                .state
-                .get(&admin_room_key(admin))
-                .await
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok());
-            let room = match known {
-                Some(r) => r,
-                None => {
-                    let body = json!({"invite": [admin], "is_direct": true,
-                        "preset": "trusted_private_chat"});
-                    match self
-                        .hs
-                        .call(
-                            reqwest::Method::POST,
-                            "/_matrix/client/v3/createRoom",
-                            Some(&self.names.bot),
-                            Some(&body),
-                        )
-                        .await
-                    {
-                        Ok(v) => {
-                            let Some(id) = v["room_id"].as_str() else {
-                                continue;
-                            };
-                            let _ = self
-                                .state
-                                .put(&admin_room_key(admin), id.as_bytes().to_vec())
-                                .await;
-                            id.to_owned()
-                        }
-                        Err(e) => {
-                            warn!(
-                                status = e.status,
-                                "could not open a direct chat with an admin"
-                            );
-                            continue;
-                        }
-                    }
-                }
-            };
-            self.notice(&room, text).await;
         }
     }
 }

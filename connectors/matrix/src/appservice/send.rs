@@ -2,24 +2,21 @@
 //! ids from the event key so that a resend never duplicates.
 
 use super::*;
+use crate::plan;
+use passerelle_sdk::Attachment;
+use passerelle_sdk::fetch::Fetched;
 
 /// The connector's side: ghosts and sends.
 pub(super) struct Sender {
     pub(super) shared: Arc<Shared>,
     /// The bot's own device (with `encryption`): sends into encrypted rooms.
     pub(super) encrypted: Option<BotSender>,
-    /// Configured room name → Matrix room id.
-
     /// Ghosts registered, with the display name they were given.
     pub(super) ghosts: HashMap<String, Option<String>>,
     /// The remote avatar each ghost was given.
     pub(super) avatars: HashMap<String, String>,
     /// (ghost, room) pairs known to be joined.
     pub(super) joined: HashSet<(String, String)>,
-}
-
-fn reaction_key(room: &str, target: &str, key: &str, ghost: &str) -> String {
-    format!("reaction\u{1f}{room}\u{1f}{target}\u{1f}{key}\u{1f}{ghost}")
 }
 
 impl Sender {
@@ -61,72 +58,7 @@ impl Sender {
             // naming them (MSC4144 per-message profile and its text fallback).
             return bot.send(out).await;
         }
-        let EventKind::Message(content) = &event.kind else {
-            return self.send_event(out, event).await;
-        };
-        if content.attachments.is_empty() {
-            return self.send_event(out, event).await;
-        }
-        // The text first (when there is one), then each file, uploaded by the ghost and sent as
-        // its own event; key-derived transaction ids make a retry repeat nothing.
-        let mut first = None;
-        if !content.text.is_empty() {
-            let mut text_only = event.clone();
-            if let EventKind::Message(c) = &mut text_only.kind {
-                c.attachments.clear();
-            }
-            first = self.send_event(out, &text_only).await?.remote_id;
-        }
-        let ghost = self.ensure_ghost(out).await?;
-        self.ensure_joined(&ghost, &room).await?;
-        let (max, private) = (self.shared.max_upload, self.shared.fetch_private);
-        for (i, att) in content.attachments.iter().enumerate() {
-            let content = match passerelle_sdk::fetch::fetch(att, max, private).await {
-                Ok(file) => {
-                    let size = file.data.len();
-                    let path = format!(
-                        "/_matrix/media/v3/upload?filename={}",
-                        enc(att.name.as_str())
-                    );
-                    let mxc = self
-                        .hs()
-                        .upload(&path, &ghost, &file.mime, file.data)
-                        .await
-                        .map_err(|e| errors::send_error(e.meaning()))?;
-                    json!({
-                        "msgtype": media::msgtype(&file.mime),
-                        "body": att.name.as_str(),
-                        "filename": att.name.as_str(),
-                        "url": mxc,
-                        "info": {"mimetype": file.mime, "size": size},
-                        "m.mentions": {},
-                    })
-                }
-                // A file that can't be fetched (gone, refused, too large, a host that does not
-                // resolve) goes as its link: retrying would hold the room for nothing.
-                Err(e) => {
-                    debug!(
-                        reason = e.reason(),
-                        "attachment not fetched; its link is sent"
-                    );
-                    json!({"msgtype": "m.text", "body": media::link_text(att), "m.mentions": {}})
-                }
-            };
-            let txn = translate::txn_id(&event.key, &format!("a{i}"));
-            let path = format!(
-                "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
-                enc(&room),
-                enc(&txn)
-            );
-            let v = self
-                .hs()
-                .act(reqwest::Method::PUT, &path, &ghost, &content)
-                .await?;
-            if first.is_none() {
-                first = v["event_id"].as_str().map(RemoteMessageId::new);
-            }
-        }
-        Ok(Receipt { remote_id: first })
+        plan::send(self, out).await
     }
 
     pub(super) async fn send_event(
@@ -184,7 +116,7 @@ impl Sender {
                 {
                     let _ = state
                         .put(
-                            &reaction_key(&room, target.as_str(), key.as_str(), &ghost),
+                            &plan::reaction_key(&room, target.as_str(), key.as_str(), &ghost),
                             id,
                         )
                         .await;
@@ -202,7 +134,7 @@ impl Sender {
                     .await
             }
             Outgoing::Unreact { target, key } => {
-                let k = reaction_key(&room, &target, &key, &ghost);
+                let k = plan::reaction_key(&room, &target, &key, &ghost);
                 let Some(ours) = state
                     .get(&k)
                     .await
@@ -277,5 +209,77 @@ impl Sender {
                 Err(errors::send_error(e.meaning()))
             }
         }
+    }
+}
+
+impl plan::Carrier for Sender {
+    async fn event(&mut self, out: &Outbound, event: &Event) -> Result<Receipt, SendError> {
+        self.send_event(out, event).await
+    }
+
+    async fn before_files(&mut self, out: &Outbound) -> Result<(), SendError> {
+        let room = self
+            .shared
+            .room_id(&out.event.room)
+            .ok_or(SendError::RoomNotFound)?;
+        let ghost = self.ensure_ghost(out).await?;
+        self.ensure_joined(&ghost, &room).await
+    }
+
+    /// Uploads the file as the ghost, then sends it.
+    async fn file(
+        &mut self,
+        out: &Outbound,
+        txn: String,
+        att: &Attachment,
+        file: Fetched,
+    ) -> Result<Option<RemoteMessageId>, SendError> {
+        let ghost = self.ensure_ghost(out).await?;
+        let size = file.data.len();
+        let path = format!(
+            "/_matrix/media/v3/upload?filename={}",
+            enc(att.name.as_str())
+        );
+        let mxc = self
+            .hs()
+            .upload(&path, &ghost, &file.mime, file.data)
+            .await
+            .map_err(|e| errors::send_error(e.meaning()))?;
+        let content = json!({
+            "msgtype": media::msgtype(&file.mime),
+            "body": att.name.as_str(),
+            "filename": att.name.as_str(),
+            "url": mxc,
+            "info": {"mimetype": file.mime, "size": size},
+            "m.mentions": {},
+        });
+        self.content(out, txn, content).await
+    }
+
+    async fn content(
+        &mut self,
+        out: &Outbound,
+        txn: String,
+        content: Value,
+    ) -> Result<Option<RemoteMessageId>, SendError> {
+        let room = self
+            .shared
+            .room_id(&out.event.room)
+            .ok_or(SendError::RoomNotFound)?;
+        let ghost = self.ensure_ghost(out).await?;
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+            enc(&room),
+            enc(&txn)
+        );
+        let v = self
+            .hs()
+            .act(reqwest::Method::PUT, &path, &ghost, &content)
+            .await?;
+        Ok(v["event_id"].as_str().map(RemoteMessageId::new))
+    }
+
+    fn fetch_limits(&self) -> (u64, bool) {
+        (self.shared.max_upload, self.shared.fetch_private)
     }
 }
