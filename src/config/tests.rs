@@ -1,0 +1,63 @@
+use super::*;
+use serde_json::json;
+
+fn issues_of(value: serde_json::Value) -> Vec<String> {
+    from_value(value)
+        .err()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| i.to_string())
+        .collect()
+}
+
+#[test]
+fn a_minimal_config_is_valid_with_defaults() {
+    let c = from_value(json!({
+        "accounts": {"api.a": {"kind": "api"}, "api.b": {"kind": "api", "rights": ["read"]}},
+        "links": [{"name": "l", "rooms": [{"account": "api.a", "room": "x"}, {"account": "api.b", "room": "y", "direction": "in"}]}]
+    }))
+    .unwrap();
+    assert_eq!(c.general.remote_nick_format, "<{nick}> ");
+    let a = &c.accounts[&AccountId::new("api.a")];
+    assert!(a.rights.read && a.rights.write && !a.rights.delete);
+    let b = &c.accounts[&AccountId::new("api.b")];
+    assert!(b.rights.read && !b.rights.write);
+    assert_eq!(c.links[0].rooms[1].direction, Direction::In);
+    assert_eq!(
+        rooms_of(&c, &AccountId::new("api.b")),
+        vec![RoomId::new("y")]
+    );
+}
+
+#[test]
+fn every_issue_is_reported_at_once_with_its_path() {
+    let issues = issues_of(json!({
+        "bogus": 1,
+        "general": {"remote_nick_fromat": "x"},
+        "http": {"listen": "nowhere"},
+        "accounts": {"irc.main": {"rights": ["read", "admin"]}},
+        "links": [{"name": "l", "rooms": [{"account": "ghost", "room": "#a", "direction": "sideways"}]}]
+    }));
+    let joined = issues.join("\n");
+    for expected in [
+        "bogus: unknown key",
+        "general.remote_nick_fromat: unknown key",
+        "http.listen: not a socket address",
+        "accounts.\"irc.main\".kind: missing",
+        "accounts.\"irc.main\".rights[1]: unknown right",
+        "links[0].rooms[0].direction: unknown variant",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected:?} in:\n{joined}"
+        );
+    }
+    let issues = issues_of(json!({
+        "accounts": {"a": {"kind": "api"}},
+        "links": [{"name": "l", "rooms": [{"account": "a", "room": "x"}, {"account": "b", "room": "y"}]}]
+    }));
+    assert_eq!(
+        issues,
+        vec!["links[0].rooms[1].account: no account \"b\" in [accounts]"]
+    );
+}
