@@ -1,4 +1,5 @@
-//! The `passerelle` command line: `run`, `check`, `matrix-registration`, `health`, `version`.
+//! The `passerelle` command line: `run`, `check`, `connector`, `health`, `reload`, `version`, and
+//! the connectors' older command names (aliases of `connector ACCOUNT COMMAND`).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,17 +32,21 @@ enum Command {
         #[arg(short, long, env = "PASSERELLE_CONFIG", default_value = "config.toml")]
         config: PathBuf,
     },
-    /// Print the appservice registration YAML for a Matrix account in appservice mode, for the
-    /// homeserver (Synapse: `app_service_config_files`).
-    #[cfg(feature = "matrix")]
-    MatrixRegistration {
+    /// Run a command of an account's connector (`passerelle connector ACCOUNT COMMAND`); each
+    /// kind lists its own in `passerelle connector ACCOUNT help`.
+    Connector {
+        /// The account, as named in the configuration (`[accounts.NAME]`).
+        account: String,
+        /// The connector's command.
+        command: String,
         /// The configuration file.
         #[arg(short, long, env = "PASSERELLE_CONFIG", default_value = "config.toml")]
         config: PathBuf,
-        /// The account, when more than one is in appservice mode.
-        #[arg(long)]
-        account: Option<String>,
     },
+    /// A connector's older top-level command (`passerelle ALIAS [-c FILE] [--account NAME]`),
+    /// kept for scripts; `passerelle version` lists them.
+    #[command(external_subcommand)]
+    Alias(Vec<String>),
     /// Ask the running daemon to read its configuration file again (as SIGHUP does), through
     /// its admin listener; print what changed, or every problem of a configuration it refused
     /// (then exit 2: the running configuration stays).
@@ -255,9 +260,8 @@ fn report(path: &std::path::Path, issues: &[passerelle_sdk::ConfigIssue]) {
     }
 }
 
-/// Prints the registration of the one (or the named) Matrix account in appservice mode.
-#[cfg(feature = "matrix")]
-fn matrix_registration(path: &std::path::Path, account: Option<String>) -> ExitCode {
+/// `passerelle connector ACCOUNT COMMAND`: runs the command of the account's connector kind.
+fn connector_command(path: &std::path::Path, account: &str, command: &str) -> ExitCode {
     let config = match passerelle::config::load(path) {
         Ok(c) => c,
         Err(issues) => {
@@ -265,63 +269,183 @@ fn matrix_registration(path: &std::path::Path, account: Option<String>) -> ExitC
             return ExitCode::from(2);
         }
     };
-    let candidates: Vec<_> = config
+    let Some((id, acc)) = config
         .accounts
         .iter()
-        .filter(|(id, a)| {
-            a.kind == "matrix"
-                && a.table["mode"] == "appservice"
-                && account.as_deref().is_none_or(|want| id.as_str() == want)
-        })
-        .collect();
-    let (id, acc) = match candidates.as_slice() {
-        [one] => *one,
-        [] => {
-            eprintln!(
-                "{}: no Matrix account in appservice mode{}",
-                path.display(),
-                account.map(|a| format!(" named {a}")).unwrap_or_default()
-            );
-            return ExitCode::from(2);
-        }
-        _ => {
-            eprintln!(
-                "{}: several appservice accounts: name one with --account",
-                path.display()
-            );
-            return ExitCode::from(2);
-        }
+        .find(|(id, _)| id.as_str() == account)
+    else {
+        eprintln!("{}: no account named {account:?}", path.display());
+        return ExitCode::from(2);
     };
-    // The homeserver calls the listener that serves the networks' callbacks.
-    let listen = config.http.callbacks_addr();
-    let default_url = listen
-        .map(|addr| format!("http://{addr}/accounts/{id}"))
-        .unwrap_or_default();
-    if listen.is_none() && acc.table.get("url").is_none() {
+    let key = passerelle_sdk::config::path_key(id.as_str());
+    let Some(factory) = passerelle::registry::factory(&acc.kind) else {
         eprintln!(
-            "{}: neither http.public_listen nor http.listen is set, and accounts.{id}.url neither: the homeserver could not reach the daemon",
-            path.display()
+            "{}: accounts.{key}.kind: {:?} is not a connector of this build",
+            path.display(),
+            acc.kind
         );
         return ExitCode::from(2);
+    };
+    let commands = factory.commands();
+    if command == "help" || !commands.iter().any(|c| c.name == command) {
+        let mut text = if command == "help" {
+            String::new()
+        } else {
+            format!(
+                "accounts.{key}: kind {:?} has no command {command:?}\n",
+                acc.kind
+            )
+        };
+        if commands.is_empty() {
+            text.push_str(&format!("kind {:?} has no commands\n", acc.kind));
+        }
+        for c in commands {
+            text.push_str(&format!("  {}  {}\n", c.name, c.help));
+        }
+        if command == "help" {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        eprint!("{}: {text}", path.display());
+        return ExitCode::from(2);
     }
-    match passerelle_matrix::registration(acc.table.clone(), &default_url) {
-        Ok(yaml) => {
-            print!("{yaml}");
+    match run_command(&config, id, acc, factory.as_ref(), command) {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(issues) => {
-            let issues: Vec<_> = issues
+            report(path, &issues);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `command` for one account; problems come with their full key paths.
+fn run_command(
+    config: &passerelle::config::Config,
+    id: &passerelle_sdk::AccountId,
+    acc: &passerelle::config::AccountConfig,
+    factory: &dyn passerelle_sdk::ConnectorFactory,
+    command: &str,
+) -> Result<String, Vec<passerelle_sdk::ConfigIssue>> {
+    // Networks call the listener that serves their callbacks.
+    let ctx = passerelle_sdk::CommandContext {
+        account: id.clone(),
+        callbacks_url: config
+            .http
+            .callbacks_addr()
+            .map(|addr| format!("http://{addr}/accounts/{id}")),
+    };
+    factory
+        .run_command(&ctx, command, acc.table.clone())
+        .map_err(|issues| {
+            let key = passerelle_sdk::config::path_key(id.as_str());
+            issues
                 .into_iter()
                 .map(|mut i| {
-                    i.path = format!(
-                        "accounts.{}.{}",
-                        passerelle_sdk::config::path_key(id.as_str()),
-                        i.path
-                    );
+                    i.path = if i.path.is_empty() {
+                        format!("accounts.{key}")
+                    } else {
+                        format!("accounts.{key}.{}", i.path)
+                    };
                     i
                 })
-                .collect();
-            report(path, &issues);
+                .collect()
+        })
+}
+
+/// `passerelle ALIAS [-c FILE] [--account NAME]`: a connector command's older name, run on the one
+/// account of its kind it applies to (or the one named).
+fn alias(args: &[String]) -> ExitCode {
+    let Some((name, rest)) = args.split_first() else {
+        return ExitCode::from(2);
+    };
+    let found = passerelle::registry::factories().into_iter().find_map(|f| {
+        let command = f
+            .commands()
+            .iter()
+            .find(|c| c.alias == Some(name.as_str()))?;
+        Some((command.name, f))
+    });
+    let Some((command, factory)) = found else {
+        eprintln!("error: unrecognized subcommand '{name}' (see passerelle --help)");
+        return ExitCode::from(2);
+    };
+    let mut path = std::env::var_os("PASSERELLE_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config.toml"));
+    let mut account = None;
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let value = match inline {
+            Some(v) => Some(v),
+            None => it.next().cloned(),
+        };
+        match (flag, value) {
+            ("-c" | "--config", Some(v)) => path = PathBuf::from(v),
+            ("--account", Some(v)) => account = Some(v),
+            _ => {
+                eprintln!(
+                    "error: passerelle {name}: unexpected argument {arg:?} (it takes -c FILE and --account NAME)"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config = match passerelle::config::load(&path) {
+        Ok(c) => c,
+        Err(issues) => {
+            report(&path, &issues);
+            return ExitCode::from(2);
+        }
+    };
+    let kind = factory.kind();
+    let candidates: Vec<_> = config
+        .accounts
+        .iter()
+        .filter(|(id, a)| a.kind == kind && account.as_deref().is_none_or(|w| id.as_str() == w))
+        .collect();
+    let mut answers: Vec<_> = candidates
+        .iter()
+        .map(|(id, a)| run_command(&config, id, a, factory.as_ref(), command))
+        .collect();
+    let ok = answers.iter().filter(|a| a.is_ok()).count();
+    match (candidates.len(), ok) {
+        (0, _) => {
+            eprintln!(
+                "{}: no {kind} account{}",
+                path.display(),
+                account.map(|a| format!(" named {a}")).unwrap_or_default()
+            );
+            ExitCode::from(2)
+        }
+        (_, 1) => {
+            let text = answers.into_iter().find_map(Result::ok).unwrap_or_default();
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        (1, 0) => {
+            let issues = answers.pop().and_then(Result::err).unwrap_or_default();
+            report(&path, &issues);
+            ExitCode::from(2)
+        }
+        (_, 0) => {
+            eprintln!(
+                "{}: `{command}` applies to none of the {kind} accounts",
+                path.display()
+            );
+            ExitCode::from(2)
+        }
+        _ => {
+            eprintln!(
+                "{}: `{command}` applies to several {kind} accounts: name one with --account",
+                path.display()
+            );
             ExitCode::from(2)
         }
     }
@@ -342,10 +466,27 @@ fn main() -> ExitCode {
                 env!("CARGO_PKG_VERSION"),
                 kinds.join(", ")
             );
+            for f in passerelle::registry::factories() {
+                for c in f.commands() {
+                    let alias = c
+                        .alias
+                        .map(|a| format!(" (also: passerelle {a})"))
+                        .unwrap_or_default();
+                    println!(
+                        "  {} accounts: passerelle connector ACCOUNT {}{alias}",
+                        f.kind(),
+                        c.name
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
-        #[cfg(feature = "matrix")]
-        Command::MatrixRegistration { config, account } => matrix_registration(&config, account),
+        Command::Connector {
+            account,
+            command,
+            config,
+        } => connector_command(&config, &account, &command),
+        Command::Alias(args) => alias(&args),
         Command::Check { config } => match passerelle::daemon::load(&config) {
             Ok((c, _)) => {
                 println!(

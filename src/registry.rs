@@ -144,3 +144,110 @@ pub fn portal_pairs(
     }
     pairs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The code of a source file, without comments and without its unit tests (which may name
+    /// accounts after networks).
+    fn code_of(text: &str) -> String {
+        let mut code = String::new();
+        for line in text.lines() {
+            if line.trim_start() == "#[cfg(test)]" {
+                break;
+            }
+            let line = match line.find("//") {
+                // A `//` inside a string (a URL) stays: only comments are cut.
+                Some(i) if !line[..i].contains('"') => &line[..i],
+                _ => line,
+            };
+            code.push_str(line);
+            code.push('\n');
+        }
+        code
+    }
+
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// What names a network in code: a connector crate's path, or its kind as a string.
+    fn mentions(code: &str, kinds: &[&str], crates: &[String]) -> Vec<String> {
+        let mut found: Vec<String> = crates
+            .iter()
+            .filter(|c| code.contains(&format!("{c}::")))
+            .cloned()
+            .collect();
+        found.extend(
+            kinds
+                .iter()
+                .filter(|k| code.contains(&format!("\"{k}\"")))
+                .map(|k| format!("\"{k}\"")),
+        );
+        found
+    }
+
+    /// `src/` names no network: the daemon knows connectors only through this registry, so a
+    /// network is added (or taken away) here and in its own folder, nowhere else.
+    #[test]
+    fn no_code_outside_the_registry_names_a_network() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let kinds: Vec<&str> = factories().iter().map(|f| f.kind()).collect();
+        assert!(kinds.len() >= 2, "the registry lists {kinds:?}");
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
+        let crates: Vec<String> = manifest
+            .lines()
+            .filter_map(|l| l.strip_prefix("passerelle-"))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| !matches!(*name, "sdk" | "testkit"))
+            .map(|name| format!("passerelle_{name}"))
+            .collect();
+        assert!(crates.iter().any(|c| c == "passerelle_irc"), "{crates:?}");
+        let mut files = Vec::new();
+        sources(&root.join("src"), &mut files);
+        assert!(files.len() > 10, "found {} files under src/", files.len());
+        let mut offenders = Vec::new();
+        for file in files {
+            if file.ends_with("src/registry.rs")
+                || file
+                    .file_name()
+                    .is_some_and(|n| n == "tests.rs" || n == "proptests.rs")
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let found = mentions(&code_of(&text), &kinds, &crates);
+            if !found.is_empty() {
+                offenders.push(format!("{}: {}", file.display(), found.join(", ")));
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "network names in src/:\n{}",
+            offenders.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_check_sees_a_kind_and_a_crate_path_in_code_but_not_in_comments() {
+        let kinds = ["matrix"];
+        let crates = ["passerelle_matrix".to_owned()];
+        let code =
+            code_of("let a = 1; // \"matrix\" passerelle_matrix::x\nif kind == \"matrix\" {}\n");
+        assert_eq!(mentions(&code, &kinds, &crates), ["\"matrix\""]);
+        let code = code_of("passerelle_matrix::registration(t)\n#[cfg(test)]\n\"matrix\"\n");
+        assert_eq!(mentions(&code, &kinds, &crates), ["passerelle_matrix"]);
+    }
+}

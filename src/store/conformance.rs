@@ -32,8 +32,11 @@ pub async fn accept_maps_queues_and_dedupes(store: impl Store) {
     let key = EventKey::new();
     let got = store
         .accept(
-            new_event(key, "irc", "#a", Some("m1")),
-            vec![delivery("irc", "#b", b"one"), delivery("api", "x", b"two")],
+            new_event(key, "chat", "#a", Some("m1")),
+            vec![
+                delivery("chat", "#b", b"one"),
+                delivery("feed", "x", b"two"),
+            ],
         )
         .await
         .unwrap();
@@ -43,7 +46,7 @@ pub async fn accept_maps_queues_and_dedupes(store: impl Store) {
     assert_eq!(ids.len(), 2);
     assert!(ids[0] < ids[1]);
     let origin = store
-        .find_by_remote(&"irc".into(), &"#a".into(), &"m1".into())
+        .find_by_remote(&"chat".into(), &"#a".into(), &"m1".into())
         .await
         .unwrap();
     assert_eq!(
@@ -53,7 +56,7 @@ pub async fn accept_maps_queues_and_dedupes(store: impl Store) {
     );
     assert!(
         store
-            .find_by_remote(&"irc".into(), &"#b".into(), &"m1".into())
+            .find_by_remote(&"chat".into(), &"#b".into(), &"m1".into())
             .await
             .unwrap()
             .is_none(),
@@ -61,8 +64,8 @@ pub async fn accept_maps_queues_and_dedupes(store: impl Store) {
     );
     let again = store
         .accept(
-            new_event(EventKey::new(), "irc", "#a", Some("m1")),
-            vec![delivery("irc", "#b", b"x")],
+            new_event(EventKey::new(), "chat", "#a", Some("m1")),
+            vec![delivery("chat", "#b", b"x")],
         )
         .await
         .unwrap();
@@ -71,7 +74,7 @@ pub async fn accept_maps_queues_and_dedupes(store: impl Store) {
     // Events without an origin id are never duplicates of each other.
     for _ in 0..2 {
         let r = store
-            .accept(new_event(EventKey::new(), "irc", "#a", None), vec![])
+            .accept(new_event(EventKey::new(), "chat", "#a", None), vec![])
             .await
             .unwrap();
         assert!(matches!(r, Accepted::Stored(_)));
@@ -88,16 +91,16 @@ pub async fn outbox_orders_and_completes(store: impl Store) {
         let payload = format!("p{i}");
         store
             .accept(
-                new_event(key, "irc", "#a", Some(&format!("m{i}"))),
+                new_event(key, "chat", "#a", Some(&format!("m{i}"))),
                 vec![
-                    delivery("api", "x", payload.as_bytes()),
-                    delivery("api", "y", b"other"),
+                    delivery("feed", "x", payload.as_bytes()),
+                    delivery("feed", "y", b"other"),
                 ],
             )
             .await
             .unwrap();
     }
-    let (a, x) = (AccountId::from("api"), RoomId::from("x"));
+    let (a, x) = (AccountId::from("feed"), RoomId::from("x"));
     let pending = store.pending(&a, &x, 0, 100).await.unwrap();
     assert_eq!(pending.len(), 5);
     assert!(pending.windows(2).all(|w| w[0].id < w[1].id));
@@ -127,7 +130,7 @@ pub async fn outbox_orders_and_completes(store: impl Store) {
     assert_eq!(store.pending_count().await.unwrap(), 8);
     assert_eq!(
         store.pending_by_account().await.unwrap(),
-        vec![(AccountId::from("api"), 8)]
+        vec![(AccountId::from("feed"), 8)]
     );
     assert_eq!(
         store.remote_id(keys[0], &a, &x).await.unwrap(),
@@ -140,7 +143,7 @@ pub async fn outbox_orders_and_completes(store: impl Store) {
         .unwrap()
         .unwrap();
     assert_eq!(info.key, keys[0]);
-    assert_eq!(info.account, AccountId::from("irc"));
+    assert_eq!(info.account, AccountId::from("chat"));
     assert_eq!(info.sender_name, "alice");
     assert_eq!(info.sender_id.as_deref(), Some("@alice:example.org"));
 }
@@ -350,28 +353,31 @@ pub async fn pastes_expire(store: impl Store) {
 pub async fn batches_behave_as_single_calls(store: impl Store) {
     let (k1, k2, k3) = (EventKey::new(), EventKey::new(), EventKey::new());
     store
-        .accept(new_event(k1, "irc", "#a", Some("m1")), vec![])
+        .accept(new_event(k1, "chat", "#a", Some("m1")), vec![])
         .await
         .unwrap();
     let got = store
         .accept_many(vec![
             (
-                new_event(k2, "irc", "#a", Some("m2")),
-                vec![delivery("api", "x", b"two")],
+                new_event(k2, "chat", "#a", Some("m2")),
+                vec![delivery("feed", "x", b"two")],
             ),
             // Already mapped before the batch.
             (
-                new_event(EventKey::new(), "irc", "#a", Some("m1")),
-                vec![delivery("api", "x", b"dup")],
+                new_event(EventKey::new(), "chat", "#a", Some("m1")),
+                vec![delivery("feed", "x", b"dup")],
             ),
             // The same id as the first of this batch.
             (
-                new_event(EventKey::new(), "irc", "#a", Some("m2")),
-                vec![delivery("api", "x", b"dup")],
+                new_event(EventKey::new(), "chat", "#a", Some("m2")),
+                vec![delivery("feed", "x", b"dup")],
             ),
             (
-                new_event(k3, "irc", "#a", Some("m3")),
-                vec![delivery("api", "x", b"three"), delivery("irc", "#b", b"3")],
+                new_event(k3, "chat", "#a", Some("m3")),
+                vec![
+                    delivery("feed", "x", b"three"),
+                    delivery("chat", "#b", b"3"),
+                ],
             ),
         ])
         .await
@@ -384,7 +390,7 @@ pub async fn batches_behave_as_single_calls(store: impl Store) {
     assert_eq!((first.len(), last.len()), (1, 2));
     assert!(first[0] < last[0], "ids follow the batch's order");
     let queued = store
-        .pending(&"api".into(), &"x".into(), 0, 10)
+        .pending(&"feed".into(), &"x".into(), 0, 10)
         .await
         .unwrap();
     let payloads: Vec<&[u8]> = queued.iter().map(|e| &e.payload[..]).collect();
@@ -395,7 +401,7 @@ pub async fn batches_behave_as_single_calls(store: impl Store) {
     );
     for (remote, key) in [("m2", k2), ("m3", k3)] {
         let info = store
-            .find_by_remote(&"irc".into(), &"#a".into(), &remote.into())
+            .find_by_remote(&"chat".into(), &"#a".into(), &remote.into())
             .await
             .unwrap();
         assert_eq!(info.map(|i| i.key), Some(key));
@@ -406,7 +412,7 @@ pub async fn batches_behave_as_single_calls(store: impl Store) {
             first[0],
             Some((
                 k2,
-                AccountId::from("api"),
+                AccountId::from("feed"),
                 RoomId::from("x"),
                 RemoteMessageId::from("a2"),
             )),
@@ -416,7 +422,7 @@ pub async fn batches_behave_as_single_calls(store: impl Store) {
             last[1],
             Some((
                 k3,
-                AccountId::from("irc"),
+                AccountId::from("chat"),
                 RoomId::from("#b"),
                 RemoteMessageId::from("b3"),
             )),
@@ -427,21 +433,21 @@ pub async fn batches_behave_as_single_calls(store: impl Store) {
     assert_eq!(store.pending_count().await.unwrap(), 0, "every row deleted");
     assert_eq!(
         store
-            .remote_id(k2, &"api".into(), &"x".into())
+            .remote_id(k2, &"feed".into(), &"x".into())
             .await
             .unwrap(),
         Some("a2".into())
     );
     assert_eq!(
         store
-            .remote_id(k3, &"irc".into(), &"#b".into())
+            .remote_id(k3, &"chat".into(), &"#b".into())
             .await
             .unwrap(),
         Some("b3".into())
     );
     assert_eq!(
         store
-            .remote_id(k3, &"api".into(), &"x".into())
+            .remote_id(k3, &"feed".into(), &"x".into())
             .await
             .unwrap(),
         None,

@@ -52,17 +52,23 @@ pub(crate) fn homeserver_with_registration(
 ) -> (Synapse, String) {
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, config).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
-        .args(["matrix-registration", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The README's command, and the older name scripts may still use: the same file.
+    let yaml = run(&["connector", "matrix", "registration"]);
+    assert_eq!(run(&["matrix-registration"]), yaml);
     let registration = dir.join("registration.yaml");
     std::fs::write(&registration, &yaml).unwrap();
     (Synapse::start(&[registration]), yaml)

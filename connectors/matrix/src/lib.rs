@@ -51,6 +51,37 @@ impl ConnectorFactory for MatrixFactory {
         "matrix"
     }
 
+    fn commands(&self) -> &'static [passerelle_sdk::ConnectorCommand] {
+        &[passerelle_sdk::ConnectorCommand {
+            name: "registration",
+            help: "print the appservice registration YAML for the homeserver (Synapse: \
+                   app_service_config_files); appservice mode only",
+            alias: Some("matrix-registration"),
+        }]
+    }
+
+    fn run_command(
+        &self,
+        ctx: &passerelle_sdk::CommandContext,
+        command: &str,
+        table: serde_json::Value,
+    ) -> Result<String, Vec<ConfigIssue>> {
+        if command != "registration" {
+            return Err(vec![ConfigIssue::new(
+                "kind",
+                format!("matrix has no command {command:?} (it has: registration)"),
+            )]);
+        }
+        if table.get("url").is_none() && ctx.callbacks_url.is_none() {
+            return Err(vec![ConfigIssue::new(
+                "url",
+                "neither http.public_listen nor http.listen is set, and url neither: the \
+                 homeserver could not reach the daemon",
+            )]);
+        }
+        registration(table, ctx.callbacks_url.as_deref().unwrap_or_default())
+    }
+
     fn build(
         &self,
         ctx: &BuildContext,

@@ -42,6 +42,48 @@ pub trait ConnectorFactory: Send + Sync + 'static {
         ctx: &BuildContext,
         table: serde_json::Value,
     ) -> Result<Box<dyn Connector>, Vec<ConfigIssue>>;
+    /// The commands this kind offers on the command line, run by
+    /// `passerelle connector ACCOUNT COMMAND` through [`ConnectorFactory::run_command`].
+    fn commands(&self) -> &'static [ConnectorCommand] {
+        &[]
+    }
+    /// Runs one of [`ConnectorFactory::commands`] for an account of this kind: the text to print,
+    /// or every problem (key paths relative to the account's table). No network I/O.
+    fn run_command(
+        &self,
+        ctx: &CommandContext,
+        command: &str,
+        table: serde_json::Value,
+    ) -> Result<String, Vec<ConfigIssue>> {
+        let _ = (ctx, table);
+        Err(vec![ConfigIssue::new(
+            "kind",
+            format!("this kind has no command {command:?}"),
+        )])
+    }
+}
+
+/// A command a connector kind offers (`passerelle connector ACCOUNT NAME`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectorCommand {
+    /// What the operator types.
+    pub name: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// An older top-level command that does the same (`passerelle ALIAS`), kept for scripts:
+    /// it runs on the one account of this kind the command applies to, or the one `--account`
+    /// names.
+    pub alias: Option<&'static str>,
+}
+
+/// What a connector command knows besides the account's table.
+#[derive(Clone, Debug)]
+pub struct CommandContext {
+    /// The account (the `[accounts.NAME]` key).
+    pub account: AccountId,
+    /// Where the daemon serves this account's callbacks (`http://ADDR/accounts/NAME`, from
+    /// `http.public_listen`, else `http.listen`), when a listener is configured.
+    pub callbacks_url: Option<String>,
 }
 
 /// Whose a room is: a conversation among many, or one person's private chat with the account

@@ -55,8 +55,9 @@ pub mod webhook;
 
 pub use caps::{Capabilities, Limits};
 pub use connector::{
-    BuildContext, ConnectionState, Connector, ConnectorFactory, ConnectorIo, Disposition, Emitter,
-    Inbound, Outbound, OutboundQueue, Receipt, RoomKind, RoomUpdates, StatusReporter,
+    BuildContext, CommandContext, ConnectionState, Connector, ConnectorCommand, ConnectorFactory,
+    ConnectorIo, Disposition, Emitter, Inbound, Outbound, OutboundQueue, Receipt, RoomKind,
+    RoomUpdates, StatusReporter,
 };
 pub use content::{Attachment, Content, Formatted, MessageKind, Text};
 pub use daemon_view::{
