@@ -35,7 +35,7 @@ fn default_max_body() -> usize {
 
 /// The config with its secret read and its address parsed.
 #[derive(Debug, Clone)]
-pub struct ResolvedApiConfig {
+pub struct Settings {
     /// Listen address.
     pub listen: SocketAddr,
     /// The token.
@@ -48,7 +48,7 @@ pub struct ResolvedApiConfig {
 
 impl ApiConfig {
     /// Parses and checks an account table, reporting every issue.
-    pub fn parse(table: serde_json::Value) -> Result<ResolvedApiConfig, Vec<ConfigIssue>> {
+    pub fn parse(table: serde_json::Value) -> Result<Settings, Vec<ConfigIssue>> {
         let raw: ApiConfig = parse_table(table).map_err(|i| vec![i])?;
         let mut issues = Vec::new();
         let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
@@ -73,7 +73,7 @@ impl ApiConfig {
             issues.push(ConfigIssue::new("buffer", "must be at least 1"));
         }
         match (listen, token) {
-            (Ok(listen), Ok(token)) if issues.is_empty() => Ok(ResolvedApiConfig {
+            (Ok(listen), Ok(token)) if issues.is_empty() => Ok(Settings {
                 listen,
                 token,
                 buffer: raw.buffer,

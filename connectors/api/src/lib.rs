@@ -57,7 +57,7 @@ impl ConnectorFactory for ApiFactory {
 
 /// One API account.
 pub struct ApiConnector {
-    config: config::ResolvedApiConfig,
+    config: config::Settings,
 }
 
 impl Connector for ApiConnector {

@@ -11,7 +11,7 @@ use crate::client::{
     build_client, parse_user, reset_store, restore_saved, save_session, saved_session, whoami,
     write_private,
 };
-use crate::config::{BotSettings, Login, Resolved};
+use crate::config::{BotSettings, Login, Settings};
 use crate::errors::{self, Meaning};
 use crate::held::Held;
 use crate::media::{self, MediaLinks};
@@ -33,7 +33,7 @@ const SYNC_TOKEN: &str = "sync_token";
 
 /// A bot-mode connector, built and ready to run.
 pub struct Bot {
-    pub(crate) cfg: Resolved,
+    pub(crate) cfg: Settings,
     pub(crate) bot: BotSettings,
     pub(crate) data_dir: PathBuf,
 }

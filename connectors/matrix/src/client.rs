@@ -2,7 +2,7 @@
 //! encrypted) in its data dir; the session is saved once and restored on every start, so the
 //! device and its keys persist.
 
-use crate::config::Resolved;
+use crate::config::Settings;
 use crate::errors::{self, Meaning};
 use matrix_sdk::Client;
 use matrix_sdk::authentication::matrix::MatrixSession;
@@ -43,7 +43,7 @@ pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Re
 
 /// A matrix-sdk client with its store in `data_dir/store`.
 pub(crate) async fn build_client(
-    cfg: &Resolved,
+    cfg: &Settings,
     data_dir: &std::path::Path,
 ) -> Result<Client, ConnectorError> {
     std::fs::create_dir_all(data_dir)
@@ -88,7 +88,7 @@ pub(crate) fn save_session(
 /// Restores a saved session on a client and checks that its token still works. `Ok(None)` when
 /// the homeserver logged it out (the caller logs in again).
 pub(crate) async fn restore_saved(
-    cfg: &Resolved,
+    cfg: &Settings,
     data_dir: &std::path::Path,
     session: MatrixSession,
 ) -> Result<Option<Client>, ConnectorError> {

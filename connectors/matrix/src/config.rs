@@ -191,7 +191,7 @@ pub struct AppserviceSettings {
 
 /// The checked config.
 #[derive(Clone, Debug)]
-pub struct Resolved {
+pub struct Settings {
     /// The homeserver URL, without a trailing slash.
     pub homeserver: String,
     /// The device's display name.
@@ -244,7 +244,7 @@ fn localpart_ok(s: &str) -> bool {
 
 impl MatrixConfig {
     /// Parses and checks an account table, reporting every issue.
-    pub fn parse(table: serde_json::Value) -> Result<Resolved, Vec<ConfigIssue>> {
+    pub fn parse(table: serde_json::Value) -> Result<Settings, Vec<ConfigIssue>> {
         let raw: MatrixConfig = parse_table(table).map_err(|i| vec![i])?;
         let mut issues = Vec::new();
         let homeserver = raw.homeserver.trim_end_matches('/').to_owned();
@@ -457,7 +457,7 @@ impl MatrixConfig {
             }
         };
         match mode {
-            Some(mode) if issues.is_empty() => Ok(Resolved {
+            Some(mode) if issues.is_empty() => Ok(Settings {
                 homeserver,
                 device_name: raw.device_name,
                 store_passphrase,

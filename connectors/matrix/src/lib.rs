@@ -36,7 +36,7 @@ pub(crate) mod sender;
 pub(crate) mod sync;
 pub mod translate;
 
-use config::{MatrixConfig, ModeSettings, Resolved};
+use config::{MatrixConfig, ModeSettings, Settings};
 use futures::future::BoxFuture;
 use passerelle_sdk::{
     BuildContext, Capabilities, ConfigIssue, Connector, ConnectorError, ConnectorFactory,
@@ -138,7 +138,7 @@ pub struct MatrixConnector {
 }
 
 impl MatrixConnector {
-    fn config(&self) -> &Resolved {
+    fn config(&self) -> &Settings {
         match &self.mode {
             Mode::Bot(b) => &b.cfg,
             Mode::Appservice(a) => &a.cfg,

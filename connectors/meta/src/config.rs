@@ -63,7 +63,7 @@ fn default_timeout() -> u64 {
 
 /// A checked config, secrets read.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub struct Settings {
     /// Which network.
     pub kind: Kind,
     /// The phone number, Page or Instagram account id the account speaks as.
@@ -93,7 +93,7 @@ pub fn numeric(id: &str) -> bool {
 
 impl MetaConfig {
     /// Parses and checks an account table of `kind`, reporting every problem at once.
-    pub fn parse(kind: Kind, table: serde_json::Value) -> Result<Resolved, Vec<ConfigIssue>> {
+    pub fn parse(kind: Kind, table: serde_json::Value) -> Result<Settings, Vec<ConfigIssue>> {
         let raw: MetaConfig = parse_table(table).map_err(|e| vec![e])?;
         let mut issues = Vec::new();
         let ids = [
@@ -152,7 +152,7 @@ impl MetaConfig {
         }
         match (access_token, app_secret, verify_token) {
             (Some(access_token), Some(app_secret), Some(verify_token)) if issues.is_empty() => {
-                Ok(Resolved {
+                Ok(Settings {
                     kind,
                     id,
                     access_token,
@@ -175,7 +175,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn paths(r: Result<Resolved, Vec<ConfigIssue>>) -> Vec<String> {
+    fn paths(r: Result<Settings, Vec<ConfigIssue>>) -> Vec<String> {
         r.err()
             .unwrap_or_default()
             .into_iter()

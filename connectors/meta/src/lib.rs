@@ -81,7 +81,7 @@ impl ConnectorFactory for MetaFactory {
 
 /// One Meta account.
 pub struct MetaConnector {
-    config: config::Resolved,
+    config: config::Settings,
     data_dir: std::path::PathBuf,
 }
 

@@ -6,7 +6,7 @@
 //! (waiting out throttling, briefly) instead of failing the whole send, which would send the first
 //! part twice; a later part that still fails is logged (without content) and counted as lost.
 
-use crate::config::Resolved;
+use crate::config::Settings;
 use crate::graph::{Graph, GraphError};
 use crate::kind::Kind;
 use passerelle_sdk::content::split_text;
@@ -71,7 +71,7 @@ fn messenger_type(mime: Option<&str>) -> &'static str {
 /// Sends events for one account.
 pub struct Sender<'a> {
     /// The account's config.
-    pub config: &'a Resolved,
+    pub config: &'a Settings,
     /// Its Graph client.
     pub graph: &'a Graph,
 }

@@ -42,7 +42,7 @@ fn default_timeout() -> u64 {
 
 /// A checked config.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub struct Settings {
     /// The account's number.
     pub account: String,
     /// signal-cli's base URL, no trailing `/`.
@@ -87,7 +87,7 @@ pub fn group_of(room: &str) -> Option<&str> {
 
 impl SignalConfig {
     /// Parses and checks an account table, reporting every problem at once.
-    pub fn parse(table: serde_json::Value) -> Result<Resolved, Vec<ConfigIssue>> {
+    pub fn parse(table: serde_json::Value) -> Result<Settings, Vec<ConfigIssue>> {
         let raw: SignalConfig = parse_table(table).map_err(|e| vec![e])?;
         let mut issues = Vec::new();
         if !phone(&raw.account) {
@@ -116,7 +116,7 @@ impl SignalConfig {
         if !issues.is_empty() {
             return Err(issues);
         }
-        Ok(Resolved {
+        Ok(Settings {
             account: raw.account,
             url,
             media_public_url,

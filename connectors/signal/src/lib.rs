@@ -68,7 +68,7 @@ impl ConnectorFactory for SignalFactory {
 
 /// One Signal account.
 pub struct SignalConnector {
-    config: config::Resolved,
+    config: config::Settings,
     data_dir: std::path::PathBuf,
 }
 

@@ -2,7 +2,7 @@
 //! `editTimestamp` for an edit, files as `data:` URIs in `attachments`), `sendReaction` and
 //! `remoteDelete`. Signal lets us edit and delete only our own messages.
 
-use crate::config::{Resolved, group_of};
+use crate::config::{Settings, group_of};
 use crate::rpc::{Rpc, RpcError, results_error};
 use base64::Engine;
 use passerelle_sdk::{Content, Event, EventKind, MessageKind, RemoteMessageId, SendError};
@@ -19,7 +19,7 @@ pub struct Sender<'a> {
     /// The daemon.
     pub rpc: &'a Rpc,
     /// The config.
-    pub config: &'a Resolved,
+    pub config: &'a Settings,
 }
 
 fn unknown() -> SendError {

@@ -78,7 +78,7 @@ fn default_timeout() -> u64 {
 
 /// A checked config, secrets read.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub struct Settings {
     /// Bot token.
     pub token: Secret,
     /// How updates arrive.
@@ -106,7 +106,7 @@ pub fn chat_id(room: &str) -> Option<i64> {
 
 impl TelegramConfig {
     /// Parses and checks an account table, reporting every problem at once.
-    pub fn parse(table: serde_json::Value) -> Result<Resolved, Vec<ConfigIssue>> {
+    pub fn parse(table: serde_json::Value) -> Result<Settings, Vec<ConfigIssue>> {
         let raw: TelegramConfig = parse_table(table).map_err(|e| vec![e])?;
         let mut issues = Vec::new();
         let token = match secret::require("token", raw.token.as_ref(), raw.token_file.as_ref()) {
@@ -216,7 +216,7 @@ impl TelegramConfig {
         let media_public_url =
             passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
         match token {
-            Some(token) if issues.is_empty() => Ok(Resolved {
+            Some(token) if issues.is_empty() => Ok(Settings {
                 token,
                 mode: raw.mode,
                 webhook,

@@ -79,7 +79,7 @@ impl ConnectorFactory for TelegramFactory {
 
 /// One bot.
 pub struct TelegramConnector {
-    config: config::Resolved,
+    config: config::Settings,
     data_dir: std::path::PathBuf,
 }
 

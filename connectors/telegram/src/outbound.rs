@@ -6,7 +6,7 @@
 //! (waiting out `retry_after`) rather than failing the send, which would repeat the first part.
 
 use crate::api::{ApiError, BotApi};
-use crate::config::Resolved;
+use crate::config::Settings;
 use passerelle_sdk::content::split_text;
 use passerelle_sdk::{Attachment, Content, Event, EventKind, MessageKind, SendError};
 use serde_json::{Value, json};
@@ -70,7 +70,7 @@ pub struct Sender<'a> {
     /// The bot.
     pub api: &'a BotApi,
     /// Its config.
-    pub config: &'a Resolved,
+    pub config: &'a Settings,
 }
 
 fn target(id: &passerelle_sdk::RemoteMessageId) -> Result<i64, Failure> {

@@ -20,7 +20,7 @@ use send::Sender;
 
 use crate::admin;
 use crate::client;
-use crate::config::{AppserviceSettings, Resolved};
+use crate::config::{AppserviceSettings, Settings};
 use crate::errors::{self, Meaning};
 use crate::ghost;
 use crate::media::{self, MediaLinks};
@@ -49,7 +49,7 @@ const LAST_TXN: &str = "last_txn";
 
 /// An appservice-mode connector, built and ready to run.
 pub struct Appservice {
-    pub(crate) cfg: Resolved,
+    pub(crate) cfg: Settings,
     pub(crate) asv: AppserviceSettings,
     pub(crate) data_dir: std::path::PathBuf,
 }
