@@ -22,7 +22,7 @@ pub struct Addressing {
 }
 
 fn state_key(channel: &str) -> String {
-    format!("addressed\u{1f}{channel}")
+    passerelle_sdk::state::key(&["addressed", channel])
 }
 
 impl Addressing {

@@ -104,7 +104,7 @@ pub fn is_direct_chat(members: &[String], bot: &str, admin: &str) -> bool {
 
 /// The connector-state key of an admin's management room.
 fn room_key(admin: &str) -> String {
-    format!("admin_room\u{1f}{admin}")
+    passerelle_sdk::state::key(&["admin_room", admin])
 }
 
 /// How a mode talks to the admins: the bot mode through matrix-sdk, the appservice as its bot

@@ -88,7 +88,7 @@ fn link_content(att: &Attachment) -> Value {
 /// The connector-state key of the Matrix event a reaction was sent as (by `sender`, on `target`
 /// in `room`), so that removing the reaction redacts it.
 pub(crate) fn reaction_key(room: &str, target: &str, key: &str, sender: &str) -> String {
-    format!("reaction\u{1f}{room}\u{1f}{target}\u{1f}{key}\u{1f}{sender}")
+    passerelle_sdk::state::key(&["reaction", room, target, key, sender])
 }
 
 #[cfg(test)]

@@ -88,11 +88,14 @@ impl Sink {
         else {
             return Ok(());
         };
-        let slot = format!("reaction/{}/{}/{}", event.room, event.sender.id, target);
+        let (room, sender) = (event.room.as_str(), event.sender.id.as_str());
+        let slot = passerelle_sdk::state::key(&["reaction", room, sender, target.as_str()]);
+        // Before 0.2 the parts were joined with `/`.
+        let legacy = format!("reaction/{room}/{sender}/{}", target.as_str());
         let state = |e: passerelle_sdk::StateError| HookRefusal::NotStored(e.to_string());
         let before = self
             .state
-            .get(&slot)
+            .get_moved(&slot, &legacy)
             .await
             .map_err(state)?
             .and_then(|v| String::from_utf8(v).ok());
@@ -135,8 +138,8 @@ impl Sink {
     /// Records a delivery status (ids and status only), kept with the message map's retention.
     async fn record(&self, s: Status) -> Result<(), HookRefusal> {
         let key = match &s.message_id {
-            Some(id) => format!("delivery/{id}"),
-            None => format!("delivery/read/{}", s.recipient),
+            Some(id) => passerelle_sdk::state::key(&["delivery", id]),
+            None => passerelle_sdk::state::key(&["delivery", "read", &s.recipient]),
         };
         let value = serde_json::json!({
             "status": s.status, "recipient": s.recipient, "at": s.at, "error_code": s.error_code,

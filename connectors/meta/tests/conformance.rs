@@ -564,11 +564,21 @@ async fn whatsapp_inbound_files_reactions_replies_and_statuses() {
     let state = r.h.state();
     let read = |v: Option<Vec<u8>>| serde_json::from_slice::<Value>(&v.unwrap()).unwrap();
     assert_eq!(
-        read(state.get("delivery/wamid.sent1").await.unwrap())["status"],
+        read(
+            state
+                .get(&passerelle_sdk::state::key(&["delivery", "wamid.sent1"]))
+                .await
+                .unwrap()
+        )["status"],
         "delivered"
     );
     assert_eq!(
-        read(state.get("delivery/wamid.sent2").await.unwrap())["error_code"],
+        read(
+            state
+                .get(&passerelle_sdk::state::key(&["delivery", "wamid.sent2"]))
+                .await
+                .unwrap()
+        )["error_code"],
         131047
     );
     // Another phone number's messages on the same app never enter this account.

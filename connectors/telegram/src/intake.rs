@@ -18,6 +18,11 @@ pub struct Chats {
     configured: Vec<i64>,
 }
 
+/// The state key of where a configured chat moved (a group upgraded to a supergroup).
+pub fn moved_key(old: i64) -> String {
+    passerelle_sdk::state::key(&["migrated", &old.to_string()])
+}
+
 impl Chats {
     /// The chats of `rooms`, with the moves remembered in `state`.
     pub async fn load(rooms: &[RoomId], state: &StateHandle) -> Self {
@@ -27,7 +32,9 @@ impl Chats {
             .collect();
         let mut moved = HashMap::new();
         for old in &configured {
-            if let Ok(Some(v)) = state.get(&format!("migrated/{old}")).await
+            // Before 0.2 the parts were joined with `/`.
+            let legacy = format!("migrated/{old}");
+            if let Ok(Some(v)) = state.get_moved(&moved_key(*old), &legacy).await
                 && let Some(new) = String::from_utf8(v)
                     .ok()
                     .and_then(|s| s.parse::<i64>().ok())
@@ -71,10 +78,7 @@ impl Chats {
             }
             moved.insert(old, m.to);
         }
-        if let Err(e) = state
-            .put(&format!("migrated/{old}"), m.to.to_string())
-            .await
-        {
+        if let Err(e) = state.put(&moved_key(old), m.to.to_string()).await {
             tracing::warn!(account, error = %e, "chat move not saved; it will be learnt again");
         }
         tracing::warn!(

@@ -355,7 +355,7 @@ async fn flood_waits_migrations_and_a_wrong_token() {
     let e = r.h.next_event(WAIT).await.unwrap();
     assert_eq!(e.room.as_str(), OLD.to_string());
     assert!(
-        matches!(r.h.state().get("migrated/-4000001").await, Ok(Some(v)) if v == NEW.to_string().as_bytes())
+        matches!(r.h.state().get(&passerelle_telegram::intake::moved_key(-4000001)).await, Ok(Some(v)) if v == NEW.to_string().as_bytes())
     );
     r.h.shutdown(WAIT).await;
 

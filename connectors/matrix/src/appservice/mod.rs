@@ -222,7 +222,7 @@ struct Shared {
 
 /// The state key marking a Matrix room as a portal the bot made.
 fn portal_room_key(room_id: &str) -> String {
-    format!("portal_room\u{1f}{room_id}")
+    passerelle_sdk::state::key(&["portal_room", room_id])
 }
 
 impl Hs {
