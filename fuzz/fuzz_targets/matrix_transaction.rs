@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passerelle_matrix::{html, media::MediaLinks, translate};
+use passerelle_matrix::{media::MediaLinks, translate};
+use passerelle_sdk::html;
 use passerelle_sdk::RoomId;
 use serde_json::Value;
 

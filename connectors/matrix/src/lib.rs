@@ -28,7 +28,6 @@ pub mod config;
 pub mod errors;
 pub mod ghost;
 pub mod held;
-pub mod html;
 pub mod media;
 pub(crate) mod plan;
 pub mod rooms;

@@ -1,8 +1,8 @@
 //! Matrix events (as JSON, the way both `/sync` and appservice transactions deliver them) to the
 //! event model and back. One translation serves both modes.
 
-use crate::html;
 use crate::media::MediaLinks;
+use passerelle_sdk::html;
 use passerelle_sdk::{
     Attachment, Content, Event, EventKey, EventKind, Formatted, MembershipChange, MessageKind,
     RemoteMessageId, RoomId, Sender, Text, Timestamp,

@@ -41,6 +41,7 @@ pub mod event;
 pub mod fetch;
 #[cfg(feature = "front")]
 pub mod front;
+pub mod html;
 pub mod http;
 pub mod ids;
 pub mod links;

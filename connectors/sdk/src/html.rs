@@ -1,6 +1,7 @@
-//! The safe HTML subset both ways: Matrix `formatted_body` in, the event model's subset
-//! (`b i u s code pre a blockquote br p ul ol li`) out. Everything else is dropped, keeping its text.
-//! Reply fallbacks (`<mx-reply>`) are removed whole.
+//! The event model's safe HTML subset (`b i u s code pre a blockquote br p ul ol li`): rich text
+//! from a network (Matrix's `formatted_body`) is sanitized into it, for every connector that
+//! reads or writes HTML. Everything else is dropped, keeping its text; links only to http(s)
+//! and mailto; Matrix reply fallbacks (`<mx-reply>`) are removed whole.
 
 /// Tags kept, with the name they are written as.
 fn keep(tag: &str) -> Option<&'static str> {
@@ -24,7 +25,7 @@ fn keep(tag: &str) -> Option<&'static str> {
 
 /// Escapes text for HTML.
 pub fn escape(text: &str) -> String {
-    passerelle_sdk::content::escape_html(text)
+    crate::content::escape_html(text)
 }
 
 /// Reads an attribute's value from a tag's inside (`a href="..." title=x`).
