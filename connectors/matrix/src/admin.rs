@@ -122,12 +122,7 @@ pub(crate) trait Notices {
 /// when none is known).
 pub(crate) async fn notify(to: &impl Notices, state: &StateHandle, admins: &[String], text: &str) {
     for admin in admins {
-        let known = state
-            .get(&room_key(admin))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok());
+        let known = state.get_text(&room_key(admin)).await.ok().flatten();
         let room = match known {
             Some(r) if to.usable(&r).await => r,
             _ => {

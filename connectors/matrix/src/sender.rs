@@ -110,14 +110,7 @@ impl BotSender {
             Outgoing::Unreact { target, key } => {
                 let k =
                     plan::reaction_key(room_id.as_str(), &target, &key, event.sender.id.as_str());
-                let Some(ours) = self
-                    .state
-                    .get(&k)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|b| String::from_utf8(b).ok())
-                else {
+                let Some(ours) = self.state.get_text(&k).await.ok().flatten() else {
                     return Ok(Receipt::default());
                 };
                 let id = OwnedEventId::try_from(ours.as_str())

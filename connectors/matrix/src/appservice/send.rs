@@ -135,13 +135,7 @@ impl Sender {
             }
             Outgoing::Unreact { target, key } => {
                 let k = plan::reaction_key(&room, &target, &key, &ghost);
-                let Some(ours) = state
-                    .get(&k)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|b| String::from_utf8(b).ok())
-                else {
+                let Some(ours) = state.get_text(&k).await.ok().flatten() else {
                     return Ok(Receipt::default());
                 };
                 let path = format!(
