@@ -494,3 +494,74 @@ rooms = [{{ account = "xmpp", room = "dm:dave@example.org" }}, {{ account = "tg"
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `passerelle connector ACCOUNT COMMAND`, its `help`, its refusals, and the older
+/// `matrix-registration` name, on a configuration with two appservice accounts and an IRC one.
+#[test]
+fn connector_commands_run_on_the_named_account_and_refuse_what_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let appservice = |name: &str, token: &str| {
+        format!(
+            "[accounts.\"{name}\"]\nkind = \"matrix\"\nmode = \"appservice\"\n\
+             homeserver = \"https://matrix.example.org\"\nserver_name = \"example.org\"\n\
+             as_token = \"{token}-as-0123456789abcdef0123456789\"\n\
+             hs_token = \"{token}-hs-0123456789abcdef0123456789\"\n\
+             registration_id = \"{name}\"\n"
+        )
+    };
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n\n{}\n{}\n[accounts.\"irc.libera\"]\nkind = \"irc\"\n",
+        appservice("chat.one", "first"),
+        appservice("chat.two", "second"),
+    );
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let c = cfg.to_str().unwrap();
+    let ok = |args: &[&str]| {
+        let out = passerelle(args, &[]);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let refused = |args: &[&str]| {
+        let out = passerelle(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!err.contains("0123456789abcdef"), "a token in {err}");
+        err
+    };
+
+    let yaml = ok(&["connector", "chat.two", "registration", "-c", c]);
+    assert!(
+        yaml.contains(&format!(
+            "url: \"http://127.0.0.1:{port}/accounts/chat.two\""
+        )),
+        "{yaml}"
+    );
+    assert!(yaml.contains("id: \"chat.two\""), "{yaml}");
+    assert!(ok(&["connector", "chat.one", "help", "-c", c]).contains("registration"));
+
+    let err = refused(&["connector", "chat.one", "frobnicate", "-c", c]);
+    assert!(
+        err.contains("accounts.\"chat.one\"") && err.contains("frobnicate"),
+        "{err}"
+    );
+    let err = refused(&["connector", "nobody", "registration", "-c", c]);
+    assert!(err.contains("no account named \"nobody\""), "{err}");
+    let err = refused(&["connector", "irc.libera", "registration", "-c", c]);
+    assert!(err.contains("has no commands"), "{err}");
+
+    // The older name: one account of the kind must be meant.
+    let err = refused(&["matrix-registration", "-c", c]);
+    assert!(err.contains("name one with --account"), "{err}");
+    assert_eq!(
+        ok(&["matrix-registration", "-c", c, "--account", "chat.two"]),
+        yaml
+    );
+    let err = refused(&["no-such-command", "-c", c]);
+    assert!(err.contains("no-such-command"), "{err}");
+}
