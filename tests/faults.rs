@@ -90,14 +90,14 @@ fn crash_config(
     dest: (&str, &str),
 ) -> String {
     daemon_section(dir, admin)
-        + &irc_account(
+        + &*irc_account(
             "irc.main",
             irc_port,
             "ping_interval_secs = 5\ndead_link_secs = 15\n",
         )
-        + &api_account(api_port)
-        + &one_way("from-api", ("api.main", "lobby"), dest)
-        + &one_way("from-irc", ("irc.main", "#src"), dest)
+        + &*api_account(api_port)
+        + &*one_way("from-api", ("api.main", "lobby"), dest)
+        + &*one_way("from-irc", ("irc.main", "#src"), dest)
 }
 
 /// A small deterministic generator (xorshift), so a failing run can be repeated with its seed.
@@ -433,8 +433,8 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged_and_reorders_nothin
 /// twice: no duplicates at all, whatever the timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_a_matrix_destination_repeats_nothing() {
-    use passerelle_testkit::matrix_client::{MatrixUser, SeenEvent};
-    use passerelle_testkit::synapse::Synapse;
+    use passerelle_matrix::testing::client::{MatrixUser, SeenEvent};
+    use passerelle_matrix::testing::synapse::Synapse;
     let (per_flow, mut rng, seed) = run_parameters("Matrix destination");
     let hs = Synapse::start(&[]);
     hs.register("bridge", "bridge-pw", false);
@@ -448,7 +448,7 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
     let config = crash_config(dir.path(), admin, irc.port(), api_port, ("matrix", &room))
-        + &matrix_account(&hs.url());
+        + &*matrix_account(&hs.url());
     let mut daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(60)).await;
     reader
@@ -520,8 +520,8 @@ async fn sigkill_with_a_matrix_destination_repeats_nothing() {
 /// them arrive once, in order. Matrix sends carry transaction ids, so a retried send never repeats.
 #[tokio::test]
 async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_back() {
-    use passerelle_testkit::matrix_client::MatrixUser;
-    use passerelle_testkit::synapse::Synapse;
+    use passerelle_matrix::testing::client::MatrixUser;
+    use passerelle_matrix::testing::synapse::Synapse;
     let outage = Duration::from_secs(
         std::env::var("PASSERELLE_OUTAGE_SECS")
             .ok()
@@ -540,9 +540,9 @@ async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_bac
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
     let config = daemon_section(dir.path(), admin)
-        + &api_account(api_port)
-        + &matrix_account(&hs.url())
-        + &one_way("lobby", ("api.main", "lobby"), ("matrix", &room));
+        + &*api_account(api_port)
+        + &*matrix_account(&hs.url())
+        + &*one_way("lobby", ("api.main", "lobby"), ("matrix", &room));
     let mut daemon = Daemon::start(dir.path(), &config, admin);
     daemon.wait_ready(Duration::from_secs(60)).await;
     alice
@@ -556,7 +556,7 @@ async fn a_homeserver_down_for_30_seconds_gets_everything_once_in_order_when_bac
         assert_eq!(api.try_post(&post(i)).await, Some(200));
     }
     let mut seen: Vec<usize> = Vec::new();
-    let number = |e: &passerelle_testkit::matrix_client::SeenEvent| -> Option<usize> {
+    let number = |e: &passerelle_matrix::testing::client::SeenEvent| -> Option<usize> {
         (e.sender() == "@bridge:hs.passerelle.test")
             .then(|| e.body().strip_prefix("<s> o ")?.parse().ok())
             .flatten()
@@ -622,15 +622,15 @@ async fn a_hung_destination_holds_only_its_own_rooms_and_memory_stays_bounded() 
     let dir = tempfile::tempdir().unwrap();
     let (admin, api_port) = (free_port(), free_port());
     let config = daemon_section(dir.path(), admin)
-        + &irc_account("irc.stalled", stalled.port, "")
-        + &irc_account("irc.flowing", flowing.port, "")
-        + &api_account(api_port)
-        + &one_way(
+        + &*irc_account("irc.stalled", stalled.port, "")
+        + &*irc_account("irc.flowing", flowing.port, "")
+        + &*api_account(api_port)
+        + &*one_way(
             "to-stalled",
             ("api.main", "heavy"),
             ("irc.stalled", "#slow"),
         )
-        + &one_way(
+        + &*one_way(
             "to-flowing",
             ("api.main", "light"),
             ("irc.flowing", "#fast"),

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Api, Daemon, free_port};
-use passerelle_testkit::fakes::meta::{
+use passerelle_meta::testing::{
     FakeMeta, Product, messaging_body, messaging_text, whatsapp_body, whatsapp_text,
 };
 use passerelle_testkit::irc_client::IrcClient;

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Api, Daemon, free_port};
-use passerelle_testkit::fakes::meta::{FakeMeta, Product, whatsapp_body, whatsapp_text};
+use passerelle_meta::testing::{FakeMeta, Product, whatsapp_body, whatsapp_text};
 use passerelle_testkit::servers::{Nginx, make_certificates_for};
 use std::time::Duration;
 

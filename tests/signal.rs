@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Api, Daemon, free_port};
-use passerelle_testkit::fakes::signal::FakeSignalCli;
+use passerelle_signal::testing::FakeSignalCli;
 use passerelle_testkit::irc_client::IrcClient;
 use passerelle_testkit::servers::Ngircd;
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Api, Daemon, free_port};
-use passerelle_testkit::fakes::telegram::{FakeTelegram, User};
+use passerelle_telegram::testing::{FakeTelegram, User};
 use passerelle_testkit::irc_client::IrcClient;
 use passerelle_testkit::servers::Ngircd;
 use serde_json::json;

@@ -5,9 +5,9 @@ mod common;
 
 use common::{Api, Daemon, free_port};
 use passerelle_testkit::irc_client::IrcClient;
-use passerelle_testkit::prosody::{DOMAIN, MUC, Prosody, UPLOAD};
 use passerelle_testkit::servers::Ngircd;
-use passerelle_testkit::xmpp_client::{XmppClient, body, payload};
+use passerelle_xmpp::testing::client::{XmppClient, body, payload};
+use passerelle_xmpp::testing::prosody::{DOMAIN, MUC, Prosody, UPLOAD};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -435,7 +435,7 @@ async fn a_stanza_nested_thousands_deep_is_dropped_and_the_daemon_goes_on() {
     // Prosody relays such a message in a room that keeps only its in-memory history (archiving
     // it fails in Prosody's own serializer, which then drops it), and replays it from that
     // history to whoever joins asking for it.
-    let mut b = start_in(passerelle_testkit::prosody::MUC_UNARCHIVED).await;
+    let mut b = start_in(passerelle_xmpp::testing::prosody::MUC_UNARCHIVED).await;
     let mut irc = IrcClient::connect(b.irc.port, "ircer").await;
     irc.join("#x").await;
 
@@ -443,8 +443,8 @@ async fn a_stanza_nested_thousands_deep_is_dropped_and_the_daemon_goes_on() {
     // deeply nested messages to the room and, directly, to the bridge's own address. (The test's
     // own XMPP client would overflow on them too: it joins only afterwards, asking for no
     // history.)
-    let mut mallory = passerelle_testkit::prosody::RawComponent::connect(&b.xmpp).await;
-    let occupant = format!("mallory@{}/x", passerelle_testkit::prosody::COMPONENT);
+    let mut mallory = passerelle_xmpp::testing::prosody::RawComponent::connect(&b.xmpp).await;
+    let occupant = format!("mallory@{}/x", passerelle_xmpp::testing::prosody::COMPONENT);
     mallory
         .send_raw(
             format!(

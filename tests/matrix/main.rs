@@ -8,10 +8,10 @@ mod bot;
 mod portals;
 
 use common::{Daemon, free_port};
+use passerelle_matrix::testing::client::{MatrixUser, SeenEvent};
+use passerelle_matrix::testing::synapse::Synapse;
 use passerelle_testkit::irc_client::IrcClient;
-use passerelle_testkit::matrix_client::{MatrixUser, SeenEvent};
 use passerelle_testkit::servers::Ngircd;
-use passerelle_testkit::synapse::Synapse;
 use serde_json::json;
 use std::time::Duration;
 

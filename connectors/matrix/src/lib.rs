@@ -33,6 +33,9 @@ pub(crate) mod plan;
 pub mod rooms;
 pub(crate) mod sender;
 pub(crate) mod sync;
+#[cfg(feature = "testing")]
+/// A throwaway Synapse and a plain Matrix client for tests (feature `testing`).
+pub mod testing;
 pub mod translate;
 
 use config::{MatrixConfig, ModeSettings, Settings};

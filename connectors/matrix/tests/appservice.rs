@@ -2,13 +2,13 @@
 //! conformance suite, ghosts, the hs_token check and retried transactions.
 
 use passerelle_matrix::MatrixFactory;
+use passerelle_matrix::testing::client::{MatrixUser, RoomPeer};
+use passerelle_matrix::testing::synapse::Synapse;
 use passerelle_sdk::{
     BuildContext, Connector, ConnectorFactory, Content, Event, EventKind, Sender,
 };
 use passerelle_testkit::conformance;
 use passerelle_testkit::harness::Harness;
-use passerelle_testkit::matrix_client::{MatrixUser, RoomPeer};
-use passerelle_testkit::synapse::Synapse;
 use serde_json::json;
 use std::time::Duration;
 

@@ -1,10 +1,10 @@
 //! The shared conformance suite, run against a real Synapse on loopback.
 
 use passerelle_matrix::MatrixFactory;
+use passerelle_matrix::testing::client::{MatrixUser, RoomPeer};
+use passerelle_matrix::testing::synapse::Synapse;
 use passerelle_sdk::{BuildContext, Connector, ConnectorFactory};
 use passerelle_testkit::conformance;
-use passerelle_testkit::matrix_client::{MatrixUser, RoomPeer};
-use passerelle_testkit::synapse::Synapse;
 use std::path::Path;
 
 fn bot(hs: &Synapse, dir: &Path) -> Box<dyn Connector> {

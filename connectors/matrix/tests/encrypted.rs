@@ -7,10 +7,10 @@ use matrix_sdk::deserialized_responses::TimelineEventKind;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId};
 use passerelle_matrix::MatrixFactory;
+use passerelle_matrix::testing::client::MatrixUser;
+use passerelle_matrix::testing::synapse::Synapse;
 use passerelle_sdk::{BuildContext, ConnectorFactory, Content, Event, EventKind, Sender};
 use passerelle_testkit::harness::Harness;
-use passerelle_testkit::matrix_client::MatrixUser;
-use passerelle_testkit::synapse::Synapse;
 use serde_json::json;
 use std::time::{Duration, Instant};
 

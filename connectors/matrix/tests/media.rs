@@ -2,12 +2,12 @@
 //! uploaded to the content repository, sent as media events, readable by a Matrix user.
 
 use passerelle_matrix::MatrixFactory;
+use passerelle_matrix::testing::client::MatrixUser;
+use passerelle_matrix::testing::synapse::Synapse;
 use passerelle_sdk::{
     Attachment, BuildContext, ConnectorFactory, Content, Event, EventKind, Sender,
 };
 use passerelle_testkit::harness::Harness;
-use passerelle_testkit::matrix_client::MatrixUser;
-use passerelle_testkit::synapse::Synapse;
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -40,6 +40,9 @@ pub mod inbound;
 pub mod kind;
 pub mod outbound;
 pub mod profile;
+#[cfg(feature = "testing")]
+/// A faithful fake of Meta's Graph API and webhook deliveries for tests (feature `testing`).
+pub mod testing;
 
 use futures::future::BoxFuture;
 use kind::Kind;

@@ -1,17 +1,17 @@
 //! The conformance suite and the Meta connectors' own behaviour, against the faithful fake of
-//! Meta's Graph API and webhook deliveries (`passerelle_testkit::fakes::meta`).
+//! Meta's Graph API and webhook deliveries (`passerelle_meta::testing`).
 
 use futures::future::BoxFuture;
 use passerelle_meta::kind::Kind;
+use passerelle_meta::testing::{
+    self as fake, FakeMeta, Product, messaging_body, messaging_text, whatsapp_body, whatsapp_text,
+};
 use passerelle_meta::{INSTAGRAM, MESSENGER, MetaFactory, WHATSAPP};
 use passerelle_sdk::{
     Attachment, BuildContext, Connector, ConnectorError, ConnectorFactory, Content, Event,
     EventKind, RoomId, SendError, Sender, Text, UserId,
 };
 use passerelle_testkit::conformance::{self, Peer, Seen};
-use passerelle_testkit::fakes::meta::{
-    self as fake, FakeMeta, Product, messaging_body, messaging_text, whatsapp_body, whatsapp_text,
-};
 use passerelle_testkit::harness::Harness;
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -25,6 +25,9 @@ pub mod config;
 pub mod inbound;
 pub mod outbound;
 pub mod rpc;
+#[cfg(feature = "testing")]
+/// A faithful fake of signal-cli's HTTP daemon for tests (feature `testing`).
+pub mod testing;
 
 use base64::Engine;
 use futures::future::BoxFuture;

@@ -1,5 +1,5 @@
 //! The conformance suite and the Signal connector's own behaviour, against the faithful fake of
-//! signal-cli's HTTP daemon (`passerelle_testkit::fakes::signal`).
+//! signal-cli's HTTP daemon (`passerelle_signal::testing`).
 
 use futures::future::BoxFuture;
 use passerelle_sdk::{
@@ -7,8 +7,8 @@ use passerelle_sdk::{
     SendError, Sender, Text, UserId,
 };
 use passerelle_signal::SignalFactory;
+use passerelle_signal::testing::FakeSignalCli;
 use passerelle_testkit::conformance::{self, Peer, Seen};
-use passerelle_testkit::fakes::signal::FakeSignalCli;
 use passerelle_testkit::harness::{Harness, MemoryState};
 use serde_json::{Value, json};
 use std::sync::Arc;

@@ -30,6 +30,9 @@ pub mod hook;
 pub mod inbound;
 pub mod intake;
 pub mod outbound;
+#[cfg(feature = "testing")]
+/// A faithful fake of Telegram's Bot API for tests (feature `testing`).
+pub mod testing;
 
 use api::{ApiError, BotApi};
 use futures::future::BoxFuture;

@@ -1,5 +1,5 @@
 //! The conformance suite and the Telegram connector's own behaviour, against the faithful fake of
-//! the Bot API (`passerelle_testkit::fakes::telegram`), in polling and in webhook mode.
+//! the Bot API (`passerelle_telegram::testing`), in polling and in webhook mode.
 
 use futures::future::BoxFuture;
 use passerelle_sdk::{
@@ -7,8 +7,8 @@ use passerelle_sdk::{
     EventKind, RoomId, SendError, Sender, Text, UserId,
 };
 use passerelle_telegram::TelegramFactory;
+use passerelle_telegram::testing::{FakeTelegram, User};
 use passerelle_testkit::conformance::{self, Peer, Seen};
-use passerelle_testkit::fakes::telegram::{FakeTelegram, User};
 use passerelle_testkit::harness::Harness;
 use serde_json::{Value, json};
 use std::sync::Arc;

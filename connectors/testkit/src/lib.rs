@@ -11,20 +11,19 @@
 //!   implements to act as a remote user.
 //! - [`servers`]: real servers started per test on a free loopback port, stopped on drop.
 //! - [`irc_client`]: a raw IRC client for tests.
-//! - [`synapse`]: a throwaway Synapse homeserver (from the test venv) on loopback.
-//! - [`matrix_client`]: a plain client-server API user for tests.
-//! - [`fakes`]: faithful fakes of services that can't run here (Meta's Graph API…).
+//! - [`loopback`]: an HTTP listener on a free loopback port, served until cancelled.
+//! - [`http_bridge`]: a connector's webhook handler behind a plain HTTP listener.
+//!
+//! What is one network's own (the throwaway Synapse and Prosody, the Matrix and XMPP test clients,
+//! the fakes of Meta, Telegram and signal-cli) lives in that connector's crate behind its
+//! `testing` feature, so a connector's tests build no other network's crate.
 
 pub mod conformance;
-pub mod fakes;
 pub mod harness;
 pub mod http_bridge;
 pub mod irc_client;
-pub mod matrix_client;
-pub mod prosody;
+pub mod loopback;
 pub mod servers;
-pub mod synapse;
-pub mod xmpp_client;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests), never one given
 /// before in this process, and always **below the kernel's ephemeral range**: ports from there
@@ -67,7 +66,7 @@ pub fn free_port() -> u16 {
 /// Serves one file (`data` as `mime`) at `/{name}` on a free loopback port until the runtime ends,
 /// as another network's link would; its URL.
 pub async fn file_server(name: &str, mime: &'static str, data: Vec<u8>) -> String {
-    let (listener, port) = fakes::listen().await;
+    let (listener, port) = loopback::listen().await;
     let app = axum::Router::new().route(
         &format!("/{name}"),
         axum::routing::get(move || {
@@ -75,7 +74,7 @@ pub async fn file_server(name: &str, mime: &'static str, data: Vec<u8>) -> Strin
             async move { ([("content-type", mime)], data) }
         }),
     );
-    fakes::serve(listener, app, tokio_util::sync::CancellationToken::new());
+    loopback::serve(listener, app, tokio_util::sync::CancellationToken::new());
     format!("http://127.0.0.1:{port}/{name}")
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) fn find_binary(env: &str, names: &[&str]) -> PathBuf {
+/// A server's binary: the path in the environment variable `env` if set, else the first of
+/// `names` found in the usual system directories; panics naming the test command otherwise.
+pub fn find_binary(env: &str, names: &[&str]) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
         return PathBuf::from(path);
     }
@@ -237,7 +239,7 @@ impl Ngircd {
 }
 
 /// Ends a test server's process (SIGKILL, by its PID) and waits for it, if it is running.
-pub(crate) fn kill_and_wait(child: &mut Option<Child>) {
+pub fn kill_and_wait(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
         let _ = child.kill();
         let _ = child.wait();
@@ -245,7 +247,7 @@ pub(crate) fn kill_and_wait(child: &mut Option<Child>) {
 }
 
 /// Starts `command` with its output in `log`.
-pub(crate) fn spawn_logged(mut command: Command, log: &std::path::Path) -> Child {
+pub fn spawn_logged(mut command: Command, log: &std::path::Path) -> Child {
     let log = std::fs::File::create(log).expect("log file");
     command
         .stdin(Stdio::null())

@@ -27,6 +27,9 @@ pub mod memory;
 pub mod nsswap;
 pub mod session;
 pub mod stanza;
+#[cfg(feature = "testing")]
+/// A throwaway Prosody and a plain XMPP client for tests (feature `testing`).
+pub mod testing;
 pub mod transport;
 pub mod upload;
 

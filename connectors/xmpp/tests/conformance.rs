@@ -8,9 +8,9 @@ use passerelle_sdk::{
 };
 use passerelle_testkit::conformance::{self, Peer, Seen};
 use passerelle_testkit::harness::Harness;
-use passerelle_testkit::prosody::{COMPONENT, COMPONENT_SECRET, DOMAIN, MUC, Prosody};
-use passerelle_testkit::xmpp_client::{XmppClient, body, payload};
 use passerelle_xmpp::XmppFactory;
+use passerelle_xmpp::testing::client::{XmppClient, body, payload};
+use passerelle_xmpp::testing::prosody::{COMPONENT, COMPONENT_SECRET, DOMAIN, MUC, Prosody};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_xmpp::minidom::Element;

@@ -484,7 +484,7 @@ async fn download(
 impl FakeMeta {
     /// Starts the fake; `token` is the only access token it accepts, `app_secret` signs webhooks.
     pub async fn start(token: &str, app_secret: &str) -> Self {
-        let (listener, port) = super::listen().await;
+        let (listener, port) = passerelle_testkit::loopback::listen().await;
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner::default())),
             token: token.to_owned(),
@@ -497,7 +497,7 @@ impl FakeMeta {
             .route("/whatsapp_business/attachments/", get(download))
             .with_state(shared.clone());
         let stop = CancellationToken::new();
-        super::serve(listener, app, stop.clone());
+        passerelle_testkit::loopback::serve(listener, app, stop.clone());
         Self {
             port,
             shared,

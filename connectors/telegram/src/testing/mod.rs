@@ -472,7 +472,7 @@ impl User {
 impl FakeTelegram {
     /// Starts the fake for the bot with `token`.
     pub async fn start(token: &str) -> Self {
-        let (listener, port) = super::listen().await;
+        let (listener, port) = passerelle_testkit::loopback::listen().await;
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner::default())),
             token: token.to_owned(),
@@ -484,7 +484,7 @@ impl FakeTelegram {
             .route("/{bot}/{method}", axum::routing::any(method))
             .route("/file/{bot}/{*path}", axum::routing::get(file))
             .with_state(shared.clone());
-        super::serve(listener, app, shared.stop.clone());
+        passerelle_testkit::loopback::serve(listener, app, shared.stop.clone());
         Self { port, shared }
     }
 

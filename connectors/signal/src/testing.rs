@@ -356,7 +356,7 @@ impl Drop for FakeSignalCli {
 impl FakeSignalCli {
     /// Starts a daemon for `account` (a number), whose account id is `account_uuid`.
     pub async fn start(account: &str, account_uuid: &str) -> Self {
-        let (listener, port) = super::listen().await;
+        let (listener, port) = passerelle_testkit::loopback::listen().await;
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner {
                 prefix: now_ms().to_string(),
@@ -374,7 +374,7 @@ impl FakeSignalCli {
                 axum::routing::get(|| async { StatusCode::OK }),
             )
             .with_state(shared.clone());
-        super::serve(listener, app, shared.stop.clone());
+        passerelle_testkit::loopback::serve(listener, app, shared.stop.clone());
         Self { port, shared }
     }
 

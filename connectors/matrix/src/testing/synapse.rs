@@ -2,7 +2,7 @@
 //! users created with the shared registration secret. The test command installs Synapse from PyPI
 //! into a virtual environment (`$HOME/.cache/passerelle-venv`, or `PASSERELLE_SYNAPSE_VENV`).
 
-use crate::servers::{kill_and_wait, wait_for_port};
+use passerelle_testkit::servers::{kill_and_wait, wait_for_port};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -75,7 +75,7 @@ impl Synapse {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut server = Self {
             child: None,
-            port: crate::free_port(),
+            port: passerelle_testkit::free_port(),
             registration_secret: random_hex(16),
             appservices: appservice_files.to_vec(),
             dir,

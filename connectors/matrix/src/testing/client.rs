@@ -481,7 +481,7 @@ pub struct RoomPeer {
     pub http_port: Option<u16>,
 }
 
-impl crate::conformance::Peer for RoomPeer {
+impl passerelle_testkit::conformance::Peer for RoomPeer {
     fn room(&self) -> passerelle_sdk::RoomId {
         self.room.as_str().into()
     }
@@ -516,7 +516,7 @@ impl crate::conformance::Peer for RoomPeer {
         &mut self,
         min_bytes: usize,
         timeout: Duration,
-    ) -> futures::future::BoxFuture<'_, Vec<crate::conformance::Seen>> {
+    ) -> futures::future::BoxFuture<'_, Vec<passerelle_testkit::conformance::Seen>> {
         Box::pin(async move {
             let mut seen = Vec::new();
             let mut bytes = 0;
@@ -536,7 +536,7 @@ impl crate::conformance::Peer for RoomPeer {
                     break;
                 };
                 bytes += e.body().len();
-                seen.push(crate::conformance::Seen {
+                seen.push(passerelle_testkit::conformance::Seen {
                     text: e.body().to_owned(),
                     emote: e.event["content"]["msgtype"] == "m.emote",
                 });

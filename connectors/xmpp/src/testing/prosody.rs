@@ -6,7 +6,7 @@
 //! (XEP-0114) `bridge.localhost`. Client connections need TLS (STARTTLS or direct TLS) with a
 //! certificate signed by a throwaway CA ([`Prosody::ca`]). Stopped by PID when dropped.
 
-use crate::servers::{
+use passerelle_testkit::servers::{
     find_binary, kill_and_wait, make_certificates_for, spawn_logged, wait_for_port,
 };
 use std::path::{Path, PathBuf};
@@ -52,10 +52,10 @@ impl Prosody {
         std::fs::create_dir_all(dir.path().join("data")).expect("data directory");
         let mut server = Self {
             child: None,
-            c2s_port: crate::free_port(),
-            c2s_tls_port: crate::free_port(),
-            component_port: crate::free_port(),
-            http_port: crate::free_port(),
+            c2s_port: passerelle_testkit::free_port(),
+            c2s_tls_port: passerelle_testkit::free_port(),
+            component_port: passerelle_testkit::free_port(),
+            http_port: passerelle_testkit::free_port(),
             dir,
         };
         std::fs::write(server.config(), server.config_text()).expect("write prosody.cfg.lua");

@@ -2,7 +2,7 @@
 //! reconnection): logs in to the testkit's [`Prosody`], joins rooms (configuring a room it
 //! creates as an instant room), sends stanzas and collects the messages it receives.
 
-use crate::prosody::{DOMAIN, Prosody};
+use super::prosody::{DOMAIN, Prosody};
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;

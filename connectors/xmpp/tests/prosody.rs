@@ -3,8 +3,8 @@
 //! the other with the room's stable id (XEP-0359) and an occupant id (XEP-0421); after a restart
 //! the accounts still log in and the room still works.
 
-use passerelle_testkit::prosody::{MUC, Prosody};
-use passerelle_testkit::xmpp_client::{XmppClient, body, payload};
+use passerelle_xmpp::testing::client::{XmppClient, body, payload};
+use passerelle_xmpp::testing::prosody::{MUC, Prosody};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_xmpp::parsers::jid::BareJid;
