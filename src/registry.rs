@@ -240,6 +240,129 @@ mod tests {
         );
     }
 
+    /// The keys a kind's `build` accepts, as its parser names them when refusing an unknown one.
+    fn accepted_keys(factory: &dyn ConnectorFactory) -> Vec<String> {
+        let context = BuildContext {
+            account: AccountId::new("probe"),
+            data_dir: std::env::temp_dir().join("passerelle-probe"),
+        };
+        let table = serde_json::json!({ "zz_not_a_key": true });
+        let issues = match factory.build(&context, table) {
+            Ok(_) => panic!("{} accepted an unknown key", factory.kind()),
+            Err(issues) => issues,
+        };
+        let issue = issues
+            .iter()
+            .find(|i| i.path == "zz_not_a_key")
+            .unwrap_or_else(|| panic!("{}: {issues:?}", factory.kind()));
+        issue
+            .message
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether `word` stands alone in `text` (not inside a longer key name).
+    fn names(text: &str, word: &str) -> bool {
+        let part = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        text.match_indices(word).any(|(i, _)| {
+            !text[..i].chars().next_back().is_some_and(part)
+                && !text[i + word.len()..].chars().next().is_some_and(part)
+        })
+    }
+
+    /// The keys an example sets or shows commented out (`key = ...`, `# key = ...`).
+    fn keys_written(example: &str) -> Vec<String> {
+        example
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim_start_matches(['#', ' ']);
+                let (key, _) = line.split_once(" = ")?;
+                key.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    .then(|| key.to_owned())
+            })
+            .collect()
+    }
+
+    /// The keys every account has, read by the daemon before the connector sees the table.
+    const COMMON_KEYS: [&str; 4] = ["kind", "enabled", "rights", "remote_nick_format"];
+
+    /// Each kind ships its documented example; `config.example.toml` holds it verbatim; it names
+    /// every key the kind accepts and writes no key the kind refuses.
+    #[test]
+    fn every_kind_documents_every_key_it_accepts_in_its_example_and_config_example_holds_it() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let whole = std::fs::read_to_string(root.join("config.example.toml")).unwrap_or_default();
+        let mut problems = Vec::new();
+        for factory in factories() {
+            let kind = factory.kind();
+            let example = factory.example();
+            if !example.contains(&format!("kind = \"{kind}\"")) {
+                problems.push(format!("{kind}: its example has no table of its kind"));
+            }
+            if !whole.contains(example) {
+                problems.push(format!(
+                    "{kind}: config.example.toml does not hold its example"
+                ));
+            }
+            let accepted = accepted_keys(factory.as_ref());
+            assert!(accepted.len() >= 3, "{kind}: {accepted:?}");
+            let undocumented: Vec<&String> =
+                accepted.iter().filter(|k| !names(example, k)).collect();
+            if !undocumented.is_empty() {
+                problems.push(format!(
+                    "{kind}: keys its example does not name: {undocumented:?}"
+                ));
+            }
+            let refused: Vec<String> = keys_written(example)
+                .into_iter()
+                .filter(|k| !accepted.contains(k) && !COMMON_KEYS.contains(&k.as_str()))
+                .collect();
+            if !refused.is_empty() {
+                problems.push(format!(
+                    "{kind}: its example writes keys it refuses: {refused:?}"
+                ));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// Each example, as a configuration file of its own, passes `passerelle check`.
+    #[test]
+    fn each_kinds_example_passes_check_on_its_own() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for factory in factories() {
+            let file = dir.path().join(format!("{}.toml", factory.kind()));
+            let text = format!(
+                "[store]\npath = {:?}\n\n{}",
+                dir.path().join("data/passerelle.db").display().to_string(),
+                factory.example()
+            );
+            std::fs::write(&file, text).expect("written");
+            match crate::daemon::load(&file) {
+                Ok((_, built)) => assert!(
+                    built.iter().any(|b| b.factory.kind() == factory.kind()),
+                    "{}: its example built no account of its kind",
+                    factory.kind(),
+                ),
+                Err(issues) => panic!("{}: {issues:?}", factory.kind()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_checks_see_missing_and_refused_keys() {
+        let example =
+            "[accounts.\"x\"]\n# server_port = 1\nnick = \"a\"\n# the nick_format is ...\n";
+        assert_eq!(keys_written(example), ["server_port", "nick"]);
+        assert!(names(example, "nick_format"));
+        assert!(!names(example, "server"), "server_port is not server");
+        assert!(!names(example, "port"));
+    }
+
     #[test]
     fn the_check_sees_a_kind_and_a_crate_path_in_code_but_not_in_comments() {
         let kinds = ["matrix"];

@@ -44,6 +44,10 @@ impl ConnectorFactory for ApiFactory {
         "api"
     }
 
+    fn example(&self) -> &'static str {
+        include_str!("../example.toml")
+    }
+
     fn build(
         &self,
         _ctx: &BuildContext,

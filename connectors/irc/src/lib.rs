@@ -40,6 +40,10 @@ impl ConnectorFactory for IrcFactory {
         "irc"
     }
 
+    fn example(&self) -> &'static str {
+        include_str!("../example.toml")
+    }
+
     fn build(
         &self,
         _ctx: &BuildContext,

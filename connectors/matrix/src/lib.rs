@@ -53,6 +53,10 @@ impl ConnectorFactory for MatrixFactory {
         "matrix"
     }
 
+    fn example(&self) -> &'static str {
+        include_str!("../example.toml")
+    }
+
     fn commands(&self) -> &'static [passerelle_sdk::ConnectorCommand] {
         &[passerelle_sdk::ConnectorCommand {
             name: "registration",

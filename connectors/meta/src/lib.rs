@@ -69,6 +69,10 @@ impl ConnectorFactory for MetaFactory {
         self.0.name()
     }
 
+    fn example(&self) -> &'static str {
+        include_str!("../example.toml")
+    }
+
     fn build(
         &self,
         ctx: &BuildContext,

@@ -34,6 +34,12 @@ pub struct BuildContext {
 pub trait ConnectorFactory: Send + Sync + 'static {
     /// The `kind` value this factory answers to.
     fn kind(&self) -> &'static str;
+    /// This kind's documented example: one or more `[accounts."NAME"]` tables with every option
+    /// the kind accepts, set or commented out (`# key = value`) or named in the comments, each
+    /// explained. Ship it as `example.toml` in the crate (`include_str!("../example.toml")`).
+    /// `config.example.toml` holds it verbatim, and the daemon's tests check that it names every
+    /// key [`ConnectorFactory::build`] accepts and that its tables pass `passerelle check`.
+    fn example(&self) -> &'static str;
     /// Parses the account's own config table (the keys other than `kind`, `rights`, `enabled` and
     /// the core's own) and builds a connector. No network I/O here: `passerelle check` calls this.
     /// Every problem is returned at once, each with a key path relative to the account table.

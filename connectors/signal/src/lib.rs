@@ -57,6 +57,10 @@ impl ConnectorFactory for SignalFactory {
         "signal"
     }
 
+    fn example(&self) -> &'static str {
+        include_str!("../example.toml")
+    }
+
     fn build(
         &self,
         ctx: &BuildContext,

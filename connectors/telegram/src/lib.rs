@@ -68,6 +68,10 @@ impl ConnectorFactory for TelegramFactory {
         "telegram"
     }
 
+    fn example(&self) -> &'static str {
+        include_str!("../example.toml")
+    }
+
     fn build(
         &self,
         ctx: &BuildContext,

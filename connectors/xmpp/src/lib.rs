@@ -47,6 +47,10 @@ impl ConnectorFactory for XmppFactory {
         "xmpp"
     }
 
+    fn example(&self) -> &'static str {
+        include_str!("../example.toml")
+    }
+
     fn build(
         &self,
         _ctx: &BuildContext,
