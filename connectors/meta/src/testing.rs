@@ -1,5 +1,5 @@
 //! A fake of Meta's Graph API for the three messaging products, and of Meta's webhook deliveries,
-//! written from the public documentation (see `PROTOCOL-NOTES.md`, Meta family):
+//! written from the public documentation (see this crate's `PROTOCOL.md`):
 //!
 //! - `POST /{ID}/messages` for a WhatsApp phone number id (Cloud API body and answer), a Page id
 //!   (Messenger Send API) or an Instagram account id; fields are checked as the API documents them,

@@ -1,5 +1,5 @@
 //! A fake of signal-cli's HTTP daemon (`signal-cli -a ACCOUNT daemon --http`), written from its
-//! man page `signal-cli-jsonrpc(5)` and its HTTP handler (see `PROTOCOL-NOTES.md`, Signal):
+//! man page `signal-cli-jsonrpc(5)` and its HTTP handler (see this crate's `PROTOCOL.md`):
 //!
 //! - `POST /api/v1/rpc`: JSON-RPC 2.0, one request or a batch, `Content-Type: application/json`
 //!   (else 415); `send`, `sendReaction`, `remoteDelete`, `getAttachment` and `getUserStatus`, with

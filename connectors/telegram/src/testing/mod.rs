@@ -1,5 +1,5 @@
 //! A fake of the Telegram Bot API, written from <https://core.telegram.org/bots/api> (see
-//! `PROTOCOL-NOTES.md`, Telegram Bot API):
+//! this crate's `PROTOCOL.md`):
 //!
 //! - `/bot<token>/<method>` with JSON or multipart parameters; answers
 //!   `{"ok":true,"result":…}` or `{"ok":false,"error_code","description","parameters"?}`; a wrong
