@@ -136,7 +136,7 @@ impl Bot {
         let rooms = Arc::new(RoomMap::resolve(&client, &io.rooms).await);
         let links = MediaLinks::new(
             &self.cfg.homeserver,
-            self.cfg.media_public_url.as_deref(),
+            self.cfg.media.public_url.as_deref(),
             io.account.as_str(),
             &self.data_dir,
         )
@@ -146,7 +146,7 @@ impl Bot {
                 links: links.clone(),
                 client: client.clone(),
                 homeserver: self.cfg.homeserver.clone(),
-                max: self.cfg.max_upload_bytes,
+                max: self.cfg.media.max_upload_bytes,
             }));
         }
         let mut missing = HashSet::new();
@@ -188,8 +188,8 @@ impl Bot {
             state: io.state.clone(),
             name_fallback: false,
             missing: Arc::new(missing),
-            max_upload: self.cfg.max_upload_bytes,
-            fetch_private: self.cfg.media_fetch_private,
+            max_upload: self.cfg.media.max_upload_bytes,
+            fetch_private: self.cfg.media.fetch_private,
         };
         let mut watchdog =
             admin::Watchdog::new(Duration::from_secs(self.cfg.disconnect_warning_secs));

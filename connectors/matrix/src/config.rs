@@ -202,16 +202,13 @@ pub struct Settings {
     pub admins: Vec<String>,
     /// Disconnect warning delay; zero is off.
     pub disconnect_warning_secs: u64,
-    /// Largest attachment uploaded.
-    pub max_upload_bytes: u64,
-    /// Whether attachments may be fetched from private addresses.
-    pub media_fetch_private: bool,
+    /// `media_public_url` (the daemon's public base URL for file links), `max_upload_bytes`,
+    /// `media_fetch_private`.
+    pub media: passerelle_sdk::config::Media,
     /// Events fetched back per room after a gap.
     pub backfill_limit: u32,
     /// How long an undecryptable event is held.
     pub undecryptable_hold: std::time::Duration,
-    /// The daemon's public base URL for file links.
-    pub media_public_url: Option<String>,
     /// Whether to keep a server-side key backup, and where its recovery key lives.
     pub key_backup: bool,
     /// The recovery key's file, when set.
@@ -255,8 +252,12 @@ impl MatrixConfig {
                 format!("{why} (e.g. https://matrix.example.org)"),
             ));
         }
-        let media_public_url =
-            passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
+        let media = passerelle_sdk::config::Media::check(
+            raw.media_public_url.as_deref(),
+            raw.max_upload_bytes,
+            raw.media_fetch_private,
+            &mut issues,
+        );
         for (i, admin) in raw.admins.iter().enumerate() {
             if !is_user_id(admin) {
                 issues.push(ConfigIssue::new(
@@ -463,11 +464,9 @@ impl MatrixConfig {
                 store_passphrase,
                 admins: raw.admins,
                 disconnect_warning_secs: raw.disconnect_warning_secs,
-                max_upload_bytes: raw.max_upload_bytes,
-                media_fetch_private: raw.media_fetch_private,
+                media: media.clone(),
                 backfill_limit: raw.backfill_limit,
                 undecryptable_hold: std::time::Duration::from_secs(raw.undecryptable_hold_secs),
-                media_public_url: media_public_url.clone(),
                 key_backup: raw.key_backup,
                 recovery_key_file: raw.recovery_key_file.clone(),
                 mode,

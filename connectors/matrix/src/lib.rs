@@ -176,7 +176,7 @@ impl Connector for MatrixConnector {
         // Synapse refuses events over 65,536 bytes of JSON; leave room for the envelope.
         Limits {
             max_text_bytes: Some(30_000),
-            max_upload_bytes: Some(self.config().max_upload_bytes),
+            max_upload_bytes: Some(self.config().media.max_upload_bytes),
             ..Default::default()
         }
     }

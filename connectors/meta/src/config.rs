@@ -3,7 +3,7 @@
 //! the other kinds' (the issue names the key).
 
 use crate::kind::Kind;
-use passerelle_sdk::config::parse_table;
+use passerelle_sdk::config::{Media, parse_table, timeout};
 use passerelle_sdk::{ConfigIssue, Secret, secret};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -76,12 +76,8 @@ pub struct Settings {
     pub verify_token: Secret,
     /// Graph API base, no trailing `/`.
     pub api_base: String,
-    /// `media_public_url`, no trailing `/`.
-    pub media_public_url: Option<String>,
-    /// File size cap.
-    pub max_upload_bytes: u64,
-    /// Fetch private addresses.
-    pub media_fetch_private: bool,
+    /// `media_public_url`, `max_upload_bytes`, `media_fetch_private`.
+    pub media: Media,
     /// Per-call timeout.
     pub request_timeout: Duration,
 }
@@ -142,14 +138,17 @@ impl MetaConfig {
         if let Err(why) = passerelle_sdk::config::check_base_url(&api_base) {
             issues.push(ConfigIssue::new("api_base", why));
         }
-        let media_public_url =
-            passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
-        if raw.request_timeout_secs == 0 {
-            issues.push(ConfigIssue::new(
-                "request_timeout_secs",
-                "must be at least 1",
-            ));
-        }
+        let media = Media::check(
+            raw.media_public_url.as_deref(),
+            raw.max_upload_bytes,
+            raw.media_fetch_private,
+            &mut issues,
+        );
+        let request_timeout = timeout(
+            "request_timeout_secs",
+            raw.request_timeout_secs,
+            &mut issues,
+        );
         match (access_token, app_secret, verify_token) {
             (Some(access_token), Some(app_secret), Some(verify_token)) if issues.is_empty() => {
                 Ok(Settings {
@@ -159,10 +158,8 @@ impl MetaConfig {
                     app_secret,
                     verify_token,
                     api_base,
-                    media_public_url,
-                    max_upload_bytes: raw.max_upload_bytes,
-                    media_fetch_private: raw.media_fetch_private,
-                    request_timeout: Duration::from_secs(raw.request_timeout_secs),
+                    media,
+                    request_timeout,
                 })
             }
             _ => Err(issues),

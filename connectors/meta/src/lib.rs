@@ -106,7 +106,7 @@ impl Connector for MetaConnector {
     fn limits(&self) -> Limits {
         Limits {
             max_text_bytes: None,
-            max_upload_bytes: Some(self.config.max_upload_bytes),
+            max_upload_bytes: Some(self.config.media.max_upload_bytes),
             ..Default::default()
         }
     }
@@ -160,7 +160,8 @@ impl Connector for MetaConnector {
             }
             // Only WhatsApp's media need the token; Messenger's and Instagram's links are public.
             let public = cfg
-                .media_public_url
+                .media
+                .public_url
                 .as_deref()
                 .filter(|_| cfg.kind == Kind::WhatsApp);
             let links = SignedLinks::for_account(public, io.account.as_str(), &self.data_dir)?;
@@ -189,7 +190,7 @@ impl Connector for MetaConnector {
                 webhook: endpoint,
                 links,
                 graph: graph.clone(),
-                max_bytes: cfg.max_upload_bytes,
+                max_bytes: cfg.media.max_upload_bytes,
             }));
             tracing::info!(account = %io.account, kind = cfg.kind.name(), "webhook ready at /hooks/{}", io.account);
             io.status.set(ConnectionState::Connected);

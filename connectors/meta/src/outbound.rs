@@ -264,8 +264,8 @@ impl Sender<'_> {
             Kind::WhatsApp => {
                 let fetched = passerelle_sdk::fetch::fetch(
                     att,
-                    self.config.max_upload_bytes,
-                    self.config.media_fetch_private,
+                    self.config.media.max_upload_bytes,
+                    self.config.media.fetch_private,
                 )
                 .await?;
                 let name = att.name.as_str().to_owned();

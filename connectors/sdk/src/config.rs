@@ -50,6 +50,47 @@ pub fn public_url(value: Option<&str>, issues: &mut Vec<ConfigIssue>) -> Option<
     }
 }
 
+/// The file keys of every connector that carries files, checked: `media_public_url` (where
+/// people on other networks reach the daemon's listener, for signed links to files only the
+/// connector can fetch), `max_upload_bytes` (the largest file sent to or offered from the
+/// network) and `media_fetch_private` (fetch files from loopback and private addresses too).
+/// Each connector keeps the three keys in its own table, with its own defaults, and resolves them
+/// here, so they mean the same everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    /// `media_public_url`, without its trailing `/`.
+    pub public_url: Option<String>,
+    /// `max_upload_bytes`.
+    pub max_upload_bytes: u64,
+    /// `media_fetch_private`.
+    pub fetch_private: bool,
+}
+
+impl Media {
+    /// Checks the three keys; a bad `media_public_url` is an issue at that key.
+    pub fn check(
+        public_url: Option<&str>,
+        max_upload_bytes: u64,
+        fetch_private: bool,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Self {
+        Self {
+            public_url: self::public_url(public_url, issues),
+            max_upload_bytes,
+            fetch_private,
+        }
+    }
+}
+
+/// A timeout key in whole seconds (`request_timeout_secs`, `connect_timeout_secs`…): at least 1,
+/// else an issue at `key`.
+pub fn timeout(key: &str, secs: u64, issues: &mut Vec<ConfigIssue>) -> std::time::Duration {
+    if secs == 0 {
+        issues.push(ConfigIssue::new(key, "must be at least 1"));
+    }
+    std::time::Duration::from_secs(secs)
+}
+
 /// Formats one key for a path: bare when it is a plain word, quoted when it holds a dot or space.
 pub fn path_key(key: &str) -> String {
     let plain = !key.is_empty()
@@ -120,6 +161,26 @@ fn field_in(message: &str, marker: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_keys_and_timeouts_are_checked_at_their_keys() {
+        let mut issues = Vec::new();
+        let media = Media::check(Some("https://bridge.example.org/"), 10, true, &mut issues);
+        assert_eq!(
+            media.public_url.as_deref(),
+            Some("https://bridge.example.org")
+        );
+        assert_eq!((media.max_upload_bytes, media.fetch_private), (10, true));
+        assert_eq!(
+            timeout("request_timeout_secs", 30, &mut issues).as_secs(),
+            30
+        );
+        assert!(issues.is_empty());
+        Media::check(Some("bridge.example.org"), 10, false, &mut issues);
+        timeout("request_timeout_secs", 0, &mut issues);
+        let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["media_public_url", "request_timeout_secs"]);
+    }
 
     #[test]
     fn a_public_url_is_http_and_loses_its_trailing_slash() {

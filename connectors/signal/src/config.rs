@@ -1,7 +1,7 @@
 //! The Signal account's config: `[accounts.NAME]` with `kind = "signal"`.
 
 use passerelle_sdk::ConfigIssue;
-use passerelle_sdk::config::{check_base_url, parse_table};
+use passerelle_sdk::config::{Media, check_base_url, parse_table, timeout};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -47,12 +47,8 @@ pub struct Settings {
     pub account: String,
     /// signal-cli's base URL, no trailing `/`.
     pub url: String,
-    /// `media_public_url`, no trailing `/`.
-    pub media_public_url: Option<String>,
-    /// File size cap.
-    pub max_upload_bytes: u64,
-    /// Fetch private addresses.
-    pub media_fetch_private: bool,
+    /// `media_public_url`, `max_upload_bytes`, `media_fetch_private`.
+    pub media: Media,
     /// Per-call timeout.
     pub request_timeout: Duration,
 }
@@ -105,24 +101,25 @@ impl SignalConfig {
         if let Err(why) = check_base_url(&url) {
             issues.push(ConfigIssue::new("url", why));
         }
-        let media_public_url =
-            passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
-        if raw.request_timeout_secs == 0 {
-            issues.push(ConfigIssue::new(
-                "request_timeout_secs",
-                "must be at least 1",
-            ));
-        }
+        let media = Media::check(
+            raw.media_public_url.as_deref(),
+            raw.max_upload_bytes,
+            raw.media_fetch_private,
+            &mut issues,
+        );
+        let request_timeout = timeout(
+            "request_timeout_secs",
+            raw.request_timeout_secs,
+            &mut issues,
+        );
         if !issues.is_empty() {
             return Err(issues);
         }
         Ok(Settings {
             account: raw.account,
             url,
-            media_public_url,
-            max_upload_bytes: raw.max_upload_bytes,
-            media_fetch_private: raw.media_fetch_private,
-            request_timeout: Duration::from_secs(raw.request_timeout_secs),
+            media,
+            request_timeout,
         })
     }
 }

@@ -94,7 +94,7 @@ impl Connector for SignalConnector {
     fn limits(&self) -> passerelle_sdk::Limits {
         passerelle_sdk::Limits {
             max_text_bytes: None,
-            max_upload_bytes: Some(self.config.max_upload_bytes),
+            max_upload_bytes: Some(self.config.media.max_upload_bytes),
             ..Default::default()
         }
     }
@@ -149,7 +149,7 @@ impl Connector for SignalConnector {
                 }
             };
             let links = SignedLinks::for_account(
-                cfg.media_public_url.as_deref(),
+                cfg.media.public_url.as_deref(),
                 io.account.as_str(),
                 &self.data_dir,
             )?;
@@ -164,7 +164,7 @@ impl Connector for SignalConnector {
                 self_uuid,
                 rooms: io.rooms.clone(),
                 links,
-                max_bytes: cfg.max_upload_bytes,
+                max_bytes: cfg.media.max_upload_bytes,
                 emitter: io.emitter.clone(),
                 state: io.state.clone(),
                 status: io.status.clone(),

@@ -116,8 +116,8 @@ impl Sender<'_> {
         for att in &content.attachments {
             match passerelle_sdk::fetch::fetch(
                 att,
-                self.config.max_upload_bytes,
-                self.config.media_fetch_private,
+                self.config.media.max_upload_bytes,
+                self.config.media.fetch_private,
             )
             .await
             {

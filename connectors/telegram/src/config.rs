@@ -1,6 +1,6 @@
 //! The Telegram account's config: `[accounts.NAME]` with `kind = "telegram"`.
 
-use passerelle_sdk::config::{check_base_url, parse_table};
+use passerelle_sdk::config::{Media, check_base_url, parse_table, timeout};
 use passerelle_sdk::{ConfigIssue, Secret, secret};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -89,12 +89,8 @@ pub struct Settings {
     pub api_base: String,
     /// Long-poll length.
     pub poll_timeout: Duration,
-    /// `media_public_url` without trailing `/`.
-    pub media_public_url: Option<String>,
-    /// File size cap.
-    pub max_upload_bytes: u64,
-    /// Fetch private addresses.
-    pub media_fetch_private: bool,
+    /// `media_public_url`, `max_upload_bytes`, `media_fetch_private`.
+    pub media: Media,
     /// Per-call timeout.
     pub request_timeout: Duration,
 }
@@ -207,14 +203,17 @@ impl TelegramConfig {
         if !(1..=50).contains(&raw.poll_timeout_secs) {
             issues.push(ConfigIssue::new("poll_timeout_secs", "must be 1 to 50"));
         }
-        if raw.request_timeout_secs == 0 {
-            issues.push(ConfigIssue::new(
-                "request_timeout_secs",
-                "must be at least 1",
-            ));
-        }
-        let media_public_url =
-            passerelle_sdk::config::public_url(raw.media_public_url.as_deref(), &mut issues);
+        let request_timeout = timeout(
+            "request_timeout_secs",
+            raw.request_timeout_secs,
+            &mut issues,
+        );
+        let media = Media::check(
+            raw.media_public_url.as_deref(),
+            raw.max_upload_bytes,
+            raw.media_fetch_private,
+            &mut issues,
+        );
         match token {
             Some(token) if issues.is_empty() => Ok(Settings {
                 token,
@@ -222,10 +221,8 @@ impl TelegramConfig {
                 webhook,
                 api_base,
                 poll_timeout: Duration::from_secs(raw.poll_timeout_secs),
-                media_public_url,
-                max_upload_bytes: raw.max_upload_bytes,
-                media_fetch_private: raw.media_fetch_private,
-                request_timeout: Duration::from_secs(raw.request_timeout_secs),
+                media,
+                request_timeout,
             }),
             _ => Err(issues),
         }

@@ -107,7 +107,7 @@ impl Connector for TelegramConnector {
     fn limits(&self) -> passerelle_sdk::Limits {
         passerelle_sdk::Limits {
             max_text_bytes: None,
-            max_upload_bytes: Some(self.config.max_upload_bytes),
+            max_upload_bytes: Some(self.config.media.max_upload_bytes),
             ..Default::default()
         }
     }
@@ -151,7 +151,7 @@ impl Connector for TelegramConnector {
                     ConnectorError::Disconnected("getMe answered without the bot's id".into())
                 })?;
             let links = SignedLinks::for_account(
-                cfg.media_public_url.as_deref(),
+                cfg.media.public_url.as_deref(),
                 io.account.as_str(),
                 &self.data_dir,
             )?;
@@ -160,7 +160,7 @@ impl Connector for TelegramConnector {
                 bot_id,
                 chats: chats.clone(),
                 links: links.clone(),
-                max_bytes: cfg.max_upload_bytes,
+                max_bytes: cfg.media.max_upload_bytes,
                 emitter: io.emitter.clone(),
                 state: io.state.clone(),
                 account: io.account.to_string(),
@@ -208,7 +208,7 @@ impl Connector for TelegramConnector {
                 webhook,
                 links,
                 api: api.clone(),
-                max_bytes: cfg.max_upload_bytes,
+                max_bytes: cfg.media.max_upload_bytes,
             }));
             io.status.set(ConnectionState::Connected);
             tracing::info!(account = %io.account, bot = bot_id, polling, "Telegram bot ready");

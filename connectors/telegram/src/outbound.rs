@@ -231,8 +231,8 @@ impl Sender<'_> {
     ) -> Result<String, Failure> {
         let fetched = passerelle_sdk::fetch::fetch(
             att,
-            self.config.max_upload_bytes,
-            self.config.media_fetch_private,
+            self.config.media.max_upload_bytes,
+            self.config.media.fetch_private,
         )
         .await?;
         let photo = matches!(fetched.mime.as_str(), "image/jpeg" | "image/png")

@@ -315,15 +315,10 @@ impl XmppConfig {
                 None
             }
         };
-        if raw.ping_interval_secs == 0 {
-            issues.push(ConfigIssue::new("ping_interval_secs", "must be at least 1"));
-        }
-        if raw.ping_timeout_secs == 0 {
-            issues.push(ConfigIssue::new("ping_timeout_secs", "must be at least 1"));
-        }
-        if raw.send_timeout_secs == 0 {
-            issues.push(ConfigIssue::new("send_timeout_secs", "must be at least 1"));
-        }
+        use passerelle_sdk::config::timeout;
+        let ping_interval = timeout("ping_interval_secs", raw.ping_interval_secs, &mut issues);
+        let ping_timeout = timeout("ping_timeout_secs", raw.ping_timeout_secs, &mut issues);
+        let send_timeout = timeout("send_timeout_secs", raw.send_timeout_secs, &mut issues);
         let tls = raw.tls.unwrap_or_default();
         let (Some(jid), Some(password)) = (jid, password) else {
             return Err(issues);
@@ -352,10 +347,10 @@ impl XmppConfig {
             nicks,
             room_passwords,
             catch_up: Duration::from_secs(raw.catch_up_secs),
-            ping_interval: Duration::from_secs(raw.ping_interval_secs),
-            ping_timeout: Duration::from_secs(raw.ping_timeout_secs),
+            ping_interval,
+            ping_timeout,
             connect_timeout: Duration::from_secs(raw.connect_timeout_secs.max(1)),
-            send_timeout: Duration::from_secs(raw.send_timeout_secs),
+            send_timeout,
             upload_service,
             max_upload: raw.max_upload_bytes,
             fetch_private: raw.media_fetch_private,

@@ -417,7 +417,7 @@ impl Appservice {
             state: io.state.clone(),
             links: MediaLinks::new(
                 &self.cfg.homeserver,
-                self.cfg.media_public_url.as_deref(),
+                self.cfg.media.public_url.as_deref(),
                 io.account.as_str(),
                 &self.data_dir,
             )
@@ -435,8 +435,8 @@ impl Appservice {
             txn_lock: Mutex::new(()),
             names_cache: Mutex::new(HashMap::new()),
             view: io.daemon.clone(),
-            max_upload: self.cfg.max_upload_bytes,
-            fetch_private: self.cfg.media_fetch_private,
+            max_upload: self.cfg.media.max_upload_bytes,
+            fetch_private: self.cfg.media.fetch_private,
         });
         let mut sync_task = None;
         let mut encrypted = None;
@@ -485,8 +485,8 @@ impl Appservice {
                 state: io.state.clone(),
                 name_fallback: true,
                 missing: Default::default(),
-                max_upload: self.cfg.max_upload_bytes,
-                fetch_private: self.cfg.media_fetch_private,
+                max_upload: self.cfg.media.max_upload_bytes,
+                fetch_private: self.cfg.media.fetch_private,
             });
         }
         io.http.serve(Arc::new(Endpoint(shared.clone())));
