@@ -45,6 +45,7 @@ pub mod html;
 pub mod http;
 pub mod ids;
 pub mod links;
+pub mod markdown;
 pub mod secret;
 #[cfg(feature = "webhook")]
 pub mod signed_link;

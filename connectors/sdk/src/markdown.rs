@@ -1,0 +1,732 @@
+//! The event model's HTML subset ([`crate::html`]) to and from the Markdown that chat networks
+//! write (Mattermost's CommonMark, Discord's variant), for connectors whose network speaks
+//! Markdown rather than HTML.
+//!
+//! - [`from_html`]: bold `**`, italic `*`, strike `~~`, code spans and fenced blocks, links
+//!   `[text](url)`, quotes `> `, lists `- ` and `1. `, paragraphs and line breaks. Text that would
+//!   read as Markdown is escaped with `\`, so a literal `*` stays a `*`.
+//! - [`to_html`]: the same constructs back, plus `__` and `_`, autolinks `<https://…>` and
+//!   backslash escapes. What is not Markdown stays text (HTML tags in the source are escaped, never
+//!   passed through); links only to http(s) and mailto. Nesting is bounded ([`MAX_DEPTH`]) and
+//!   every scan is linear in the input per nesting level, so hostile input costs little.
+//!
+//! The one difference between the flavors: Discord reads `__text__` as underline, CommonMark as
+//! bold; underline has no CommonMark form, so it is dropped (its text kept) there.
+
+use crate::html::{escape, sanitize, unescape};
+
+/// Which Markdown a network writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// CommonMark (Mattermost and most others): `__x__` is bold.
+    CommonMark,
+    /// Discord's: `__x__` is underline.
+    Discord,
+}
+
+/// How deeply quotes and inline spans may nest before the rest is read as plain text.
+pub const MAX_DEPTH: usize = 16;
+
+// ----- HTML subset to Markdown ---------------------------------------------------------------
+
+/// One piece of sanitized HTML.
+enum Token<'a> {
+    Text(String),
+    Open(&'a str, Option<String>),
+    Close(&'a str),
+}
+
+/// Splits sanitized HTML (only the subset's tags, text escaped) into tokens.
+fn tokens(html: &str) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while !rest.is_empty() {
+        let Some(lt) = rest.find('<') else {
+            out.push(Token::Text(unescape(rest)));
+            break;
+        };
+        if lt > 0 {
+            out.push(Token::Text(unescape(&rest[..lt])));
+        }
+        let Some(gt) = rest[lt..].find('>') else {
+            out.push(Token::Text(unescape(&rest[lt..])));
+            break;
+        };
+        let inside = &rest[lt + 1..lt + gt];
+        rest = &rest[lt + gt + 1..];
+        if let Some(name) = inside.strip_prefix('/') {
+            out.push(Token::Close(name));
+        } else if let Some(href) = inside.strip_prefix("a href=\"") {
+            out.push(Token::Open("a", Some(unescape(href.trim_end_matches('"')))));
+        } else {
+            out.push(Token::Open(inside, None));
+        }
+    }
+    out
+}
+
+/// Escapes what Markdown would read as formatting in plain text.
+fn escape_text(text: &str, line_start: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at_start = line_start;
+    for c in text.chars() {
+        let special = matches!(c, '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '|')
+            || (at_start && matches!(c, '>' | '#' | '-' | '+'));
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+        at_start = c == '\n' || (at_start && c == ' ');
+    }
+    out
+}
+
+/// The fence or backtick run that does not occur in `text`.
+fn fence_for(text: &str, at_least: usize) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        if c == '`' {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    "`".repeat(at_least.max(longest + 1))
+}
+
+/// A list being written: ordered lists count their items.
+struct List {
+    ordered: bool,
+    next: usize,
+}
+
+/// Writes Markdown, prefixing every new line with the open quotes' `> `.
+struct Writer {
+    out: String,
+    quote: usize,
+    lists: Vec<List>,
+}
+
+impl Writer {
+    fn at_line_start(&self) -> bool {
+        self.out.is_empty() || self.out.ends_with('\n') || self.out.ends_with("> ")
+    }
+
+    fn newline(&mut self) {
+        // Trailing spaces of the line go: they would make a hard break in CommonMark.
+        while self.out.ends_with(' ') && !self.out.ends_with("> ") {
+            self.out.pop();
+        }
+        self.out.push('\n');
+        for _ in 0..self.quote {
+            self.out.push_str("> ");
+        }
+    }
+
+    /// A new block (paragraph, list, quote, code block): a blank line after what came before.
+    fn block(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        if !self.at_line_start() {
+            self.newline();
+        }
+        // The line before this one, without its quote markers: blank already, or not.
+        let before = self.out.trim_end_matches(['>', ' ']);
+        let previous = before.strip_suffix('\n').unwrap_or(before);
+        let blank = previous.is_empty() || previous.trim_end_matches(['>', ' ']).ends_with('\n');
+        if !blank {
+            self.newline();
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                self.newline();
+            }
+            let escaped = escape_text(line, self.at_line_start());
+            self.out.push_str(&escaped);
+        }
+    }
+
+    fn raw(&mut self, text: &str) {
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                self.newline();
+            }
+            self.out.push_str(line);
+        }
+    }
+}
+
+/// The Markdown for `html` (any HTML: it is sanitized to the subset first).
+pub fn from_html(html: &str, flavor: Flavor) -> String {
+    let clean = sanitize(html);
+    let tokens = tokens(&clean);
+    let mut w = Writer {
+        out: String::with_capacity(clean.len()),
+        quote: 0,
+        lists: Vec::new(),
+    };
+    // Where each open inline span's delimiter starts, to drop spans left empty.
+    let mut spans: Vec<(&str, usize, &'static str)> = Vec::new();
+    let mut links: Vec<Option<String>> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        match &tokens[i] {
+            Token::Text(t) => w.text(t),
+            Token::Open("pre", _) => {
+                // A code block: its text verbatim inside a fence longer than any run in it.
+                let mut code = String::new();
+                let mut j = i + 1;
+                while j < tokens.len() && !matches!(tokens[j], Token::Close("pre")) {
+                    if let Token::Text(t) = &tokens[j] {
+                        code.push_str(t);
+                    }
+                    j += 1;
+                }
+                let fence = fence_for(&code, 3);
+                w.block();
+                w.raw(&fence);
+                w.newline();
+                w.raw(code.trim_end_matches('\n'));
+                w.newline();
+                w.raw(&fence);
+                i = j;
+            }
+            Token::Open("code", _) => {
+                let mut code = String::new();
+                let mut j = i + 1;
+                while j < tokens.len() && !matches!(tokens[j], Token::Close("code")) {
+                    if let Token::Text(t) = &tokens[j] {
+                        code.push_str(t);
+                    }
+                    j += 1;
+                }
+                if !code.is_empty() {
+                    let ticks = fence_for(&code, 1);
+                    let pad = if code.starts_with('`') || code.ends_with('`') {
+                        " "
+                    } else {
+                        ""
+                    };
+                    w.raw(&format!(
+                        "{ticks}{pad}{}{pad}{ticks}",
+                        code.replace('\n', " ")
+                    ));
+                }
+                i = j;
+            }
+            Token::Open(tag @ ("b" | "i" | "s" | "u"), _) => {
+                let delimiter = match (*tag, flavor) {
+                    ("b", _) => "**",
+                    ("i", _) => "*",
+                    ("s", _) => "~~",
+                    ("u", Flavor::Discord) => "__",
+                    _ => "",
+                };
+                spans.push((tag, w.out.len(), delimiter));
+                w.out.push_str(delimiter);
+            }
+            Token::Close(tag @ ("b" | "i" | "s" | "u")) => {
+                if let Some(pos) = spans.iter().rposition(|(t, _, _)| t == tag) {
+                    let (_, start, delimiter) = spans.remove(pos);
+                    if w.out.len() == start + delimiter.len() {
+                        w.out.truncate(start);
+                    } else {
+                        w.out.push_str(delimiter);
+                    }
+                }
+            }
+            Token::Open("a", href) => {
+                links.push(href.clone());
+                if href.is_some() {
+                    w.out.push('[');
+                }
+            }
+            Token::Close("a") => {
+                if let Some(Some(href)) = links.pop() {
+                    let target = href
+                        .replace(' ', "%20")
+                        .replace('(', "%28")
+                        .replace(')', "%29");
+                    w.out.push_str(&format!("]({target})"));
+                }
+            }
+            Token::Open("br", _) => w.newline(),
+            Token::Open("p", _) | Token::Close("p") => w.block(),
+            Token::Open("blockquote", _) => {
+                w.block();
+                w.quote += 1;
+                w.out.push_str("> ");
+            }
+            Token::Close("blockquote") => {
+                w.quote = w.quote.saturating_sub(1);
+                w.block();
+            }
+            Token::Open(kind @ ("ul" | "ol"), _) => {
+                if w.lists.is_empty() {
+                    w.block();
+                }
+                w.lists.push(List {
+                    ordered: *kind == "ol",
+                    next: 1,
+                });
+            }
+            Token::Close("ul" | "ol") => {
+                w.lists.pop();
+                if w.lists.is_empty() {
+                    w.newline();
+                }
+            }
+            Token::Open("li", _) => {
+                if !w.at_line_start() {
+                    w.newline();
+                }
+                let indent = "  ".repeat(w.lists.len().saturating_sub(1));
+                let marker = match w.lists.last_mut() {
+                    Some(list) if list.ordered => {
+                        list.next += 1;
+                        format!("{}. ", list.next - 1)
+                    }
+                    _ => "- ".to_owned(),
+                };
+                w.out.push_str(&indent);
+                w.out.push_str(&marker);
+            }
+            Token::Open(..) | Token::Close(_) => {}
+        }
+        i += 1;
+    }
+    let trimmed = w.out.trim_end_matches(['\n', ' ', '>']).len();
+    w.out.truncate(trimmed);
+    w.out.trim_start_matches('\n').to_owned()
+}
+
+// ----- Markdown to the HTML subset -----------------------------------------------------------
+
+/// The HTML subset for Markdown `text`.
+pub fn to_html(text: &str, flavor: Flavor) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    blocks(&lines, flavor, 0, &mut out);
+    sanitize(&out)
+}
+
+/// Whether a line opens or closes a fenced code block; the fence.
+fn fence_of(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    let c = t.chars().next()?;
+    if c != '`' && c != '~' {
+        return None;
+    }
+    let run = t.chars().take_while(|&x| x == c).count();
+    (run >= 3).then(|| &t[..run])
+}
+
+/// A list item's marker: whether ordered, and the text after it.
+fn list_item(line: &str) -> Option<(bool, &str)> {
+    let t = line.trim_start();
+    for marker in ["- ", "* ", "+ "] {
+        if let Some(rest) = t.strip_prefix(marker) {
+            return Some((false, rest));
+        }
+    }
+    let digits = t.chars().take_while(char::is_ascii_digit).count();
+    if (1..=9).contains(&digits) {
+        let rest = &t[digits..];
+        if let Some(rest) = rest.strip_prefix(". ").or_else(|| rest.strip_prefix(") ")) {
+            return Some((true, rest));
+        }
+    }
+    None
+}
+
+fn blocks(lines: &[&str], flavor: Flavor, depth: usize, out: &mut String) {
+    let mut paragraphs: Vec<String> = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    let flush = |current: &mut Vec<&str>, paragraphs: &mut Vec<String>| {
+        if !current.is_empty() {
+            let joined = current.join("\n");
+            paragraphs.push(inline(&joined, flavor, depth).replace('\n', "<br>"));
+            current.clear();
+        }
+    };
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim().is_empty() {
+            flush(&mut current, &mut paragraphs);
+            i += 1;
+            continue;
+        }
+        if let Some(fence) = fence_of(line) {
+            flush(&mut current, &mut paragraphs);
+            let mut code = Vec::new();
+            i += 1;
+            while i < lines.len() && !lines[i].trim_start().starts_with(fence) {
+                code.push(lines[i]);
+                i += 1;
+            }
+            i += 1; // the closing fence (or the end)
+            paragraphs.push(format!("<pre>{}</pre>", escape(&code.join("\n"))));
+            continue;
+        }
+        if line.trim_start().starts_with('>') && depth < MAX_DEPTH {
+            flush(&mut current, &mut paragraphs);
+            let mut quoted = Vec::new();
+            while i < lines.len() && lines[i].trim_start().starts_with('>') {
+                let q = &lines[i].trim_start()[1..];
+                quoted.push(q.strip_prefix(' ').unwrap_or(q));
+                i += 1;
+            }
+            let mut inner = String::new();
+            blocks(&quoted, flavor, depth + 1, &mut inner);
+            paragraphs.push(format!("<blockquote>{inner}</blockquote>"));
+            continue;
+        }
+        if let Some((ordered, _)) = list_item(line) {
+            flush(&mut current, &mut paragraphs);
+            let tag = if ordered { "ol" } else { "ul" };
+            let mut list = format!("<{tag}>");
+            while i < lines.len() {
+                match list_item(lines[i]) {
+                    Some((o, item)) if o == ordered => {
+                        list.push_str(&format!("<li>{}</li>", inline(item, flavor, depth)));
+                        i += 1;
+                    }
+                    _ => break,
+                }
+            }
+            list.push_str(&format!("</{tag}>"));
+            paragraphs.push(list);
+            continue;
+        }
+        current.push(line);
+        i += 1;
+    }
+    flush(&mut current, &mut paragraphs);
+    let blocky = |p: &str| {
+        p.starts_with("<pre>")
+            || p.starts_with("<blockquote>")
+            || p.starts_with("<ul>")
+            || p.starts_with("<ol>")
+    };
+    if paragraphs.len() == 1 {
+        out.push_str(&paragraphs[0]);
+        return;
+    }
+    for p in paragraphs {
+        if blocky(&p) {
+            out.push_str(&p);
+        } else {
+            out.push_str(&format!("<p>{p}</p>"));
+        }
+    }
+}
+
+/// Delimiters of inline spans, longest first, with the tag each makes.
+fn delimiters(flavor: Flavor) -> [(&'static str, &'static str); 5] {
+    let double_underscore = match flavor {
+        Flavor::Discord => "u",
+        Flavor::CommonMark => "b",
+    };
+    [
+        ("**", "b"),
+        ("__", double_underscore),
+        ("~~", "s"),
+        ("*", "i"),
+        ("_", "i"),
+    ]
+}
+
+/// Where a link target's `)` is, parentheses inside it balanced (as CommonMark allows).
+fn closing_paren(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => return Some(i),
+            ')' => depth -= 1,
+            c if c.is_whitespace() => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn word_char(c: Option<char>) -> bool {
+    c.is_some_and(char::is_alphanumeric)
+}
+
+/// The inline HTML for one block's text.
+fn inline(text: &str, flavor: Flavor, depth: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    // For each delimiter, the position from which no closer exists (a failed search is not
+    // repeated, so unmatched openers cost one scan each kind, not one each).
+    let mut no_closer_after: [Option<usize>; 5] = [None; 5];
+    // The same for link brackets, autolinks and code spans (by backtick run length).
+    let mut no_link_after: Option<usize> = None;
+    let mut no_autolink_after: Option<usize> = None;
+    let mut no_ticks_after: std::collections::HashMap<usize, usize> = Default::default();
+    let mut plain = String::new();
+    let mut i = 0;
+    let bytes = text.as_bytes();
+    let push_plain = |plain: &mut String, out: &mut String| {
+        out.push_str(&escape(plain));
+        plain.clear();
+    };
+    'outer: while i < text.len() {
+        let rest = &text[i..];
+        let c = rest.chars().next().unwrap_or(' ');
+        // Backslash escapes of ASCII punctuation.
+        if c == '\\' {
+            if let Some(next) = rest[1..].chars().next().filter(char::is_ascii_punctuation) {
+                plain.push(next);
+                i += 1 + next.len_utf8();
+                continue;
+            }
+        }
+        // Code spans: a run of backticks up to the same run.
+        if c == '`' {
+            let run = rest.chars().take_while(|&x| x == '`').count();
+            let ticks = &rest[..run];
+            let hopeless = no_ticks_after.get(&run).is_some_and(|&p| i >= p);
+            let end = if hopeless {
+                None
+            } else {
+                rest[run..].find(ticks)
+            };
+            if end.is_none() {
+                no_ticks_after.insert(run, i);
+            }
+            if let Some(end) = end {
+                let code = &rest[run..run + end];
+                let code = if code.len() > 1 && code.starts_with(' ') && code.ends_with(' ') {
+                    &code[1..code.len() - 1]
+                } else {
+                    code
+                };
+                push_plain(&mut plain, &mut out);
+                out.push_str(&format!("<code>{}</code>", escape(code)));
+                i += run + end + run;
+                continue;
+            }
+            plain.push_str(ticks);
+            i += run;
+            continue;
+        }
+        // Autolinks.
+        if c == '<' && !no_autolink_after.is_some_and(|p| i >= p) {
+            let end = rest.find('>');
+            if end.is_none() {
+                no_autolink_after = Some(i);
+            }
+            if let Some(end) = end {
+                let target = &rest[1..end];
+                let safe = ["https://", "http://", "mailto:"]
+                    .iter()
+                    .any(|p| target.to_ascii_lowercase().starts_with(p));
+                if safe && !target.contains(char::is_whitespace) {
+                    push_plain(&mut plain, &mut out);
+                    out.push_str(&format!(
+                        "<a href=\"{}\">{}</a>",
+                        escape(target),
+                        escape(target)
+                    ));
+                    i += end + 1;
+                    continue;
+                }
+            }
+        }
+        // Links: [text](target).
+        if c == '[' && depth < MAX_DEPTH && !no_link_after.is_some_and(|p| i >= p) {
+            let close = rest.find("](");
+            if close.is_none() {
+                no_link_after = Some(i);
+            }
+            if let Some(close) = close {
+                let label = &rest[1..close];
+                let after = &rest[close + 2..];
+                if !label.contains('[')
+                    && let Some(end) = closing_paren(after)
+                {
+                    let target = after[..end].trim();
+                    let safe = ["https://", "http://", "mailto:"]
+                        .iter()
+                        .any(|p| target.to_ascii_lowercase().starts_with(p));
+                    push_plain(&mut plain, &mut out);
+                    let inner = inline(label, flavor, depth + 1);
+                    if safe {
+                        out.push_str(&format!("<a href=\"{}\">{inner}</a>", escape(target)));
+                    } else {
+                        out.push_str(&inner);
+                    }
+                    i += close + 2 + end + 1;
+                    continue;
+                }
+            }
+        }
+        // Emphasis.
+        if depth < MAX_DEPTH {
+            for (k, (delimiter, tag)) in delimiters(flavor).iter().enumerate() {
+                if !rest.starts_with(delimiter) {
+                    continue;
+                }
+                let before = text[..i].chars().next_back();
+                let after_open = rest[delimiter.len()..].chars().next();
+                let underscore = delimiter.starts_with('_');
+                let can_open = after_open.is_some_and(|a| !a.is_whitespace())
+                    && !(underscore && word_char(before));
+                if !can_open || no_closer_after[k].is_some_and(|p| i >= p) {
+                    continue;
+                }
+                let from = i + delimiter.len();
+                let mut search = from;
+                let mut found = None;
+                while let Some(pos) = text[search..].find(delimiter) {
+                    let at = search + pos;
+                    let prev = text[..at].chars().next_back();
+                    let next = text[at + delimiter.len()..].chars().next();
+                    let can_close = at > from
+                        && prev.is_some_and(|p| !p.is_whitespace())
+                        && !(underscore && word_char(next));
+                    // A single `*` must not be half of a `**`.
+                    let lone = delimiter.len() > 1
+                        || (bytes.get(at + 1) != Some(&delimiter.as_bytes()[0])
+                            && (at == 0 || bytes[at - 1] != delimiter.as_bytes()[0]));
+                    if can_close && lone {
+                        found = Some(at);
+                        break;
+                    }
+                    search = at + delimiter.len();
+                }
+                let Some(at) = found else {
+                    no_closer_after[k] = Some(i);
+                    continue;
+                };
+                push_plain(&mut plain, &mut out);
+                let inner = inline(&text[from..at], flavor, depth + 1);
+                out.push_str(&format!("<{tag}>{inner}</{tag}>"));
+                i = at + delimiter.len();
+                continue 'outer;
+            }
+        }
+        plain.push(c);
+        i += c.len_utf8();
+    }
+    push_plain(&mut plain, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subset_becomes_markdown() {
+        let md = |h: &str| from_html(h, Flavor::CommonMark);
+        assert_eq!(md("<b>bold</b> and <i>it</i>"), "**bold** and *it*");
+        assert_eq!(md("<strong>x</strong><del>gone</del>"), "**x**~~gone~~");
+        assert_eq!(
+            md("see <a href=\"https://example.org/a (b)\">this</a>"),
+            "see [this](https://example.org/a%20%28b%29)"
+        );
+        assert_eq!(md("<code>a*b</code>"), "`a*b`");
+        assert_eq!(md("<code>a`b</code>"), "``a`b``");
+        assert_eq!(
+            md("<pre>let x = 1;\n```\n</pre>"),
+            "````\nlet x = 1;\n```\n````"
+        );
+        assert_eq!(md("2 * 3 = 6_a [x]"), "2 \\* 3 = 6\\_a \\[x\\]");
+        assert_eq!(
+            md("<blockquote>quoted\nmore</blockquote>answer"),
+            "> quoted\n> more\n\nanswer"
+        );
+        assert_eq!(md("<ul><li>one</li><li>two</li></ul>"), "- one\n- two");
+        assert_eq!(md("<ol><li>one</li><li>two</li></ol>"), "1. one\n2. two");
+        assert_eq!(md("<p>one</p><p>two</p>"), "one\n\ntwo");
+        assert_eq!(md("a<br>b"), "a\nb");
+        assert_eq!(md("<b></b>x"), "x");
+        assert_eq!(md("<u>under</u>"), "under");
+        assert_eq!(from_html("<u>under</u>", Flavor::Discord), "__under__");
+        assert_eq!(
+            md("<script>alert(1)</script><a href=\"javascript:x\">t</a>"),
+            "t"
+        );
+        assert_eq!(md("# not a heading"), "\\# not a heading");
+    }
+
+    #[test]
+    fn markdown_becomes_the_subset() {
+        let html = |m: &str| to_html(m, Flavor::CommonMark);
+        assert_eq!(
+            html("**bold** and *it* and _it_"),
+            "<b>bold</b> and <i>it</i> and <i>it</i>"
+        );
+        assert_eq!(html("~~gone~~ `a*b*` "), "<s>gone</s> <code>a*b*</code> ");
+        assert_eq!(html("snake_case_name"), "snake_case_name");
+        assert_eq!(html("2 * 3 * 4"), "2 * 3 * 4");
+        assert_eq!(html("\\*not\\*"), "*not*");
+        assert_eq!(
+            html("[site](https://example.org) [bad](javascript:alert(1))"),
+            "<a href=\"https://example.org\">site</a> bad"
+        );
+        assert_eq!(
+            html("<https://example.org>"),
+            "<a href=\"https://example.org\">https://example.org</a>"
+        );
+        assert_eq!(html("<b>not html</b>"), "&lt;b&gt;not html&lt;/b&gt;");
+        assert_eq!(html("```\nlet *x* = 1;\n```"), "<pre>let *x* = 1;</pre>");
+        assert_eq!(
+            html("> quoted\n> **more**\n\nanswer"),
+            "<blockquote>quoted<br><b>more</b></blockquote><p>answer</p>"
+        );
+        assert_eq!(html("- one\n- two"), "<ul><li>one</li><li>two</li></ul>");
+        assert_eq!(html("1. one\n2. two"), "<ol><li>one</li><li>two</li></ol>");
+        assert_eq!(html("a\nb\n\nc"), "<p>a<br>b</p><p>c</p>");
+        assert_eq!(html("__bold__"), "<b>bold</b>");
+        assert_eq!(to_html("__under__", Flavor::Discord), "<u>under</u>");
+        assert_eq!(html("**a *b* c**"), "<b>a <i>b</i> c</b>");
+    }
+
+    #[test]
+    fn what_is_written_reads_back_the_same() {
+        for flavor in [Flavor::CommonMark, Flavor::Discord] {
+            for html in [
+                "<b>bold</b> and <i>it</i>",
+                "2 * 3 = 6_a [x] \\ `tick`",
+                "<s>gone</s> <code>a*b</code>",
+                "see <a href=\"https://example.org/\">this</a>",
+                "<blockquote>quoted</blockquote><p>answer</p>",
+                "<ul><li>one</li><li>two</li></ul>",
+                "<pre>let x = 1;</pre>",
+            ] {
+                let md = from_html(html, flavor);
+                assert_eq!(to_html(&md, flavor), sanitize(html), "{flavor:?}: {md:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_input_is_bounded() {
+        // Unclosed openers by the thousand: each kind is searched for once, not once each.
+        let many = "*_~~**__[<`".repeat(20_000);
+        let html = to_html(&many, Flavor::CommonMark);
+        assert!(html.len() >= many.len());
+        // Deep nesting stops at MAX_DEPTH and keeps the rest as text.
+        let deep = format!("{}x{}", "**".repeat(1000), "**".repeat(1000));
+        assert!(to_html(&deep, Flavor::CommonMark).contains('x'));
+        let quotes = format!("{}x", "> ".repeat(1000));
+        assert!(to_html(&quotes, Flavor::CommonMark).contains('x'));
+        let nested = format!(
+            "{}x{}",
+            "<blockquote>".repeat(500),
+            "</blockquote>".repeat(500)
+        );
+        assert!(from_html(&nested, Flavor::CommonMark).ends_with('x'));
+    }
+}
