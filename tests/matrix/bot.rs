@@ -1,4 +1,4 @@
-//! Bot mode: relations across a restart, authorship of edits and deletions, and what was said while the bot was away.
+//! Bot mode: relations across a restart, authorship of edits and deletions, what was said while the bot was away, and the admins' watch.
 
 use super::*;
 
@@ -537,5 +537,68 @@ async fn what_was_said_while_the_bot_was_away_is_fetched_back_in_order() {
         daemon.logs().contains("backfilled a gap in the timeline"),
         "the gap was not fetched back"
     );
+    daemon.stop();
+}
+
+/// Bot mode's admin watch (the same `admin::Watch` appservice mode runs): an admin who opened a
+/// direct chat with the bot is warned there when an account stays down past
+/// `disconnect_warning_secs`, and told when it is back; the status command answers there too.
+#[tokio::test]
+async fn a_bot_mode_admin_is_warned_when_an_account_stays_down_and_told_when_it_is_back() {
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let mut irc = Ngircd::start();
+    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    let room = alice.create_room(json!({"invite": [BRIDGE]})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let config = bot_config(dir.path(), &hs, irc.port, admin, &room).replace(
+        "admins = [\"@alice:hs.passerelle.test\"]\n",
+        "admins = [\"@alice:hs.passerelle.test\"]\ndisconnect_warning_secs = 2\n",
+    );
+    assert!(config.contains("disconnect_warning_secs = 2"));
+    let mut daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(60)).await;
+
+    let dm = alice
+        .create_room(json!({"invite": [BRIDGE], "is_direct": true}))
+        .await;
+    alice.wait_member(&dm, BRIDGE, WAIT).await;
+    let notice = |want: &'static str| {
+        let dm = dm.clone();
+        move |e: &SeenEvent| {
+            e.room == dm
+                && e.sender() == BRIDGE
+                && e.event["content"]["msgtype"] == "m.notice"
+                && e.body().contains(want)
+        }
+    };
+    alice.say(&dm, "status").await;
+    let status = alice
+        .next_matching(WAIT, notice("irc (irc)"))
+        .await
+        .unwrap_or_else(|| panic!("no status answer; log:\n{}", daemon.logs()));
+    assert!(
+        status.body().contains("irc (irc): connected"),
+        "{}",
+        status.body()
+    );
+
+    irc.stop();
+    let warning = alice
+        .next_matching(Duration::from_secs(30), notice("has been"))
+        .await
+        .unwrap_or_else(|| panic!("no warning; log:\n{}", daemon.logs()));
+    assert!(
+        warning.body().starts_with("irc (irc) has been"),
+        "{}",
+        warning.body()
+    );
+    irc.restart();
+    alice
+        .next_matching(Duration::from_secs(60), notice("connected again"))
+        .await
+        .unwrap_or_else(|| panic!("no all-clear; log:\n{}", daemon.logs()));
     daemon.stop();
 }

@@ -161,8 +161,42 @@ pub(crate) async fn command(
 }
 
 /// How often to look at the accounts' states for a warning delay of `secs`.
-pub fn tick_every(secs: u64) -> Duration {
+fn tick_every(secs: u64) -> Duration {
     Duration::from_millis((secs * 1000 / 4).clamp(500, 10_000))
+}
+
+/// The admins' watch over the accounts, as both modes run it: a [`Watchdog`] looked at every
+/// [`tick_every`]; never ready when there are no admins or the warning is off.
+#[derive(Debug)]
+pub struct Watch {
+    dog: Watchdog,
+    tick: Option<tokio::time::Interval>,
+}
+
+impl Watch {
+    /// For `disconnect_warning_secs` and whether any admin is configured.
+    pub fn new(warning_secs: u64, has_admins: bool) -> Self {
+        let on = has_admins && warning_secs > 0;
+        Self {
+            dog: Watchdog::new(Duration::from_secs(warning_secs)),
+            tick: on.then(|| tokio::time::interval(tick_every(warning_secs))),
+        }
+    }
+
+    /// The next notes due for the admins. Cancel-safe (the only wait is the interval's tick), so
+    /// it can be one arm of a connector's `select!`.
+    pub async fn notes(&mut self, view: &DaemonView) -> Vec<String> {
+        let Some(tick) = self.tick.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            tick.tick().await;
+            let notes = self.dog.tick(view, Instant::now());
+            if !notes.is_empty() {
+                return notes;
+            }
+        }
+    }
 }
 
 /// Watches the accounts' states and says when one has been down longer than the threshold, and

@@ -191,14 +191,15 @@ impl Bot {
             max_upload: self.cfg.media.max_upload_bytes,
             fetch_private: self.cfg.media.fetch_private,
         };
-        let mut watchdog =
-            admin::Watchdog::new(Duration::from_secs(self.cfg.disconnect_warning_secs));
-        let mut tick = tokio::time::interval(admin::tick_every(self.cfg.disconnect_warning_secs));
+        let mut watch = admin::Watch::new(
+            self.cfg.disconnect_warning_secs,
+            !self.cfg.admins.is_empty(),
+        );
         let result = loop {
             tokio::select! {
                 _ = io.shutdown.cancelled() => break Ok(()),
-                _ = tick.tick(), if !self.cfg.admins.is_empty() => {
-                    for note in watchdog.tick(&io.daemon, std::time::Instant::now()) {
+                notes = watch.notes(&io.daemon) => {
+                    for note in notes {
                         admin::notify(&client, &io.state, &self.cfg.admins, &note).await;
                     }
                 }

@@ -483,12 +483,12 @@ fn inline(text: &str, flavor: Flavor, depth: usize) -> String {
         let rest = &text[i..];
         let c = rest.chars().next().unwrap_or(' ');
         // Backslash escapes of ASCII punctuation.
-        if c == '\\' {
-            if let Some(next) = rest[1..].chars().next().filter(char::is_ascii_punctuation) {
-                plain.push(next);
-                i += 1 + next.len_utf8();
-                continue;
-            }
+        if c == '\\'
+            && let Some(next) = rest[1..].chars().next().filter(char::is_ascii_punctuation)
+        {
+            plain.push(next);
+            i += 1 + next.len_utf8();
+            continue;
         }
         // Code spans: a run of backticks up to the same run.
         if c == '`' {
@@ -520,7 +520,7 @@ fn inline(text: &str, flavor: Flavor, depth: usize) -> String {
             continue;
         }
         // Autolinks.
-        if c == '<' && !no_autolink_after.is_some_and(|p| i >= p) {
+        if c == '<' && no_autolink_after.is_none_or(|p| i < p) {
             let end = rest.find('>');
             if end.is_none() {
                 no_autolink_after = Some(i);
@@ -543,7 +543,7 @@ fn inline(text: &str, flavor: Flavor, depth: usize) -> String {
             }
         }
         // Links: [text](target).
-        if c == '[' && depth < MAX_DEPTH && !no_link_after.is_some_and(|p| i >= p) {
+        if c == '[' && depth < MAX_DEPTH && no_link_after.is_none_or(|p| i < p) {
             let close = rest.find("](");
             if close.is_none() {
                 no_link_after = Some(i);

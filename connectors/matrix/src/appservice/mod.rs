@@ -498,9 +498,10 @@ impl Appservice {
             avatars: HashMap::new(),
             joined: HashSet::new(),
         };
-        let mut watchdog =
-            admin::Watchdog::new(Duration::from_secs(self.cfg.disconnect_warning_secs));
-        let mut tick = tokio::time::interval(admin::tick_every(self.cfg.disconnect_warning_secs));
+        let mut watch = admin::Watch::new(
+            self.cfg.disconnect_warning_secs,
+            !self.cfg.admins.is_empty(),
+        );
         let result = loop {
             tokio::select! {
                 _ = io.shutdown.cancelled() => break Ok(()),
@@ -510,8 +511,8 @@ impl Appservice {
                         Err(e) => Err(ConnectorError::Fatal(format!("sync task: {e}"))),
                     };
                 }
-                _ = tick.tick(), if !self.cfg.admins.is_empty() => {
-                    for note in watchdog.tick(&io.daemon, std::time::Instant::now()) {
+                notes = watch.notes(&io.daemon) => {
+                    for note in notes {
                         sender.shared.notify_admins(&note).await;
                     }
                 }
