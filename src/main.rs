@@ -60,6 +60,9 @@ enum Command {
     },
     /// Print the version and the connectors this build has.
     Version,
+    /// Print the documented example configuration for this build (every key of every connector
+    /// it has, explained): `config.example.toml` is this output.
+    ExampleConfig,
     /// Ask a running daemon's `/healthz` (for container health checks); exit 0 when healthy.
     /// Asks the admin listener the configuration names (`http.listen`, after the environment's
     /// overrides), unless `--addr` says another address.
@@ -456,6 +459,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Health { config, addr } => health(&config, addr),
         Command::Reload { config, addr } => reload(&config, addr),
+        Command::ExampleConfig => {
+            print!("{}", passerelle::registry::example_config());
+            ExitCode::SUCCESS
+        }
         Command::Version => {
             let kinds: Vec<&str> = passerelle::registry::factories()
                 .iter()
