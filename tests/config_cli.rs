@@ -188,6 +188,18 @@ fn the_example_config_is_valid() {
     );
 }
 
+/// `passerelle example-config` prints `config.example.toml` as it is in the repository, and what
+/// it prints passes `check`.
+#[test]
+fn example_config_prints_the_repositorys_example() {
+    let out = passerelle(&["example-config"], &[]);
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let file = std::fs::read_to_string(example_config()).expect("config.example.toml");
+    assert!(printed == file, "config.example.toml is not what example-config prints");
+    assert!(printed.contains("[accounts.") && printed.contains("[[links]]"));
+}
+
 /// The example runs as it is on loopback; listening beyond it with the example's placeholder
 /// secrets is refused, each one named with the listener that exposes it.
 #[test]
