@@ -12,23 +12,23 @@ use std::sync::Arc;
 pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     #[allow(unused_mut)]
     let mut all: Vec<Arc<dyn ConnectorFactory>> = Vec::new();
-    #[cfg(feature = "api")]
+    #[cfg(feature = "passerelle-api")]
     all.push(Arc::new(passerelle_api::ApiFactory));
-    #[cfg(feature = "irc")]
+    #[cfg(feature = "passerelle-irc")]
     all.push(Arc::new(passerelle_irc::IrcFactory));
-    #[cfg(feature = "matrix")]
+    #[cfg(feature = "passerelle-matrix")]
     all.push(Arc::new(passerelle_matrix::MatrixFactory));
-    #[cfg(feature = "xmpp")]
+    #[cfg(feature = "passerelle-xmpp")]
     all.push(Arc::new(passerelle_xmpp::XmppFactory));
-    #[cfg(feature = "meta")]
+    #[cfg(feature = "passerelle-meta")]
     all.push(Arc::new(passerelle_meta::WHATSAPP));
-    #[cfg(feature = "meta")]
+    #[cfg(feature = "passerelle-meta")]
     all.push(Arc::new(passerelle_meta::MESSENGER));
-    #[cfg(feature = "meta")]
+    #[cfg(feature = "passerelle-meta")]
     all.push(Arc::new(passerelle_meta::INSTAGRAM));
-    #[cfg(feature = "telegram")]
+    #[cfg(feature = "passerelle-telegram")]
     all.push(Arc::new(passerelle_telegram::TelegramFactory));
-    #[cfg(feature = "signal")]
+    #[cfg(feature = "passerelle-signal")]
     all.push(Arc::new(passerelle_signal::SignalFactory));
     all
 }
