@@ -196,7 +196,10 @@ fn example_config_prints_the_repositorys_example() {
     assert!(out.status.success());
     let printed = String::from_utf8_lossy(&out.stdout);
     let file = std::fs::read_to_string(example_config()).expect("config.example.toml");
-    assert!(printed == file, "config.example.toml is not what example-config prints");
+    assert!(
+        printed == file,
+        "config.example.toml is not what example-config prints"
+    );
     assert!(printed.contains("[accounts.") && printed.contains("[[links]]"));
 }
 
