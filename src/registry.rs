@@ -30,6 +30,8 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_telegram::TelegramFactory));
     #[cfg(feature = "passerelle-signal")]
     all.push(Arc::new(passerelle_signal::SignalFactory));
+    #[cfg(feature = "passerelle-process")]
+    all.push(Arc::new(passerelle_process::ProcessFactory));
     all
 }
 
@@ -293,18 +295,32 @@ mod tests {
         })
     }
 
-    /// The keys an example sets or shows commented out (`key = ...`, `# key = ...`).
+    /// The keys an example sets or shows commented out (`key = ...`, `# key = ...`) in an
+    /// account's table itself; a subtable (`[accounts."x".settings]`, the program's own) is not
+    /// the kind's.
     fn keys_written(example: &str) -> Vec<String> {
-        example
-            .lines()
-            .filter_map(|line| {
-                let line = line.trim_start_matches(['#', ' ']);
-                let (key, _) = line.split_once(" = ")?;
-                key.chars()
+        let mut in_account = true;
+        let mut keys = Vec::new();
+        for line in example.lines() {
+            let line = line.trim_start_matches(['#', ' ']);
+            if let Some(header) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                // Quoted names may hold dots: count the segments outside quotes.
+                let unquoted: String = header.split('"').step_by(2).collect();
+                in_account = header.starts_with("accounts.") && unquoted.matches('.').count() == 1;
+                continue;
+            }
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            if in_account
+                && key
+                    .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                    .then(|| key.to_owned())
-            })
-            .collect()
+            {
+                keys.push(key.to_owned());
+            }
+        }
+        keys
     }
 
     /// The keys every account has, read by the daemon before the connector sees the table.
@@ -384,8 +400,8 @@ mod tests {
 
     #[test]
     fn the_example_checks_see_missing_and_refused_keys() {
-        let example =
-            "[accounts.\"x\"]\n# server_port = 1\nnick = \"a\"\n# the nick_format is ...\n";
+        let example = "[accounts.\"x.y\"]\n# server_port = 1\nnick = \"a\"\n\
+                       # the nick_format is ...\n[accounts.\"x.y\".settings]\ndir = \"d\"\n";
         assert_eq!(keys_written(example), ["server_port", "nick"]);
         assert!(names(example, "nick_format"));
         assert!(!names(example, "server"), "server_port is not server");

@@ -210,6 +210,32 @@ impl Daemon {
         self.spawn();
     }
 
+    /// The process's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The PIDs of the processes the daemon started (an out-of-process connector's program).
+    pub fn children(&self) -> Vec<u32> {
+        let Some(pid) = self.pid() else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            found.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child

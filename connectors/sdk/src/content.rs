@@ -95,8 +95,10 @@ pub struct Attachment {
     pub url: Text,
 }
 
-/// What a message says.
+/// What a message says. Read from JSON, a missing field is its default (no formatting, a normal
+/// message, no attachments).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Content {
     /// The plain-text body; always present, the fallback every network can show.
     pub text: Text,
