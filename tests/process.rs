@@ -235,3 +235,48 @@ async fn killing_the_program_or_the_daemon_mid_stream_loses_nothing_and_repeats_
     assert!(kills >= 2, "the program was killed {kills} times");
     daemon.stop();
 }
+
+/// A program that writes garbage: each malformed line is counted in
+/// `passerelle_drops_total{reason="process_malformed_line"}`, logged without its content, and the
+/// daemon and the program's session go on.
+#[tokio::test]
+async fn malformed_lines_from_a_program_are_counted_and_the_daemon_goes_on() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = dir.path().join("noisy.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nread init\necho '{\"type\":\"ready\",\"protocol\":1}'\n\
+         echo 'secret words, not JSON'\necho '{\"type\":\"no_such_type\"}'\necho '[1,2]'\n\
+         echo '{\"type\":\"status\",\"state\":\"connected\"}'\nwhile read line; do :; done\n",
+    )
+    .expect("written");
+    let admin = free_port();
+    let config = format!(
+        "{head}\n[accounts.\"noisy\"]\nkind = \"process\"\ncommand = [\"sh\", \"{script}\"]\n",
+        head = base_config(dir.path(), admin),
+        script = script.display(),
+    );
+    let mut daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    let mut drops = 0.0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        drops = common::metric(
+            &daemon.metrics().await,
+            "passerelle_drops_total",
+            &["account=\"noisy\"", "reason=\"process_malformed_line\""],
+        );
+        if drops >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(drops, 3.0, "log:\n{}", daemon.logs());
+    let logs = daemon.logs();
+    assert!(
+        !logs.contains("secret words"),
+        "a malformed line's content was logged"
+    );
+    assert!(daemon.running());
+    assert_eq!(daemon.stop(), Some(0));
+}
