@@ -42,6 +42,10 @@ enum Scenario {
     /// channel; direct baseline: the same user's messages read by another Matrix user (Synapse
     /// from the testkit's Python venv). `--window` does not apply: each message is one request.
     Matrix(Load),
+    /// IRC → out-of-process connector → IRC: a raw client's lines bridged by the daemon to a
+    /// program (`tools/load/relay.py`, `kind = "process"`) that emits each back, then into an IRC
+    /// channel; baseline: the same lines bridged IRC → IRC by in-process connectors alone.
+    Process(Load),
     /// Start-up to ready and idle memory on a configuration (the example by default), started
     /// `--runs` times, each on a new store and again on the store it left.
     Startup(Startup),
@@ -112,8 +116,9 @@ struct Startup {
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.scenario {
-        Scenario::Irc(load) => irc_to_irc(load, false).await,
-        Scenario::Api(load) => irc_to_irc(load, true).await,
+        Scenario::Irc(load) => irc_to_irc(load, Source::Irc).await,
+        Scenario::Api(load) => irc_to_irc(load, Source::Api).await,
+        Scenario::Process(load) => irc_to_irc(load, Source::Process).await,
         Scenario::Matrix(load) => matrix::matrix_to_irc(load).await,
         Scenario::Startup(s) => startup(s).await,
     };
@@ -124,6 +129,45 @@ async fn main() {
 }
 
 const TOKEN: &str = "passerelle-load-token";
+
+/// Where a scenario's bridged messages come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// An IRC channel.
+    Irc,
+    /// The HTTP message API.
+    Api,
+    /// An IRC channel, through the relay program and back.
+    Process,
+}
+
+/// The relay program's account and its links: `#load-pin` → the program's room `in`; its room
+/// `out` → `#load-out`.
+fn relay_config() -> String {
+    let relay = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.py");
+    format!(
+        r##"
+[accounts."proc.relay"]
+kind = "process"
+command = ["python3", "{relay}"]
+capabilities = ["per_message_identity"]
+
+[[links]]
+name = "proc-in"
+rooms = [
+  {{ account = "irc.in", room = "#load-pin", direction = "in" }},
+  {{ account = "proc.relay", room = "in", direction = "out" }},
+]
+
+[[links]]
+name = "proc-out"
+rooms = [
+  {{ account = "proc.relay", room = "out", direction = "in" }},
+  {{ account = "irc.out", room = "#load-out", direction = "out" }},
+]
+"##
+    )
+}
 
 /// The daemon's config: two IRC accounts on one server (`#load-in` read by one, `#load-out`
 /// written by the other) and an API account, with one-way links into `#load-out`.
@@ -230,19 +274,19 @@ where
     Ok(Figures::from_arrivals(load.messages, first, &arrivals))
 }
 
-async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
+async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
+    let from_api = source == Source::Api;
     let binary = daemon::binary(load.daemon.clone())?;
     let server = Inspircd::start();
     let temp = tempfile::tempdir()?;
     let dir = load.keep.clone().unwrap_or_else(|| temp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
     let (admin, api_port) = (free_port(), free_port());
-    let mut daemon = Daemon::start(
-        &binary,
-        &dir,
-        &bridge_config(&dir, admin, server.port, api_port),
-        admin,
-    )?;
+    let mut config = bridge_config(&dir, admin, server.port, api_port);
+    if source == Source::Process {
+        config.push_str(&relay_config());
+    }
+    let mut daemon = Daemon::start(&binary, &dir, &config, admin)?;
     daemon
         .wait_for(
             "/readyz",
@@ -251,10 +295,19 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
         )
         .await?;
 
-    // Direct: A → server → B in one channel.
+    // Direct: A → server → B in one channel. For the process scenario, the baseline is the
+    // daemon's in-process path instead: A → #load-in → daemon → #load-out → B.
     let run = run_id();
-    let b = irc::Client::join(server.port, "lb", "#load-base").await?;
-    let a = irc::Client::join(server.port, "la", "#load-base").await?;
+    let (base_in, base_out) = if source == Source::Process {
+        ("#load-in", "#load-out")
+    } else {
+        ("#load-base", "#load-base")
+    };
+    let b = irc::Client::join(server.port, "lb", base_out).await?;
+    let a = irc::Client::join(server.port, "la", base_in).await?;
+    if source == Source::Process {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let clock = Instant::now();
     let progress = Arc::new(irc::Progress::default());
     let direct = if load.no_direct {
@@ -305,7 +358,12 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
         }
         figures?
     } else {
-        let a = irc::Client::join(server.port, "da", "#load-in").await?;
+        let channel = if source == Source::Process {
+            "#load-pin"
+        } else {
+            "#load-in"
+        };
+        let a = irc::Client::join(server.port, "da", channel).await?;
         let clock = Instant::now();
         let progress = Arc::new(irc::Progress::default());
         measure(b, run, &load, clock, progress.clone(), async {
@@ -327,7 +385,11 @@ async fn irc_to_irc(load: Load, from_api: bool) -> Result<()> {
     let peak_rss = daemon.peak_rss_kib();
     let clean = daemon.stop();
 
-    let path = if from_api { "api->irc" } else { "irc->irc" };
+    let path = match source {
+        Source::Irc => "irc->irc",
+        Source::Api => "api->irc",
+        Source::Process => "irc->process->irc (direct: in-process irc->irc)",
+    };
     report(
         path,
         &load,
