@@ -377,20 +377,6 @@ async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() 
     );
 
     // IRC goes away: after the delay the admin is warned, and told when it is back.
-    irc.stop();
-    let warning = alice
-        .next_matching(Duration::from_secs(30), notice("has been"))
-        .await
-        .unwrap_or_else(|| panic!("no warning; log:\n{}", daemon.logs()));
-    assert!(
-        warning.body().starts_with("irc (irc) has been"),
-        "{}",
-        warning.body()
-    );
-    irc.restart();
-    alice
-        .next_matching(Duration::from_secs(60), notice("connected again"))
-        .await
-        .unwrap_or_else(|| panic!("no all-clear; log:\n{}", daemon.logs()));
+    irc_down_is_warned_and_back_is_told(&mut alice, &dm, AS_BOT, &mut irc, &daemon).await;
     daemon.stop();
 }

@@ -585,20 +585,6 @@ async fn a_bot_mode_admin_is_warned_when_an_account_stays_down_and_told_when_it_
         status.body()
     );
 
-    irc.stop();
-    let warning = alice
-        .next_matching(Duration::from_secs(30), notice("has been"))
-        .await
-        .unwrap_or_else(|| panic!("no warning; log:\n{}", daemon.logs()));
-    assert!(
-        warning.body().starts_with("irc (irc) has been"),
-        "{}",
-        warning.body()
-    );
-    irc.restart();
-    alice
-        .next_matching(Duration::from_secs(60), notice("connected again"))
-        .await
-        .unwrap_or_else(|| panic!("no all-clear; log:\n{}", daemon.logs()));
+    irc_down_is_warned_and_back_is_told(&mut alice, &dm, BRIDGE, &mut irc, &daemon).await;
     daemon.stop();
 }

@@ -18,6 +18,41 @@ use std::time::Duration;
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 pub(crate) const BRIDGE: &str = "@bridge:hs.passerelle.test";
 
+/// The admins' watch, as both modes run it: `alice`'s direct chat `dm` with `bot` gets a
+/// warning once IRC has been down past the delay, and an all-clear once it is back.
+pub(crate) async fn irc_down_is_warned_and_back_is_told(
+    alice: &mut MatrixUser,
+    dm: &str,
+    bot: &str,
+    irc: &mut Ngircd,
+    daemon: &Daemon,
+) {
+    let notice = |want: &'static str| {
+        let (dm, bot) = (dm.to_owned(), bot.to_owned());
+        move |e: &SeenEvent| {
+            e.room == dm
+                && e.sender() == bot
+                && e.event["content"]["msgtype"] == "m.notice"
+                && e.body().contains(want)
+        }
+    };
+    irc.stop();
+    let warning = alice
+        .next_matching(Duration::from_secs(30), notice("has been"))
+        .await
+        .unwrap_or_else(|| panic!("no warning; log:\n{}", daemon.logs()));
+    assert!(
+        warning.body().starts_with("irc (irc) has been"),
+        "{}",
+        warning.body()
+    );
+    irc.restart();
+    alice
+        .next_matching(Duration::from_secs(60), notice("connected again"))
+        .await
+        .unwrap_or_else(|| panic!("no all-clear; log:\n{}", daemon.logs()));
+}
+
 pub(crate) async fn irc_line(bob: &mut IrcClient, want: &str) -> String {
     let got = bob
         .messages_until(WAIT, |got| {

@@ -152,6 +152,15 @@ fn outbound(room: &str, text: &str) -> Event {
     )
 }
 
+/// The connector on `table`, running in a harness in the room `general`.
+fn harness(table: Value, dir: &Path) -> Harness {
+    Harness::start(
+        build(table, dir),
+        "conformance.account",
+        vec!["general".into()],
+    )
+}
+
 /// A program written in the test, as a shell script speaking the protocol badly or well.
 fn script(dir: &Path, body: &str) -> Value {
     let path = dir.join("program.sh");
@@ -185,11 +194,7 @@ while read line; do
 done"#
     );
     let table = script(dir.path(), &body);
-    let mut h = Harness::start(
-        build(table, dir.path()),
-        "conformance.account",
-        vec!["general".into()],
-    );
+    let mut h = harness(table, dir.path());
     assert!(h.wait_connected(WAIT).await, "never connected");
     let event = h
         .next_event(WAIT)
@@ -221,11 +226,7 @@ echo '{"type":"status","state":"connected"}'
 read send
 exit 3"#,
     );
-    let mut h = Harness::start(
-        build(table, dir.path()),
-        "conformance.account",
-        vec!["general".into()],
-    );
+    let mut h = harness(table, dir.path());
     assert!(h.wait_connected(WAIT).await);
     assert_eq!(
         h.send(outbound("general", "lost?"), WAIT).await,
@@ -248,11 +249,7 @@ echo '{"type":"ready","protocol":1}'
 echo '{"type":"status","state":"connected"}'
 while read line; do :; done"#,
     );
-    let mut h = Harness::start(
-        build(table, dir.path()),
-        "conformance.account",
-        vec!["general".into()],
-    );
+    let mut h = harness(table, dir.path());
     assert!(h.wait_connected(WAIT).await);
     assert_eq!(
         h.send(outbound("general", "anyone?"), WAIT).await,
@@ -274,7 +271,7 @@ async fn a_wrong_version_or_missing_capabilities_end_the_session_with_a_clear_er
 echo '{"type":"ready","protocol":2}'
 while read line; do :; done"#,
     );
-    let mut h = Harness::start(build(table, dir.path()), "a", vec!["general".into()]);
+    let mut h = harness(table, dir.path());
     match h.wait_finished(WAIT).await {
         Some(Err(ConnectorError::Fatal(why))) => {
             assert!(
@@ -292,7 +289,7 @@ echo '{"type":"ready","protocol":1,"capabilities":{"edits":true}}'
 while read line; do :; done"#,
     );
     table["capabilities"] = json!(["edits", "reactions"]);
-    let mut h = Harness::start(build(table, dir.path()), "a", vec!["general".into()]);
+    let mut h = harness(table, dir.path());
     match h.wait_finished(WAIT).await {
         Some(Err(ConnectorError::Config(why))) => {
             assert!(
@@ -306,7 +303,7 @@ while read line; do :; done"#,
 
     // A program that can't be started is named by its key.
     let table = json!({"command": ["/nonexistent/program"]});
-    let mut h = Harness::start(build(table, dir.path()), "a", vec!["general".into()]);
+    let mut h = harness(table, dir.path());
     match h.wait_finished(WAIT).await {
         Some(Err(ConnectorError::Config(why))) => assert!(why.contains("command[0]"), "{why}"),
         other => panic!("run returned {other:?}"),
@@ -325,7 +322,7 @@ echo '{"type":"status","state":"connected"}'
 while read line; do :; done"#,
     );
     table["env"] = json!({"MY_SETTING": "1"});
-    let mut h = Harness::start(build(table, dir.path()), "a", vec!["general".into()]);
+    let mut h = harness(table, dir.path());
     assert!(h.wait_connected(WAIT).await);
     let names = std::fs::read_to_string(dir.path().join("env-names")).expect("env-names");
     let names: Vec<&str> = names
