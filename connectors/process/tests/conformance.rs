@@ -332,3 +332,48 @@ while read line; do :; done"#,
     assert_eq!(names, ["LANG", "MY_SETTING", "PATH"]);
     assert_eq!(h.shutdown(WAIT).await.map(|r| r.is_ok()), Some(true));
 }
+
+#[tokio::test]
+async fn state_is_kept_for_the_program_and_bounded() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let long_key = "k".repeat(300);
+    let table = script(
+        dir.path(),
+        &format!(
+            r#"read init
+echo '{{"type":"ready","protocol":1}}'
+echo '{{"type":"state_get","id":"g0","key":"cursor"}}'
+read before; echo "$before" > before
+echo '{{"type":"state_put","id":"p","key":"cursor","value":"42"}}'
+read saved; echo "$saved" > saved
+echo '{{"type":"state_get","id":"g","key":"cursor"}}'
+read got; echo "$got" > got
+echo '{{"type":"state_put","id":"big","key":"{long_key}","value":"x"}}'
+read refused; echo "$refused" > refused
+echo '{{"type":"status","state":"connected"}}'
+while read line; do :; done"#
+        ),
+    );
+    let mut h = harness(table, dir.path());
+    assert!(h.wait_connected(WAIT).await);
+    let read = |name: &str| -> Value {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        serde_json::from_str(text.trim()).unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        read("before"),
+        json!({"type": "state", "id": "g0", "value": null})
+    );
+    assert_eq!(read("saved"), json!({"type": "state_saved", "id": "p"}));
+    assert_eq!(
+        read("got"),
+        json!({"type": "state", "id": "g", "value": "42"})
+    );
+    assert_eq!(read("refused")["error"], "key or value too long");
+    // Kept in the account's state, where a restarted program finds it.
+    assert_eq!(
+        h.state().get_text("cursor").await.ok().flatten().as_deref(),
+        Some("42")
+    );
+    assert_eq!(h.shutdown(WAIT).await.map(|r| r.is_ok()), Some(true));
+}
