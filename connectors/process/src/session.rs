@@ -5,11 +5,11 @@ use crate::config::{Settings, capability_names};
 use crate::lines::{self, Line};
 use crate::wire::{self, FromProgram, Malformed, WireEvent};
 use passerelle_sdk::{
-    ConnectionState, ConnectorError, ConnectorIo, Disposition, EmitError, Event, Outbound, Receipt,
-    RemoteMessageId, RoomId, SendError,
+    ConnectionState, ConnectorError, ConnectorIo, Disposition, EmitAck, EmitError, Event, Outbound,
+    Receipt, RemoteMessageId, RoomId, SendError,
 };
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,6 +21,60 @@ use tracing::{debug, error, info, warn};
 
 /// The longest stderr line kept for the log; longer ones are cut.
 const LOG_LINE: usize = 1000;
+
+/// The most lines queued for the program's stdin and not yet written.
+const WRITE_QUEUE: usize = 4096;
+
+/// The most sends handed to the program and not yet answered.
+const SENDS_IN_FLIGHT: usize = 256;
+
+/// The most emits handed to the daemon and not yet answered.
+const EMITS_IN_FLIGHT: usize = 256;
+
+/// Hands the program's emits to the daemon in order and sends each one's `emitted` answer, in
+/// the same order, once the daemon stored (or refused) it.
+async fn emit_in_order(
+    emitter: passerelle_sdk::Emitter,
+    mut emits: mpsc::Receiver<(Value, Event)>,
+    answers: mpsc::Sender<Value>,
+) {
+    let mut in_flight: VecDeque<(Value, Result<EmitAck, EmitError>)> = VecDeque::new();
+    loop {
+        if in_flight.is_empty() {
+            let Some((id, event)) = emits.recv().await else {
+                return;
+            };
+            in_flight.push_back((id, emitter.submit(event).await));
+        }
+        while in_flight.len() < EMITS_IN_FLIGHT {
+            let Ok((id, event)) = emits.try_recv() else {
+                break;
+            };
+            in_flight.push_back((id, emitter.submit(event).await));
+        }
+        let Some((id, submitted)) = in_flight.pop_front() else {
+            continue;
+        };
+        let result = match submitted {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        let answer = match result {
+            Ok(Disposition::Queued { .. }) => wire::emitted(&id, "stored", None),
+            Ok(Disposition::Duplicate) => wire::emitted(&id, "duplicate", None),
+            Ok(Disposition::Unrouted) => wire::emitted(&id, "unrouted", None),
+            Ok(Disposition::Refused { reason }) => wire::emitted(&id, "refused", Some(reason)),
+            Ok(_) => wire::emitted(&id, "refused", Some("not taken")),
+            Err(EmitError::ShuttingDown) => {
+                wire::emitted(&id, "error", Some("the daemon is shutting down"))
+            }
+            Err(_) => wire::emitted(&id, "error", Some("not stored")),
+        };
+        if answers.send(answer).await.is_err() {
+            return;
+        }
+    }
+}
 
 /// Runs the program once.
 pub async fn run(
@@ -41,8 +95,10 @@ pub async fn run(
     let (line_tx, mut line_rx) = mpsc::channel::<Line>(64);
     tokio::spawn(lines::read(stdout, settings.max_line_bytes, line_tx));
     tokio::spawn(log_stderr(stderr, account.as_str().to_owned()));
+    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let writer = tokio::spawn(write_lines(stdin, out_rx));
     let mut session = Session {
-        stdin: Some(stdin),
+        out: Some(out_tx),
         io_account: account.as_str().to_owned(),
         pending: HashMap::new(),
         next_send: 0,
@@ -52,7 +108,9 @@ pub async fn run(
         .serve(settings, data_dir, io, &mut line_rx, &mut child)
         .await;
     session.fail_pending();
-    stop(&mut child, session.stdin.take(), settings.shutdown_grace).await;
+    // The writer ends once what is queued (`shutdown` last) is written, and closes stdin.
+    drop(session.out.take());
+    stop(&mut child, writer, settings.shutdown_grace).await;
     io.status.set(ConnectionState::Disconnected);
     result
 }
@@ -108,10 +166,22 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, account: String) {
     }
 }
 
-/// Asks the program to stop (it got `shutdown` already, or died), then kills it after the grace.
-async fn stop(child: &mut Child, stdin: Option<ChildStdin>, grace: Duration) {
-    drop(stdin);
-    match tokio::time::timeout(grace, child.wait()).await {
+/// Writes the queued lines to the program's stdin, in order, until the queue closes or a write
+/// fails; then closes stdin.
+async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Vec<u8>>) {
+    while let Some(line) = lines.recv().await {
+        if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Lets the program finish (its stdin closes once the writer is done), then kills it after the
+/// grace.
+async fn stop(child: &mut Child, writer: tokio::task::JoinHandle<()>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    let _ = tokio::time::timeout_at(deadline, writer).await;
+    match tokio::time::timeout_at(deadline, child.wait()).await {
         Ok(Ok(status)) => debug!(%status, "the program exited"),
         _ => {
             warn!("the program did not exit within shutdown_grace_secs: killed");
@@ -127,7 +197,8 @@ struct Pending {
 }
 
 struct Session {
-    stdin: Option<ChildStdin>,
+    /// Lines for the writer task: reading the program's output never waits on writing to it.
+    out: Option<mpsc::Sender<Vec<u8>>>,
     io_account: String,
     pending: HashMap<String, Pending>,
     next_send: u64,
@@ -141,8 +212,10 @@ enum End {
 }
 
 impl Session {
+    /// Queues one line for the program. A program that leaves [`WRITE_QUEUE`] lines unread
+    /// (it does not read its stdin) ends the session.
     async fn write(&mut self, value: &Value) -> Result<(), ConnectorError> {
-        let Some(stdin) = self.stdin.as_mut() else {
+        let Some(out) = self.out.as_ref() else {
             return Err(ConnectorError::Disconnected(
                 "the program's stdin is closed".into(),
             ));
@@ -150,13 +223,14 @@ impl Session {
         let mut line = serde_json::to_vec(value)
             .map_err(|e| ConnectorError::Fatal(format!("a protocol line can't be written: {e}")))?;
         line.push(b'\n');
-        let written = async {
-            stdin.write_all(&line).await?;
-            stdin.flush().await
-        };
-        written
-            .await
-            .map_err(|e| ConnectorError::Disconnected(format!("writing to the program: {e}")))
+        out.try_send(line).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ConnectorError::Disconnected(format!(
+                "the program left {WRITE_QUEUE} lines unread on its stdin"
+            )),
+            mpsc::error::TrySendError::Closed(_) => {
+                ConnectorError::Disconnected("writing to the program failed".into())
+            }
+        })
     }
 
     fn malformed(&self, why: &Malformed) {
@@ -190,31 +264,12 @@ impl Session {
         );
         self.write(&init).await?;
         self.handshake(settings, lines).await?;
-        // Emits are stored one after another, in the order written, by their own task; their
-        // answers come back here to be written.
-        let (emit_tx, mut emit_rx) = mpsc::channel::<(Value, Event)>(64);
-        let (answer_tx, mut answer_rx) = mpsc::channel::<Value>(64);
-        let emitter = io.emitter.clone();
-        let emit_task = tokio::spawn(async move {
-            while let Some((id, event)) = emit_rx.recv().await {
-                let answer = match emitter.emit(event).await {
-                    Ok(Disposition::Queued { .. }) => wire::emitted(&id, "stored", None),
-                    Ok(Disposition::Duplicate) => wire::emitted(&id, "duplicate", None),
-                    Ok(Disposition::Unrouted) => wire::emitted(&id, "unrouted", None),
-                    Ok(Disposition::Refused { reason }) => {
-                        wire::emitted(&id, "refused", Some(reason))
-                    }
-                    Err(EmitError::ShuttingDown) => {
-                        wire::emitted(&id, "error", Some("the daemon is shutting down"))
-                    }
-                    Ok(_) => wire::emitted(&id, "refused", Some("not taken")),
-                    Err(_) => wire::emitted(&id, "error", Some("not stored")),
-                };
-                if answer_tx.send(answer).await.is_err() {
-                    return;
-                }
-            }
-        });
+        // Emits are handed to the daemon in the order written, by their own task, and answered
+        // in that order once stored. What queued up while the oldest was being stored is handed
+        // over together (up to EMITS_IN_FLIGHT), so the daemon stores a run in one transaction.
+        let (emit_tx, emit_rx) = mpsc::channel::<(Value, Event)>(EMITS_IN_FLIGHT);
+        let (answer_tx, mut answer_rx) = mpsc::channel::<Value>(EMITS_IN_FLIGHT);
+        let emit_task = tokio::spawn(emit_in_order(io.emitter.clone(), emit_rx, answer_tx));
         let mut connected = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let end = loop {
@@ -256,7 +311,7 @@ impl Session {
                         self.write(&answer).await?;
                     }
                 }
-                out = io.outbound.recv(), if connected => {
+                out = io.outbound.recv(), if connected && self.pending.len() < SENDS_IN_FLIGHT => {
                     let Some(out) = out else { break End::Shutdown };
                     self.send(out).await?;
                 }

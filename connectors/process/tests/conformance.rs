@@ -377,3 +377,24 @@ while read line; do :; done"#
     );
     assert_eq!(h.shutdown(WAIT).await.map(|r| r.is_ok()), Some(true));
 }
+
+#[tokio::test]
+async fn a_program_that_does_not_read_its_stdin_ends_its_session_without_stalling_the_daemon() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // It asks for state 20,000 times and reads none of the answers.
+    let table = script(
+        dir.path(),
+        r#"read init
+echo '{"type":"ready","protocol":1}'
+echo '{"type":"status","state":"connected"}'
+yes '{"type":"state_get","id":"x","key":"k"}' | head -n 20000
+sleep 30"#,
+    );
+    let mut h = harness(table, dir.path());
+    match h.wait_finished(WAIT).await {
+        Some(Err(ConnectorError::Disconnected(why))) => {
+            assert!(why.contains("unread"), "{why}");
+        }
+        other => panic!("run returned {other:?}"),
+    }
+}

@@ -254,6 +254,24 @@ impl Inbound {
     }
 }
 
+/// The acknowledgement of an event handed over with [`Emitter::submit`]: resolves once the daemon
+/// stored (or refused) it. Dropping it does not take the event back.
+#[derive(Debug)]
+pub struct EmitAck(oneshot::Receiver<Result<Disposition, EmitError>>);
+
+impl std::future::Future for EmitAck {
+    type Output = Result<Disposition, EmitError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(EmitError::ShuttingDown)))
+    }
+}
+
 /// Hands inbound events to the daemon. Cheap to clone, for connectors that read in several tasks.
 #[derive(Clone, Debug)]
 pub struct Emitter {
@@ -275,6 +293,16 @@ impl Emitter {
     /// Hands `event` to the daemon and waits until it is durably stored or refused. Waits (applying
     /// backpressure) while the daemon's inbound queue is full.
     pub async fn emit(&self, event: Event) -> Result<Disposition, EmitError> {
+        self.submit(event).await?.await
+    }
+
+    /// Hands `event` to the daemon, in order, and returns once it is queued, with its
+    /// acknowledgement to await. A connector that reads faster than one event per store can
+    /// submit a run of events and await their acknowledgements in the same order: the daemon
+    /// then stores the run in one transaction (as with [`Emitter::hand_over`]), and each event is
+    /// still acknowledged only once stored (as with [`Emitter::emit`]). Waits only while the
+    /// daemon's inbound queue is full (backpressure).
+    pub async fn submit(&self, event: Event) -> Result<EmitAck, EmitError> {
         let (ack, answer) = oneshot::channel();
         let inbound = Inbound {
             account: self.account.clone(),
@@ -285,7 +313,7 @@ impl Emitter {
             .send(inbound)
             .await
             .map_err(|_| EmitError::ShuttingDown)?;
-        answer.await.map_err(|_| EmitError::ShuttingDown)?
+        Ok(EmitAck(answer))
     }
 
     /// Hands `event` to the daemon without waiting for it to be stored: the next event can be read

@@ -58,8 +58,8 @@ pub mod webhook;
 pub use caps::{Capabilities, Limits};
 pub use connector::{
     BuildContext, CommandContext, ConnectionState, Connector, ConnectorCommand, ConnectorFactory,
-    ConnectorIo, Disposition, Emitter, Inbound, Outbound, OutboundQueue, Receipt, RoomKind,
-    RoomUpdates, StatusReporter,
+    ConnectorIo, Disposition, EmitAck, Emitter, Inbound, Outbound, OutboundQueue, Receipt,
+    RoomKind, RoomUpdates, StatusReporter,
 };
 pub use content::{Attachment, Content, Formatted, MessageKind, Text};
 pub use daemon_view::{
