@@ -280,3 +280,40 @@ async fn malformed_lines_from_a_program_are_counted_and_the_daemon_goes_on() {
     assert!(daemon.running());
     assert_eq!(daemon.stop(), Some(0));
 }
+
+/// A reload that links one more room of the program's account: the running program gets a
+/// `rooms` message and serves the room on the same run (it is not restarted).
+#[tokio::test]
+async fn a_reload_gives_the_running_program_its_new_room_without_a_restart() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (admin, api_port) = (free_port(), free_port());
+    let first = config(dir.path(), admin, api_port, None);
+    let mut daemon = Daemon::start(dir.path(), &first, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    let api = Api::new(api_port, TOKEN);
+    let mut stream = api.stream().await;
+    let pid = program(&daemon).await;
+
+    let second = format!(
+        "{first}\n[[links]]\nname = \"second\"\nrooms = [\n  {{ account = \"api.main\", room = \"second\" }},\n  {{ account = \"files.spool\", room = \"second\" }},\n]\n"
+    );
+    daemon.rewrite(&second);
+    daemon.reload_ok();
+    let folder = dir.path().join("spool/in/second");
+    common::wait_for(Duration::from_secs(20), || folder.is_dir(), |d| *d).await;
+    assert!(
+        folder.is_dir(),
+        "the program never made the new room's folder"
+    );
+    let body = serde_json::json!({"id": "n-1", "sender": "ada", "text": "in the new room"});
+    std::fs::write(folder.join(".1.tmp"), body.to_string()).expect("written");
+    std::fs::rename(folder.join(".1.tmp"), folder.join("001.json")).expect("renamed");
+    let got = stream
+        .next(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("nothing reached the API; log:\n{}", daemon.logs()));
+    assert_eq!(got["text"], "in the new room");
+    assert_eq!(got["gateway"], "second");
+    assert_eq!(program(&daemon).await, pid, "the program was restarted");
+    assert_eq!(daemon.stop(), Some(0));
+}
