@@ -317,15 +317,7 @@ async fn admins_get_status_and_links_and_a_warning_when_an_account_stays_down() 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let notice = |want: &'static str| {
-        let dm = dm.clone();
-        move |e: &SeenEvent| {
-            e.room == dm
-                && e.sender() == AS_BOT
-                && e.event["content"]["msgtype"] == "m.notice"
-                && e.body().contains(want)
-        }
-    };
+    let notice = |want: &'static str| notice(&dm, AS_BOT, want);
     alice.say(&dm, "status").await;
     let status = alice
         .next_matching(WAIT, notice("irc (irc)"))

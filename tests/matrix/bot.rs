@@ -565,15 +565,7 @@ async fn a_bot_mode_admin_is_warned_when_an_account_stays_down_and_told_when_it_
         .create_room(json!({"invite": [BRIDGE], "is_direct": true}))
         .await;
     alice.wait_member(&dm, BRIDGE, WAIT).await;
-    let notice = |want: &'static str| {
-        let dm = dm.clone();
-        move |e: &SeenEvent| {
-            e.room == dm
-                && e.sender() == BRIDGE
-                && e.event["content"]["msgtype"] == "m.notice"
-                && e.body().contains(want)
-        }
-    };
+    let notice = |want: &'static str| notice(&dm, BRIDGE, want);
     alice.say(&dm, "status").await;
     let status = alice
         .next_matching(WAIT, notice("irc (irc)"))

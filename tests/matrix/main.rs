@@ -18,6 +18,17 @@ use std::time::Duration;
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 pub(crate) const BRIDGE: &str = "@bridge:hs.passerelle.test";
 
+/// Matches a notice from `bot` in the room `dm` that contains `want`.
+pub(crate) fn notice(dm: &str, bot: &str, want: &'static str) -> impl Fn(&SeenEvent) -> bool {
+    let (dm, bot) = (dm.to_owned(), bot.to_owned());
+    move |e: &SeenEvent| {
+        e.room == dm
+            && e.sender() == bot
+            && e.event["content"]["msgtype"] == "m.notice"
+            && e.body().contains(want)
+    }
+}
+
 /// The admins' watch, as both modes run it: `alice`'s direct chat `dm` with `bot` gets a
 /// warning once IRC has been down past the delay, and an all-clear once it is back.
 pub(crate) async fn irc_down_is_warned_and_back_is_told(
@@ -27,15 +38,7 @@ pub(crate) async fn irc_down_is_warned_and_back_is_told(
     irc: &mut Ngircd,
     daemon: &Daemon,
 ) {
-    let notice = |want: &'static str| {
-        let (dm, bot) = (dm.to_owned(), bot.to_owned());
-        move |e: &SeenEvent| {
-            e.room == dm
-                && e.sender() == bot
-                && e.event["content"]["msgtype"] == "m.notice"
-                && e.body().contains(want)
-        }
-    };
+    let notice = |want: &'static str| notice(dm, bot, want);
     irc.stop();
     let warning = alice
         .next_matching(Duration::from_secs(30), notice("has been"))

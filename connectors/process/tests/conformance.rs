@@ -161,6 +161,12 @@ fn harness(table: Value, dir: &Path) -> Harness {
     )
 }
 
+/// The start of a test program that shakes hands and reports itself connected.
+const CONNECTED: &str = r#"read init
+echo '{"type":"ready","protocol":1}'
+echo '{"type":"status","state":"connected"}'
+"#;
+
 /// A program written in the test, as a shell script speaking the protocol badly or well.
 fn script(dir: &Path, body: &str) -> Value {
     let path = dir.join("program.sh");
@@ -218,14 +224,7 @@ done"#
 #[tokio::test]
 async fn a_program_that_dies_mid_send_has_the_send_answered_disconnected() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let table = script(
-        dir.path(),
-        r#"read init
-echo '{"type":"ready","protocol":1}'
-echo '{"type":"status","state":"connected"}'
-read send
-exit 3"#,
-    );
+    let table = script(dir.path(), &[CONNECTED, "read send\nexit 3"].concat());
     let mut h = harness(table, dir.path());
     assert!(h.wait_connected(WAIT).await);
     assert_eq!(
@@ -244,10 +243,7 @@ async fn a_program_that_never_answers_a_send_has_it_timed_out() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let table = script(
         dir.path(),
-        r#"read init
-echo '{"type":"ready","protocol":1}'
-echo '{"type":"status","state":"connected"}'
-while read line; do :; done"#,
+        &[CONNECTED, "while read line; do :; done"].concat(),
     );
     let mut h = harness(table, dir.path());
     assert!(h.wait_connected(WAIT).await);
@@ -384,11 +380,12 @@ async fn a_program_that_does_not_read_its_stdin_ends_its_session_without_stallin
     // It asks for state 20,000 times and reads none of the answers.
     let table = script(
         dir.path(),
-        r#"read init
-echo '{"type":"ready","protocol":1}'
-echo '{"type":"status","state":"connected"}'
-yes '{"type":"state_get","id":"x","key":"k"}' | head -n 20000
+        &[
+            CONNECTED,
+            r#"yes '{"type":"state_get","id":"x","key":"k"}' | head -n 20000
 sleep 30"#,
+        ]
+        .concat(),
     );
     let mut h = harness(table, dir.path());
     match h.wait_finished(WAIT).await {
