@@ -32,6 +32,8 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_signal::SignalFactory));
     #[cfg(feature = "passerelle-process")]
     all.push(Arc::new(passerelle_process::ProcessFactory));
+    #[cfg(feature = "passerelle-discord")]
+    all.push(Arc::new(passerelle_discord::DiscordFactory));
     all
 }
 
