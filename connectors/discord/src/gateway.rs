@@ -68,12 +68,32 @@ impl Gateway {
         stop: CancellationToken,
         fatal: tokio::sync::mpsc::Sender<ConnectorError>,
     ) {
-        if let Err(e) = self.session(&stop).await {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Work>(1024);
+        let worker = tokio::spawn(
+            Worker {
+                rest: self.rest.clone(),
+                dir: self.dir.clone(),
+                sender: self.sender.clone(),
+                emitter: self.emitter.clone(),
+                state: self.state.clone(),
+                account: self.account.clone(),
+            }
+            .run(rx),
+        );
+        let result = self.session(&stop, &tx).await;
+        drop(tx);
+        // What was queued is emitted before the task ends (the daemon takes it until it stops).
+        let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+        if let Err(e) = result {
             let _ = fatal.send(e).await;
         }
     }
 
-    async fn session(&self, stop: &CancellationToken) -> Result<(), ConnectorError> {
+    async fn session(
+        &self,
+        stop: &CancellationToken,
+        work: &tokio::sync::mpsc::Sender<Work>,
+    ) -> Result<(), ConnectorError> {
         let info = match self.rest.get("gateway/bot").await {
             Ok(v) => v,
             Err(crate::rest::RestError::Unauthorized) => {
@@ -173,7 +193,7 @@ impl Gateway {
                     tracing::info!(account = %self.account, code = ?last_close, "Gateway closed; reconnecting");
                     self.status.set(ConnectionState::Connecting);
                 }
-                Some(Ok(Message::Text(json))) => self.frame(&json).await,
+                Some(Ok(Message::Text(json))) => self.frame(&json, work).await,
             }
         }
     }
@@ -198,11 +218,11 @@ impl Gateway {
         }
     }
 
-    async fn frame(&self, json: &str) {
+    async fn frame(&self, json: &str, work: &tokio::sync::mpsc::Sender<Work>) {
         let Some((t, d)) = inbound::frame(json) else {
             return;
         };
-        match t.as_str() {
+        let item = match t.as_str() {
             "READY" => {
                 let user = d.get("user").and_then(|u| snowflake(u, "id")).unwrap_or(0);
                 let app = d
@@ -212,7 +232,45 @@ impl Gateway {
                 self.dir.set_me(user, app);
                 self.status.set(ConnectionState::Connected);
                 tracing::info!(account = %self.account, "Discord session ready");
-                tokio::spawn(
+                // A new session: what was said since the last message stored comes first.
+                Work::CatchUp
+            }
+            "RESUMED" => {
+                self.status.set(ConnectionState::Connected);
+                tracing::info!(account = %self.account, "Discord session resumed");
+                return;
+            }
+            _ => Work::Dispatch(t, d),
+        };
+        // Bounded: when the daemon stores slowly, the shard waits here (and Discord's buffer
+        // for the session holds the rest).
+        let _ = work.send(item).await;
+    }
+}
+
+/// What the worker does, in order.
+enum Work {
+    /// Fetch each room's history since the last message stored.
+    CatchUp,
+    /// Translate and emit one dispatch.
+    Dispatch(String, Value),
+}
+
+/// Emits in order what the Gateway gave: a catch-up before the dispatches after it.
+struct Worker {
+    rest: Rest,
+    dir: Arc<Directory>,
+    sender: Arc<outbound::Sender>,
+    emitter: Emitter,
+    state: StateHandle,
+    account: String,
+}
+
+impl Worker {
+    async fn run(self, mut rx: tokio::sync::mpsc::Receiver<Work>) {
+        while let Some(work) = rx.recv().await {
+            match work {
+                Work::CatchUp => {
                     CatchUp {
                         rest: self.rest.clone(),
                         dir: self.dir.clone(),
@@ -221,20 +279,17 @@ impl Gateway {
                         state: self.state.clone(),
                         account: self.account.clone(),
                     }
-                    .run(),
-                );
-            }
-            "RESUMED" => {
-                self.status.set(ConnectionState::Connected);
-                tracing::info!(account = %self.account, "Discord session resumed");
-            }
-            _ => {
-                let mut out = inbound::dispatch(&t, &d, &self.dir);
-                if let Some(channel) = out.unknown_channel {
-                    lookup(&self.rest, &self.dir, channel).await;
-                    out = inbound::dispatch(&t, &d, &self.dir);
+                    .run()
+                    .await
                 }
-                emit(&self.emitter, &self.dir, out, &self.account).await;
+                Work::Dispatch(t, d) => {
+                    let mut out = inbound::dispatch(&t, &d, &self.dir);
+                    if let Some(channel) = out.unknown_channel {
+                        lookup(&self.rest, &self.dir, channel).await;
+                        out = inbound::dispatch(&t, &d, &self.dir);
+                    }
+                    emit(&self.emitter, &self.dir, out, &self.account).await;
+                }
             }
         }
     }
