@@ -39,7 +39,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct General {
     /// How a sender's name is put before the text on networks without per-message identity.
-    /// Placeholders: `{nick}` (the sender's display name), `{account}` (the origin account).
+    /// Placeholders: `{nick}` (the sender's display name), `{nopingnick}` (the same with a
+    /// zero-width space after its first character), `{account}` (the origin account), `{link}`
+    /// (the link's name).
     #[serde(default = "default_nick_format")]
     pub remote_nick_format: String,
     /// What to do with an edit when the destination can't edit: `resend` the new text marked as

@@ -18,6 +18,7 @@
 //! - [`pastes`]: links to the whole text of messages cut to a destination's lines.
 //! - [`status`]: the status page for people (`/status`): accounts, links, queues, traffic.
 //! - [`portals`]: links made at run time (portal rooms), checked and kept in the store.
+//! - [`import`]: `passerelle import matterbridge`, another bridge's configuration turned into ours.
 //! - [`daemon`]: wiring and ordered shutdown.
 //!
 //! Connectors live in their own crates under `connectors/` and depend only on `passerelle-sdk`.
@@ -26,6 +27,7 @@ pub mod bus;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod import;
 pub mod live;
 pub mod mapping;
 pub mod metrics;

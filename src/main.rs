@@ -63,6 +63,12 @@ enum Command {
     /// Print the documented example configuration for this build (every key of every connector
     /// it has, explained): `config.example.toml` is this output.
     ExampleConfig,
+    /// Convert another bridge's configuration: `passerelle import matterbridge
+    /// matterbridge.toml > config.toml`. What could not be carried over is listed on stderr.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Ask a running daemon's `/healthz` (for container health checks); exit 0 when healthy.
     /// Asks the admin listener the configuration names (`http.listen`, after the environment's
     /// overrides), unless `--addr` says another address.
@@ -74,6 +80,74 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// matterbridge's TOML file: its accounts become accounts, its gateways links.
+    Matterbridge {
+        /// matterbridge's configuration file.
+        file: PathBuf,
+        /// Write secrets (tokens, passwords) inline instead of to files named by `*_file` keys.
+        #[arg(long)]
+        inline_secrets: bool,
+        /// Where the secret files go (created, readable by you only).
+        #[arg(long, default_value = "secrets")]
+        secrets_dir: PathBuf,
+    },
+}
+
+fn import(from: ImportFrom) -> ExitCode {
+    let ImportFrom::Matterbridge {
+        file,
+        inline_secrets,
+        secrets_dir,
+    } = from;
+    let source = match std::fs::metadata(&file).and_then(|m| {
+        if m.len() > passerelle::import::MAX_SOURCE as u64 {
+            Err(std::io::Error::other(
+                "over 4 MiB: is it a matterbridge configuration?",
+            ))
+        } else {
+            std::fs::read_to_string(&file)
+        }
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let secrets_dir = match std::path::absolute(&secrets_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --secrets-dir {}: {e}", secrets_dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let opts = passerelle::import::Options {
+        inline_secrets,
+        secrets_dir: secrets_dir.clone(),
+    };
+    let converted = match passerelle::import::matterbridge(&source, &opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = passerelle::import::write_secrets(&converted.secret_files, &secrets_dir) {
+        eprintln!(
+            "error: writing secrets under {}: {e}",
+            secrets_dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    for note in &converted.notes {
+        eprintln!("note: {note}");
+    }
+    print!("{}", converted.config);
+    ExitCode::SUCCESS
 }
 
 /// Where the running daemon's admin listener is reached: `http.listen` of the configuration at
@@ -459,6 +533,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Health { config, addr } => health(&config, addr),
         Command::Reload { config, addr } => reload(&config, addr),
+        Command::Import { from } => import(from),
         Command::ExampleConfig => {
             print!("{}", passerelle::registry::example_config());
             ExitCode::SUCCESS

@@ -299,8 +299,10 @@ fn shape(
                 .as_deref()
                 .unwrap_or(&general.remote_nick_format);
             format
+                .replace("{nopingnick}", &no_ping(name))
                 .replace("{nick}", name)
                 .replace("{account}", routed.origin.as_str())
+                .replace("{link}", &routed.link)
         }
     };
     let mut text = match dest.limits.max_lines {
@@ -461,6 +463,16 @@ fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// `name` with a zero-width space after its first character, so that an IRC client does not
+/// take the bridged name for a mention of that person (matterbridge's `{NOPINGNICK}`).
+fn no_ping(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => format!("{first}\u{200b}{}", chars.as_str()),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

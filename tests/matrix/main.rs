@@ -1,10 +1,12 @@
-//! End-to-end: the real `passerelle` binary between a real Synapse and a real ngIRCd.
+//! End-to-end: the real `passerelle` binary between a real Synapse and a real ngIRCd (and the
+//! fake of Discord).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod appservice;
 mod bot;
+mod discord;
 mod portals;
 
 use common::{Daemon, free_port};

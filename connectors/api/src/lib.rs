@@ -26,6 +26,7 @@
 //! - [`server`]: the HTTP endpoints.
 
 pub mod config;
+pub mod import;
 pub mod message;
 pub mod server;
 
@@ -46,6 +47,10 @@ impl ConnectorFactory for ApiFactory {
 
     fn example(&self) -> &'static str {
         include_str!("../example.toml")
+    }
+
+    fn matterbridge(&self) -> Option<&dyn passerelle_sdk::import::MatterbridgeImport> {
+        Some(&import::Import)
     }
 
     fn build(
@@ -142,7 +147,16 @@ impl Connector for ApiConnector {
                         } else {
                             message::ApiMessage::from_outbound(&outbound)
                         }
-                        .map(|msg| {
+                        .map(|mut msg| {
+                            // As matterbridge: the protocol is the origin account's kind.
+                            if let Some(origin) = io
+                                .daemon
+                                .accounts()
+                                .into_iter()
+                                .find(|a| a.account == outbound.origin)
+                            {
+                                msg.protocol = origin.kind;
+                            }
                             let id = msg.new_id.then(|| msg.id.clone());
                             hub.publish(msg);
                             Receipt { remote_id: id.map(Into::into) }

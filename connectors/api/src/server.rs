@@ -130,7 +130,7 @@ async fn post_json(state: &AppState, body: &[u8]) -> Response {
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let (event, answer) = match msg.into_event(&rooms) {
+    let (event, mut answer) = match msg.into_event(&rooms) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(status = e.status, problem = %e.message, "API post refused");
@@ -140,6 +140,9 @@ async fn post_json(state: &AppState, body: &[u8]) -> Response {
             );
         }
     };
+    // As matterbridge answers a post: its channel and protocol are "api", its account this one.
+    answer.channel = "api".into();
+    answer.account = state.emitter.account().to_string();
     match state.emitter.emit(event).await {
         Ok(Disposition::Refused { reason }) => {
             error(StatusCode::FORBIDDEN, &format!("refused: {reason}"))

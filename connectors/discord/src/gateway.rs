@@ -27,6 +27,9 @@ use twilight_gateway::{CloseFrame, ConfigBuilder, Intents, Message, Session, Sha
 
 /// The state key of the session saved at shutdown.
 const SESSION: &str = "session";
+/// How often the last message seen in each room is saved: after a crash, the catch-up reads
+/// again at most this much (the daemon drops what it has by id).
+const SEEN_EVERY: Duration = Duration::from_secs(1);
 
 /// The intents asked for: guilds, their messages and reactions, direct messages and their
 /// reactions, and message content (privileged: enable it on the bot's page).
@@ -159,7 +162,7 @@ impl Gateway {
         let _ = self.state.delete(SESSION).await;
         let mut shard = Shard::with_config(ShardId::ONE, config.build());
         let mut last_close: Option<u16> = None;
-        let mut flush = tokio::time::interval(Duration::from_secs(5));
+        let mut flush = tokio::time::interval(SEEN_EVERY);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
@@ -376,6 +379,16 @@ impl CatchUp {
                 continue;
             }
             self.fetch_since(channel, after, cap).await;
+        }
+        // Saved at once: a crash right after the first start must still know where to begin.
+        for (channel, message) in self.dir.take_dirty() {
+            if let Err(e) = self
+                .state
+                .put(&seen_key(channel), message.to_string())
+                .await
+            {
+                tracing::warn!(account = %self.account, error = %e, "last seen message not saved");
+            }
         }
     }
 

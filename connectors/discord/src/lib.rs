@@ -23,6 +23,7 @@
 pub mod config;
 pub mod directory;
 pub mod gateway;
+pub mod import;
 pub mod inbound;
 pub mod outbound;
 pub mod rest;
@@ -49,6 +50,10 @@ impl ConnectorFactory for DiscordFactory {
 
     fn example(&self) -> &'static str {
         include_str!("../example.toml")
+    }
+
+    fn matterbridge(&self) -> Option<&dyn passerelle_sdk::import::MatterbridgeImport> {
+        Some(&import::Import)
     }
 
     fn build(

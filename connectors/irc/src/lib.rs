@@ -21,6 +21,7 @@
 pub mod address;
 pub mod config;
 pub mod format;
+pub mod import;
 pub mod line;
 pub mod session;
 pub mod split;
@@ -42,6 +43,10 @@ impl ConnectorFactory for IrcFactory {
 
     fn example(&self) -> &'static str {
         include_str!("../example.toml")
+    }
+
+    fn matterbridge(&self) -> Option<&dyn passerelle_sdk::import::MatterbridgeImport> {
+        Some(&import::Import)
     }
 
     fn build(

@@ -28,6 +28,7 @@ pub mod config;
 pub mod errors;
 pub mod ghost;
 pub mod held;
+pub mod import;
 pub mod media;
 pub(crate) mod plan;
 pub mod rooms;
@@ -55,6 +56,10 @@ impl ConnectorFactory for MatrixFactory {
 
     fn example(&self) -> &'static str {
         include_str!("../example.toml")
+    }
+
+    fn matterbridge(&self) -> Option<&dyn passerelle_sdk::import::MatterbridgeImport> {
+        Some(&import::Import)
     }
 
     fn commands(&self) -> &'static [passerelle_sdk::ConnectorCommand] {

@@ -36,6 +36,7 @@
 pub mod config;
 pub mod graph;
 pub mod hook;
+pub mod import;
 pub mod inbound;
 pub mod kind;
 pub mod outbound;
@@ -71,6 +72,11 @@ impl ConnectorFactory for MetaFactory {
 
     fn example(&self) -> &'static str {
         include_str!("../example.toml")
+    }
+
+    fn matterbridge(&self) -> Option<&dyn passerelle_sdk::import::MatterbridgeImport> {
+        (self.0 == Kind::WhatsApp)
+            .then_some(&import::Import as &dyn passerelle_sdk::import::MatterbridgeImport)
     }
 
     fn build(

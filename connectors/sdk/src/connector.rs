@@ -67,6 +67,12 @@ pub trait ConnectorFactory: Send + Sync + 'static {
             format!("this kind has no command {command:?}"),
         )])
     }
+
+    /// What this kind reads of matterbridge's configuration, when it takes over one of its
+    /// protocols (`passerelle import matterbridge`).
+    fn matterbridge(&self) -> Option<&dyn crate::import::MatterbridgeImport> {
+        None
+    }
 }
 
 /// A command a connector kind offers (`passerelle connector ACCOUNT NAME`).

@@ -20,6 +20,8 @@
 //!   parses a body (size, signature, Meta's handshake), served at `/hooks/{account}`; and
 //!   `signed_link`, links through the daemon to files only the connector can fetch.
 //! - [`config`]: parsing a connector's typed config table with errors that name the key path.
+//! - [`import`]: what a kind reads of matterbridge's configuration (`passerelle import
+//!   matterbridge`).
 //!
 //! ## Writing a connector
 //! Implement [`ConnectorFactory`] for your kind; its `build` parses the account's table into a
@@ -44,6 +46,7 @@ pub mod front;
 pub mod html;
 pub mod http;
 pub mod ids;
+pub mod import;
 pub mod links;
 pub mod markdown;
 pub mod secret;

@@ -27,6 +27,7 @@
 pub mod api;
 pub mod config;
 pub mod hook;
+pub mod import;
 pub mod inbound;
 pub mod intake;
 pub mod outbound;
@@ -70,6 +71,10 @@ impl ConnectorFactory for TelegramFactory {
 
     fn example(&self) -> &'static str {
         include_str!("../example.toml")
+    }
+
+    fn matterbridge(&self) -> Option<&dyn passerelle_sdk::import::MatterbridgeImport> {
+        Some(&import::Import)
     }
 
     fn build(

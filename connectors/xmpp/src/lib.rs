@@ -23,6 +23,7 @@
 
 pub mod bounds;
 pub mod config;
+pub mod import;
 pub mod memory;
 pub mod nsswap;
 pub mod session;
@@ -49,6 +50,10 @@ impl ConnectorFactory for XmppFactory {
 
     fn example(&self) -> &'static str {
         include_str!("../example.toml")
+    }
+
+    fn matterbridge(&self) -> Option<&dyn passerelle_sdk::import::MatterbridgeImport> {
+        Some(&import::Import)
     }
 
     fn build(

@@ -73,6 +73,22 @@ fn names_are_prefixed_only_without_per_message_identity() {
     assert_eq!(out.content().unwrap().kind, MessageKind::Emote);
 }
 
+#[test]
+fn nick_formats_know_matterbridges_placeholders_translated() {
+    let r = routed(EventKind::Message(Content::plain("hi")));
+    let mut p = policy(Capabilities::default(), false);
+    p.remote_nick_format = Some("[{account}/{link}] <{nopingnick}> ".into());
+    let out = adapt(
+        &r,
+        &"#b".into(),
+        &p,
+        DestRelations::default(),
+        &General::default(),
+    )
+    .unwrap();
+    assert_eq!(text_of(&out), "[chat.one/l] <a\u{200b}lice> hi");
+}
+
 fn lines_policy(max_lines: usize) -> AccountPolicy {
     let mut p = policy(Capabilities::default(), false);
     p.limits = Limits {
