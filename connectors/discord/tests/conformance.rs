@@ -592,3 +592,30 @@ async fn intents_refused_for_good_stop_the_account_with_a_clear_error() {
     assert_eq!(fake.identifies().len(), 0);
     let _ = MessageKind::Normal;
 }
+
+#[tokio::test]
+async fn sessions_lost_again_and_again_never_identify_faster_than_discord_allows() {
+    let r = running(json!({})).await;
+    // Three times over, Discord forgets the session and cuts the connection: each reconnect
+    // has to identify anew, and identifies may come once per 5 s (max_concurrency 1).
+    for _ in 0..3 {
+        r.fake.expire_sessions();
+        r.fake.drop_connection();
+        let before = r.fake.identifies().len();
+        for _ in 0..300 {
+            if r.fake.identifies().len() > before && r.fake.connected() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let at = r.fake.identifies();
+    assert_eq!(at.len(), 4, "one identify per lost session");
+    for pair in at.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(
+            gap >= Duration::from_millis(4900),
+            "identifies {gap:?} apart"
+        );
+    }
+}
