@@ -114,6 +114,10 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
     );
     assert_eq!(accounts["whatsapp.phone"]["enabled"].as_bool(), Some(false));
     assert_eq!(
+        accounts["discord.mine"]["guild"].as_str(),
+        Some("My Great Server")
+    );
+    assert_eq!(
         accounts["matrix.neo"]["user"].as_str(),
         Some("@bridgebot:matrix.example.org")
     );
@@ -153,6 +157,7 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
         vec![
             s("irc.libera", "#bridge", "inout"),
             s("discord.mine", "123456789012345678", "inout"),
+            s("discord.mine", "#general", "inout"),
             s("xmpp.jabber", "bridge@conference.example.org", "inout"),
             s("api.local", "gateway1", "inout"),
             s("telegram.tg", "-1001234567890", "in"),
@@ -184,7 +189,7 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
         "matterbridge's `steam` bridge",
         "matterbridge's `zulip` bridge",
         "whatsmeow",
-        "Discord channel \"general\" is named",
+        "Discord channel \"general\" is found by name",
         "[irc.libera] ignorenicks: not carried over",
         "[tengo]",
         "[api.local]'s Token was 9 characters",

@@ -28,6 +28,9 @@ pub struct DiscordConfig {
     /// false, or where the bot may not manage webhooks, the bot sends with the name in the text.
     #[serde(default = "yes")]
     pub webhooks: bool,
+    /// The guild (server) whose channels `#name` rooms are looked for in: its id, or its name.
+    /// Default: any guild the bot is in.
+    pub guild: Option<String>,
     /// The name of the webhook the bot creates in each channel. Default `passerelle`.
     #[serde(default = "default_webhook_name")]
     pub webhook_name: String,
@@ -82,6 +85,8 @@ pub struct Settings {
     pub gateway_url: Option<String>,
     /// Webhooks for per-message identity.
     pub webhooks: bool,
+    /// Where `#name` rooms are looked for.
+    pub guild: Guild,
     /// Their name.
     pub webhook_name: String,
     /// Messages fetched per channel after a gap.
@@ -92,18 +97,29 @@ pub struct Settings {
     pub request_timeout: Duration,
 }
 
-/// What a room names: a guild channel (its id), or a person's direct messages with the bot
-/// (`@` and their user id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a room names: a guild channel (its id, or `#` and its name), or a person's direct
+/// messages with the bot (`@` and their user id).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Room {
     /// A text, announcement or forum channel (its threads are threads).
     Channel(u64),
+    /// A channel by name (lower-cased, without `#`), found in the `guild` once connected.
+    Named(String),
     /// The direct-message channel with this user.
     Direct(u64),
 }
 
 /// Reads a room name.
 pub fn room(name: &str) -> Option<Room> {
+    if let Some(channel) = name.strip_prefix('#') {
+        // Discord's channel names: 1-100 characters, no spaces or `#`.
+        let ok = !channel.is_empty()
+            && channel.chars().count() <= 100
+            && !channel
+                .chars()
+                .any(|c| c.is_whitespace() || c == '#' || c.is_control());
+        return ok.then(|| Room::Named(channel.to_lowercase()));
+    }
     let (direct, digits) = match name.strip_prefix('@') {
         Some(rest) => (true, rest),
         None => (false, name),
@@ -117,6 +133,17 @@ pub fn room(name: &str) -> Option<Room> {
     } else {
         Room::Channel(id)
     })
+}
+
+/// Which guild named channels are looked for in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guild {
+    /// Any the bot is in (a name in two of them is refused as ambiguous).
+    Any,
+    /// The guild with this id.
+    Id(u64),
+    /// The guild with this name (case ignored).
+    Name(String),
 }
 
 fn check_ws_url(url: &str) -> Result<(), String> {
@@ -178,6 +205,20 @@ impl DiscordConfig {
         {
             issues.push(ConfigIssue::new("gateway_url", why));
         }
+        let guild = match raw.guild.as_deref().map(str::trim) {
+            None => Guild::Any,
+            Some("") => {
+                issues.push(ConfigIssue::new(
+                    "guild",
+                    "empty: give the server's id or name, or leave it out",
+                ));
+                Guild::Any
+            }
+            Some(g) => match g.parse::<u64>() {
+                Ok(id) if id != 0 => Guild::Id(id),
+                _ => Guild::Name(g.to_owned()),
+            },
+        };
         let name = raw.webhook_name.trim();
         // Discord refuses webhook names of more than 80 characters and names containing
         // "discord" or "clyde".
@@ -213,6 +254,7 @@ impl DiscordConfig {
                 api_base,
                 gateway_url,
                 webhooks: raw.webhooks,
+                guild,
                 webhook_name: name.to_owned(),
                 catch_up: raw.catch_up_messages,
                 media,
@@ -229,12 +271,15 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn rooms_are_channel_ids_or_a_person() {
+    fn rooms_are_channel_ids_names_or_a_person() {
         assert_eq!(room("1234567890123"), Some(Room::Channel(1234567890123)));
         assert_eq!(room("@42"), Some(Room::Direct(42)));
+        assert_eq!(room("#General"), Some(Room::Named("general".into())));
         for bad in [
             "",
-            "#general",
+            "#",
+            "# x",
+            "##x",
             "@",
             "12a",
             "0",

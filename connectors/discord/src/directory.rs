@@ -5,7 +5,7 @@
 //! Filled from the Gateway (`READY`, `GUILD_CREATE`, `CHANNEL_*`, `THREAD_*`) and from REST
 //! answers; every map is bounded, since a guild may hold thousands of threads.
 
-use crate::config::{Room, room};
+use crate::config::{Guild, Room, room};
 use passerelle_sdk::RoomId;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -51,12 +51,19 @@ struct Inner {
     looked_up: HashSet<u64>,
     seen: HashMap<u64, u64>,
     dirty: HashSet<u64>,
+    guild_names: HashMap<u64, String>,
+    /// Named rooms found: channel id to room, and name to channel id.
+    bound: HashMap<u64, RoomId>,
+    bound_names: HashMap<String, u64>,
+    ambiguous: HashSet<String>,
 }
 
 /// The bot's view (shared by the Gateway task and the sender).
 pub struct Directory {
     channels: HashMap<u64, RoomId>,
     people: HashMap<u64, RoomId>,
+    named: HashMap<String, RoomId>,
+    guild: Guild,
     inner: Mutex<Inner>,
 }
 
@@ -70,8 +77,14 @@ impl Directory {
     /// A directory for the rooms an account serves (rooms that are not Discord rooms are
     /// ignored: `check_room` refused them before).
     pub fn new(rooms: &[RoomId]) -> Self {
+        Self::with_guild(rooms, Guild::Any)
+    }
+
+    /// A directory whose `#name` rooms are looked for in `guild`.
+    pub fn with_guild(rooms: &[RoomId], guild: Guild) -> Self {
         let mut channels = HashMap::new();
         let mut people = HashMap::new();
+        let mut named = HashMap::new();
         for r in rooms {
             match room(r.as_str()) {
                 Some(Room::Channel(c)) => {
@@ -80,12 +93,17 @@ impl Directory {
                 Some(Room::Direct(u)) => {
                     people.insert(u, r.clone());
                 }
+                Some(Room::Named(n)) => {
+                    named.insert(n, r.clone());
+                }
                 None => {}
             }
         }
         Self {
             channels,
             people,
+            named,
+            guild,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -97,6 +115,7 @@ impl Directory {
     /// The room channels.
     pub fn room_channels(&self) -> Vec<u64> {
         let mut v: Vec<u64> = self.channels.keys().copied().collect();
+        v.extend(self.lock().bound.keys().copied());
         v.sort_unstable();
         v
     }
@@ -142,6 +161,7 @@ impl Directory {
             bounded(&mut i.names);
             i.names.insert(id, name.chars().take(100).collect());
         }
+        self.bind(&mut i, id, kind, channel);
         match kind {
             // GUILD_FORUM, GUILD_MEDIA: each post is a thread.
             Some(15) | Some(16) => {
@@ -172,6 +192,69 @@ impl Directory {
         }
     }
 
+    /// Binds a channel to the `#name` room it is, if it is one: a text, announcement or forum
+    /// channel of that name in the configured guild. A name found in two channels is bound to
+    /// neither (a message must not go to the wrong one), and said in the log.
+    fn bind(&self, i: &mut Inner, id: u64, kind: Option<u64>, channel: &serde_json::Value) {
+        if self.named.is_empty() || !matches!(kind, Some(0) | Some(5) | Some(15) | Some(16)) {
+            return;
+        }
+        let Some(name) = channel.get("name").and_then(serde_json::Value::as_str) else {
+            return;
+        };
+        let name = name.to_lowercase();
+        let Some(room) = self.named.get(&name) else {
+            return;
+        };
+        let guild =
+            crate::rest::snowflake(channel, "guild_id").or_else(|| i.guild_of.get(&id).copied());
+        let in_guild = match (&self.guild, guild) {
+            (Guild::Any, _) => true,
+            (Guild::Id(want), Some(g)) => *want == g,
+            (Guild::Name(want), Some(g)) => i
+                .guild_names
+                .get(&g)
+                .is_some_and(|n| n.eq_ignore_ascii_case(want)),
+            _ => false,
+        };
+        if !in_guild || i.ambiguous.contains(&name) {
+            return;
+        }
+        match i.bound_names.get(&name).copied() {
+            Some(other) if other != id => {
+                tracing::warn!(channel = %name, "two channels have this room's name; give the channel's id (or set guild) instead");
+                i.bound.remove(&other);
+                i.bound_names.remove(&name);
+                i.ambiguous.insert(name);
+            }
+            _ => {
+                i.bound.insert(id, room.clone());
+                i.bound_names.insert(name, id);
+            }
+        }
+    }
+
+    /// Learns a guild's name (from `GUILD_CREATE`), for `guild = "name"`.
+    pub fn learn_guild_name(&self, guild: u64, name: &str) {
+        let mut i = self.lock();
+        bounded(&mut i.guild_names);
+        i.guild_names
+            .insert(guild, name.chars().take(100).collect());
+    }
+
+    /// The channel a `#name` room was found to be.
+    pub fn named_channel(&self, name: &str) -> Option<u64> {
+        self.lock().bound_names.get(name).copied()
+    }
+
+    /// The room a channel is (by id or by name).
+    fn room_of(&self, i: &Inner, channel: u64) -> Option<RoomId> {
+        self.channels
+            .get(&channel)
+            .or_else(|| i.bound.get(&channel))
+            .cloned()
+    }
+
     /// Learns the guild of a channel from an event that names both.
     pub fn learn_guild(&self, channel: u64, guild: u64) {
         let mut i = self.lock();
@@ -195,16 +278,16 @@ impl Directory {
 
     /// Where messages of `channel` go, if anywhere.
     pub fn place(&self, channel: u64) -> Option<Place> {
-        if let Some(room) = self.channels.get(&channel) {
+        let i = self.lock();
+        if let Some(room) = self.room_of(&i, channel) {
             return Some(Place {
-                room: room.clone(),
+                room,
                 channel,
                 thread_root: None,
             });
         }
-        let i = self.lock();
         if let Some(parent) = i.threads.get(&channel)
-            && let Some(room) = self.channels.get(parent)
+            && let Some(room) = self.room_of(&i, *parent)
         {
             let root = if i.forums.contains(parent) {
                 format!("{channel}/{channel}")
@@ -212,7 +295,7 @@ impl Directory {
                 format!("{parent}/{channel}")
             };
             return Some(Place {
-                room: room.clone(),
+                room,
                 channel: *parent,
                 thread_root: Some(root),
             });

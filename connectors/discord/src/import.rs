@@ -31,6 +31,9 @@ impl MatterbridgeImport for Import {
                 ));
             }
         }
+        if let Some(server) = text(t, "server") {
+            a.set("guild", server.strip_prefix("ID:").unwrap_or(server));
+        }
         a.set("webhooks", true);
         if flag(t, "autowebhooks") != Some(true) {
             a.note(format!("[discord.{name}]: passerelle sends as each person through one webhook per channel that it makes itself (as AutoWebhooks did); give the bot Manage Webhooks, or set webhooks = false"));
@@ -54,8 +57,23 @@ impl MatterbridgeImport for Import {
             }
             return Ok(r);
         }
-        Err(format!(
-            "Discord channel {channel:?} is named, and passerelle needs its id: turn on Developer Mode (User Settings, Advanced), right-click the channel, Copy Channel ID, and write it as the room (or as \"ID:<id>\" in matterbridge's file)"
-        ))
+        // A name (matterbridge's "category/channel" form keeps the channel's own name).
+        let name = channel
+            .rsplit('/')
+            .next()
+            .unwrap_or(channel)
+            .trim_start_matches('#');
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(format!(
+                "{channel:?} is not a Discord channel name or ID:<id>"
+            ));
+        }
+        Ok(ImportedRoom {
+            room: format!("#{name}"),
+            notes: vec![format!(
+                "Discord channel {channel:?} is found by name once the bot is connected; an id (Developer Mode, right-click the channel, Copy Channel ID) keeps working after a rename"
+            )],
+            ..ImportedRoom::default()
+        })
     }
 }

@@ -392,6 +392,9 @@ pub fn dispatch(t: &str, d: &Value, dir: &Directory) -> Outcome {
         "MESSAGE_REACTION_REMOVE" => reaction(d, dir, true),
         "GUILD_CREATE" => {
             let guild = snowflake(d, "id");
+            if let (Some(g), Some(name)) = (guild, d.get("name").and_then(Value::as_str)) {
+                dir.learn_guild_name(g, name);
+            }
             for list in ["channels", "threads"] {
                 for c in d
                     .get(list)
@@ -400,10 +403,11 @@ pub fn dispatch(t: &str, d: &Value, dir: &Directory) -> Outcome {
                     .flatten()
                     .take(10_000)
                 {
-                    dir.learn_channel(c);
+                    // The guild first: a `#name` room is bound only in its guild.
                     if let (Some(g), Some(id)) = (guild, snowflake(c, "id")) {
                         dir.learn_guild(id, g);
                     }
+                    dir.learn_channel(c);
                 }
             }
             Outcome::default()
@@ -589,6 +593,42 @@ mod tests {
         let act = message(&msg(json!({"content": "_waves_"})), &d);
         let c = act.events[0].content().unwrap();
         assert_eq!((c.kind, c.text.as_str()), (MessageKind::Emote, "waves"));
+    }
+
+    #[test]
+    fn named_rooms_are_found_in_their_guild_and_refused_when_ambiguous() {
+        let d = Directory::with_guild(
+            &["#General".into(), "#dup".into()],
+            crate::config::Guild::Name("Home".into()),
+        );
+        let guild = |id: &str, name: &str, channels: Value| {
+            dispatch(
+                "GUILD_CREATE",
+                &json!({"id": id, "name": name, "channels": channels}),
+                &d,
+            );
+        };
+        guild(
+            "8",
+            "Elsewhere",
+            json!([{"id": "700", "type": 0, "name": "general"}]),
+        );
+        assert_eq!(d.named_channel("general"), None, "not the configured guild");
+        guild(
+            "9",
+            "home",
+            json!([{"id": "701", "type": 0, "name": "General"}, {"id": "702", "type": 2, "name": "dup"},
+            {"id": "703", "type": 0, "name": "dup"}, {"id": "704", "type": 0, "name": "dup"}]),
+        );
+        assert_eq!(d.named_channel("general"), Some(701));
+        assert_eq!(d.place(701).unwrap().room.as_str(), "#General");
+        assert_eq!(
+            d.named_channel("dup"),
+            None,
+            "two text channels named dup: neither"
+        );
+        assert!(d.place(703).is_none() && d.place(704).is_none());
+        assert!(d.room_channels().contains(&701));
     }
 
     #[test]

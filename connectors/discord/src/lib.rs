@@ -97,7 +97,7 @@ impl Connector for DiscordConnector {
 
     fn check_room(&self, room: &RoomId) -> Result<(), String> {
         config::room(room.as_str()).map(|_| ()).ok_or_else(|| {
-            "a Discord room is a channel id (digits: Developer Mode, right-click the channel, Copy Channel ID), or @ and a user id for their direct messages".to_owned()
+            "a Discord room is a channel id (digits: Developer Mode, right-click the channel, Copy Channel ID), # and a channel's name, or @ and a user id for their direct messages".to_owned()
         })
     }
 
@@ -135,7 +135,7 @@ impl Connector for DiscordConnector {
             let me = rest::snowflake(&me, "id").ok_or_else(|| {
                 ConnectorError::Disconnected("GET /users/@me answered without an id".into())
             })?;
-            let dir = Arc::new(Directory::new(&io.rooms));
+            let dir = Arc::new(Directory::with_guild(&io.rooms, settings.guild.clone()));
             dir.set_me(me, 0);
             let sender = Arc::new(outbound::Sender {
                 rest: rest.clone(),

@@ -105,6 +105,7 @@ impl Sender {
     pub async fn channel_of(&self, name: &str) -> Result<u64, SendError> {
         match room(name) {
             Some(Room::Channel(c)) => Ok(c),
+            Some(Room::Named(n)) => self.dir.named_channel(&n).ok_or(SendError::RoomNotFound),
             Some(Room::Direct(user)) => {
                 if let Some(c) = self.dir.dm_channel(user) {
                     return Ok(c);

@@ -619,3 +619,34 @@ async fn sessions_lost_again_and_again_never_identify_faster_than_discord_allows
         );
     }
 }
+
+#[tokio::test]
+async fn a_channel_named_in_its_guild_is_a_room_both_ways() {
+    let fake = fake().await;
+    let extra = json!({"guild": "fake GUILD"});
+    let mut h = Harness::start(build(table(&fake, extra)), ACCOUNT, vec!["#Bridge".into()]);
+    assert!(h.wait_connected(WAIT).await);
+    let ana = User::new(6001, "ana");
+    // The name is bound once the guild's channels arrive.
+    let mut bound = false;
+    for _ in 0..100 {
+        fake.user_says(CHANNEL, &ana, "ping");
+        if let Some(e) = h.next_matching(Duration::from_millis(100), |_| true).await {
+            assert_eq!(e.room.as_str(), "#Bridge");
+            bound = true;
+            break;
+        }
+    }
+    assert!(
+        bound,
+        "the named room never received its channel's messages"
+    );
+    let out = Event::new(
+        "#Bridge",
+        from("Bo", None),
+        EventKind::Message(Content::plain("pong")),
+    );
+    let id = send(&mut h, out).await.unwrap().unwrap();
+    assert!(id.starts_with(&format!("{CHANNEL}/")), "{id}");
+    h.shutdown(WAIT).await;
+}
