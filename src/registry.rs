@@ -34,6 +34,8 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_process::ProcessFactory));
     #[cfg(feature = "passerelle-discord")]
     all.push(Arc::new(passerelle_discord::DiscordFactory));
+    #[cfg(feature = "passerelle-slack")]
+    all.push(Arc::new(passerelle_slack::SlackFactory));
     all
 }
 

@@ -12,6 +12,11 @@
 //!
 //! The one difference between the flavors: Discord reads `__text__` as underline, CommonMark as
 //! bold; underline has no CommonMark form, so it is dropped (its text kept) there.
+//!
+//! Slack's mrkdwn ([`Flavor::Slack`]) is a cousin rather than a flavor: `*bold*`, `_italic_`,
+//! `~strike~`, code as in Markdown, links `<https://…|label>`, quotes `> `, no lists and no
+//! backslash escapes. Its only escaping is `&amp;`, `&lt;` and `&gt;`, which is what keeps a
+//! bridged `<!channel>` from pinging anyone; a literal `*` cannot be escaped, so it stays as written.
 
 use crate::html::{escape, sanitize, unescape};
 
@@ -22,6 +27,8 @@ pub enum Flavor {
     CommonMark,
     /// Discord's: `__x__` is underline.
     Discord,
+    /// Slack's mrkdwn: `*x*` bold, `_x_` italic, `~x~` strike, `<url|label>` links, entities.
+    Slack,
 }
 
 /// How deeply quotes and inline spans may nest before the rest is read as plain text.
@@ -65,8 +72,25 @@ fn tokens(html: &str) -> Vec<Token<'_>> {
     out
 }
 
+/// Slack's three entities (`&`, `<`, `>`), the only escaping mrkdwn has.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Escapes what Markdown would read as formatting in plain text.
-fn escape_text(text: &str, line_start: bool) -> String {
+fn escape_text(text: &str, line_start: bool, flavor: Flavor) -> String {
+    if flavor == Flavor::Slack {
+        return slack_escape(text);
+    }
     let mut out = String::with_capacity(text.len());
     let mut at_start = line_start;
     for c in text.chars() {
@@ -107,6 +131,7 @@ struct Writer {
     out: String,
     quote: usize,
     lists: Vec<List>,
+    flavor: Flavor,
 }
 
 impl Writer {
@@ -147,7 +172,7 @@ impl Writer {
             if i > 0 {
                 self.newline();
             }
-            let escaped = escape_text(line, self.at_line_start());
+            let escaped = escape_text(line, self.at_line_start(), self.flavor);
             self.out.push_str(&escaped);
         }
     }
@@ -170,6 +195,12 @@ pub fn from_html(html: &str, flavor: Flavor) -> String {
         out: String::with_capacity(clean.len()),
         quote: 0,
         lists: Vec::new(),
+        flavor,
+    };
+    // Code is verbatim, but Slack reads its entities there too.
+    let code_text = |code: &str| match flavor {
+        Flavor::Slack => slack_escape(code),
+        _ => code.to_owned(),
     };
     // Where each open inline span's delimiter starts, to drop spans left empty.
     let mut spans: Vec<(&str, usize, &'static str)> = Vec::new();
@@ -192,7 +223,7 @@ pub fn from_html(html: &str, flavor: Flavor) -> String {
                 w.block();
                 w.raw(&fence);
                 w.newline();
-                w.raw(code.trim_end_matches('\n'));
+                w.raw(&code_text(code.trim_end_matches('\n')));
                 w.newline();
                 w.raw(&fence);
                 i = j;
@@ -215,13 +246,16 @@ pub fn from_html(html: &str, flavor: Flavor) -> String {
                     };
                     w.raw(&format!(
                         "{ticks}{pad}{}{pad}{ticks}",
-                        code.replace('\n', " ")
+                        code_text(&code.replace('\n', " "))
                     ));
                 }
                 i = j;
             }
             Token::Open(tag @ ("b" | "i" | "s" | "u"), _) => {
                 let delimiter = match (*tag, flavor) {
+                    ("b", Flavor::Slack) => "*",
+                    ("i", Flavor::Slack) => "_",
+                    ("s", Flavor::Slack) => "~",
                     ("b", _) => "**",
                     ("i", _) => "*",
                     ("s", _) => "~~",
@@ -243,12 +277,24 @@ pub fn from_html(html: &str, flavor: Flavor) -> String {
             }
             Token::Open("a", href) => {
                 links.push(href.clone());
-                if href.is_some() {
-                    w.out.push('[');
+                match (href, flavor) {
+                    (Some(href), Flavor::Slack) => {
+                        w.out.push('<');
+                        w.out
+                            .push_str(&href.replace('|', "%7C").replace('>', "%3E"));
+                        w.out.push('|');
+                    }
+                    (Some(_), _) => w.out.push('['),
+                    (None, _) => {}
                 }
             }
             Token::Close("a") => {
                 if let Some(Some(href)) = links.pop() {
+                    if flavor == Flavor::Slack {
+                        w.out.push('>');
+                        i += 1;
+                        continue;
+                    }
                     let target = href
                         .replace(' ', "%20")
                         .replace('(', "%28")
@@ -301,9 +347,20 @@ pub fn from_html(html: &str, flavor: Flavor) -> String {
         }
         i += 1;
     }
-    let trimmed = w.out.trim_end_matches(['\n', ' ', '>']).len();
-    w.out.truncate(trimmed);
-    w.out.trim_start_matches('\n').to_owned()
+    // Trailing blank lines and lines left with only quote markers go (a `>` that ends a line
+    // of text, as a Slack link's, stays).
+    let mut out = w.out;
+    loop {
+        let trimmed = out.trim_end_matches(['\n', ' ']).len();
+        out.truncate(trimmed);
+        let last = out.rfind('\n').map_or(0, |i| i + 1);
+        if last < out.len() && out[last..].chars().all(|c| c == '>' || c == ' ') {
+            out.truncate(last);
+        } else {
+            break;
+        }
+    }
+    out.trim_start_matches('\n').to_owned()
 }
 
 // ----- Markdown to the HTML subset -----------------------------------------------------------
@@ -375,11 +432,22 @@ fn blocks(lines: &[&str], flavor: Flavor, depth: usize, out: &mut String) {
             paragraphs.push(format!("<pre>{}</pre>", escape(&code.join("\n"))));
             continue;
         }
-        if line.trim_start().starts_with('>') && depth < MAX_DEPTH {
+        // Slack sends a typed `>` as `&gt;`.
+        let quote_marker = |line: &str| -> Option<usize> {
+            let t = line.trim_start();
+            if t.starts_with('>') {
+                Some(line.len() - t.len() + 1)
+            } else if flavor == Flavor::Slack && t.starts_with("&gt;") {
+                Some(line.len() - t.len() + 4)
+            } else {
+                None
+            }
+        };
+        if quote_marker(line).is_some() && depth < MAX_DEPTH {
             flush(&mut current, &mut paragraphs);
             let mut quoted = Vec::new();
-            while i < lines.len() && lines[i].trim_start().starts_with('>') {
-                let q = &lines[i].trim_start()[1..];
+            while let Some(skip) = lines.get(i).and_then(|l| quote_marker(l)) {
+                let q = &lines[i][skip..];
                 quoted.push(q.strip_prefix(' ').unwrap_or(q));
                 i += 1;
             }
@@ -388,7 +456,7 @@ fn blocks(lines: &[&str], flavor: Flavor, depth: usize, out: &mut String) {
             paragraphs.push(format!("<blockquote>{inner}</blockquote>"));
             continue;
         }
-        if let Some((ordered, _)) = list_item(line) {
+        if let Some((ordered, _)) = list_item(line).filter(|_| flavor != Flavor::Slack) {
             flush(&mut current, &mut paragraphs);
             let tag = if ordered { "ol" } else { "ul" };
             let mut list = format!("<{tag}>");
@@ -429,18 +497,24 @@ fn blocks(lines: &[&str], flavor: Flavor, depth: usize, out: &mut String) {
 }
 
 /// Delimiters of inline spans, longest first, with the tag each makes.
-fn delimiters(flavor: Flavor) -> [(&'static str, &'static str); 5] {
-    let double_underscore = match flavor {
-        Flavor::Discord => "u",
-        Flavor::CommonMark => "b",
-    };
-    [
-        ("**", "b"),
-        ("__", double_underscore),
-        ("~~", "s"),
-        ("*", "i"),
-        ("_", "i"),
-    ]
+fn delimiters(flavor: Flavor) -> &'static [(&'static str, &'static str)] {
+    match flavor {
+        Flavor::Discord => &[
+            ("**", "b"),
+            ("__", "u"),
+            ("~~", "s"),
+            ("*", "i"),
+            ("_", "i"),
+        ],
+        Flavor::CommonMark => &[
+            ("**", "b"),
+            ("__", "b"),
+            ("~~", "s"),
+            ("*", "i"),
+            ("_", "i"),
+        ],
+        Flavor::Slack => &[("*", "b"), ("_", "i"), ("~", "s")],
+    }
 }
 
 /// Where a link target's `)` is, parentheses inside it balanced (as CommonMark allows).
@@ -482,8 +556,20 @@ fn inline(text: &str, flavor: Flavor, depth: usize) -> String {
     'outer: while i < text.len() {
         let rest = &text[i..];
         let c = rest.chars().next().unwrap_or(' ');
+        // Slack's entities.
+        if flavor == Flavor::Slack
+            && c == '&'
+            && let Some((entity, decoded)) = [("&amp;", '&'), ("&lt;", '<'), ("&gt;", '>')]
+                .iter()
+                .find(|(e, _)| rest.starts_with(e))
+        {
+            plain.push(*decoded);
+            i += entity.len();
+            continue;
+        }
         // Backslash escapes of ASCII punctuation.
-        if c == '\\'
+        if flavor != Flavor::Slack
+            && c == '\\'
             && let Some(next) = rest[1..].chars().next().filter(char::is_ascii_punctuation)
         {
             plain.push(next);
@@ -526,24 +612,33 @@ fn inline(text: &str, flavor: Flavor, depth: usize) -> String {
                 no_autolink_after = Some(i);
             }
             if let Some(end) = end {
-                let target = &rest[1..end];
+                let inside = &rest[1..end];
+                // Slack's links carry their label after a `|`.
+                let (target, label) = match (flavor, inside.split_once('|')) {
+                    (Flavor::Slack, Some((t, l))) if !l.is_empty() => (t, l),
+                    _ => (inside, inside),
+                };
                 let safe = ["https://", "http://", "mailto:"]
                     .iter()
                     .any(|p| target.to_ascii_lowercase().starts_with(p));
                 if safe && !target.contains(char::is_whitespace) {
                     push_plain(&mut plain, &mut out);
-                    out.push_str(&format!(
-                        "<a href=\"{}\">{}</a>",
-                        escape(target),
-                        escape(target)
-                    ));
+                    let label = match flavor {
+                        Flavor::Slack => inline(label, flavor, depth + 1),
+                        _ => escape(label),
+                    };
+                    out.push_str(&format!("<a href=\"{}\">{label}</a>", escape(target)));
                     i += end + 1;
                     continue;
                 }
             }
         }
         // Links: [text](target).
-        if c == '[' && depth < MAX_DEPTH && no_link_after.is_none_or(|p| i < p) {
+        if c == '['
+            && flavor != Flavor::Slack
+            && depth < MAX_DEPTH
+            && no_link_after.is_none_or(|p| i < p)
+        {
             let close = rest.find("](");
             if close.is_none() {
                 no_link_after = Some(i);
@@ -578,7 +673,8 @@ fn inline(text: &str, flavor: Flavor, depth: usize) -> String {
                 }
                 let before = text[..i].chars().next_back();
                 let after_open = rest[delimiter.len()..].chars().next();
-                let underscore = delimiter.starts_with('_');
+                // `_` (and every mrkdwn delimiter) only opens and closes at a word's edge.
+                let underscore = delimiter.starts_with('_') || flavor == Flavor::Slack;
                 let can_open = after_open.is_some_and(|a| !a.is_whitespace())
                     && !(underscore && word_char(before));
                 if !can_open || no_closer_after[k].is_some_and(|p| i >= p) {
@@ -728,5 +824,52 @@ mod tests {
             "</blockquote>".repeat(500)
         );
         assert!(from_html(&nested, Flavor::CommonMark).ends_with('x'));
+    }
+
+    #[test]
+    fn slack_mrkdwn_both_ways() {
+        let to = |h: &str| from_html(h, Flavor::Slack);
+        assert_eq!(
+            to("<b>bold</b>, <i>it</i> and <s>gone</s>"),
+            "*bold*, _it_ and ~gone~"
+        );
+        assert_eq!(
+            to("<a href=\"https://example.org/a|b\">the <b>site</b></a>"),
+            "<https://example.org/a%7Cb|the *site*>"
+        );
+        // The three entities are the only escaping: no `<!channel>` can be formed.
+        assert_eq!(
+            to("&lt;!channel&gt; &amp; a*b"),
+            "&lt;!channel&gt; &amp; a*b"
+        );
+        assert_eq!(to("<code>a&lt;b</code>"), "`a&lt;b`");
+        assert_eq!(
+            to("<blockquote>quoted</blockquote>after"),
+            "> quoted\n\nafter"
+        );
+        let back = |m: &str| to_html(m, Flavor::Slack);
+        assert_eq!(
+            back("*bold* _it_ ~gone~"),
+            "<b>bold</b> <i>it</i> <s>gone</s>"
+        );
+        assert_eq!(
+            back("see <https://example.org|the site> or <https://example.org/x>"),
+            "see <a href=\"https://example.org\">the site</a> or <a href=\"https://example.org/x\">https://example.org/x</a>"
+        );
+        assert_eq!(back("a &lt;b&gt; &amp; c"), "a &lt;b&gt; &amp; c");
+        assert_eq!(back("&gt; quoted"), "<blockquote>quoted</blockquote>");
+        assert_eq!(
+            back("snake_case_name and 2*3*4"),
+            "snake_case_name and 2*3*4"
+        );
+        assert_eq!(back("- not a list"), "- not a list");
+        assert_eq!(
+            back("<javascript:alert(1)|x>"),
+            "&lt;javascript:alert(1)|x&gt;"
+        );
+        assert_eq!(back("\\*kept\\*"), "\\<b>kept\\</b>");
+        for html in ["<b>b</b> <i>i</i>", "<s>x</s> <code>c</code>"] {
+            assert_eq!(back(&to(html)), html);
+        }
     }
 }

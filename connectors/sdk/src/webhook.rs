@@ -40,6 +40,15 @@ pub enum Proof {
         /// The app secret the signature is keyed with.
         app_secret: Secret,
     },
+    /// Slack: `X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:" + timestamp + ":" +
+    /// raw body)>`, with `X-Slack-Request-Timestamp` no further than `window_secs` from now, so
+    /// a recorded call can't be replayed later.
+    SlackSignature {
+        /// The app's signing secret.
+        signing_secret: Secret,
+        /// How far the timestamp may be from now, in seconds (Slack advises 300).
+        window_secs: u64,
+    },
     /// A shared secret sent as a header, as Telegram's `X-Telegram-Bot-Api-Secret-Token`.
     SecretHeader {
         /// The header's name.
@@ -65,12 +74,53 @@ impl Proof {
                 let expected = hub_signature(app_secret.expose().as_bytes(), body);
                 given.len() == expected.len() && bool::from(given.ct_eq(&expected))
             }
+            Self::SlackSignature {
+                signing_secret,
+                window_secs,
+            } => {
+                let Some((timestamp, given)) = slack_headers(headers, *window_secs) else {
+                    return false;
+                };
+                let expected = slack_signature(signing_secret.expose().as_bytes(), timestamp, body);
+                given.len() == expected.len() && bool::from(given.ct_eq(&expected))
+            }
             Self::SecretHeader { header, token } => headers
                 .get(*header)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| token.matches(v)),
         }
     }
+}
+
+/// Slack's timestamp (checked against the window) and decoded signature, when both are there.
+fn slack_headers(headers: &http::HeaderMap, window_secs: u64) -> Option<(u64, Vec<u8>)> {
+    let timestamp: u64 = headers
+        .get("x-slack-request-timestamp")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if now.abs_diff(timestamp) > window_secs {
+        return None;
+    }
+    let given = headers
+        .get("x-slack-signature")?
+        .to_str()
+        .ok()?
+        .strip_prefix("v0=")
+        .and_then(decode_hex)?;
+    Some((timestamp, given))
+}
+
+/// The HMAC Slack hex-encodes into `X-Slack-Signature` after `v0=` (and the fake signs with).
+pub fn slack_signature(signing_secret: &[u8], timestamp: u64, body: &[u8]) -> Vec<u8> {
+    let mut base = format!("v0:{timestamp}:").into_bytes();
+    base.extend_from_slice(body);
+    hub_signature(signing_secret, &base)
 }
 
 impl Proof {
@@ -85,6 +135,9 @@ impl Proof {
                 .and_then(|v| v.strip_prefix("sha256="))
                 .and_then(decode_hex)
                 .is_some_and(|sig| sig.len() == 32),
+            Self::SlackSignature { window_secs, .. } => {
+                slack_headers(headers, *window_secs).is_some_and(|(_, sig)| sig.len() == 32)
+            }
             Self::SecretHeader { .. } => self.verify(headers, &[]),
         }
     }
@@ -549,5 +602,48 @@ mod tests {
                 ("h".into(), "".into())
             ]
         );
+    }
+
+    #[test]
+    fn slack_signatures_follow_slacks_documented_example() {
+        // The worked example of https://api.slack.com/authentication/verifying-requests-from-slack.
+        let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let sig = slack_signature(
+            b"8f742231b10e8888abcd99yyyzzz85a5",
+            1531420618,
+            body.as_bytes(),
+        );
+        assert_eq!(
+            encode_hex(&sig),
+            "a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+        );
+        let proof = Proof::SlackSignature {
+            signing_secret: Secret::new("8f742231b10e8888abcd99yyyzzz85a5"),
+            window_secs: 300,
+        };
+        let headers = |ts: u64, body: &str| {
+            let mut h = http::HeaderMap::new();
+            let sig = encode_hex(&slack_signature(
+                b"8f742231b10e8888abcd99yyyzzz85a5",
+                ts,
+                body.as_bytes(),
+            ));
+            h.insert("x-slack-request-timestamp", ts.to_string().parse().unwrap());
+            h.insert("x-slack-signature", format!("v0={sig}").parse().unwrap());
+            h
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            proof.admits(&headers(now, body)) && proof.verify(&headers(now, body), body.as_bytes())
+        );
+        // The documented call itself is a replay now: its timestamp is years old.
+        assert!(!proof.verify(&headers(1531420618, body), body.as_bytes()));
+        assert!(!proof.admits(&headers(now - 301, body)));
+        // Another body under the same signature.
+        assert!(!proof.verify(&headers(now, body), b"token=forged"));
+        assert!(!proof.admits(&http::HeaderMap::new()));
     }
 }
