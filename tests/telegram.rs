@@ -161,63 +161,15 @@ async fn restarts_mid_stream_lose_no_update_and_bridge_none_twice() {
             }
         })
     };
-    let collector = tokio::spawn(async move {
-        let mut lines = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while tokio::time::Instant::now() < deadline {
-            let Some(m) = irc.next_message(Duration::from_secs(15)).await else {
-                break;
-            };
-            lines.push(m.text.clone());
-            let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
-            if distinct.len() >= N {
-                // A repeat of the last line may still be on its way.
-                if let Some(extra) = irc.next_message(Duration::from_secs(2)).await {
-                    lines.push(extra.text);
-                }
-                break;
-            }
-        }
-        lines
-    });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    b.daemon.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    b.daemon.start_again();
-    b.daemon.wait_ready(Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    b.daemon.restart();
-    b.daemon.wait_ready(Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    b.daemon.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    b.daemon.start_again();
-    b.daemon.wait_ready(Duration::from_secs(30)).await;
+    let collector = common::collect_irc(irc, N);
+    common::kill_term_kill(&mut b.daemon).await;
     poster.await.expect("the poster ran");
     let lines = collector.await.expect("the collector ran");
     let want: Vec<String> = (0..N).map(|i| format!("<Ada> tg {i:03}")).collect();
-    let mut first_seen: Vec<String> = Vec::new();
-    for l in &lines {
-        if !first_seen.contains(l) {
-            first_seen.push(l.clone());
-        }
-    }
-    let lost: Vec<&String> = want.iter().filter(|w| !lines.contains(w)).collect();
-    assert!(lost.is_empty(), "lost {} update(s): {lost:?}", lost.len());
-    assert_eq!(first_seen, want, "the stream arrived out of order");
-    let repeats = lines.len() - first_seen.len();
-    assert!(repeats <= 2, "{repeats} IRC repeats for 2 kills");
+    let repeats = common::check_stream(&lines, &want, 2);
     // The store holds exactly one event per Telegram message: no update was bridged twice.
     b.daemon.stop();
-    let db =
-        rusqlite::Connection::open(b.dir.path().join("data/passerelle.db")).expect("the store");
-    let events: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE account = 'tg'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+    let events = common::stored_events(b.dir.path(), "tg");
     assert_eq!(events, N as i64, "events stored for {N} Telegram messages");
     assert_eq!(
         fake.pending_updates(),

@@ -431,3 +431,75 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+/// Collects what IRC shows until `n` distinct lines came (and a repeat of the last that may
+/// still be on its way), or 15 s pass with nothing, or 90 s in all.
+pub fn collect_irc(
+    mut irc: passerelle_testkit::irc_client::IrcClient,
+    n: usize,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut lines = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while tokio::time::Instant::now() < deadline {
+            let Some(m) = irc.next_message(Duration::from_secs(15)).await else {
+                break;
+            };
+            lines.push(m.text.clone());
+            let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
+            if distinct.len() >= n {
+                if let Some(extra) = irc.next_message(Duration::from_secs(2)).await {
+                    lines.push(extra.text);
+                }
+                break;
+            }
+        }
+        lines
+    })
+}
+
+/// The daemon killed (SIGKILL), started, stopped (SIGTERM) and started, killed and started
+/// again, a second or so apart: the restarts of the mid-stream tests.
+pub async fn kill_term_kill(daemon: &mut Daemon) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.start_again();
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    daemon.restart();
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    daemon.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.start_again();
+    daemon.wait_ready(Duration::from_secs(30)).await;
+}
+
+/// Checks a stream IRC showed against `want`: none lost, in order, at most one repeat per kill
+/// (IRC has no idempotency key). The number of repeats.
+pub fn check_stream(lines: &[String], want: &[String], kills: usize) -> usize {
+    let mut first_seen: Vec<String> = Vec::new();
+    for l in lines {
+        if !first_seen.contains(l) {
+            first_seen.push(l.clone());
+        }
+    }
+    let lost: Vec<&String> = want.iter().filter(|w| !lines.contains(w)).collect();
+    assert!(lost.is_empty(), "lost {} message(s): {lost:?}", lost.len());
+    assert_eq!(first_seen, want, "the stream arrived out of order");
+    let repeats = lines.len() - first_seen.len();
+    assert!(repeats <= kills, "{repeats} IRC repeats for {kills} kills");
+    repeats
+}
+
+/// How many events the store under `dir` holds for `account` (the daemon stopped).
+pub fn stored_events(dir: &Path, account: &str) -> i64 {
+    let db = rusqlite::Connection::open(dir.join("data/passerelle.db")).expect("the store");
+    db.query_row(
+        "SELECT COUNT(*) FROM events WHERE account = ?1",
+        [account],
+        |r| r.get(0),
+    )
+    .expect("count")
+}

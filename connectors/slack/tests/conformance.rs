@@ -652,3 +652,91 @@ async fn named_rooms_are_found_and_a_refused_token_ends_the_account() {
         Some(Err(ConnectorError::AuthRejected(_)))
     ));
 }
+
+/// The daemon stores slowly: the envelope must stay unacknowledged (and Slack send it again)
+/// until the store answers, and be acknowledged once it does.
+#[tokio::test]
+async fn an_envelope_is_acknowledged_only_once_its_event_is_stored() {
+    use passerelle_sdk::{
+        AccountId, ConnectionState, ConnectorIo, DaemonView, Disposition, Emitter, HttpMount,
+        Links, OutboundQueue, RoomUpdates, StateHandle, StatusReporter,
+    };
+    let fake = fake().await;
+    fake.set_ack_timeout(Duration::from_millis(700));
+    let account = AccountId::new(ACCOUNT);
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(16);
+    let (_out_tx, out_rx) = tokio::sync::mpsc::channel(4);
+    let (status, mut status_rx) = StatusReporter::new();
+    let shutdown = passerelle_sdk::CancellationToken::new();
+    let mut io = ConnectorIo {
+        account: account.clone(),
+        rooms: vec![CHANNEL.into()],
+        room_updates: RoomUpdates::fixed(vec![CHANNEL.into()]),
+        emitter: Emitter::new(account.clone(), in_tx),
+        outbound: OutboundQueue::new(out_rx),
+        state: StateHandle::new(account.clone(), Arc::new(MemoryState::default())),
+        status,
+        shutdown: shutdown.clone(),
+        http: HttpMount::new(),
+        daemon: DaemonView::default(),
+        links: Links::unavailable(account.clone()),
+    };
+    let connector = build(table(&fake, json!({})));
+    let task = tokio::spawn(async move { connector.run(&mut io).await });
+    tokio::time::timeout(
+        WAIT,
+        status_rx.wait_for(|s| *s == ConnectionState::Connected),
+    )
+    .await
+    .expect("connected")
+    .expect("status");
+    fake.user_says(
+        CHANNEL,
+        &User::new("U0ANN00001", "ann", "Ann"),
+        "slow store",
+    );
+    let first = tokio::time::timeout(WAIT, in_rx.recv())
+        .await
+        .expect("emitted")
+        .expect("an event");
+    // The store has not answered: past the ack timeout, Slack sends the envelope again, which
+    // waits behind the first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        fake.unacknowledged(),
+        1,
+        "not acknowledged before it is stored"
+    );
+    assert!(
+        fake.deliveries() >= 2,
+        "delivered again: {}",
+        fake.deliveries()
+    );
+    first.answer(Ok(Disposition::Queued { destinations: 1 }));
+    // The copy comes in once the first is done, and is a duplicate for the daemon.
+    let copy = tokio::time::timeout(WAIT, in_rx.recv())
+        .await
+        .expect("the copy")
+        .expect("an event");
+    assert_eq!(copy.event.remote_id, first_remote(&fake));
+    copy.answer(Ok(Disposition::Duplicate));
+    common_wait(|| fake.unacknowledged() == 0).await;
+    assert_eq!(fake.unacknowledged(), 0, "acknowledged once stored");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(WAIT, task).await;
+}
+
+fn first_remote(fake: &FakeSlack) -> Option<passerelle_sdk::RemoteMessageId> {
+    fake.messages_in(CHANNEL)
+        .first()
+        .map(|m| format!("{CHANNEL}/{}", m.ts).into())
+}
+
+async fn common_wait(done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
