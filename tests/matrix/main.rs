@@ -8,6 +8,7 @@ mod appservice;
 mod bot;
 mod discord;
 mod portals;
+mod slack;
 
 use common::{Daemon, free_port};
 use passerelle_matrix::testing::client::{MatrixUser, SeenEvent};
