@@ -68,6 +68,7 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
         ("irc.libera", "irc"),
         ("irc.oftc", "irc"),
         ("matrix.neo", "matrix"),
+        ("slack.work", "slack"),
         ("telegram.tg", "telegram"),
         ("whatsapp.phone", "whatsapp"),
         ("xmpp.jabber", "xmpp"),
@@ -113,6 +114,13 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
         "a secret was written inline:\n{config}"
     );
     assert_eq!(accounts["whatsapp.phone"]["enabled"].as_bool(), Some(false));
+    // Slack: the bot token carried over; disabled until the Socket Mode app token is there.
+    assert_eq!(accounts["slack.work"]["kind"].as_str(), Some("slack"));
+    assert_eq!(accounts["slack.work"]["enabled"].as_bool(), Some(false));
+    let slack_token =
+        std::fs::read_to_string(accounts["slack.work"]["bot_token_file"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(slack_token.trim(), "xoxb-slack-canary");
     assert_eq!(
         accounts["discord.mine"]["guild"].as_str(),
         Some("My Great Server")
@@ -160,6 +168,7 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
             s("discord.mine", "#general", "inout"),
             s("xmpp.jabber", "bridge@conference.example.org", "inout"),
             s("api.local", "gateway1", "inout"),
+            s("slack.work", "#general", "inout"),
             s("telegram.tg", "-1001234567890", "in"),
             s("matrix.neo", "#bridge:example.org", "out"),
         ]
@@ -185,7 +194,8 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
             .all(|l| l["name"].as_str() != Some("switched-off"))
     );
     for expected in [
-        "matterbridge's `slack` bridge",
+        "[slack.work]: passerelle uses Socket Mode",
+        "Slack channel \"general\" is found by name",
         "matterbridge's `steam` bridge",
         "matterbridge's `zulip` bridge",
         "whatsmeow",

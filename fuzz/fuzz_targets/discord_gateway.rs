@@ -20,9 +20,15 @@ fuzz_target!(|data: &[u8]| {
     // Twice: the first may teach the directory channels the second uses.
     for _ in 0..2 {
         for event in inbound::dispatch(&t, &d, &dir).events {
-            assert!(rooms.contains(&event.room), "an event for a room not served");
+            assert!(
+                rooms.contains(&event.room),
+                "an event for a room not served"
+            );
             if matches!(event.kind, passerelle_sdk::EventKind::Message(_)) {
-                assert!(event.remote_id.is_some(), "every message can be deduplicated");
+                assert!(
+                    event.remote_id.is_some(),
+                    "every message can be deduplicated"
+                );
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Markdown from a network read into the HTML subset, and any HTML written back as Markdown, in
-//! both flavors (`passerelle_sdk::markdown`): nothing may panic, what comes out as HTML is inside
-//! the subset (sanitizing it again changes nothing), and no link is to anything but http(s) or
+//! every flavor, Slack's mrkdwn too (`passerelle_sdk::markdown`): nothing may panic, what comes
+//! out as HTML is inside the subset (sanitizing it again changes nothing), and no link is to
+//! anything but http(s) or
 //! mailto.
 #![no_main]
 
@@ -12,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    for flavor in [Flavor::CommonMark, Flavor::Discord] {
+    for flavor in [Flavor::CommonMark, Flavor::Discord, Flavor::Slack] {
         let read = to_html(text, flavor);
         assert_eq!(html::sanitize(&read), read, "outside the subset");
         for link in read.split("<a href=\"").skip(1) {

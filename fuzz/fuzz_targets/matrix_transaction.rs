@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use passerelle_matrix::{media::MediaLinks, translate};
-use passerelle_sdk::html;
 use passerelle_sdk::RoomId;
+use passerelle_sdk::html;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {

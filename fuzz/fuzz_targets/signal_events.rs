@@ -17,9 +17,14 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: 1 << 20,
     };
     let mut parser = SseParser::default();
-    let cut = data.first().map(|b| *b as usize % (data.len() + 1)).unwrap_or(0);
+    let cut = data
+        .first()
+        .map(|b| *b as usize % (data.len() + 1))
+        .unwrap_or(0);
     for piece in [&data[..cut], &data[cut..]] {
-        let Ok(events) = parser.feed(piece) else { return };
+        let Ok(events) = parser.feed(piece) else {
+            return;
+        };
         for e in events {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
                 for event in reader.read(&v).events {

@@ -23,13 +23,18 @@ const OPENING: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:clien
 
 fn run(data: &[u8]) {
     let input = [OPENING, data].concat();
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return;
     };
     runtime.block_on(async move {
         let io = tokio::io::join(std::io::Cursor::new(input), tokio::io::sink());
-        let io: Box<dyn AsyncReadAndWrite + Send> =
-            Box::new(BufStream::new(Bounded::new(io, AccountId::new("xmpp.fuzz"))));
+        let io: Box<dyn AsyncReadAndWrite + Send> = Box::new(BufStream::new(Bounded::new(
+            io,
+            AccountId::new("xmpp.fuzz"),
+        )));
         let header = StreamHeader {
             to: Some(Cow::Borrowed("example.org")),
             from: None,

@@ -25,13 +25,15 @@ impl MatterbridgeImport for Import {
         match text(t, "token").filter(|t| t.starts_with("xoxb-")) {
             Some(token) => a.secret("bot_token", token),
             None => {
+                a.set("bot_token", "xoxb-change-me");
                 a.note(format!("[slack.{name}] has no bot token (xoxb-…): matterbridge's RTM and legacy tokens can't be used; make a Slack app and set bot_token_file"));
             }
         }
         // matterbridge's Slack bridge speaks RTM, which new apps can't: Socket Mode needs an app
         // token the old config never had.
         a.disabled = true;
-        a.note(format!("[slack.{name}]: passerelle uses Socket Mode. In the app's settings turn Socket Mode on, make an app-level token with connections:write, write it to app_token_file, add the chat:write.customize scope (to send as each person), then set enabled = true"));
+        a.set("app_token", "xapp-change-me");
+        a.note(format!("[slack.{name}]: passerelle uses Socket Mode. In the app's settings turn Socket Mode on, make an app-level token with connections:write, write it to a file named by app_token_file (in place of the app_token placeholder), add the chat:write.customize scope (to send as each person), then set enabled = true"));
         if text(t, "webhookurl").is_some() || text(t, "webhookbindaddress").is_some() {
             a.note(format!("[slack.{name}]: WebhookURL/WebhookBindAddress are not needed: messages are sent with chat.postMessage as each person"));
         }
