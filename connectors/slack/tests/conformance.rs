@@ -473,6 +473,33 @@ async fn sends_keep_to_the_rate_limits_and_typed_errors_come_back() {
         started.elapsed() >= Duration::from_millis(2500),
         "one per second per channel"
     );
+    // A 429 anyway (the workspace's other apps): its Retry-After is waited out, then sent.
+    r.fake.rate_limit_next("chat.postMessage", 1);
+    let started = std::time::Instant::now();
+    send(&mut r.h, say(from("Ann", None), "after a 429"))
+        .await
+        .expect("sent after the wait");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After waited out"
+    );
+    assert_eq!(r.fake.too_many(), 1);
+    assert_eq!(
+        r.fake
+            .calls("chat.postMessage")
+            .iter()
+            .filter(|c| c.params["text"] == json!("after a 429"))
+            .count(),
+        2
+    );
+    // Still limited after the retries: a typed error the daemon retries later.
+    for _ in 0..3 {
+        r.fake.rate_limit_next("chat.postMessage", 1);
+    }
+    assert!(matches!(
+        send(&mut r.h, say(from("Ann", None), "x")).await,
+        Err(SendError::RateLimited { .. })
+    ));
     r.fake.fail_next("chat.postMessage", "not_in_channel");
     assert_eq!(
         send(&mut r.h, say(from("Ann", None), "x")).await,

@@ -195,6 +195,7 @@ struct Inner {
     too_many: u64,
     uploads: HashMap<String, (String, Option<Vec<u8>>)>,
     fail: Vec<(String, String)>,
+    limit_next: Vec<(String, u64)>,
 }
 
 /// The fake, serving on a loopback port until dropped.
@@ -327,6 +328,7 @@ impl FakeSlack {
             too_many: 0,
             uploads: HashMap::new(),
             fail: Vec::new(),
+            limit_next: Vec::new(),
         }));
         let stop = CancellationToken::new();
         let app = web::router(inner.clone());
@@ -391,6 +393,12 @@ impl FakeSlack {
     /// The next call of `method` answers `error`.
     pub fn fail_next(&self, method: &str, error: &str) {
         lock(&self.inner).fail.push((method.into(), error.into()));
+    }
+
+    /// The next call of `method` is answered 429 with `Retry-After: secs`, as when a workspace's
+    /// other apps used the tier up.
+    pub fn rate_limit_next(&self, method: &str, secs: u64) {
+        lock(&self.inner).limit_next.push((method.into(), secs));
     }
 
     /// `user` says `text` (mrkdwn, as Slack stores it) in `channel`; its `ts`.

@@ -133,6 +133,15 @@ fn call(
         let (s, v) = err(&code);
         return (s, v, None);
     }
+    if let Some(pos) = i.limit_next.iter().position(|(m, _)| m == method) {
+        let (_, secs) = i.limit_next.remove(pos);
+        i.too_many += 1;
+        return (
+            429,
+            json!({"ok": false, "error": "ratelimited"}),
+            Some(secs),
+        );
+    }
     if method == "chat.postMessage" {
         let channel = text_param(p, "channel").unwrap_or_default();
         let burst = i.post_burst;
