@@ -298,11 +298,7 @@ fn shape(
                 .remote_nick_format
                 .as_deref()
                 .unwrap_or(&general.remote_nick_format);
-            format
-                .replace("{nopingnick}", &no_ping(name))
-                .replace("{nick}", name)
-                .replace("{account}", routed.origin.as_str())
-                .replace("{link}", &routed.link)
+            fill_nick_format(format, name, routed.origin.as_str(), &routed.link)
         }
     };
     let mut text = match dest.limits.max_lines {
@@ -477,3 +473,34 @@ fn no_ping(name: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// `remote_nick_format` with its placeholders filled in one pass, so a name that itself contains
+/// `{link}` or `{account}` stays as written. An unknown `{…}` stays as it is.
+fn fill_nick_format(format: &str, nick: &str, account: &str, link: &str) -> String {
+    let mut out = String::with_capacity(format.len() + nick.len());
+    let mut rest = format;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        let value = ["{nopingnick}", "{nick}", "{account}", "{link}"]
+            .into_iter()
+            .find(|p| after.starts_with(p));
+        match value {
+            Some(p) => {
+                match p {
+                    "{nopingnick}" => out.push_str(&no_ping(nick)),
+                    "{nick}" => out.push_str(nick),
+                    "{account}" => out.push_str(account),
+                    _ => out.push_str(link),
+                }
+                rest = &after[p.len()..];
+            }
+            None => {
+                out.push('{');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}

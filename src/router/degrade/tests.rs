@@ -89,6 +89,19 @@ fn nick_formats_know_matterbridges_placeholders_translated() {
     assert_eq!(text_of(&out), "[chat.one/l] <a\u{200b}lice> hi");
 }
 
+#[test]
+fn a_name_that_looks_like_a_placeholder_stays_as_written() {
+    assert_eq!(
+        super::fill_nick_format(
+            "<{nick}> [{link}] {other}",
+            "{link}{account}",
+            "irc.a",
+            "lobby"
+        ),
+        "<{link}{account}> [lobby] {other}"
+    );
+}
+
 fn lines_policy(max_lines: usize) -> AccountPolicy {
     let mut p = policy(Capabilities::default(), false);
     p.limits = Limits {
