@@ -36,6 +36,8 @@ pub fn factories() -> Vec<Arc<dyn ConnectorFactory>> {
     all.push(Arc::new(passerelle_discord::DiscordFactory));
     #[cfg(feature = "passerelle-slack")]
     all.push(Arc::new(passerelle_slack::SlackFactory));
+    #[cfg(feature = "passerelle-mattermost")]
+    all.push(Arc::new(passerelle_mattermost::MattermostFactory));
     all
 }
 

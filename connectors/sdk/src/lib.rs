@@ -37,6 +37,7 @@ pub mod connector;
 pub mod content;
 pub mod daemon_view;
 pub mod drops;
+pub mod emoji;
 pub mod error;
 pub mod event;
 #[cfg(feature = "fetch")]

@@ -17,7 +17,7 @@
 
 use crate::api::Api;
 use crate::directory::Directory;
-use crate::emoji;
+use passerelle_sdk::emoji;
 use passerelle_sdk::markdown::{self, Flavor, slack_escape};
 use passerelle_sdk::signed_link::SignedLinks;
 use passerelle_sdk::{
@@ -432,7 +432,7 @@ impl Intake {
                     sender,
                     EventKind::Reaction {
                         target: format!("{conversation}/{ts}").into(),
-                        key: Text::new(emoji::from_slack(&name)),
+                        key: Text::new(emoji::from_name(&name)),
                         removed,
                     },
                 );

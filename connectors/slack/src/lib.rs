@@ -24,7 +24,6 @@
 pub mod api;
 pub mod config;
 pub mod directory;
-pub mod emoji;
 pub mod hook;
 pub mod import;
 pub mod inbound;

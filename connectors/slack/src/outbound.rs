@@ -15,9 +15,9 @@
 use crate::api::{Api, ApiError, Tier};
 use crate::config::Settings;
 use crate::directory::Directory;
-use crate::emoji;
 use crate::inbound::valid_ts;
 use passerelle_sdk::content::split_text;
+use passerelle_sdk::emoji;
 use passerelle_sdk::markdown::{self, Flavor, slack_escape};
 use passerelle_sdk::{Content, Event, EventKind, Formatted, MessageKind, SendError};
 use serde_json::{Value, json};
@@ -120,7 +120,7 @@ impl Sender {
             } => {
                 let (c, ts) = parse_id(target.as_str())
                     .ok_or(SendError::Rejected("not a Slack message id".into()))?;
-                let name = emoji::to_slack(key.as_str())
+                let name = emoji::to_name(key.as_str())
                     .ok_or(SendError::Rejected("no Slack name for this emoji".into()))?;
                 let method = if *removed {
                     "reactions.remove"

@@ -1,7 +1,8 @@
-//! Slack names its reactions (`thumbsup`); the bus carries the emoji itself. The common ones are
-//! translated both ways; any other comes in as `:name:` and can't be sent as a reaction.
+//! Slack and Mattermost name their reactions (`thumbsup`, `+1`); the bus carries the emoji itself.
+//! The common ones are translated both ways; any other comes in as `:name:`, and goes out by its
+//! name when it is written so.
 
-/// Slack's names of the usual reactions and their emoji (the first name of an emoji is the one
+/// The usual reactions' names (Slack's and Mattermost's are the same for these) and their emoji (the first name of an emoji is the one
 /// sent).
 const TABLE: &[(&str, &str)] = &[
     ("+1", "👍"),
@@ -53,9 +54,9 @@ const TABLE: &[(&str, &str)] = &[
     ("exclamation", "❗"),
 ];
 
-/// The emoji for a Slack reaction name (a skin tone suffix `::skin-tone-N` dropped), else
+/// The emoji for a reaction name (a skin tone suffix `::skin-tone-N` dropped), else
 /// `:name:`.
-pub fn from_slack(name: &str) -> String {
+pub fn from_name(name: &str) -> String {
     let base = name.split("::").next().unwrap_or(name);
     TABLE
         .iter()
@@ -64,8 +65,8 @@ pub fn from_slack(name: &str) -> String {
         .unwrap_or_else(|| format!(":{}:", base.chars().take(100).collect::<String>()))
 }
 
-/// The Slack name for a reaction key: an emoji of the table, or `:name:` as written.
-pub fn to_slack(key: &str) -> Option<String> {
+/// The name for a reaction key: an emoji of the table, or `:name:` as written.
+pub fn to_name(key: &str) -> Option<String> {
     let trimmed = key.trim_end_matches('\u{fe0f}');
     if let Some((n, _)) = TABLE
         .iter()
@@ -88,13 +89,13 @@ mod tests {
 
     #[test]
     fn names_and_emoji_both_ways() {
-        assert_eq!(from_slack("thumbsup"), "👍");
-        assert_eq!(from_slack("+1::skin-tone-3"), "👍");
-        assert_eq!(from_slack("partyparrot"), ":partyparrot:");
-        assert_eq!(to_slack("👍").as_deref(), Some("+1"));
-        assert_eq!(to_slack("❤").as_deref(), Some("heart"));
-        assert_eq!(to_slack(":partyparrot:").as_deref(), Some("partyparrot"));
-        assert_eq!(to_slack("🦀"), None);
-        assert_eq!(to_slack(":no spaces:"), None);
+        assert_eq!(from_name("thumbsup"), "👍");
+        assert_eq!(from_name("+1::skin-tone-3"), "👍");
+        assert_eq!(from_name("partyparrot"), ":partyparrot:");
+        assert_eq!(to_name("👍").as_deref(), Some("+1"));
+        assert_eq!(to_name("❤").as_deref(), Some("heart"));
+        assert_eq!(to_name(":partyparrot:").as_deref(), Some("partyparrot"));
+        assert_eq!(to_name("🦀"), None);
+        assert_eq!(to_name(":no spaces:"), None);
     }
 }
