@@ -7,6 +7,7 @@ mod common;
 mod appservice;
 mod bot;
 mod discord;
+mod mattermost;
 mod portals;
 mod slack;
 
