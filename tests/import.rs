@@ -68,6 +68,7 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
         ("irc.libera", "irc"),
         ("irc.oftc", "irc"),
         ("matrix.neo", "matrix"),
+        ("mattermost.team", "mattermost"),
         ("slack.work", "slack"),
         ("telegram.tg", "telegram"),
         ("whatsapp.phone", "whatsapp"),
@@ -122,6 +123,17 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
             .unwrap();
     assert_eq!(slack_token.trim(), "xoxb-slack-canary");
     assert_eq!(
+        accounts["mattermost.team"]["url"].as_str(),
+        Some("https://chat.example.org:8065")
+    );
+    assert_eq!(accounts["mattermost.team"]["team"].as_str(), Some("crew"));
+    assert!(
+        accounts["mattermost.team"]
+            .get("enabled")
+            .is_none_or(|e| e.as_bool() == Some(true)),
+        "a token is all it needs"
+    );
+    assert_eq!(
         accounts["discord.mine"]["guild"].as_str(),
         Some("My Great Server")
     );
@@ -169,6 +181,7 @@ fn every_bridge_converts_checks_and_names_what_was_left_out() {
             s("xmpp.jabber", "bridge@conference.example.org", "inout"),
             s("api.local", "gateway1", "inout"),
             s("slack.work", "#general", "inout"),
+            s("mattermost.team", "~town-square", "inout"),
             s("telegram.tg", "-1001234567890", "in"),
             s("matrix.neo", "#bridge:example.org", "out"),
         ]

@@ -27,7 +27,7 @@ impl MatterbridgeImport for Import {
             "webhookurl",
             "webhookbindaddress",
         ]);
-        let scheme = if flag(t, "nossl") == Some(true) {
+        let scheme = if flag(t, "notls") == Some(true) {
             "http"
         } else {
             "https"
