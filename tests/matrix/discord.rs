@@ -9,62 +9,23 @@ const BOT: &str = "MTAwMDAwMQ.e2e.discord-matrix-token";
 
 #[tokio::test]
 async fn discord_reaches_matrix_and_irc_and_back_as_each_person() {
-    let hs = Synapse::start(&[]);
-    hs.register("bridge", "bridge-pw", false);
-    hs.register("alice", "alice-pw", false);
-    let irc = Ngircd::start();
     let discord = FakeDiscord::start(BOT).await;
     discord.add_text_channel(CHANNEL, "bridge");
-    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
-    alice.set_display_name("Alice Liddell").await;
-    let room = alice.create_room(json!({"invite": [BRIDGE]})).await;
-    let mut bob = IrcClient::connect(irc.port, "bob").await;
-    bob.join("#d").await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let config = format!(
-        r##"
-{head}
-[accounts.irc]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0
-
-[accounts.matrix]
-kind = "matrix"
-mode = "bot"
-homeserver = "{hs}"
-user = "{BRIDGE}"
-password = "bridge-pw"
-rights = ["read", "write", "delete"]
-
-[accounts.discord]
+    let (api, gateway) = (discord.api_base(), discord.gateway_url());
+    let t = matrix_irc_and(
+        "#d",
+        &format!(
+            r##"[accounts.discord]
 kind = "discord"
 token = "{BOT}"
 api_base = "{api}"
 gateway_url = "{gateway}"
-rights = ["read", "write", "delete"]
-
-[[links]]
-name = "lobby"
-rooms = [
-  {{ account = "irc", room = "#d" }},
-  {{ account = "matrix", room = "{room}" }},
-  {{ account = "discord", room = "{CHANNEL}" }},
-]
-"##,
-        head = common::base_config(dir.path(), admin),
-        irc = irc.port,
-        hs = hs.url(),
-        api = discord.api_base(),
-        gateway = discord.gateway_url(),
-    );
-    let daemon = Daemon::start(dir.path(), &config, admin);
-    daemon.wait_ready(Duration::from_secs(60)).await;
-    alice.wait_member(&room, BRIDGE, WAIT).await;
+rights = ["read", "write", "delete"]"##,
+        ),
+        &format!(r#"{{ account = "discord", room = "{CHANNEL}" }}"#),
+    )
+    .await;
+    let (mut alice, room, mut bob, daemon) = (t.alice, t.room, t.bob, t.daemon);
     common::wait_for(WAIT, || discord.connected(), |c| *c).await;
 
     // Discord → Matrix and IRC.

@@ -1,5 +1,5 @@
 //! End-to-end: the real `passerelle` binary between a real Synapse and a real ngIRCd (and the
-//! fake of Discord).
+//! fakes of Discord, Slack and Mattermost).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -84,4 +84,77 @@ pub(crate) async fn from_bridge(alice: &mut MatrixUser, room: &str, want: &str) 
         })
         .await
         .unwrap_or_else(|| panic!("Matrix never saw {want:?} from the bridge"))
+}
+
+/// A real Synapse with `alice` ("Alice Liddell") in a room the bridge's bot joins, a real ngIRCd
+/// with `bob` in `channel`, and the daemon linking both (as `lobby`) with one more account:
+/// `account` is its TOML table, `account_room` its entry in the link's rooms.
+pub(crate) struct Trio {
+    /// Held so the homeserver, the IRC server and the daemon's directory last the whole test.
+    pub _hs: Synapse,
+    pub _irc: Ngircd,
+    pub _dir: tempfile::TempDir,
+    pub alice: MatrixUser,
+    pub room: String,
+    pub bob: IrcClient,
+    pub daemon: Daemon,
+}
+
+pub(crate) async fn matrix_irc_and(channel: &str, account: &str, account_room: &str) -> Trio {
+    let hs = Synapse::start(&[]);
+    hs.register("bridge", "bridge-pw", false);
+    hs.register("alice", "alice-pw", false);
+    let irc = Ngircd::start();
+    let alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
+    alice.set_display_name("Alice Liddell").await;
+    let room = alice.create_room(json!({"invite": [BRIDGE]})).await;
+    let mut bob = IrcClient::connect(irc.port, "bob").await;
+    bob.join(channel).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let admin = free_port();
+    let config = format!(
+        r##"
+{head}
+[accounts.irc]
+kind = "irc"
+server = "127.0.0.1"
+port = {irc}
+tls = false
+nick = "bridge"
+send_rate_per_second = 0
+
+[accounts.matrix]
+kind = "matrix"
+mode = "bot"
+homeserver = "{hs}"
+user = "{BRIDGE}"
+password = "bridge-pw"
+rights = ["read", "write", "delete"]
+
+{account}
+
+[[links]]
+name = "lobby"
+rooms = [
+  {{ account = "irc", room = "{channel}" }},
+  {{ account = "matrix", room = "{room}" }},
+  {account_room},
+]
+"##,
+        head = common::base_config(dir.path(), admin),
+        irc = irc.port,
+        hs = hs.url(),
+    );
+    let daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    alice.wait_member(&room, BRIDGE, WAIT).await;
+    Trio {
+        _hs: hs,
+        _irc: irc,
+        _dir: dir,
+        alice,
+        room,
+        bob,
+        daemon,
+    }
 }

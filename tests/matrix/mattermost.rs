@@ -9,60 +9,22 @@ const MM: &str = "e2emattermostmatrixtoken01";
 
 #[tokio::test]
 async fn mattermost_reaches_matrix_and_irc_and_back_as_each_person() {
-    let hs = Synapse::start(&[]);
-    hs.register("bridge", "bridge-pw", false);
-    hs.register("alice", "alice-pw", false);
-    let irc = Ngircd::start();
     let mm = FakeMattermost::start(MM).await;
     mm.add_channel(CHANNEL, "crew", "bridge");
-    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
-    alice.set_display_name("Alice Liddell").await;
-    let room = alice.create_room(json!({"invite": [BRIDGE]})).await;
-    let mut bob = IrcClient::connect(irc.port, "bob").await;
-    bob.join("#m").await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let config = format!(
-        r##"
-{head}
-[accounts.irc]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0
-
-[accounts.matrix]
-kind = "matrix"
-mode = "bot"
-homeserver = "{hs}"
-user = "{BRIDGE}"
-password = "bridge-pw"
-rights = ["read", "write", "delete"]
-
-[accounts.mattermost]
+    let url = mm.url();
+    let t = matrix_irc_and(
+        "#m",
+        &format!(
+            r##"[accounts.mattermost]
 kind = "mattermost"
 url = "{url}"
 token = "{MM}"
-rights = ["read", "write", "delete"]
-
-[[links]]
-name = "lobby"
-rooms = [
-  {{ account = "irc", room = "#m" }},
-  {{ account = "matrix", room = "{room}" }},
-  {{ account = "mattermost", room = "{CHANNEL}" }},
-]
-"##,
-        head = common::base_config(dir.path(), admin),
-        irc = irc.port,
-        hs = hs.url(),
-        url = mm.url(),
-    );
-    let daemon = Daemon::start(dir.path(), &config, admin);
-    daemon.wait_ready(Duration::from_secs(60)).await;
-    alice.wait_member(&room, BRIDGE, WAIT).await;
+rights = ["read", "write", "delete"]"##,
+        ),
+        &format!(r#"{{ account = "mattermost", room = "{CHANNEL}" }}"#),
+    )
+    .await;
+    let (mut alice, room, mut bob, daemon) = (t.alice, t.room, t.bob, t.daemon);
     common::wait_for(WAIT, || mm.connected(), |c| *c).await;
 
     // Mattermost → Matrix and IRC.

@@ -10,61 +10,23 @@ const APP: &str = "xapp-1-A0FAKEAPP-7000-e2eSlackMatrixApp";
 
 #[tokio::test]
 async fn slack_reaches_matrix_and_irc_and_back_as_each_person() {
-    let hs = Synapse::start(&[]);
-    hs.register("bridge", "bridge-pw", false);
-    hs.register("alice", "alice-pw", false);
-    let irc = Ngircd::start();
     let slack = FakeSlack::start(BOT, APP).await;
     slack.add_channel(CHANNEL, "bridge");
-    let mut alice = MatrixUser::login(&hs.url(), "alice", "alice-pw").await;
-    alice.set_display_name("Alice Liddell").await;
-    let room = alice.create_room(json!({"invite": [BRIDGE]})).await;
-    let mut bob = IrcClient::connect(irc.port, "bob").await;
-    bob.join("#s").await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let config = format!(
-        r##"
-{head}
-[accounts.irc]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0
-
-[accounts.matrix]
-kind = "matrix"
-mode = "bot"
-homeserver = "{hs}"
-user = "{BRIDGE}"
-password = "bridge-pw"
-rights = ["read", "write", "delete"]
-
-[accounts.slack]
+    let api = slack.api_base();
+    let t = matrix_irc_and(
+        "#s",
+        &format!(
+            r##"[accounts.slack]
 kind = "slack"
 bot_token = "{BOT}"
 app_token = "{APP}"
 api_base = "{api}"
-rights = ["read", "write", "delete"]
-
-[[links]]
-name = "lobby"
-rooms = [
-  {{ account = "irc", room = "#s" }},
-  {{ account = "matrix", room = "{room}" }},
-  {{ account = "slack", room = "{CHANNEL}" }},
-]
-"##,
-        head = common::base_config(dir.path(), admin),
-        irc = irc.port,
-        hs = hs.url(),
-        api = slack.api_base(),
-    );
-    let daemon = Daemon::start(dir.path(), &config, admin);
-    daemon.wait_ready(Duration::from_secs(60)).await;
-    alice.wait_member(&room, BRIDGE, WAIT).await;
+rights = ["read", "write", "delete"]"##,
+        ),
+        &format!(r#"{{ account = "slack", room = "{CHANNEL}" }}"#),
+    )
+    .await;
+    let (mut alice, room, mut bob, daemon) = (t.alice, t.room, t.bob, t.daemon);
     common::wait_for(WAIT, || slack.connected(), |c| *c).await;
 
     // Slack → Matrix and IRC.
