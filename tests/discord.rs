@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Api, Daemon, free_port};
+use common::{Api, Daemon};
 use passerelle_discord::testing::{FakeDiscord, User};
 use passerelle_testkit::irc_client::IrcClient;
 use passerelle_testkit::servers::Ngircd;
@@ -30,51 +30,30 @@ async fn start() -> Bridge {
     let fake = FakeDiscord::start(BOT).await;
     fake.add_text_channel(LOBBY, "lobby");
     fake.add_text_channel(OTHER, "other");
-    let irc = Ngircd::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (admin, api_port) = (free_port(), free_port());
-    let config = format!(
-        r##"
-{head}
-[accounts."discord"]
+    let (api, gateway) = (fake.api_base(), fake.gateway_url());
+    let b = common::irc_api_bridge(
+        "discord",
+        &format!(
+            r#"[accounts."discord"]
 kind = "discord"
 token = "{BOT}"
 api_base = "{api}"
-gateway_url = "{gateway}"
-
-{irc_account}
-{api_account}
-[[links]]
-name = "lobby"
-rooms = [
-  {{ account = "discord", room = "{LOBBY}" }},
-  {{ account = "irc.main", room = "#dc" }},
-  {{ account = "api.main", room = "lobby" }},
-]
-
-[[links]]
-name = "other"
-rooms = [
-  {{ account = "discord", room = "{OTHER}" }},
-  {{ account = "irc.main", room = "#other" }},
-]
-"##,
-        head = common::base_config(dir.path(), admin),
-        api = fake.api_base(),
-        gateway = fake.gateway_url(),
-        irc_account = common::irc_account(irc.port),
-        api_account = common::api_account(api_port, TOKEN),
-    );
-    let daemon = Daemon::start(dir.path(), &config, admin);
-    daemon.wait_ready(Duration::from_secs(30)).await;
+gateway_url = "{gateway}""#
+        ),
+        &LOBBY.to_string(),
+        "#dc",
+        &OTHER.to_string(),
+        TOKEN,
+    )
+    .await;
     let fake = Arc::new(fake);
     common::wait_for(WAIT, || fake.connected(), |c| *c).await;
     Bridge {
         fake,
-        irc,
-        dir,
-        daemon,
-        api_port,
+        irc: b.irc,
+        dir: b.dir,
+        daemon: b.daemon,
+        api_port: b.api_port,
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Api, Daemon, free_port};
+use common::{Api, Daemon};
 use passerelle_mattermost::testing::{BOT_USER, FakeMattermost, User};
 use passerelle_testkit::irc_client::IrcClient;
 use passerelle_testkit::servers::Ngircd;
@@ -30,50 +30,30 @@ async fn start() -> Bridge {
     let fake = FakeMattermost::start(MM).await;
     fake.add_channel(LOBBY, "crew", "lobby");
     fake.add_channel(OTHER, "crew", "other");
-    let irc = Ngircd::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (admin, api_port) = (free_port(), free_port());
-    let config = format!(
-        r##"
-{head}
-[accounts."mattermost"]
+    let url = fake.url();
+    let b = common::irc_api_bridge(
+        "mattermost",
+        &format!(
+            r#"[accounts."mattermost"]
 kind = "mattermost"
 url = "{url}"
 token = "{MM}"
-team = "crew"
-
-{irc_account}
-{api_account}
-[[links]]
-name = "lobby"
-rooms = [
-  {{ account = "mattermost", room = "{LOBBY}" }},
-  {{ account = "irc.main", room = "#mm" }},
-  {{ account = "api.main", room = "lobby" }},
-]
-
-[[links]]
-name = "other"
-rooms = [
-  {{ account = "mattermost", room = "~other" }},
-  {{ account = "irc.main", room = "#other" }},
-]
-"##,
-        head = common::base_config(dir.path(), admin),
-        url = fake.url(),
-        irc_account = common::irc_account(irc.port),
-        api_account = common::api_account(api_port, TOKEN),
-    );
-    let daemon = Daemon::start(dir.path(), &config, admin);
-    daemon.wait_ready(Duration::from_secs(30)).await;
+team = "crew""#
+        ),
+        LOBBY,
+        "#mm",
+        "~other",
+        TOKEN,
+    )
+    .await;
     let fake = Arc::new(fake);
     common::wait_for(WAIT, || fake.connected(), |c| *c).await;
     Bridge {
         fake,
-        irc,
-        dir,
-        daemon,
-        api_port,
+        irc: b.irc,
+        dir: b.dir,
+        daemon: b.daemon,
+        api_port: b.api_port,
     }
 }
 

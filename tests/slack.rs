@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Api, Daemon, free_port};
+use common::{Api, Daemon};
 use passerelle_slack::testing::{BOT_ID, FakeSlack, User};
 use passerelle_testkit::irc_client::IrcClient;
 use passerelle_testkit::servers::Ngircd;
@@ -31,50 +31,30 @@ async fn start() -> Bridge {
     let fake = FakeSlack::start(BOT, APP).await;
     fake.add_channel(LOBBY, "lobby");
     fake.add_channel(OTHER, "other");
-    let irc = Ngircd::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (admin, api_port) = (free_port(), free_port());
-    let config = format!(
-        r##"
-{head}
-[accounts."slack"]
+    let api = fake.api_base();
+    let b = common::irc_api_bridge(
+        "slack",
+        &format!(
+            r#"[accounts."slack"]
 kind = "slack"
 bot_token = "{BOT}"
 app_token = "{APP}"
-api_base = "{api}"
-
-{irc_account}
-{api_account}
-[[links]]
-name = "lobby"
-rooms = [
-  {{ account = "slack", room = "{LOBBY}" }},
-  {{ account = "irc.main", room = "#sl" }},
-  {{ account = "api.main", room = "lobby" }},
-]
-
-[[links]]
-name = "other"
-rooms = [
-  {{ account = "slack", room = "#other" }},
-  {{ account = "irc.main", room = "#other" }},
-]
-"##,
-        head = common::base_config(dir.path(), admin),
-        api = fake.api_base(),
-        irc_account = common::irc_account(irc.port),
-        api_account = common::api_account(api_port, TOKEN),
-    );
-    let daemon = Daemon::start(dir.path(), &config, admin);
-    daemon.wait_ready(Duration::from_secs(30)).await;
+api_base = "{api}""#
+        ),
+        LOBBY,
+        "#sl",
+        "#other",
+        TOKEN,
+    )
+    .await;
     let fake = Arc::new(fake);
     common::wait_for(WAIT, || fake.connected(), |c| *c).await;
     Bridge {
         fake,
-        irc,
-        dir,
-        daemon,
-        api_port,
+        irc: b.irc,
+        dir: b.dir,
+        daemon: b.daemon,
+        api_port: b.api_port,
     }
 }
 

@@ -503,3 +503,62 @@ pub fn stored_events(dir: &Path, account: &str) -> i64 {
     )
     .expect("count")
 }
+
+/// The daemon bridging one network's account with IRC and the API, as the network end-to-end
+/// tests run it: link `lobby` joins the account's `lobby` room, IRC's `irc_channel` and the API's
+/// `lobby`; link `other` joins its `other` room and IRC's `#other`.
+pub struct IrcApiBridge {
+    pub irc: passerelle_testkit::servers::Ngircd,
+    pub dir: tempfile::TempDir,
+    pub daemon: Daemon,
+    pub api_port: u16,
+}
+
+/// Starts ngIRCd and the daemon with `account_toml` (the account `account`'s table), the IRC
+/// account and an API account whose token is `api_token`; returns once the daemon is ready.
+pub async fn irc_api_bridge(
+    account: &str,
+    account_toml: &str,
+    lobby: &str,
+    irc_channel: &str,
+    other: &str,
+    api_token: &str,
+) -> IrcApiBridge {
+    let irc = passerelle_testkit::servers::Ngircd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (admin, api_port) = (free_port(), free_port());
+    let config = format!(
+        r##"
+{head}
+{account_toml}
+
+{irc_account}
+{api_account}
+[[links]]
+name = "lobby"
+rooms = [
+  {{ account = "{account}", room = "{lobby}" }},
+  {{ account = "irc.main", room = "{irc_channel}" }},
+  {{ account = "api.main", room = "lobby" }},
+]
+
+[[links]]
+name = "other"
+rooms = [
+  {{ account = "{account}", room = "{other}" }},
+  {{ account = "irc.main", room = "#other" }},
+]
+"##,
+        head = base_config(dir.path(), admin),
+        irc_account = irc_account(irc.port),
+        api_account = api_account(api_port, api_token),
+    );
+    let daemon = Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    IrcApiBridge {
+        irc,
+        dir,
+        daemon,
+        api_port,
+    }
+}
