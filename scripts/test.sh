@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and runs every test:
 # formatting, clippy (warnings are errors) and the whole workspace's tests, the end-to-end tests
-# against real ngIRCd, InspIRCd, Prosody and Synapse servers on loopback included, and the
+# against real ngIRCd, InspIRCd, Prosody, Synapse and PostgreSQL servers on loopback included, and the
 # container image built from the Dockerfile and run on Docker's engine; then a short run of every
 # fuzz target.
 set -euo pipefail
@@ -21,6 +21,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # throwaway certifica
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # Chromium, headless, to look at the status page as people do (tests/status_page.rs).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# PostgreSQL, the shared store (src/store/postgres.rs) and cluster mode's coordination.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 install_packages "${missing[@]}"
 
 # Synapse from PyPI in a virtual environment kept between runs (tests start throwaway homeservers
@@ -35,10 +37,14 @@ fi
 
 # Docker's engine, started for the tests and stopped by its PID when this script ends, and the
 # image built from the Dockerfile as written on local base images (tests/container.rs runs it).
-trap 'bash scripts/container.sh down' EXIT
+trap 'bash scripts/container.sh down; stop_postgres' EXIT
 bash scripts/container.sh up
 export DOCKER_HOST="unix://${PASSERELLE_DOCKER_RUN:-/run/passerelle-docker}/docker.sock"
 export PASSERELLE_DOCKER=/usr/bin/docker PASSERELLE_TEST_IMAGE=passerelle:test
+
+# One throwaway PostgreSQL server for the run, stopped by its PID when this script ends; each
+# test makes a database of its own in it (tests that restart the server start their own).
+start_postgres
 
 # One target directory kept between runs, so CI builds incrementally.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/passerelle-target}"

@@ -148,9 +148,17 @@ pub enum TextFallback {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// The SQLite database file. Its directory also holds the outbox key (when generated) and the
-    /// connectors' data directories.
+    /// connectors' data directories (with `url` set too, only those).
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the SQLite file: `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (libpq's key=value form works too). It holds a password: prefer `url_file`.
+    pub url: Option<Secret>,
+    /// File holding `url`.
+    pub url_file: Option<PathBuf>,
+    /// With `url`: connections to the database kept open at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
     /// Days to keep the message map (ids only), which translates replies, edits and deletes.
     #[serde(default = "default_retention")]
     pub retention_days: u32,
@@ -169,6 +177,10 @@ fn default_retention() -> u32 {
     30
 }
 
+fn default_pool_size() -> usize {
+    crate::store::postgres::DEFAULT_POOL_SIZE
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
@@ -176,11 +188,45 @@ impl Default for StoreConfig {
             retention_days: default_retention(),
             outbox_key: None,
             outbox_key_file: None,
+            url: None,
+            url_file: None,
+            pool_size: default_pool_size(),
         }
     }
 }
 
 impl StoreConfig {
+    /// The PostgreSQL database `url` or `url_file` names, when one does. Issues name the key.
+    pub fn database_url(&self) -> Result<Option<Secret>, ConfigIssue> {
+        let Some(url) =
+            passerelle_sdk::secret::resolve("url", self.url.as_ref(), self.url_file.as_ref())
+                .map_err(|issue| issue.under("store"))?
+        else {
+            return Ok(None);
+        };
+        let key = if self.url_file.is_some() {
+            "store.url_file"
+        } else {
+            "store.url"
+        };
+        let text = url.expose().trim();
+        let looks_like_url = text.starts_with("postgres://") || text.starts_with("postgresql://");
+        let looks_like_pairs = !text.contains("://") && text.contains('=');
+        if !(looks_like_url || looks_like_pairs) {
+            return Err(ConfigIssue::new(
+                key,
+                "not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)",
+            ));
+        }
+        if let Err(e) = text.parse::<tokio_postgres::Config>() {
+            return Err(ConfigIssue::new(key, format!("not a PostgreSQL URL: {e}")));
+        }
+        if !(1..=256).contains(&self.pool_size) {
+            return Err(ConfigIssue::new("store.pool_size", "must be from 1 to 256"));
+        }
+        Ok(Some(Secret::new(text)))
+    }
+
     /// The directory beside the database.
     pub fn data_dir(&self) -> PathBuf {
         match self.path.parent() {
@@ -441,6 +487,9 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     let mut section = |name: &str| top.remove(name);
     let general = parse_section::<General>(section("general"), "general", &mut issues);
     let store = parse_section::<StoreConfig>(section("store"), "store", &mut issues);
+    if let Some(Err(issue)) = store.as_ref().map(StoreConfig::database_url) {
+        issues.push(issue);
+    }
     let http = parse_section::<HttpConfig>(section("http"), "http", &mut issues);
     let pastes = parse_section::<PastesConfig>(section("pastes"), "pastes", &mut issues);
     let raw_accounts = section("accounts");

@@ -18,6 +18,7 @@ use crate::router::Policies;
 use crate::router::guard::RouteGuard;
 use crate::router::table::RouteTable;
 use crate::router::{AccountPolicy, Router};
+use crate::store::postgres::PostgresStore;
 use crate::store::seal::Sealer;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreState};
@@ -44,6 +45,42 @@ pub use reload::{ReloadOutcome, ReloadReport, ReloadRequest};
 const INBOUND_CAPACITY: usize = 1024;
 /// Capacity of each account's outbound queue.
 const OUTBOUND_CAPACITY: usize = 64;
+
+/// How long the daemon waits at start for a PostgreSQL database that cannot be reached.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Opens the configured store: the PostgreSQL database `store.url` names, waiting for it while
+/// it cannot be reached, or else the SQLite file at `store.path`.
+pub async fn open_store(
+    config: &crate::config::StoreConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let key = if config.url_file.is_some() {
+        "store.url_file"
+    } else {
+        "store.url"
+    };
+    match config
+        .database_url()
+        .map_err(|issue| anyhow::anyhow!("{issue}"))?
+    {
+        Some(url) => {
+            let store = PostgresStore::connect_patiently(
+                url.expose(),
+                config.pool_size,
+                DATABASE_PATIENCE,
+                shutdown,
+            )
+            .await
+            .with_context(|| format!("{key}: cannot open the database"))?;
+            tracing::info!("store: PostgreSQL");
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(SqliteStore::open(&config.path).with_context(
+            || format!("store.path: cannot open {}", config.path.display()),
+        )?)),
+    }
+}
 
 /// Runs the daemon until `shutdown` is cancelled (the binary cancels it on SIGINT/SIGTERM).
 /// `path` is the configuration file, read again on every request `reloads` brings (its sender is
@@ -78,10 +115,7 @@ pub async fn run(
         None => None,
     };
     let prometheus = metrics::install();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.store.path)
-            .with_context(|| format!("store.path: cannot open {}", config.store.path.display()))?,
-    );
+    let store = open_store(&config.store, &shutdown).await?;
     let sealer = Arc::new(
         Sealer::load(
             config.store.outbox_key.as_ref(),

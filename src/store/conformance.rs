@@ -456,8 +456,61 @@ pub async fn batches_behave_as_single_calls(store: impl Store) {
 }
 
 /// Runs every store conformance test against the store that `$make` builds (a fresh one each).
+/// `$make` may `.await`. With `guarded`, `$make` gives `(store, guard)` and the guard (a
+/// database server of the test's own, say) is kept until the test ends.
 #[macro_export]
 macro_rules! store_conformance {
+    (guarded $make:expr) => {
+        mod store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test]
+            async fn accept_maps_queues_and_dedupes() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::accept_maps_queues_and_dedupes(store).await;
+            }
+            #[tokio::test]
+            async fn batches_behave_as_single_calls() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::batches_behave_as_single_calls(store).await;
+            }
+            #[tokio::test]
+            async fn outbox_orders_and_completes() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::outbox_orders_and_completes(store).await;
+            }
+            #[tokio::test]
+            async fn threads_and_info() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::threads_and_info(store).await;
+            }
+            #[tokio::test]
+            async fn purge_respects_age_and_queue() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::purge_respects_age_and_queue(store).await;
+            }
+            #[tokio::test]
+            async fn connector_state() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::connector_state(store).await;
+            }
+            #[tokio::test]
+            async fn dynamic_links() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::dynamic_links(store).await;
+            }
+            #[tokio::test]
+            async fn dead_letters_leave_the_outbox() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::dead_letters_leave_the_outbox(store).await;
+            }
+            #[tokio::test]
+            async fn pastes_expire() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::pastes_expire(store).await;
+            }
+        }
+    };
     ($make:expr) => {
         mod store_conformance {
             #[allow(unused_imports)]

@@ -1,11 +1,13 @@
 //! Persistence: the message map, inbound dedupe, the durable outbox and connector state.
 //!
-//! [`Store`] is the one storage trait; [`sqlite::SqliteStore`] is the embedded default. Any backend
-//! must pass the conformance tests in [`conformance`] (run with [`store_conformance!`]). The store
+//! [`Store`] is the one storage trait; [`sqlite::SqliteStore`] is the embedded default and
+//! [`postgres::PostgresStore`] the shared one (`store.url`). Any backend must pass the
+//! conformance tests in [`conformance`] (run with [`store_conformance!`]). The store
 //! keeps ids and mapping only; outbox payloads are sealed by [`seal::Sealer`] before they reach it
 //! and deleted on delivery.
 
 pub mod conformance;
+pub mod postgres;
 pub mod seal;
 pub mod sqlite;
 
@@ -19,6 +21,10 @@ pub enum StoreError {
     /// The database refused or failed an operation.
     #[error("database: {0}")]
     Database(String),
+    /// The database cannot be reached (refused, timed out, or the connection dropped): worth
+    /// trying again once it is back.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The database was written by a newer passerelle.
     #[error("the store has schema version {found}, newer than this passerelle knows ({known})")]
     TooNew {

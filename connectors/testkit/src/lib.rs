@@ -23,6 +23,7 @@ pub mod harness;
 pub mod http_bridge;
 pub mod irc_client;
 pub mod loopback;
+pub mod postgres;
 pub mod servers;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests), never one given
