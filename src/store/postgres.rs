@@ -221,6 +221,7 @@ impl PostgresStore {
     }
 
     /// The pool, for the migration tool and cluster coordination.
+    #[allow(dead_code)] // the migration tool (next) is its first user
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
