@@ -76,9 +76,10 @@ pub async fn open_store(
             tracing::info!("store: PostgreSQL");
             Ok(Arc::new(store))
         }
-        None => Ok(Arc::new(SqliteStore::open(&config.path).with_context(
-            || format!("store.path: cannot open {}", config.path.display()),
-        )?)),
+        None => Ok(Arc::new(
+            SqliteStore::open_locked(&config.path)
+                .with_context(|| format!("store.path: cannot open {}", config.path.display()))?,
+        )),
     }
 }
 

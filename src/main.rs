@@ -69,6 +69,21 @@ enum Command {
         #[command(subcommand)]
         from: ImportFrom,
     },
+    /// Copy a SQLite store into a new PostgreSQL one (`store.url`): the message map, the outbox
+    /// (sealed, with its ids), connector state, links, pastes and dead letters, in one
+    /// transaction, every table's row count checked before it commits. Stop the daemon first.
+    MigrateStore {
+        /// The SQLite store: `sqlite:PATH` (the `store.path` the daemon used).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: `postgres://USER:PASSWORD@HOST:PORT/DATABASE`. It must hold
+        /// no passerelle rows yet. Prefer `--to-file`: a command line is visible to other users.
+        #[arg(long, required_unless_present = "to_file", conflicts_with = "to_file")]
+        to: Option<String>,
+        /// A file holding the `--to` URL (as `store.url_file`).
+        #[arg(long)]
+        to_file: Option<PathBuf>,
+    },
     /// Ask a running daemon's `/healthz` (for container health checks); exit 0 when healthy.
     /// Asks the admin listener the configuration names (`http.listen`, after the environment's
     /// overrides), unless `--addr` says another address.
@@ -528,12 +543,79 @@ fn alias(args: &[String]) -> ExitCode {
     }
 }
 
+fn migrate_store(from: &str, to: Option<String>, to_file: Option<PathBuf>) -> ExitCode {
+    let Some(source) = from.strip_prefix("sqlite:") else {
+        eprintln!("error: --from: write sqlite:PATH (the store.path of the installation)");
+        return ExitCode::from(2);
+    };
+    let store = passerelle::config::StoreConfig {
+        url: to.map(passerelle_sdk::Secret::new),
+        url_file: to_file,
+        ..Default::default()
+    };
+    let url = match store.database_url() {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            eprintln!("error: --to: a PostgreSQL URL is needed");
+            return ExitCode::from(2);
+        }
+        Err(issue) => {
+            let text = issue
+                .to_string()
+                .replace("store.url_file", "--to-file")
+                .replace("store.url", "--to");
+            eprintln!("error: {text}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let destination = match passerelle::store::postgres::PostgresStore::connect(url.expose(), 2).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: --to: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match passerelle::store::migrate::sqlite_to_postgres(std::path::Path::new(source), &destination)
+            .await
+        {
+            Ok(copied) => {
+                println!("copied {source} into {}:", destination.name());
+                for (table, rows) in &copied.tables {
+                    println!("  {table:<16} {rows:>10} rows (counted at both ends)");
+                }
+                println!(
+                    "the outbox goes on from id {}. Set store.url (or store.url_file) and start the daemon; \
+                     keep {source} until the bridge runs well, then remove it.",
+                    copied.next_outbox_id
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Health { config, addr } => health(&config, addr),
         Command::Reload { config, addr } => reload(&config, addr),
         Command::Import { from } => import(from),
+        Command::MigrateStore { from, to, to_file } => migrate_store(&from, to, to_file),
         Command::ExampleConfig => {
             print!("{}", passerelle::registry::example_config());
             ExitCode::SUCCESS

@@ -273,3 +273,213 @@ async fn many_calls_share_a_small_pool() {
     .unwrap();
     assert!(sessions <= 2, "{sessions} connections for a pool of 2");
 }
+
+/// The store a used installation has: 300 events from IRC to one room, half delivered (their ids
+/// mapped, so the outbox's counter is past its rows), 5 given up on, connector state, a link made
+/// at run time and a paste. Returns the store's path and its highest outbox id.
+async fn used_sqlite_store(dir: &std::path::Path) -> (std::path::PathBuf, i64) {
+    use passerelle::store::sqlite::SqliteStore;
+    use passerelle_sdk::{RemoteMessageId, Timestamp};
+    let path = dir.join("data").join("passerelle.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let mut last = 0;
+    for i in 0..300 {
+        let event = new_event(EventKey::new(), "irc", "#a", Some(&format!("m{i}")));
+        let Accepted::Stored(ids) = store.accept(event, vec![to("#x")]).await.unwrap() else {
+            panic!("stored");
+        };
+        last = ids[0];
+    }
+    let queued = store
+        .pending(&"feed".into(), &"#x".into(), 0, 1000)
+        .await
+        .unwrap();
+    for entry in &queued[..150] {
+        let id = RemoteMessageId::from(format!("x{}", entry.id).as_str());
+        let delivered = (entry.key, entry.account.clone(), entry.room.clone(), id);
+        store.complete(entry.id, Some(delivered)).await.unwrap();
+    }
+    for entry in &queued[150..155] {
+        store
+            .dead_letter(entry, "max_attempts", 9, Timestamp::now())
+            .await
+            .unwrap();
+    }
+    // The last rows delivered too: the counter (300) is above every remaining row's id.
+    for entry in &queued[290..] {
+        store.complete(entry.id, None).await.unwrap();
+    }
+    let irc = "irc".into();
+    store
+        .state_put(&irc, "offset", b"42".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .state_put(&irc, "seen:1", b"1".to_vec(), Some(Timestamp::now()))
+        .await
+        .unwrap();
+    let rooms = r##"[{"account":"matrix","room":"!p:example.org"},{"account":"irc","room":"#p"}]"##;
+    assert!(
+        store
+            .add_dynamic_link("portal", rooms.into())
+            .await
+            .unwrap()
+    );
+    let far = Timestamp::from_secs(4_000_000_000);
+    store
+        .paste_put("p1", far, b"sealed paste".to_vec())
+        .await
+        .unwrap();
+    (path, last)
+}
+
+fn migrate_store(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .arg("migrate-store")
+        .args(args)
+        .output()
+        .expect("run passerelle migrate-store")
+}
+
+/// `passerelle migrate-store` moves a used SQLite store into PostgreSQL: what waits in the outbox
+/// keeps its ids, sealed payloads and order; the map, state, links, pastes and dead letters read
+/// back the same; the outbox goes on above every id the SQLite store gave. A second run is refused
+/// (the destination is no longer empty) and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_moves_a_used_sqlite_store() {
+    use passerelle::store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, last_id) = used_sqlite_store(dir.path()).await;
+    let (url, _guard) = Postgres::shared_database();
+    let url_file = dir.path().join("database-url");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+
+    let from = format!("sqlite:{}", path.display());
+    let args = [
+        "--from",
+        from.as_str(),
+        "--to-file",
+        url_file.to_str().unwrap(),
+    ];
+    let out = migrate_store(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "migrate-store failed: {stderr}");
+    let password = url.split(':').nth(2).unwrap().split('@').next().unwrap();
+    assert!(!stdout.contains(password) && !stderr.contains(password));
+    let count = |table: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(table))
+            .unwrap_or_else(|| panic!("no count for {table} in: {stdout}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(count("events"), 300);
+    assert_eq!(
+        count("remote_ids"),
+        450,
+        "300 origin ids and 150 delivered ones"
+    );
+    assert_eq!(
+        count("outbox"),
+        135,
+        "300 - 150 delivered - 5 given up - 10 delivered"
+    );
+    assert_eq!(count("dead_letters"), 5);
+    assert_eq!(count("connector_state"), 2);
+    assert_eq!(count("dynamic_links"), 1);
+    assert_eq!(count("pastes"), 1);
+
+    let sqlite = SqliteStore::open(&path).unwrap();
+    let pg = PostgresStore::connect(&url, 2).await.unwrap();
+    let (feed, x) = ("feed".into(), "#x".into());
+    let waiting = sqlite.pending(&feed, &x, 0, 1000).await.unwrap();
+    assert_eq!(pg.pending(&feed, &x, 0, 1000).await.unwrap(), waiting);
+    assert_eq!(
+        pg.dead_letters(10).await.unwrap(),
+        sqlite.dead_letters(10).await.unwrap()
+    );
+    assert_eq!(
+        pg.room_counts().await.unwrap(),
+        sqlite.room_counts().await.unwrap()
+    );
+    let (irc, a) = ("irc".into(), "#a".into());
+    for i in [0, 7, 299] {
+        let remote = format!("m{i}").as_str().into();
+        let info = pg.find_by_remote(&irc, &a, &remote).await.unwrap();
+        assert_eq!(
+            info,
+            sqlite.find_by_remote(&irc, &a, &remote).await.unwrap()
+        );
+        let key = info.expect("mapped").key;
+        let there = pg.remote_id(key, &feed, &x).await.unwrap();
+        assert_eq!(there, sqlite.remote_id(key, &feed, &x).await.unwrap());
+    }
+    assert_eq!(
+        pg.state_get(&irc, "offset").await.unwrap(),
+        Some(b"42".to_vec())
+    );
+    assert_eq!(
+        pg.dynamic_links().await.unwrap(),
+        sqlite.dynamic_links().await.unwrap()
+    );
+    let now = passerelle_sdk::Timestamp::now();
+    assert_eq!(
+        pg.paste_get("p1", now).await.unwrap(),
+        Some(b"sealed paste".to_vec())
+    );
+    // Dedupe carried over: the same message again is known.
+    let again = new_event(EventKey::new(), "irc", "#a", Some("m5"));
+    assert_eq!(
+        pg.accept(again, vec![to("#x")]).await.unwrap(),
+        Accepted::Duplicate
+    );
+    let next = new_event(EventKey::new(), "irc", "#a", Some("m300"));
+    let Accepted::Stored(ids) = pg.accept(next, vec![to("#x")]).await.unwrap() else {
+        panic!("stored");
+    };
+    assert!(
+        ids[0] > last_id,
+        "new id {} above the SQLite store's {last_id}",
+        ids[0]
+    );
+
+    let out = migrate_store(&args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert_eq!(pg.pending_count().await.unwrap(), 136);
+}
+
+/// The copy is refused while a daemon has the SQLite store open (it holds `passerelle.db.lock`),
+/// and when `--from` is not a store; the destination stays empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_refuses_a_store_in_use() {
+    use passerelle::store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = used_sqlite_store(dir.path()).await;
+    let (url, _guard) = Postgres::shared_database();
+    let from = format!("sqlite:{}", path.display());
+
+    let running = SqliteStore::open_locked(&path).unwrap();
+    let out = migrate_store(&["--from", &from, "--to", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("another passerelle has it open"),
+        "{stderr}"
+    );
+    drop(running);
+
+    let missing = format!("sqlite:{}", dir.path().join("nothing.db").display());
+    let out = migrate_store(&["--from", &missing, "--to", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such file"), "{stderr}");
+    let out = migrate_store(&["--from", path.to_str().unwrap(), "--to", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sqlite:PATH"), "{stderr}");
+
+    let pg = PostgresStore::connect(&url, 2).await.unwrap();
+    assert_eq!(pg.pending_count().await.unwrap(), 0);
+    assert!(pg.dynamic_links().await.unwrap().is_empty());
+}

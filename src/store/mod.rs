@@ -7,6 +7,7 @@
 //! and deleted on delivery.
 
 pub mod conformance;
+pub mod migrate;
 pub mod postgres;
 pub mod seal;
 pub mod sqlite;

@@ -35,6 +35,8 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// `user@host:port/dbname`, without the password.
+    name: Arc<str>,
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -129,7 +131,10 @@ impl PostgresStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Database(format!("connection pool: {e}")))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            name: describe(&config).into(),
+        };
         store.migrate().await.map_err(|e| match e {
             StoreError::Database(msg) => {
                 StoreError::Database(format!("{}: {msg}", describe(&config)))
@@ -220,8 +225,12 @@ impl PostgresStore {
             .try_get(0)?)
     }
 
+    /// What the store's URL names, without its password: `user@host:port/dbname`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The pool, for the migration tool and cluster coordination.
-    #[allow(dead_code)] // the migration tool (next) is its first user
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }

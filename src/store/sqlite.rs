@@ -27,6 +27,15 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// Keeps the checkpointer running; it stops when the last clone is dropped.
     _checkpointer: Option<Arc<std::sync::mpsc::Sender<()>>>,
+    /// The lock on `PATH.lock` the daemon holds (see [`SqliteStore::open_locked`]).
+    _lock: Option<Arc<std::fs::File>>,
+}
+
+/// The lock file beside a database: `passerelle.db.lock` for `passerelle.db`.
+pub fn lock_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    std::path::PathBuf::from(name)
 }
 
 /// How often the checkpointer copies the write-ahead log into the database.
@@ -86,6 +95,60 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// [`SqliteStore::open`], holding an exclusive lock on `PATH.lock` for as long as the store
+    /// lives: a second daemon, or `migrate-store`, on the same file is refused while one holds
+    /// it (the operating system releases it when the process ends, however it ends).
+    pub fn open_locked(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
+        }
+        let lock_file = lock_path(path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_file)
+            .map_err(|e| StoreError::Database(format!("{}: {e}", lock_file.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Database(format!(
+                    "another passerelle has it open (it holds {}): stop it first",
+                    lock_file.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Database(format!(
+                    "{}: {e}",
+                    lock_file.display()
+                )));
+            }
+        }
+        let mut store = Self::open(path)?;
+        store._lock = Some(Arc::new(file));
+        Ok(store)
+    }
+
+    /// Runs `f` in one read transaction: every query in it sees the same snapshot.
+    pub(crate) fn read_snapshot<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| "store lock poisoned".to_owned())?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)
+            .map_err(|e| e.to_string())?;
+        let out = f(&tx)?;
+        tx.rollback().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
     /// A private in-memory database (tests).
     pub fn in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory()?)
@@ -115,6 +178,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             _checkpointer: None,
+            _lock: None,
         })
     }
 
