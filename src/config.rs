@@ -218,8 +218,16 @@ impl StoreConfig {
                 "not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)",
             ));
         }
-        if let Err(e) = text.parse::<tokio_postgres::Config>() {
-            return Err(ConfigIssue::new(key, format!("not a PostgreSQL URL: {e}")));
+        match text.parse::<tokio_postgres::Config>() {
+            Err(e) => return Err(ConfigIssue::new(key, format!("not a PostgreSQL URL: {e}"))),
+            Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                return Err(ConfigIssue::new(
+                    key,
+                    "sslmode=require: TLS to the database is not supported yet (keep the database \
+                     on a private network and use sslmode=disable)",
+                ));
+            }
+            Ok(_) => {}
         }
         if !(1..=256).contains(&self.pool_size) {
             return Err(ConfigIssue::new("store.pool_size", "must be from 1 to 256"));

@@ -61,3 +61,49 @@ fn every_issue_is_reported_at_once_with_its_path() {
         vec!["links[0].rooms[1].account: no account \"b\" in [accounts]"]
     );
 }
+
+#[test]
+fn a_database_url_is_checked_and_never_shown() {
+    let base = json!({"accounts": {"api.a": {"kind": "api"}}});
+    let with_store = |store: serde_json::Value| {
+        let mut v = base.clone();
+        v["store"] = store;
+        issues_of(v)
+    };
+    assert!(
+        with_store(json!({"url": "postgres://bridge:s3cret@db.example.org:5432/passerelle"}))
+            .is_empty()
+    );
+    assert!(
+        with_store(json!({"url": "host=db.example.org user=bridge dbname=passerelle"})).is_empty()
+    );
+    let issues = with_store(json!({"url": "mysql://bridge:s3cret@db.example.org/passerelle"}));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert!(
+        issues[0].starts_with("store.url: not a PostgreSQL URL"),
+        "{issues:?}"
+    );
+    let issues =
+        with_store(json!({"url": "postgres://bridge:s3cret@db.example.org/p?sslmode=require"}));
+    assert!(
+        issues[0].starts_with("store.url: sslmode=require"),
+        "{issues:?}"
+    );
+    let issues =
+        with_store(json!({"url": "postgres://bridge:s3cret@db.example.org/p", "pool_size": 0}));
+    assert!(issues[0].starts_with("store.pool_size"), "{issues:?}");
+    let issues = with_store(json!({"url": "postgres://bridge:s3cret@db.example.org:99999/p"}));
+    assert!(
+        issues[0].starts_with("store.url: not a PostgreSQL URL"),
+        "{issues:?}"
+    );
+    assert!(!issues[0].contains("s3cret"), "{issues:?}");
+    let issues = with_store(json!({"url_file": "/nonexistent/passerelle-url"}));
+    assert!(issues[0].starts_with("store.url_file"), "{issues:?}");
+    let mut v = base.clone();
+    v["store"] = json!({"url": "postgres://bridge:s3cret@db.example.org/p?sslmode=require"});
+    assert!(!format!("{:?}", from_value(v.clone()).err()).contains("s3cret"));
+    v["store"] = json!({"url": "postgres://bridge:s3cret@db.example.org/p"});
+    let config = from_value(v).unwrap();
+    assert!(!format!("{:?}", config.store).contains("s3cret"));
+}
