@@ -11,7 +11,9 @@
 //! - [`router`]: links, rights, the route guard and the degrade rules (no network names).
 //! - [`bus`]: per-room ordered delivery lanes over the durable outbox.
 //! - [`mapping`]: the message map (id translation through the store).
-//! - [`store`]: the `Store` trait, the SQLite backend, sealing of queued payloads, conformance tests.
+//! - [`store`]: the `Store` trait, the SQLite and PostgreSQL backends, sealing of queued payloads,
+//!   conformance tests, `migrate-store`.
+//! - [`cluster`]: cluster mode's leases (one owner per account, fenced by epoch) on PostgreSQL.
 //! - [`http`]: the admin endpoints.
 //! - [`live`]: the settings a reload replaces at once (policies, `[general]`).
 //! - [`metrics`]: Prometheus metrics.
@@ -24,6 +26,7 @@
 //! Connectors live in their own crates under `connectors/` and depend only on `passerelle-sdk`.
 
 pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod http;

@@ -151,7 +151,10 @@ async fn instances_starting_together_migrate_once() {
         .collect();
     for s in starts {
         let store = s.await.unwrap().expect("every instance starts");
-        assert_eq!(store.schema_version().await.unwrap(), 1);
+        assert_eq!(
+            store.schema_version().await.unwrap(),
+            passerelle::store::postgres::SCHEMA_VERSION
+        );
     }
     assert_eq!(psql(&url, "SELECT count(*) FROM passerelle_schema"), "1");
 }
@@ -163,7 +166,9 @@ async fn a_schema_from_a_newer_passerelle_is_refused() {
     drop(PostgresStore::connect(&url, 1).await.unwrap());
     psql(&url, "UPDATE passerelle_schema SET version = 99");
     match PostgresStore::connect(&url, 1).await {
-        Err(StoreError::TooNew { found: 99, known }) => assert_eq!(known, 1),
+        Err(StoreError::TooNew { found: 99, known }) => {
+            assert_eq!(known, passerelle::store::postgres::SCHEMA_VERSION)
+        }
         Err(e) => panic!("expected TooNew, got {e}"),
         Ok(_) => panic!("expected TooNew, got a store"),
     }

@@ -23,7 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The migrations, in order; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("postgres/0001_init.sql"),
+    include_str!("postgres/0002_cluster.sql"),
+];
+
+/// The schema version this build migrates to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The advisory lock (an arbitrary constant, "passerelle" in ASCII) held while migrating.
 const MIGRATION_LOCK: i64 = 0x7061_7373_6572_656c;
