@@ -107,6 +107,34 @@ impl Recorder {
     }
 }
 
+/// Cluster mode's part in delivery: which destinations this instance delivers to, and the claim
+/// under the destination's lease before every send ([`crate::cluster::Cluster`]).
+#[async_trait::async_trait]
+pub trait Fence: Send + Sync + 'static {
+    /// Whether this instance owns `account` now.
+    fn owns(&self, account: &AccountId) -> bool;
+    /// Claims the queued row `outbox_id` for a send to `account`.
+    async fn admit(
+        &self,
+        account: &AccountId,
+        outbox_id: i64,
+    ) -> Result<crate::cluster::Admit, crate::store::StoreError>;
+}
+
+#[async_trait::async_trait]
+impl Fence for crate::cluster::Cluster {
+    fn owns(&self, account: &AccountId) -> bool {
+        self.holds(account).is_some()
+    }
+    async fn admit(
+        &self,
+        account: &AccountId,
+        outbox_id: i64,
+    ) -> Result<crate::cluster::Admit, crate::store::StoreError> {
+        crate::cluster::Cluster::admit(self, account, outbox_id).await
+    }
+}
+
 /// Everything a lane needs to deliver.
 pub struct Delivery {
     /// The store (outbox and message map).
@@ -129,11 +157,16 @@ pub struct Delivery {
     pub dead_letters: passerelle_sdk::DeadLetterLog,
     /// Receipts answered and not yet written (shared with the recorder and the router's map).
     pub pending_receipts: PendingReceipts,
+    /// Cluster mode: lanes run only for the accounts this instance owns, and claim each row
+    /// under the lease before they send it. `None`: one daemon delivers everything.
+    pub fence: Option<Arc<dyn Fence>>,
 }
 
 struct Lane {
     tx: mpsc::Sender<Queued>,
     spilled: Arc<AtomicBool>,
+    /// Wakes an idle lane to read the store (rows another instance queued).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// A row on its way to its lane.
@@ -167,15 +200,37 @@ impl Lanes {
         self.delivery.pending_receipts.clone()
     }
 
+    /// Whether this instance delivers to `account` (always, outside cluster mode).
+    fn delivers_to(&self, account: &AccountId) -> bool {
+        self.delivery.fence.as_ref().is_none_or(|f| f.owns(account))
+    }
+
     /// Starts the lane for a destination (it first delivers what the store holds for it).
     pub fn ensure(&self, account: &AccountId, room: &RoomId) {
-        self.lane(account, room);
+        if self.delivers_to(account) {
+            self.lane(account, room);
+        }
+    }
+
+    /// Has the lane of a destination read the store again (rows another instance stored),
+    /// starting it if needed.
+    pub fn wake(&self, account: &AccountId, room: &RoomId) {
+        if !self.delivers_to(account) {
+            return;
+        }
+        let (_, spilled, wake) = self.lane(account, room);
+        spilled.store(true, Ordering::SeqCst);
+        wake.notify_one();
     }
 
     /// Hands a freshly stored row to its lane, with the event it holds (so the lane need not
-    /// open the sealed row again) when the caller has it.
+    /// open the sealed row again) when the caller has it. In cluster mode a row for an account
+    /// another instance owns is left to that instance (the store tells it).
     pub fn push(&self, entry: OutboxEntry, routed: Option<Arc<RoutedEvent>>) {
-        let (tx, spilled) = self.lane(&entry.account, &entry.room);
+        if !self.delivers_to(&entry.account) {
+            return;
+        }
+        let (tx, spilled, _) = self.lane(&entry.account, &entry.room);
         if spilled.load(Ordering::SeqCst) {
             return; // the lane will read it from the store
         }
@@ -184,9 +239,17 @@ impl Lanes {
         }
     }
 
-    fn lane(&self, account: &AccountId, room: &RoomId) -> (mpsc::Sender<Queued>, Arc<AtomicBool>) {
+    fn lane(
+        &self,
+        account: &AccountId,
+        room: &RoomId,
+    ) -> (
+        mpsc::Sender<Queued>,
+        Arc<AtomicBool>,
+        Arc<tokio::sync::Notify>,
+    ) {
         if let Some(lane) = self.lanes.get(&(account.clone(), room.clone())) {
-            return (lane.tx.clone(), lane.spilled.clone());
+            return (lane.tx.clone(), lane.spilled.clone(), lane.wake.clone());
         }
         let entry = self
             .lanes
@@ -195,7 +258,11 @@ impl Lanes {
                 let (tx, rx) = mpsc::channel(LANE_CAPACITY);
                 // A new lane starts spilled: its first act is to read what the store holds.
                 let spilled = Arc::new(AtomicBool::new(true));
+                let wake = Arc::new(tokio::sync::Notify::new());
                 let task = LaneTask {
+                    lanes: self.lanes.clone(),
+                    own: tx.clone(),
+                    wake: wake.clone(),
                     delivery: self.delivery.clone(),
                     account: account.clone(),
                     room: room.clone(),
@@ -205,13 +272,18 @@ impl Lanes {
                     unrecorded: AtomicBool::new(false),
                 };
                 self.tracker.spawn(task.run());
-                Lane { tx, spilled }
+                Lane { tx, spilled, wake }
             });
-        (entry.tx.clone(), entry.spilled.clone())
+        (entry.tx.clone(), entry.spilled.clone(), entry.wake.clone())
     }
 }
 
 struct LaneTask {
+    /// The set it is in, which it leaves when it ends (cluster mode: the account went elsewhere).
+    lanes: Arc<DashMap<(AccountId, RoomId), Lane>>,
+    /// Its own queue's sender, to leave the set only if it is still the lane there.
+    own: mpsc::Sender<Queued>,
+    wake: Arc<tokio::sync::Notify>,
     delivery: Arc<Delivery>,
     account: AccountId,
     room: RoomId,
@@ -226,12 +298,31 @@ struct LaneTask {
 enum Outcome {
     Done,
     Retry(Duration),
+    /// Try the same row again after this long without counting a try (the store is away).
+    Wait(Duration),
+    /// This instance no longer owns the destination: the lane ends, the row stays queued.
+    Disowned,
 }
 
 impl LaneTask {
     async fn run(mut self) {
+        self.deliver_while_owned().await;
+        let own = self.own.clone();
+        self.lanes
+            .remove_if(&(self.account.clone(), self.room.clone()), |_, lane| {
+                lane.tx.same_channel(&own)
+            });
+    }
+
+    async fn deliver_while_owned(&mut self) {
         let stop = self.delivery.stop.clone();
+        let wake = self.wake.clone();
         loop {
+            if let Some(fence) = &self.delivery.fence
+                && !fence.owns(&self.account)
+            {
+                return;
+            }
             if self.spilled.swap(false, Ordering::SeqCst) {
                 if !self.catch_up().await {
                     return;
@@ -240,6 +331,7 @@ impl LaneTask {
             }
             let Queued { entry, routed } = tokio::select! {
                 _ = stop.cancelled() => return,
+                () = wake.notified() => continue,
                 next = self.rx.recv() => match next {
                     Some(e) => e,
                     None => return,
@@ -317,6 +409,12 @@ impl LaneTask {
                     metrics::queue_depth(self.account.as_str(), -1.0);
                     return true;
                 }
+                Some(Outcome::Wait(after)) => {
+                    if !self.pause(after).await {
+                        return false;
+                    }
+                }
+                Some(Outcome::Disowned) => return false,
                 Some(Outcome::Retry(after)) => {
                     attempt = attempt.saturating_add(1);
                     let backoff = Duration::from_millis(250u64.saturating_mul(1 << attempt.min(7)));
@@ -480,6 +578,18 @@ impl LaneTask {
             }
             return self.drop_row(entry, "account_not_running").await;
         };
+        // Cluster mode: claimed under the destination's lease, or not sent at all.
+        if let Some(fence) = &d.fence {
+            match fence.admit(&self.account, entry.id).await {
+                Ok(crate::cluster::Admit::Go) => {}
+                Ok(crate::cluster::Admit::Gone) => return Some(Outcome::Done),
+                Ok(crate::cluster::Admit::Lost) => return Some(Outcome::Disowned),
+                Err(e) => {
+                    tracing::warn!(account = %self.account, error = %e, "cannot claim a delivery; waiting for the store");
+                    return Some(Outcome::Wait(Duration::from_secs(1)));
+                }
+            }
+        }
         // What the destination's id will stand for: a correction resent for an edit stands for
         // the edited message (answers to it answer that message); words about a reaction or a
         // deletion stand for nothing.

@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod cluster;
 mod links;
 
+pub use cluster::ClusterConfig;
 use links::parse_links;
 pub use links::{blocked_links, private_fanout_issues};
 
@@ -28,6 +30,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[pastes]`: links to the whole text of messages cut to a destination's lines.
     pub pastes: PastesConfig,
+    /// `[cluster]`: several daemons sharing the accounts.
+    pub cluster: ClusterConfig,
     /// `[accounts.NAME]`, sorted by name.
     pub accounts: BTreeMap<AccountId, AccountConfig>,
     /// `[[links]]`, in file order.
@@ -428,6 +432,7 @@ impl Config {
             store: StoreConfig::default(),
             http: HttpConfig::default(),
             pastes: PastesConfig::default(),
+            cluster: ClusterConfig::default(),
             accounts: BTreeMap::new(),
             links: Vec::new(),
         }
@@ -500,12 +505,13 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     }
     let http = parse_section::<HttpConfig>(section("http"), "http", &mut issues);
     let pastes = parse_section::<PastesConfig>(section("pastes"), "pastes", &mut issues);
+    let cluster = parse_section::<ClusterConfig>(section("cluster"), "cluster", &mut issues);
     let raw_accounts = section("accounts");
     let raw_links = section("links");
     for key in top.keys() {
         issues.push(ConfigIssue::new(
             path_key(key),
-            "unknown key (expected general, store, http, pastes, accounts, links)",
+            "unknown key (expected general, store, http, pastes, cluster, accounts, links)",
         ));
     }
 
@@ -558,12 +564,16 @@ fn parse(raw: serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     if let Some(http) = &http {
         example_secrets_need_loopback(http, &accounts, &mut issues);
     }
+    if let (Some(cluster), Some(store)) = (&cluster, &store) {
+        cluster::check(cluster, store, &accounts, &mut issues);
+    }
 
     let config = Config {
         general: general.unwrap_or_default(),
         store: store.unwrap_or_default(),
         http: http.unwrap_or_default(),
         pastes: pastes.unwrap_or_default(),
+        cluster: cluster.unwrap_or_default(),
         accounts,
         links,
     };

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod cluster;
 mod reload;
 
 use reload::reload;
@@ -54,7 +55,7 @@ const DATABASE_PATIENCE: Duration = Duration::from_secs(300);
 pub async fn open_store(
     config: &crate::config::StoreConfig,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Arc<dyn Store>> {
+) -> anyhow::Result<(Arc<dyn Store>, Option<PostgresStore>)> {
     let key = if config.url_file.is_some() {
         "store.url_file"
     } else {
@@ -73,13 +74,17 @@ pub async fn open_store(
             )
             .await
             .with_context(|| format!("{key}: cannot open the database"))?;
-            tracing::info!("store: PostgreSQL");
-            Ok(Arc::new(store))
+            tracing::info!(database = store.name(), "store: PostgreSQL");
+            Ok((Arc::new(store.clone()), Some(store)))
         }
-        None => Ok(Arc::new(
-            SqliteStore::open_locked(&config.path)
-                .with_context(|| format!("store.path: cannot open {}", config.path.display()))?,
-        )),
+        None => {
+            Ok((
+                Arc::new(SqliteStore::open_locked(&config.path).with_context(|| {
+                    format!("store.path: cannot open {}", config.path.display())
+                })?),
+                None,
+            ))
+        }
     }
 }
 
@@ -116,7 +121,29 @@ pub async fn run(
         None => None,
     };
     let prometheus = metrics::install();
-    let store = open_store(&config.store, &shutdown).await?;
+    let (store, postgres) = open_store(&config.store, &shutdown).await?;
+    let cluster = match (&postgres, config.cluster.enabled) {
+        (Some(pg), true) => {
+            let lease = Duration::from_secs(config.cluster.lease_secs);
+            let mut settings = crate::cluster::Settings::new(config.cluster.instance_name(), lease);
+            settings.prefer = config.cluster.prefer.clone().into_iter().collect();
+            let cluster = crate::cluster::Cluster::join(pg, settings)
+                .await
+                .context("cluster: cannot join")?;
+            pg.announce_as(cluster.owner());
+            tracing::info!(
+                instance = cluster.name(),
+                lease_secs = lease.as_secs(),
+                "cluster: joined"
+            );
+            Some(cluster)
+        }
+        (None, true) => anyhow::bail!("cluster.enabled: cluster mode needs store.url"),
+        _ => None,
+    };
+    let gates = cluster
+        .as_ref()
+        .map(|_| Arc::new(cluster::Gates::default()));
     let sealer = Arc::new(
         Sealer::load(
             config.store.outbox_key.as_ref(),
@@ -195,6 +222,9 @@ pub async fn run(
         pending_receipts,
         pastes: pastes.clone(),
         dead_letters: dead_letters.clone(),
+        fence: cluster
+            .clone()
+            .map(|c| Arc::new(c) as Arc<dyn crate::bus::Fence>),
     });
     let board = Arc::new(crate::status::Board::default());
     let status = Arc::new(crate::status::Source::new(
@@ -216,6 +246,7 @@ pub async fn run(
         view_updater,
         stop: stop.clone(),
         tasks: tasks.clone(),
+        gates: gates.clone(),
     };
     let mut built = built;
     built.retain(|account| {
@@ -258,6 +289,24 @@ pub async fn run(
         .context("store: reading the outbox")?
     {
         lanes.ensure(&account, &room);
+    }
+    if let (Some(cluster), Some(gates), Some(pg)) = (&cluster, &gates, &postgres) {
+        gates.set(cluster.clone(), lanes.clone(), store.clone());
+        let enabled: Vec<AccountId> = config
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.enabled)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let handler: Arc<dyn crate::cluster::Accounts> = gates.clone();
+        let (c, stop_c) = (cluster.clone(), stop.clone());
+        tasks.spawn(async move { c.run(enabled, handler, stop_c).await });
+        tasks.spawn(cluster::follow_notices(
+            pg.clone(),
+            cluster.clone(),
+            gates.clone(),
+            stop.clone(),
+        ));
     }
     let router = Router::new(table, live.clone(), store.clone(), sealer, lanes);
     lane_tasks.spawn(router.run(inbound_rx, intake.clone()));
@@ -389,7 +438,20 @@ pub async fn run(
     let grace = Duration::from_secs(config.general.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
     loop {
-        match store.pending_count().await {
+        // In cluster mode, what is queued for the accounts this instance owns.
+        let queued = match &cluster {
+            None => store.pending_count().await,
+            Some(c) => {
+                let held = c.held();
+                store.pending_by_account().await.map(|by| {
+                    by.into_iter()
+                        .filter(|(a, _)| held.contains_key(a))
+                        .map(|(_, n)| n)
+                        .sum()
+                })
+            }
+        };
+        match queued {
             Ok(0) => break,
             Ok(n) if Instant::now() >= deadline => {
                 tracing::warn!(
@@ -427,6 +489,15 @@ pub async fn run(
     // Kept until the connectors have stopped, so that their outbound queues never close under
     // them while the lanes wind down.
     drop(accounts);
+    // The accounts are stopped: the other instances may take them at once.
+    if let Some(cluster) = &cluster {
+        match cluster.leave().await {
+            Ok(()) => tracing::info!("cluster: leases given back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot give the leases back; they expire")
+            }
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -489,6 +560,8 @@ struct Accounts {
     view_updater: passerelle_sdk::ViewUpdater,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Cluster mode: each account runs only while this instance owns it.
+    gates: Option<Arc<cluster::Gates>>,
 }
 
 impl Accounts {
@@ -534,6 +607,7 @@ impl Accounts {
             spec_rx,
             rooms_tx,
             self.board.clone(),
+            self.gates.as_ref().map(|g| g.gate(&id)),
         ));
         self.running.insert(
             id,

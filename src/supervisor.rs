@@ -22,6 +22,49 @@ fn backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// Cluster mode's hold on an account: it runs only while this instance owns it.
+pub struct Gate {
+    /// Whether this instance owns the account now.
+    pub owned: watch::Receiver<bool>,
+    /// Set while the connector runs (cleared once a run has ended).
+    pub running: watch::Sender<bool>,
+}
+
+impl Gate {
+    /// Waits until the account is owned. False when it never will be (the sender is gone) or
+    /// `stop` came first.
+    async fn wait_owned(&mut self, stop: &CancellationToken) -> bool {
+        loop {
+            if *self.owned.borrow_and_update() {
+                return true;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                changed = self.owned.changed() => if changed.is_err() { return false },
+            }
+        }
+    }
+
+    /// Returns once the account is no longer owned.
+    async fn lost(&mut self) {
+        loop {
+            if !*self.owned.borrow_and_update() {
+                return;
+            }
+            if self.owned.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+async fn lost(gate: &mut Option<Gate>) {
+    match gate {
+        Some(g) => g.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What a reload may change of a running account: its connector's own table and its rooms.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AccountSpec {
@@ -36,6 +79,9 @@ pub struct AccountSpec {
 /// rooms to a connector that does not follow room changes, that run is stopped and the connector
 /// rebuilt from the new spec at once (the outbound queue, and what it holds, stay). Rooms alone
 /// go to a connector that follows them through `io.room_updates`, on the connection it has.
+/// With a `gate` (cluster mode) the connector runs only while this instance owns the account:
+/// it waits for ownership, and is stopped at once when ownership is lost.
+#[allow(clippy::too_many_arguments)]
 pub async fn supervise(
     account: BuiltAccount,
     mut io: ConnectorIo,
@@ -44,6 +90,7 @@ pub async fn supervise(
     mut updates: watch::Receiver<AccountSpec>,
     rooms_tx: watch::Sender<Vec<passerelle_sdk::RoomId>>,
     board: std::sync::Arc<crate::status::Board>,
+    mut gate: Option<Gate>,
 ) {
     let BuiltAccount {
         id,
@@ -60,6 +107,16 @@ pub async fn supervise(
     let mut connector = Some(connector);
     let mut delays = backoff();
     loop {
+        if let Some(g) = gate.as_mut() {
+            if !*g.owned.borrow() {
+                io.status.set(ConnectionState::Stopped);
+                tracing::info!(account = %id, "cluster: another instance owns the account; waiting");
+            }
+            if !g.wait_owned(&stop).await {
+                break;
+            }
+            g.running.send_replace(true);
+        }
         let current = match connector.take() {
             Some(c) => c,
             None => match factory.build(&context, spec.table.clone()) {
@@ -84,12 +141,18 @@ pub async fn supervise(
         let started = Instant::now();
         tracing::info!(account = %id, "connector starting");
         let mut rebuild = false;
+        let mut disowned = false;
         let result = {
             let run = current.run(&mut io);
             tokio::pin!(run);
             loop {
                 tokio::select! {
                     result = &mut run => break result,
+                    () = lost(&mut gate), if !disowned => {
+                        tracing::info!(account = %id, "cluster: the account is no longer ours: stopping its connector");
+                        disowned = true;
+                        run_stop.cancel();
+                    }
                     changed = updates.changed(), if !rebuild => {
                         if changed.is_err() {
                             // No more updates can come: wait for the run alone.
@@ -114,8 +177,17 @@ pub async fn supervise(
         };
         // Its HTTP endpoints answer 503 until it runs again.
         io.http.clear();
+        if let Some(g) = gate.as_ref() {
+            g.running.send_replace(false);
+        }
         if stop.is_cancelled() {
             break;
+        }
+        if disowned {
+            io.status.set(ConnectionState::Stopped);
+            connector = None;
+            delays = backoff();
+            continue;
         }
         if rebuild {
             // Stopped for the new configuration, not failed: rebuilt at once.
@@ -154,6 +226,9 @@ pub async fn supervise(
                 }
             }
         }
+    }
+    if let Some(g) = gate.as_ref() {
+        g.running.send_replace(false);
     }
     io.status.set(ConnectionState::Stopped);
     board.state(&id, ConnectionState::Stopped);

@@ -84,6 +84,7 @@ fn setup_with(
         stop: CancellationToken::new(),
         pastes: None,
         dead_letters: dead_letters.clone(),
+        fence: None,
     });
     let lanes = Lanes::new(delivery, tracker);
     let router = Router::new(

@@ -33,8 +33,8 @@ pub struct ReloadReport {
     pub needs_restart: Vec<String>,
 }
 
-/// Sections a reload does not change: listeners, the store and its key, paste links.
-const RESTART_ONLY: [&str; 3] = ["store", "http", "pastes"];
+/// Sections a reload does not change: listeners, the store and its key, paste links, the cluster.
+const RESTART_ONLY: [&str; 4] = ["store", "http", "pastes", "cluster"];
 
 /// Reads the configuration at `path` again and puts it in force; see [`ReloadReport`]. A
 /// configuration with any problem is refused whole. Order: the settings (rights, formats) and
@@ -65,6 +65,7 @@ pub(super) async fn reload(
     next.store = config.store.clone();
     next.http = config.http.clone();
     next.pastes = config.pastes.clone();
+    next.cluster = config.cluster.clone();
 
     let mut policies = policies_of(&next, &built);
     let pairs = registry::portal_pairs(&next, &built);

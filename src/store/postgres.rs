@@ -43,7 +43,25 @@ pub struct PostgresStore {
     pool: Pool,
     /// `user@host:port/dbname`, without the password.
     name: Arc<str>,
+    /// Cluster mode: this instance's owner id, which tags the notices of rows it queues.
+    notify_as: Arc<std::sync::OnceLock<String>>,
+    /// The connection settings, for the listening connection (outside the pool).
+    config: Arc<tokio_postgres::Config>,
 }
+
+/// A connection of its own that listens on [`OUTBOX_CHANNEL`]; the notices arrive on
+/// `notices` until the connection ends (then the channel closes).
+pub struct Listener {
+    /// Kept for the connection to live.
+    pub client: tokio_postgres::Client,
+    /// Each notice's payload.
+    pub notices: tokio::sync::mpsc::Receiver<String>,
+}
+
+/// The channel on which a queued row is announced to the instance that delivers it:
+/// `OWNER\x1fACCOUNT\x1fROOM` (ROOM left empty when the notice would be too long: read every
+/// room of the account).
+pub const OUTBOX_CHANNEL: &str = "passerelle_outbox";
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -140,6 +158,8 @@ impl PostgresStore {
         let store = Self {
             pool,
             name: describe(&config).into(),
+            notify_as: Arc::default(),
+            config: Arc::new(config.clone()),
         };
         store.migrate().await.map_err(|e| match e {
             StoreError::Database(msg) => {
@@ -231,6 +251,39 @@ impl PostgresStore {
             .try_get(0)?)
     }
 
+    /// From now on, announces every row it queues on [`OUTBOX_CHANNEL`], tagged `owner`
+    /// (cluster mode: the destination's owner may be another instance). Set once.
+    pub fn announce_as(&self, owner: &str) {
+        let _ = self.notify_as.set(owner.to_owned());
+    }
+
+    /// Opens a connection that listens on [`OUTBOX_CHANNEL`].
+    pub async fn listen(&self) -> Result<Listener, StoreError> {
+        let (client, mut connection) = self.config.connect(tokio_postgres::NoTls).await?;
+        let (tx, notices) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+                match message {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        // A full queue drops the notice: the owner's sweep finds the row.
+                        let _ = tx.try_send(n.payload().to_owned());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %StoreError::from(e), "cluster: the listening connection failed");
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}"))
+            .await?;
+        Ok(Listener { client, notices })
+    }
+
     /// What the store's URL names, without its password: `user@host:port/dbname`.
     pub fn name(&self) -> &str {
         &self.name
@@ -272,6 +325,39 @@ fn room_lock(account: &AccountId, room: &RoomId) -> i64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
+}
+
+impl PostgresStore {
+    /// Announces the destinations of `deliveries` on [`OUTBOX_CHANNEL`] when the transaction
+    /// commits (cluster mode only).
+    async fn announce<'a>(
+        &self,
+        tx: &Transaction<'_>,
+        deliveries: impl Iterator<Item = &'a NewDelivery>,
+    ) -> Result<(), StoreError> {
+        let Some(owner) = self.notify_as.get() else {
+            return Ok(());
+        };
+        let mut notices: Vec<String> = deliveries
+            .filter_map(|d| {
+                // PostgreSQL takes notices under 8,000 bytes; without one, the owner's sweep
+                // finds the row within seconds.
+                let notice = format!("{owner}\u{1f}{}\u{1f}{}", d.account, d.room);
+                let short = format!("{owner}\u{1f}{}\u{1f}", d.account);
+                [notice, short].into_iter().find(|n| n.len() < 7_900)
+            })
+            .collect();
+        notices.sort_unstable();
+        notices.dedup();
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        for notice in &notices {
+            tx.execute(&stmt, &[&OUTBOX_CHANNEL, notice]).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Takes the room locks of every destination in `deliveries`, in ascending order.
@@ -431,6 +517,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await?;
         lock_rooms(&tx, deliveries.iter()).await?;
         let accepted = accept_in(&tx, &event, &deliveries).await?;
+        self.announce(&tx, deliveries.iter()).await?;
         tx.commit().await?;
         Ok(accepted)
     }
@@ -446,6 +533,8 @@ impl Store for PostgresStore {
         for (event, deliveries) in &events {
             out.push(accept_in(&tx, event, deliveries).await?);
         }
+        self.announce(&tx, events.iter().flat_map(|(_, d)| d.iter()))
+            .await?;
         tx.commit().await?;
         Ok(out)
     }
