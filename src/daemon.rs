@@ -319,6 +319,7 @@ pub async fn run(
         dead_letters: dead_letters.clone(),
         status: status.clone(),
         reload: reload_tx,
+        cluster: cluster.clone(),
     };
     let split = public_listener.is_some();
     let listeners = [

@@ -1,7 +1,8 @@
 //! The daemon's HTTP listeners.
 //!
 //! The admin listener (`http.listen`): `/healthz` (the process answers), `/readyz` (every enabled
-//! account is connected; the body lists each account's state), `/metrics` (Prometheus text
+//! account is connected, in cluster mode every account this instance owns; the body lists each
+//! account's state, and in cluster mode which instance owns each), `/metrics` (Prometheus text
 //! format), `/dead-letters` (the deliveries given up on: ids, destination and reason, as JSON),
 //! `/status` (a page for people: accounts, links, queues, traffic; see [`crate::status`]) and
 //! `POST /reload` (read the configuration file again). Unauthenticated: bind it to loopback or a
@@ -47,6 +48,8 @@ pub struct AdminState {
     pub pastes: Option<Arc<crate::pastes::Pastes>>,
     /// The deliveries given up on, listed by `/dead-letters`.
     pub dead_letters: passerelle_sdk::DeadLetterLog,
+    /// Cluster mode: who owns what, for `/readyz`.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The largest request body a connector endpoint accepts (Matrix transactions can be large).
@@ -150,7 +153,14 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // Cluster mode: ready when every account this instance owns is connected; the others run
+    // elsewhere.
+    let held = state.cluster.as_ref().map(|c| c.held());
     for (id, rx) in states.iter() {
+        if held.as_ref().is_some_and(|h| !h.contains_key(id)) {
+            accounts.insert(id.to_string(), serde_json::Value::from("elsewhere"));
+            continue;
+        }
         let s = *rx.borrow();
         ready &= s == ConnectionState::Connected;
         accounts.insert(id.to_string(), serde_json::Value::from(state_name(s)));
@@ -160,10 +170,25 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        axum::Json(serde_json::json!({ "ready": ready, "accounts": accounts })),
-    )
+    let mut body = serde_json::json!({ "ready": ready, "accounts": accounts });
+    if let Some(cluster) = &state.cluster {
+        // Who owns each account, as the database says (absent when it cannot be asked).
+        let owners: serde_json::Map<String, serde_json::Value> = match cluster.owners().await {
+            Ok(owners) => owners
+                .into_iter()
+                .map(|o| {
+                    let owner = o.instance.filter(|_| o.expires_in_ms > 0);
+                    (o.account.to_string(), serde_json::json!(owner))
+                })
+                .collect(),
+            Err(_) => serde_json::Map::new(),
+        };
+        body["cluster"] = serde_json::json!({
+            "instance": cluster.name(),
+            "owners": owners,
+        });
+    }
+    (code, axum::Json(body))
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
