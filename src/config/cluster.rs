@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// `[cluster]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Share the accounts with the other daemons on the same PostgreSQL store (`store.url`):
@@ -30,6 +30,17 @@ pub struct ClusterConfig {
 
 fn default_lease_secs() -> u64 {
     15
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            instance: None,
+            lease_secs: default_lease_secs(),
+            prefer: BTreeMap::new(),
+        }
+    }
 }
 
 impl ClusterConfig {
