@@ -28,6 +28,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0002_cluster.sql"),
 ];
 
+/// The server ends a session idle inside a transaction for this long (see `connect`).
+const IDLE_IN_TRANSACTION: &str = "-c idle_in_transaction_session_timeout=5000";
+
 /// The schema version this build migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -140,6 +143,18 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("passerelle");
         }
+        // A client that stops in the middle of a transaction (a paused or cut-off instance) must
+        // not hold its row locks for ever: the server ends such a session after a few seconds,
+        // and the instance taking over is not blocked behind it. Our transactions never wait
+        // between statements for anything but the database.
+        let options = match config.get_options() {
+            Some(given) if given.contains("idle_in_transaction_session_timeout") => {
+                given.to_owned()
+            }
+            Some(given) => format!("{given} {IDLE_IN_TRANSACTION}"),
+            None => IDLE_IN_TRANSACTION.to_owned(),
+        };
+        config.options(&options);
         let manager = Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,
