@@ -543,6 +543,21 @@ fn alias(args: &[String]) -> ExitCode {
     }
 }
 
+/// The multi-threaded runtime the daemon and the store commands run on; `None` (said on
+/// stderr) when it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 fn migrate_store(from: &str, to: Option<String>, to_file: Option<PathBuf>) -> ExitCode {
     let Some(source) = from.strip_prefix("sqlite:") else {
         eprintln!("error: --from: write sqlite:PATH (the store.path of the installation)");
@@ -568,15 +583,8 @@ fn migrate_store(from: &str, to: Option<String>, to_file: Option<PathBuf>) -> Ex
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let destination = match passerelle::store::postgres::PostgresStore::connect(url.expose(), 2).await {
@@ -675,15 +683,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();

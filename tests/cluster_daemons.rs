@@ -44,19 +44,8 @@ instance = "{name}"
 lease_secs = {LEASE_SECS}
 prefer = {{ "irc.main" = "a", "api.main" = "b" }}
 
-[accounts."irc.main"]
-kind = "irc"
-server = "127.0.0.1"
-port = {irc_port}
-tls = false
-nick = "bridge"
-send_rate_per_second = 0
-
-[accounts."api.main"]
-kind = "api"
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-
+{irc}
+{api}
 [[links]]
 name = "lobby"
 rooms = [
@@ -66,6 +55,8 @@ rooms = [
 "##,
         data = dir.join("data").display(),
         secrets = secrets.display(),
+        irc = common::irc_account(irc_port),
+        api = common::api_account(api_port, TOKEN),
     )
 }
 
