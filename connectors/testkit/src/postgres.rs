@@ -240,30 +240,11 @@ fn create_database(admin: &str, name: &str) -> String {
 }
 
 fn stop_child(child: &mut Option<Child>) {
-    let Some(mut child) = child.take() else {
-        return;
-    };
-    let signal = |sig: &str, pid: u32| {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status();
-    };
-    let pid = child.id();
-    // Fast shutdown, then immediate (SIGQUIT: the postmaster ends its backends at once), then
-    // SIGKILL as the last resort.
-    for (sig, wait) in [("INT", 15), ("QUIT", 5)] {
-        signal(sig, pid);
-        let deadline = Instant::now() + Duration::from_secs(wait);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    if let Some(mut child) = child.take() {
+        // Fast shutdown, then immediate (SIGQUIT: the postmaster ends its backends at once),
+        // then SIGKILL as the last resort.
+        crate::servers::stop_with(&mut child, &[("INT", 15), ("QUIT", 5)]);
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 impl Drop for Postgres {

@@ -416,19 +416,28 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM: nginx's fast shutdown; its workers go with the master.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_with(&mut child, &[("TERM", 5)]);
         }
     }
+}
+
+/// Stops `child` by its PID: each signal in turn, waiting up to its seconds for the process to
+/// exit, then SIGKILL.
+pub fn stop_with(child: &mut Child, steps: &[(&str, u64)]) {
+    let pid = child.id().to_string();
+    for (signal, secs) in steps {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(*secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
