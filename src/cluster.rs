@@ -105,6 +105,12 @@ struct Inner {
     owner: String,
     settings: Settings,
     held: DashMap<AccountId, Held>,
+    /// When this instance joined: for one lease after, an account pinned to another instance
+    /// waits for it even if it is not alive yet (instances started together come up in any
+    /// order, and a pinned account would otherwise move twice).
+    joined: Instant,
+    /// The names of the instances seen alive since this one joined.
+    seen: std::sync::Mutex<BTreeSet<String>>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -127,6 +133,8 @@ impl Cluster {
                 owner,
                 settings,
                 held: DashMap::new(),
+                joined: Instant::now(),
+                seen: std::sync::Mutex::default(),
             }),
         };
         cluster.heartbeat().await?;
@@ -355,14 +363,21 @@ impl Cluster {
             .unwrap_or(alive.len());
         let instances = alive.len().max(rank + 1);
 
-        // Pinned accounts go to their live instance; the rest are shared.
+        // Pinned accounts go to their live instance (or, while this one is just starting, to an
+        // instance not seen yet, which may be starting too); the rest are shared.
+        let starting = inner.joined.elapsed() < inner.settings.lease;
+        let seen: BTreeSet<String> = {
+            let mut seen = inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.extend(alive_names.iter().map(|n| (*n).to_owned()));
+            seen.clone()
+        };
         let pinned_to = |account: &AccountId| -> Option<&str> {
             inner
                 .settings
                 .prefer
                 .get(account)
                 .map(String::as_str)
-                .filter(|name| alive_names.contains(name))
+                .filter(|name| alive_names.contains(name) || (starting && !seen.contains(*name)))
         };
         let shared: Vec<&AccountId> = accounts.iter().filter(|a| pinned_to(a).is_none()).collect();
         let share = shared.len() / instances + usize::from(rank < shared.len() % instances);
