@@ -107,3 +107,48 @@ fn a_database_url_is_checked_and_never_shown() {
     let config = from_value(v).unwrap();
     assert!(!format!("{:?}", config.store).contains("s3cret"));
 }
+
+#[test]
+fn cluster_mode_needs_the_shared_store_and_one_outbox_key() {
+    let with = |cluster: serde_json::Value, store: serde_json::Value| {
+        issues_of(json!({
+            "accounts": {"irc.libera": {"kind": "api"}},
+            "store": store,
+            "cluster": cluster,
+        }))
+    };
+    let shared = json!({
+        "url": "postgres://bridge:s3cret@db.example.org:5432/passerelle",
+        "outbox_key_file": "/run/secrets/passerelle-outbox-key",
+    });
+    assert!(
+        with(
+            json!({"enabled": true, "prefer": {"irc.libera": "bridge-1.example.org"}}),
+            shared.clone()
+        )
+        .is_empty()
+    );
+    let issues = with(json!({"enabled": true}), json!({}));
+    assert!(
+        issues.iter().any(|i| i.starts_with("cluster.enabled")),
+        "{issues:?}"
+    );
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.starts_with("store.outbox_key_file")),
+        "{issues:?}"
+    );
+    let issues = with(json!({"enabled": true, "lease_secs": 1}), shared.clone());
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert!(issues[0].starts_with("cluster.lease_secs"), "{issues:?}");
+    let issues = with(json!({"prefer": {"irc.oftc": "bridge-1"}}), shared.clone());
+    assert!(
+        issues[0].starts_with("cluster.prefer.irc.oftc"),
+        "{issues:?}"
+    );
+    let issues = with(json!({"instance": "bridge#1"}), shared);
+    assert!(issues[0].starts_with("cluster.instance"), "{issues:?}");
+    // Off (the default), nothing is asked of the store.
+    assert!(with(json!({}), json!({})).is_empty());
+}

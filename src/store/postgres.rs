@@ -238,7 +238,7 @@ impl PostgresStore {
                 0
             }
         };
-        let known = MIGRATIONS.len() as i64;
+        let known = SCHEMA_VERSION;
         if version > known {
             return Err(StoreError::TooNew {
                 found: version,
