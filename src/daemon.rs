@@ -152,6 +152,15 @@ pub async fn run(
         )
         .context("store: outbox key")?,
     );
+    // Cluster mode: callbacks proved and kept at whichever instance they reach.
+    let relays = match (&cluster, &postgres) {
+        (Some(c), Some(pg)) => Some(Arc::new(crate::relay::Relays::new(
+            pg.clone(),
+            sealer.clone(),
+            c.owner().to_owned(),
+        ))),
+        _ => None,
+    };
 
     let pastes = crate::pastes::Pastes::new(
         &config.pastes,
@@ -247,6 +256,7 @@ pub async fn run(
         stop: stop.clone(),
         tasks: tasks.clone(),
         gates: gates.clone(),
+        relays: relays.clone().zip(cluster.clone()),
     };
     let mut built = built;
     built.retain(|account| {
@@ -291,7 +301,12 @@ pub async fn run(
         lanes.ensure(&account, &room);
     }
     if let (Some(cluster), Some(gates), Some(pg)) = (&cluster, &gates, &postgres) {
-        gates.set(cluster.clone(), lanes.clone(), store.clone());
+        gates.set(
+            cluster.clone(),
+            lanes.clone(),
+            store.clone(),
+            relays.clone(),
+        );
         let enabled: Vec<AccountId> = config
             .accounts
             .iter()
@@ -320,6 +335,7 @@ pub async fn run(
         status: status.clone(),
         reload: reload_tx,
         cluster: cluster.clone(),
+        relays: relays.clone(),
     };
     let split = public_listener.is_some();
     let listeners = [
@@ -563,6 +579,8 @@ struct Accounts {
     tasks: TaskTracker,
     /// Cluster mode: each account runs only while this instance owns it.
     gates: Option<Arc<cluster::Gates>>,
+    /// Cluster mode: each account's relay, and the cluster its pump asks who owns the account.
+    relays: Option<(Arc<crate::relay::Relays>, crate::cluster::Cluster)>,
 }
 
 impl Accounts {
@@ -591,6 +609,16 @@ impl Accounts {
             ),
         };
         self.mounts.insert(id.clone(), io.http.clone());
+        if let Some((relays, cluster)) = &self.relays {
+            relays.set(&id, account.connector.relay(&id));
+            self.tasks.spawn(crate::relay::pump(
+                relays.clone(),
+                id.clone(),
+                io.http.clone(),
+                cluster.clone(),
+                account_stop.clone(),
+            ));
+        }
         {
             let mut statuses = self.statuses.write().unwrap_or_else(|e| e.into_inner());
             statuses.retain(|(a, _)| a != &id);
@@ -635,6 +663,9 @@ impl Accounts {
         }
         self.outbound.remove(id);
         self.mounts.remove(id);
+        if let Some((relays, _)) = &self.relays {
+            relays.set(id, None);
+        }
         self.board.remove(id);
         self.statuses
             .write()

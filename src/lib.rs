@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod pastes;
 pub mod portals;
 pub mod registry;
+pub mod relay;
 pub mod router;
 pub mod status;
 pub mod store;

@@ -75,3 +75,15 @@ pub fn connected(account: &str, up: bool) {
         0.0
     });
 }
+
+/// Cluster mode: a callback for `account` was kept for its owner.
+pub fn relay_kept(account: &str) {
+    counter!("passerelle_relay_kept_total", "account" => account.to_owned()).increment(1);
+}
+
+/// Cluster mode: a kept callback for `account` was handed to its connector, which took it
+/// (`outcome` "handled") or refused it ("refused", "unreadable"), and it was deleted.
+pub fn relay_done(account: &str, outcome: &'static str) {
+    counter!("passerelle_relay_done_total", "account" => account.to_owned(), "outcome" => outcome)
+        .increment(1);
+}

@@ -488,3 +488,44 @@ async fn migrate_store_refuses_a_store_in_use() {
     assert_eq!(pg.pending_count().await.unwrap(), 0);
     assert!(pg.dynamic_links().await.unwrap().is_empty());
 }
+
+/// Callbacks kept for another instance (cluster mode's relay): kept in order per account, up to
+/// a cap past which nothing is kept, announced to the listeners, read oldest first and gone
+/// once done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_callbacks_come_back_in_order_up_to_their_cap_and_go_once_done() {
+    use passerelle_sdk::AccountId;
+    let (store, _guard) = fresh().await;
+    let mut listener = store.listen().await.expect("listen");
+    let (tg, wa) = (AccountId::new("tg"), AccountId::new("wa"));
+    for i in 0..3u8 {
+        assert!(store.relay_keep(&tg, "a#1", &[i], 3).await.unwrap());
+    }
+    assert!(
+        !store.relay_keep(&tg, "a#1", &[9], 3).await.unwrap(),
+        "a fourth call was kept past the cap of 3"
+    );
+    assert!(store.relay_keep(&wa, "b#1", &[7], 3).await.unwrap());
+    let notice = tokio::time::timeout(Duration::from_secs(5), listener.notices.recv())
+        .await
+        .expect("a notice within 5 s")
+        .expect("the listener is open");
+    assert_eq!(
+        notice,
+        (
+            passerelle::store::postgres::RELAY_CHANNEL.to_owned(),
+            "a#1\u{1f}tg".to_owned()
+        )
+    );
+    let rows = store.relay_next(&tg, 0, 10).await.unwrap();
+    let bodies: Vec<Vec<u8>> = rows.iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(bodies, [vec![0], vec![1], vec![2]]);
+    assert_eq!(store.relay_next(&tg, rows[0].0, 1).await.unwrap()[0].1, [1]);
+    store.relay_done(rows[0].0).await.unwrap();
+    assert_eq!(
+        store.relay_waiting().await.unwrap(),
+        [(tg.clone(), 2), (wa.clone(), 1)]
+    );
+    // Room again below the cap.
+    assert!(store.relay_keep(&tg, "a#1", &[3], 3).await.unwrap());
+}

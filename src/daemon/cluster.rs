@@ -6,7 +6,7 @@
 use crate::bus::Lanes;
 use crate::cluster::Cluster;
 use crate::store::Store;
-use crate::store::postgres::PostgresStore;
+use crate::store::postgres::{PostgresStore, RELAY_CHANNEL};
 use crate::supervisor::Gate;
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -33,6 +33,7 @@ pub(super) struct Gates {
     cluster: OnceLock<Cluster>,
     lanes: OnceLock<Lanes>,
     store: OnceLock<Arc<dyn Store>>,
+    relays: OnceLock<Option<Arc<crate::relay::Relays>>>,
 }
 
 impl Gates {
@@ -57,10 +58,17 @@ impl Gates {
         }
     }
 
-    pub(super) fn set(&self, cluster: Cluster, lanes: Lanes, store: Arc<dyn Store>) {
+    pub(super) fn set(
+        &self,
+        cluster: Cluster,
+        lanes: Lanes,
+        store: Arc<dyn Store>,
+        relays: Option<Arc<crate::relay::Relays>>,
+    ) {
         let _ = self.cluster.set(cluster);
         let _ = self.lanes.set(lanes);
         let _ = self.store.set(store);
+        let _ = self.relays.set(relays);
     }
 
     /// Wakes the lanes of every destination with queued rows, of `account` or of every owned one.
@@ -88,6 +96,9 @@ impl crate::cluster::Accounts for Gates {
             held.owned.send_replace(true);
         }
         self.wake_queued(Some(account)).await;
+        if let Some(Some(relays)) = self.relays.get() {
+            relays.wake(account);
+        }
     }
 
     async fn stop(&self, account: &AccountId) {
@@ -126,7 +137,12 @@ pub(super) async fn follow_notices(
                     tokio::select! {
                         () = stop.cancelled() => return,
                         notice = listener.notices.recv() => match notice {
-                            Some(notice) => on_notice(&notice, &cluster, &gates).await,
+                            Some((channel, notice)) if channel == RELAY_CHANNEL => {
+                                if let Some(Some(relays)) = gates.relays.get() {
+                                    relays.on_notice(&notice);
+                                }
+                            }
+                            Some((_, notice)) => on_notice(&notice, &cluster, &gates).await,
                             None => break,
                         },
                         _ = sweep.tick() => gates.wake_queued(None).await,

@@ -136,6 +136,7 @@ pub(super) async fn reload(
         let Some(b) = built.remove(&id) else {
             continue;
         };
+        let relay = b.connector.relay(&id);
         let spec = AccountSpec {
             table: b.table,
             rooms: rooms_in(&links, &id),
@@ -145,6 +146,10 @@ pub(super) async fn reload(
             report.unchanged.push(id.to_string());
         } else if current.table != spec.table {
             report.restarted.push(id.to_string());
+            // Cluster mode: calls are proved with the new table's secrets from now on.
+            if let Some((relays, _)) = &accounts.relays {
+                relays.set(&id, relay);
+            }
         } else {
             report.rooms_changed.push(id.to_string());
         }

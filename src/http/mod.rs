@@ -50,6 +50,8 @@ pub struct AdminState {
     pub dead_letters: passerelle_sdk::DeadLetterLog,
     /// Cluster mode: who owns what, for `/readyz`.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Cluster mode: the accounts' relays, which take callbacks for any account here.
+    pub relays: Option<Arc<crate::relay::Relays>>,
 }
 
 /// The largest request body a connector endpoint accepts (Matrix transactions can be large).
@@ -246,9 +248,6 @@ async fn forward(
     let Some(handler) = state.mounts.get(account).map(|m| m.handler()) else {
         return (StatusCode::NOT_FOUND, "no such account\n").into_response();
     };
-    let Some(handler) = handler else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "connector not running\n").into_response();
-    };
     let (mut parts, body) = req.into_parts();
     let path = match parts.uri.query() {
         Some(q) => format!("{tail}?{q}"),
@@ -258,25 +257,94 @@ async fn forward(
         Ok(uri) => parts.uri = uri,
         Err(_) => return (StatusCode::BAD_REQUEST, "bad path\n").into_response(),
     }
+    // Cluster mode: a call the account's relay takes is proved and kept here, wherever the
+    // account runs.
+    if let Some(relays) = &state.relays
+        && let Some(relay) = relays.get(account).filter(|r| r.relays(&parts))
+    {
+        return relayed(relays, account, relay.as_ref(), parts, body, max_body).await;
+    }
+    let Some(handler) = handler else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connector not running\n").into_response();
+    };
     let max = match handler.admit(&parts) {
         Admission::Answer(answer) => return into_axum(answer),
         Admission::Read { max_body: taken } => taken.min(max_body),
     };
+    let bytes = match read_body(&parts, body, max).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    let answer = handler
+        .handle(axum::http::Request::from_parts(parts, bytes))
+        .await;
+    into_axum(answer)
+}
+
+/// A request's body, up to `max` bytes (413 past it, unread when its declared length says so).
+async fn read_body(
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+    max: usize,
+) -> Result<axum::body::Bytes, axum::response::Response> {
     let declared = parts
         .headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response());
     }
-    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+    axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response())
+}
+
+/// A call `relay` takes: its head admitted, its body read and proved, then kept for the
+/// account's owner and answered (503 when it could not be kept: the network sends it again).
+async fn relayed(
+    relays: &crate::relay::Relays,
+    account: &str,
+    relay: &dyn passerelle_sdk::relay::Relay,
+    parts: axum::http::request::Parts,
+    body: axum::body::Body,
+    max_body: usize,
+) -> axum::response::Response {
+    use passerelle_sdk::relay::Relaying;
+    let max = match relay.admit(&parts) {
+        Admission::Answer(answer) => return into_axum(answer),
+        Admission::Read { max_body: taken } => taken.min(max_body),
     };
-    let answer = handler
-        .handle(axum::http::Request::from_parts(parts, bytes))
-        .await;
-    into_axum(answer)
+    let bytes = match read_body(&parts, body, max).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    let request = axum::http::Request::from_parts(parts, bytes);
+    let answer = match relay.check(&request) {
+        Relaying::Answer(answer) => return into_axum(answer),
+        Relaying::Keep(answer) => answer,
+    };
+    let (parts, bytes) = request.into_parts();
+    let id = AccountId::new(account);
+    match relays.keep(&id, &parts, &bytes).await {
+        Ok(true) => into_axum(answer),
+        Ok(false) => {
+            tracing::warn!(account = %id, waiting = crate::relay::MAX_WAITING, "cluster: a callback refused: too many wait for this account's owner");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many calls wait for this account; send it again later\n",
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(account = %id, error = %e, "cluster: a callback could not be kept; the network will send it again");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not stored, send it again\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// A connector's answer as axum's: a whole body as it is, a stream passed on as it comes.

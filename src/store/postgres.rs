@@ -26,6 +26,7 @@ use std::time::Duration;
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_init.sql"),
     include_str!("postgres/0002_cluster.sql"),
+    include_str!("postgres/0003_relay.sql"),
 ];
 
 /// The server ends a session idle inside a transaction for this long (see `connect`).
@@ -57,9 +58,13 @@ pub struct PostgresStore {
 pub struct Listener {
     /// Kept for the connection to live.
     pub client: tokio_postgres::Client,
-    /// Each notice's payload.
-    pub notices: tokio::sync::mpsc::Receiver<String>,
+    /// Each notice: its channel ([`OUTBOX_CHANNEL`] or [`RELAY_CHANNEL`]) and payload.
+    pub notices: tokio::sync::mpsc::Receiver<(String, String)>,
 }
+
+/// The channel on which a kept callback is announced to the account's owner:
+/// `OWNER\x1fACCOUNT`, OWNER the instance that kept it.
+pub const RELAY_CHANNEL: &str = "passerelle_relay";
 
 /// The channel on which a queued row is announced to the instance that delivers it:
 /// `OWNER\x1fACCOUNT\x1fROOM` (ROOM left empty when the notice would be too long: read every
@@ -272,7 +277,7 @@ impl PostgresStore {
         let _ = self.notify_as.set(owner.to_owned());
     }
 
-    /// Opens a connection that listens on [`OUTBOX_CHANNEL`].
+    /// Opens a connection that listens on [`OUTBOX_CHANNEL`] and [`RELAY_CHANNEL`].
     pub async fn listen(&self) -> Result<Listener, StoreError> {
         let (client, mut connection) = self.config.connect(tokio_postgres::NoTls).await?;
         let (tx, notices) = tokio::sync::mpsc::channel(1024);
@@ -282,7 +287,7 @@ impl PostgresStore {
                 match message {
                     Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
                         // A full queue drops the notice: the owner's sweep finds the row.
-                        let _ = tx.try_send(n.payload().to_owned());
+                        let _ = tx.try_send((n.channel().to_owned(), n.payload().to_owned()));
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -294,7 +299,7 @@ impl PostgresStore {
             }
         });
         client
-            .batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}"))
+            .batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}; LISTEN {RELAY_CHANNEL}"))
             .await?;
         Ok(Listener { client, notices })
     }
@@ -311,6 +316,7 @@ impl PostgresStore {
 }
 
 mod queries;
+mod relay;
 
 #[cfg(test)]
 mod tests {

@@ -186,6 +186,17 @@ impl Connector for MatrixConnector {
         }
     }
 
+    /// Appservice mode: the homeserver's transactions, at whichever instance they reach.
+    fn relay(
+        &self,
+        _account: &passerelle_sdk::AccountId,
+    ) -> Option<std::sync::Arc<dyn passerelle_sdk::relay::Relay>> {
+        match &self.mode {
+            Mode::Appservice(a) => Some(std::sync::Arc::new(appservice::Relay::new(&a.asv))),
+            Mode::Bot(_) => None,
+        }
+    }
+
     fn opens_portals_to(&self, account: &passerelle_sdk::AccountId) -> bool {
         match &self.mode {
             Mode::Appservice(a) => a.asv.portal_accounts.iter().any(|p| p == account.as_str()),

@@ -183,6 +183,11 @@ impl HttpHandler for Endpoints {
         signed_link::admit_media(head)
     }
 
+    /// Only the hook is ever relayed.
+    fn handle_relayed(&self, request: Request) -> BoxFuture<'static, Response> {
+        self.webhook.handle_relayed(request)
+    }
+
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
         let path = request.uri().path();
         if path == "/hooks" || path == "/hooks/" {

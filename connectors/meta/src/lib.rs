@@ -48,9 +48,9 @@ pub mod testing;
 use futures::future::BoxFuture;
 use kind::Kind;
 use passerelle_sdk::signed_link::SignedLinks;
-use passerelle_sdk::webhook::{DEFAULT_MAX_BODY, HookSettings, Proof, WebhookEndpoint};
+use passerelle_sdk::webhook::{DEFAULT_MAX_BODY, HookCheck, HookSettings, Proof, WebhookEndpoint};
 use passerelle_sdk::{
-    BuildContext, Capabilities, ConfigIssue, ConnectionState, Connector, ConnectorError,
+    AccountId, BuildContext, Capabilities, ConfigIssue, ConnectionState, Connector, ConnectorError,
     ConnectorFactory, ConnectorIo, Limits, Receipt, RoomId, SendError,
 };
 use std::sync::Arc;
@@ -98,6 +98,18 @@ pub struct MetaConnector {
     data_dir: std::path::PathBuf,
 }
 
+/// How Meta's calls to the hook are proved: the app secret's signature, the verify token's
+/// handshake.
+fn hook_settings(cfg: &config::Settings) -> HookSettings {
+    HookSettings {
+        proof: Proof::HubSignature256 {
+            app_secret: cfg.app_secret.clone(),
+        },
+        verify_token: Some(cfg.verify_token.clone()),
+        max_body: DEFAULT_MAX_BODY,
+    }
+}
+
 impl Connector for MetaConnector {
     fn capabilities(&self) -> Capabilities {
         let whatsapp = self.config.kind == Kind::WhatsApp;
@@ -133,6 +145,13 @@ impl Connector for MetaConnector {
     fn room_kind(&self, _room: &RoomId) -> passerelle_sdk::RoomKind {
         // WhatsApp's Cloud API, Messenger and Instagram chats are each with one person.
         passerelle_sdk::RoomKind::Private
+    }
+
+    fn relay(&self, account: &AccountId) -> Option<Arc<dyn passerelle_sdk::relay::Relay>> {
+        Some(Arc::new(HookCheck::new(
+            account.as_str(),
+            hook_settings(&self.config),
+        )))
     }
 
     fn run<'a>(
@@ -181,17 +200,8 @@ impl Connector for MetaConnector {
                 graph: graph.clone(),
                 profiles: Default::default(),
             };
-            let endpoint = WebhookEndpoint::new(
-                io.account.as_str(),
-                HookSettings {
-                    proof: Proof::HubSignature256 {
-                        app_secret: cfg.app_secret.clone(),
-                    },
-                    verify_token: Some(cfg.verify_token.clone()),
-                    max_body: DEFAULT_MAX_BODY,
-                },
-                Arc::new(sink),
-            );
+            let endpoint =
+                WebhookEndpoint::new(io.account.as_str(), hook_settings(&cfg), Arc::new(sink));
             io.http.serve(Arc::new(hook::Endpoints {
                 webhook: endpoint,
                 links,

@@ -146,6 +146,15 @@ pub trait Connector: Send + 'static {
     fn follows_room_changes(&self) -> bool {
         false
     }
+    /// Cluster mode: the checks of this account's callbacks (webhooks, appservice transactions)
+    /// that any instance runs on a call it received, so that a call reaching an instance that
+    /// does not run the account is proved, kept and answered there (see [`crate::relay`]).
+    /// Built from the configuration alone. Default: none (such calls are served only where the
+    /// account runs).
+    fn relay(&self, account: &AccountId) -> Option<std::sync::Arc<dyn crate::relay::Relay>> {
+        let _ = account;
+        None
+    }
     /// Runs until shutdown is signalled (then `Ok`) or a failure the connector can't mend itself
     /// (then the error; the daemon rebuilds and restarts it with backoff when it is retryable).
     fn run<'a>(

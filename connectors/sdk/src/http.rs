@@ -139,6 +139,13 @@ pub trait HttpHandler: Send + Sync + 'static {
     fn admit(&self, head: &http::request::Parts) -> Admission;
     /// Answers one admitted request.
     fn handle(&self, request: Request) -> BoxFuture<'static, Response>;
+    /// Answers a call another instance of the cluster took, proved with the account's
+    /// [`crate::relay::Relay`] and kept (see [`crate::relay`]). The default checks it again as
+    /// [`HttpHandler::handle`] does; a handler whose proof ages (a signed timestamp) skips the
+    /// proof here, since the call may have waited longer than the proof's window.
+    fn handle_relayed(&self, request: Request) -> BoxFuture<'static, Response> {
+        self.handle(request)
+    }
 }
 
 /// Where a connector mounts its handler. Cheap to clone; the daemon and the connector share it.

@@ -50,6 +50,7 @@ pub mod ids;
 pub mod import;
 pub mod links;
 pub mod markdown;
+pub mod relay;
 pub mod secret;
 #[cfg(feature = "webhook")]
 pub mod signed_link;

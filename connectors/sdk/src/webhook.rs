@@ -20,6 +20,7 @@
 //! No answer ever echoes the body, and nothing here logs it.
 
 use crate::http::{Admission, HttpHandler, Request, Response};
+use crate::relay::{Relay, Relaying};
 use crate::secret::Secret;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -213,24 +214,21 @@ pub trait HookSink: Send + Sync + 'static {
     fn deliver(&self, body: Bytes) -> BoxFuture<'static, Result<(), HookRefusal>>;
 }
 
-/// Serves one account's hook: checks, then hands the body to a [`HookSink`].
-pub struct WebhookEndpoint {
+/// The checks of one account's hook, without its sink: what [`WebhookEndpoint`] runs before the
+/// sink sees a body, and, as a [`Relay`], what any instance of a cluster runs before it keeps a
+/// call for the account's owner (built from the configuration alone).
+#[derive(Clone, Debug)]
+pub struct HookCheck {
     account: String,
     settings: HookSettings,
-    sink: Arc<dyn HookSink>,
 }
 
-impl WebhookEndpoint {
-    /// An endpoint for `account` (named in logs) checking `settings` before `sink`.
-    pub fn new(
-        account: impl Into<String>,
-        settings: HookSettings,
-        sink: Arc<dyn HookSink>,
-    ) -> Self {
+impl HookCheck {
+    /// The checks of `account`'s hook (the name is for logs).
+    pub fn new(account: impl Into<String>, settings: HookSettings) -> Self {
         Self {
             account: account.into(),
             settings,
-            sink,
         }
     }
 
@@ -264,13 +262,11 @@ impl WebhookEndpoint {
             ),
         }
     }
-}
 
-impl HttpHandler for WebhookEndpoint {
     /// The path and the method, then the proof as far as the headers carry it, and a declared
     /// length within the cap: a caller without the secret (or without a signature) never gets a
     /// byte of its body read.
-    fn admit(&self, head: &http::request::Parts) -> Admission {
+    fn admit_head(&self, head: &http::request::Parts) -> Admission {
         let path = head.uri.path();
         if path != "/hooks" && path != "/hooks/" {
             return Admission::Answer(text(404, "no such endpoint\n"));
@@ -296,29 +292,84 @@ impl HttpHandler for WebhookEndpoint {
         Admission::read(self.settings.max_body)
     }
 
-    fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
+    /// Everything but the sink: the path, the method (the handshake is answered here), the size
+    /// and the proof over the raw body; `proved` skips the proof (a call another instance of
+    /// the cluster proved and kept). `None` when the body goes on to the sink.
+    fn check_whole(&self, request: &Request, proved: bool) -> Option<Response> {
         let path = request.uri().path();
         if path != "/hooks" && path != "/hooks/" {
-            return Box::pin(async { text(404, "no such endpoint\n") });
+            return Some(text(404, "no such endpoint\n"));
         }
         match *request.method() {
-            http::Method::GET => {
-                let answer = self.handshake(request.uri().query());
-                return Box::pin(async move { answer });
-            }
+            http::Method::GET => return Some(self.handshake(request.uri().query())),
             http::Method::POST => {}
-            _ => return Box::pin(async { text(405, "this hook takes POST\n") }),
+            _ => return Some(text(405, "this hook takes POST\n")),
         }
-        let account = self.account.clone();
-        let (parts, body) = request.into_parts();
+        let body = request.body();
         if body.len() > self.settings.max_body {
-            tracing::warn!(account = %account, bytes = body.len(), "webhook refused: body too large");
-            return Box::pin(async { text(413, "body too large\n") });
+            tracing::warn!(account = %self.account, bytes = body.len(), "webhook refused: body too large");
+            return Some(text(413, "body too large\n"));
         }
-        if !self.settings.proof.verify(&parts.headers, &body) {
-            tracing::warn!(account = %account, bytes = body.len(), "webhook refused: missing or wrong signature");
-            return Box::pin(async { text(401, "signature missing or wrong\n") });
+        if !proved && !self.settings.proof.verify(request.headers(), body) {
+            tracing::warn!(account = %self.account, bytes = body.len(), "webhook refused: missing or wrong signature");
+            return Some(text(401, "signature missing or wrong\n"));
         }
+        None
+    }
+}
+
+impl Relay for HookCheck {
+    fn relays(&self, head: &http::request::Parts) -> bool {
+        let path = head.uri.path();
+        path == "/hooks" || path == "/hooks/"
+    }
+
+    fn admit(&self, head: &http::request::Parts) -> Admission {
+        self.admit_head(head)
+    }
+
+    /// Proved bodies are kept when they are JSON (every network here sends JSON; a body that is
+    /// not is refused 400 at once, as the sink would); the handshake is answered here.
+    fn check(&self, request: &Request) -> Relaying {
+        match self.check_whole(request, false) {
+            Some(answer) => Relaying::Answer(answer),
+            None => {
+                let body = request.body();
+                if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+                    tracing::warn!(account = %self.account, bytes = body.len(), "webhook refused: body is not JSON");
+                    return Relaying::Answer(text(400, "malformed: body is not JSON\n"));
+                }
+                Relaying::Keep(text(200, "ok\n"))
+            }
+        }
+    }
+}
+
+/// Serves one account's hook: checks, then hands the body to a [`HookSink`].
+pub struct WebhookEndpoint {
+    check: HookCheck,
+    sink: Arc<dyn HookSink>,
+}
+
+impl WebhookEndpoint {
+    /// An endpoint for `account` (named in logs) checking `settings` before `sink`.
+    pub fn new(
+        account: impl Into<String>,
+        settings: HookSettings,
+        sink: Arc<dyn HookSink>,
+    ) -> Self {
+        Self {
+            check: HookCheck::new(account, settings),
+            sink,
+        }
+    }
+
+    fn serve(&self, request: Request, proved: bool) -> BoxFuture<'static, Response> {
+        if let Some(answer) = self.check.check_whole(&request, proved) {
+            return Box::pin(async move { answer });
+        }
+        let body = request.into_body();
+        let account = self.check.account.clone();
         let sink = self.sink.clone();
         Box::pin(async move {
             match sink.deliver(body).await {
@@ -333,6 +384,22 @@ impl HttpHandler for WebhookEndpoint {
                 }
             }
         })
+    }
+}
+
+impl HttpHandler for WebhookEndpoint {
+    fn admit(&self, head: &http::request::Parts) -> Admission {
+        self.check.admit_head(head)
+    }
+
+    fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
+        self.serve(request, false)
+    }
+
+    /// Proved where it was received: a signature with a time window (Slack's) may have aged
+    /// past it while the call waited for this instance.
+    fn handle_relayed(&self, request: Request) -> BoxFuture<'static, Response> {
+        self.serve(request, true)
     }
 }
 
@@ -471,6 +538,59 @@ mod tests {
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100));
         assert_eq!(ep.handle(post(&big, Some(sign(&big)))).await.status(), 413);
         assert_eq!(rec.0.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_relay_keeps_only_what_the_endpoint_would_take_and_a_kept_call_is_not_proved_again()
+    {
+        let settings = HookSettings {
+            proof: Proof::HubSignature256 {
+                app_secret: Secret::new("app-secret"),
+            },
+            verify_token: Some(Secret::new("verify-me")),
+            max_body: 64,
+        };
+        let relay = HookCheck::new("wa", settings);
+        let body = r#"{"object":"page"}"#;
+        let kept = |r: Relaying| match r {
+            Relaying::Keep(answer) => Some(answer.status().as_u16()),
+            Relaying::Answer(_) => None,
+        };
+        let answered = |r: Relaying| match r {
+            Relaying::Answer(answer) => answer.status().as_u16(),
+            Relaying::Keep(_) => 0,
+        };
+        assert!(relay.relays(&post(body, None).into_parts().0));
+        let other = http::Request::builder().uri("/media/1").body(()).unwrap();
+        assert!(!relay.relays(&other.into_parts().0));
+        assert_eq!(kept(relay.check(&post(body, Some(sign(body))))), Some(200));
+        // Forged, unsigned, signed but not JSON, too large: answered, never kept.
+        let forged = format!(
+            "sha256={}",
+            encode_hex(&hub_signature(b"other-secret", body.as_bytes()))
+        );
+        assert_eq!(answered(relay.check(&post(body, Some(forged)))), 401);
+        assert_eq!(answered(relay.check(&post(body, None))), 401);
+        assert_eq!(
+            answered(relay.check(&post("{\"a\":", Some(sign("{\"a\":"))))),
+            400
+        );
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100));
+        assert_eq!(answered(relay.check(&post(&big, Some(sign(&big))))), 413);
+        // The handshake needs no connector: answered where it arrives.
+        let get = http::Request::builder()
+            .method("GET")
+            .uri("/hooks?hub.mode=subscribe&hub.challenge=77&hub.verify_token=verify-me")
+            .body(Bytes::new())
+            .unwrap();
+        assert_eq!(answered(relay.check(&get)), 200);
+        // The owner's endpoint takes a kept call as proved (the relay checked it), and still
+        // refuses what is not a proper hook call.
+        let (ep, rec) = meta_endpoint();
+        assert_eq!(ep.handle_relayed(post(body, None)).await.status(), 200);
+        assert_eq!(ep.handle(post(body, None)).await.status(), 401);
+        assert_eq!(ep.handle_relayed(post(&big, None)).await.status(), 413);
+        assert_eq!(rec.0.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -59,64 +59,131 @@ impl HttpHandler for Endpoints {
         if !is_hook(head.uri.path()) {
             return signed_link::admit_media(head);
         }
-        let Some(proof) = self.proof() else {
-            return Admission::Answer(text_response(
-                404,
-                "this account uses Socket Mode; no hook\n",
-            ));
-        };
-        if head.method != http::Method::POST {
-            return Admission::Answer(text_response(405, "this hook takes POST\n"));
-        }
-        if !proof.admits(&head.headers) {
-            tracing::warn!(account = %self.account, "Slack hook refused before its body: signature missing, malformed or stale");
-            return Admission::Answer(text_response(401, "signature missing or wrong\n"));
-        }
-        Admission::read(MAX_BODY)
+        admit_hook(&self.account, self.proof().as_ref(), head)
     }
 
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
         if !is_hook(request.uri().path()) {
             return self.media(request);
         }
+        self.hook(request, false)
+    }
+
+    /// Proved where it was received, maybe longer ago than the signature's 5-minute window.
+    fn handle_relayed(&self, request: Request) -> BoxFuture<'static, Response> {
+        self.hook(request, true)
+    }
+}
+
+/// The hook's checks from the head: a POST whose signature headers are there, well formed and
+/// within the window.
+fn admit_hook(account: &str, proof: Option<&Proof>, head: &http::request::Parts) -> Admission {
+    let Some(proof) = proof else {
+        return Admission::Answer(text_response(
+            404,
+            "this account uses Socket Mode; no hook\n",
+        ));
+    };
+    if head.method != http::Method::POST {
+        return Admission::Answer(text_response(405, "this hook takes POST\n"));
+    }
+    if !proof.admits(&head.headers) {
+        tracing::warn!(account = %account, "Slack hook refused before its body: signature missing, malformed or stale");
+        return Admission::Answer(text_response(401, "signature missing or wrong\n"));
+    }
+    Admission::read(MAX_BODY)
+}
+
+/// What a whole call to the hook is, once its size and (unless `proved`) its signature are
+/// checked: the verification challenge answered, an `event_callback` to take, or an answer.
+enum Call {
+    Events(Value),
+    Answer(Response),
+}
+
+fn check_hook(account: &str, proof: Option<&Proof>, request: &Request, proved: bool) -> Call {
+    let Some(proof) = proof else {
+        return Call::Answer(text_response(404, "no hook\n"));
+    };
+    let body = request.body();
+    if body.len() > MAX_BODY {
+        return Call::Answer(text_response(413, "body too large\n"));
+    }
+    if !proved && !proof.verify(request.headers(), body) {
+        tracing::warn!(account = %account, "Slack hook refused: wrong or stale signature");
+        return Call::Answer(text_response(401, "signature missing or wrong\n"));
+    }
+    let Ok(payload) = serde_json::from_slice::<Value>(body) else {
+        return Call::Answer(text_response(400, "malformed: body is not JSON\n"));
+    };
+    match payload.get("type").and_then(Value::as_str) {
+        Some("url_verification") => match payload.get("challenge").and_then(Value::as_str) {
+            Some(c) if c.len() <= 256 => {
+                Call::Answer(json_response(200, &serde_json::json!({"challenge": c})))
+            }
+            _ => Call::Answer(text_response(400, "malformed: no challenge\n")),
+        },
+        Some("event_callback") => Call::Events(payload),
+        // app_rate_limited and others: nothing to carry.
+        Some(_) => Call::Answer(text_response(200, "ok\n")),
+        None => Call::Answer(text_response(400, "malformed: no type\n")),
+    }
+}
+
+impl Endpoints {
+    fn hook(&self, request: Request, proved: bool) -> BoxFuture<'static, Response> {
         let account = self.account.clone();
-        let Some(proof) = self.proof() else {
-            return Box::pin(async { text_response(404, "no hook\n") });
+        let payload = match check_hook(&account, self.proof().as_ref(), &request, proved) {
+            Call::Answer(answer) => return Box::pin(async move { answer }),
+            Call::Events(payload) => payload,
         };
-        let (parts, body) = request.into_parts();
-        if body.len() > MAX_BODY {
-            return Box::pin(async { text_response(413, "body too large\n") });
-        }
-        if !proof.verify(&parts.headers, &body) {
-            tracing::warn!(account = %account, "Slack hook refused: wrong or stale signature");
-            return Box::pin(async { text_response(401, "signature missing or wrong\n") });
-        }
         let intake = self.intake.clone();
         Box::pin(async move {
-            let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
-                return text_response(400, "malformed: body is not JSON\n");
-            };
-            match payload.get("type").and_then(Value::as_str) {
-                Some("url_verification") => {
-                    match payload.get("challenge").and_then(Value::as_str) {
-                        Some(c) if c.len() <= 256 => {
-                            json_response(200, &serde_json::json!({"challenge": c}))
-                        }
-                        _ => text_response(400, "malformed: no challenge\n"),
-                    }
+            match intake.take(&payload).await {
+                Ok(()) => text_response(200, "ok\n"),
+                Err(e) => {
+                    tracing::warn!(account = %account, error = %e, "Slack event not stored; Slack will deliver it again");
+                    text_response(503, "not stored, deliver again\n")
                 }
-                Some("event_callback") => match intake.take(&payload).await {
-                    Ok(()) => text_response(200, "ok\n"),
-                    Err(e) => {
-                        tracing::warn!(account = %account, error = %e, "Slack event not stored; Slack will deliver it again");
-                        text_response(503, "not stored, deliver again\n")
-                    }
-                },
-                // app_rate_limited and others: nothing to carry.
-                Some(_) => text_response(200, "ok\n"),
-                None => text_response(400, "malformed: no type\n"),
             }
         })
+    }
+}
+
+/// Events mode's hook at any instance of a cluster (see `passerelle_sdk::relay`): proved as
+/// the running connector proves it; the verification challenge is answered at once, events are
+/// kept for the account's owner.
+pub struct HookRelay {
+    /// The account, for logs.
+    pub account: String,
+    /// The signing secret.
+    pub signing: Secret,
+}
+
+impl HookRelay {
+    fn proof(&self) -> Proof {
+        Proof::SlackSignature {
+            signing_secret: self.signing.clone(),
+            window_secs: 300,
+        }
+    }
+}
+
+impl passerelle_sdk::relay::Relay for HookRelay {
+    fn relays(&self, head: &http::request::Parts) -> bool {
+        is_hook(head.uri.path())
+    }
+
+    fn admit(&self, head: &http::request::Parts) -> Admission {
+        admit_hook(&self.account, Some(&self.proof()), head)
+    }
+
+    fn check(&self, request: &Request) -> passerelle_sdk::relay::Relaying {
+        use passerelle_sdk::relay::Relaying;
+        match check_hook(&self.account, Some(&self.proof()), request, false) {
+            Call::Answer(answer) => Relaying::Answer(answer),
+            Call::Events(_) => Relaying::Keep(text_response(200, "ok\n")),
+        }
     }
 }
 
@@ -173,5 +240,71 @@ impl Endpoints {
                 len,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use passerelle_sdk::relay::{Relay, Relaying};
+    use passerelle_sdk::webhook::{encode_hex, slack_signature};
+
+    fn call(body: &str, at: u64, secret: &[u8]) -> Request {
+        let sig = encode_hex(&slack_signature(secret, at, body.as_bytes()));
+        http::Request::builder()
+            .method("POST")
+            .uri("/hooks")
+            .header("x-slack-request-timestamp", at.to_string())
+            .header("x-slack-signature", format!("v0={sig}"))
+            .body(bytes::Bytes::from(body.to_owned()))
+            .unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn the_relay_keeps_signed_events_answers_the_challenge_and_refuses_the_rest() {
+        let relay = HookRelay {
+            account: "slack".into(),
+            signing: Secret::new("8f742231b10e8888abcd99yyyzzz85a5"),
+        };
+        let secret = b"8f742231b10e8888abcd99yyyzzz85a5";
+        let status = |r: Relaying| match r {
+            Relaying::Keep(a) => ("keep", a.status().as_u16()),
+            Relaying::Answer(a) => ("answer", a.status().as_u16()),
+        };
+        let event = r#"{"type":"event_callback","event":{"type":"message"}}"#;
+        assert_eq!(
+            status(relay.check(&call(event, now(), secret))),
+            ("keep", 200)
+        );
+        let challenge = r#"{"type":"url_verification","challenge":"3eZbrw1aB"}"#;
+        assert_eq!(
+            status(relay.check(&call(challenge, now(), secret))),
+            ("answer", 200)
+        );
+        // Another secret, a stale timestamp (a replay), a signed body that is not JSON.
+        assert_eq!(
+            status(relay.check(&call(event, now(), b"another-secret"))),
+            ("answer", 401)
+        );
+        assert_eq!(
+            status(relay.check(&call(event, now() - 600, secret))),
+            ("answer", 401)
+        );
+        assert_eq!(
+            status(relay.check(&call("{\"type\":", now(), secret))),
+            ("answer", 400)
+        );
+        let media = http::Request::builder()
+            .uri("/media/F1/sig")
+            .body(())
+            .unwrap();
+        assert!(!relay.relays(&media.into_parts().0));
     }
 }

@@ -117,6 +117,18 @@ impl Connector for SlackConnector {
         }
     }
 
+    /// In events mode (Socket Mode has no hook).
+    fn relay(
+        &self,
+        account: &passerelle_sdk::AccountId,
+    ) -> Option<Arc<dyn passerelle_sdk::relay::Relay>> {
+        let signing = self.settings.signing_secret.clone()?;
+        Some(Arc::new(hook::HookRelay {
+            account: account.to_string(),
+            signing,
+        }))
+    }
+
     fn run<'a>(
         self: Box<Self>,
         io: &'a mut ConnectorIo,

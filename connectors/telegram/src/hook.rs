@@ -81,6 +81,14 @@ impl HttpHandler for Endpoints {
         signed_link::admit_media(head)
     }
 
+    /// Only the hook is ever relayed.
+    fn handle_relayed(&self, request: Request) -> BoxFuture<'static, Response> {
+        match &self.webhook {
+            Some(w) => w.handle_relayed(request),
+            None => Box::pin(async { text_response(404, "this account polls; no webhook\n") }),
+        }
+    }
+
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
         let path = request.uri().path();
         if path == "/hooks" || path == "/hooks/" {

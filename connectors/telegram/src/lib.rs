@@ -39,11 +39,11 @@ use api::{ApiError, BotApi};
 use futures::future::BoxFuture;
 use intake::{Chats, Intake};
 use passerelle_sdk::signed_link::SignedLinks;
-use passerelle_sdk::webhook::{DEFAULT_MAX_BODY, HookSettings, Proof, WebhookEndpoint};
+use passerelle_sdk::webhook::{DEFAULT_MAX_BODY, HookCheck, HookSettings, Proof, WebhookEndpoint};
 use passerelle_sdk::{
-    BuildContext, CancellationToken, Capabilities, ConfigIssue, ConnectionState, Connector,
-    ConnectorError, ConnectorFactory, ConnectorIo, Receipt, RoomId, SendError, StateHandle,
-    StatusReporter,
+    AccountId, BuildContext, CancellationToken, Capabilities, ConfigIssue, ConnectionState,
+    Connector, ConnectorError, ConnectorFactory, ConnectorIo, Receipt, RoomId, SendError,
+    StateHandle, StatusReporter,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -95,6 +95,18 @@ pub struct TelegramConnector {
     data_dir: std::path::PathBuf,
 }
 
+/// How Telegram's calls to the hook are proved: the secret token it sends as a header.
+fn hook_settings(secret: &passerelle_sdk::Secret) -> HookSettings {
+    HookSettings {
+        proof: Proof::SecretHeader {
+            header: "x-telegram-bot-api-secret-token",
+            token: secret.clone(),
+        },
+        verify_token: None,
+        max_body: DEFAULT_MAX_BODY,
+    }
+}
+
 impl Connector for TelegramConnector {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -130,6 +142,15 @@ impl Connector for TelegramConnector {
             Some(id) if id > 0 => passerelle_sdk::RoomKind::Private,
             _ => passerelle_sdk::RoomKind::Group,
         }
+    }
+
+    /// In webhook mode only (a polling account has no hook).
+    fn relay(&self, account: &AccountId) -> Option<Arc<dyn passerelle_sdk::relay::Relay>> {
+        let (_, secret) = self.config.webhook.as_ref()?;
+        Some(Arc::new(HookCheck::new(
+            account.as_str(),
+            hook_settings(secret),
+        )))
     }
 
     fn run<'a>(
@@ -185,14 +206,7 @@ impl Connector for TelegramConnector {
                     }
                     Some(WebhookEndpoint::new(
                         io.account.as_str(),
-                        HookSettings {
-                            proof: Proof::SecretHeader {
-                                header: "x-telegram-bot-api-secret-token",
-                                token: secret.clone(),
-                            },
-                            verify_token: None,
-                            max_body: DEFAULT_MAX_BODY,
-                        },
+                        hook_settings(secret),
                         Arc::new(hook::Sink(intake.clone())),
                     ))
                 }

@@ -42,23 +42,103 @@ impl HttpHandler for Endpoint {
     }
 }
 
+/// The homeserver's transactions at any instance of a cluster (see `passerelle_sdk::relay`):
+/// proved by `hs_token` as the running connector proves them and kept for the account's owner,
+/// which bridges them in the order they came; pings are answered at once. User and alias
+/// queries need the running connector and are not relayed.
+pub struct Relay {
+    hs_token: passerelle_sdk::Secret,
+}
+
+impl Relay {
+    /// The relay of an appservice account.
+    pub fn new(asv: &crate::config::AppserviceSettings) -> Self {
+        Self {
+            hs_token: asv.hs_token.clone(),
+        }
+    }
+
+    fn authorized(&self, head: &http::request::Parts) -> Option<bool> {
+        token_of(&head.headers, &head.uri).map(|t| self.hs_token.matches(&t))
+    }
+}
+
+/// Whether `path` is a transaction (`Some(true)`), a ping (`Some(false)`) or neither.
+fn relayed_call(method: &http::Method, path: &str) -> Option<bool> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("PUT", ["_matrix", "app", "v1", "transactions", _]) => Some(true),
+        ("POST", ["_matrix", "app", "v1", "ping"]) => Some(false),
+        _ => None,
+    }
+}
+
+impl passerelle_sdk::relay::Relay for Relay {
+    fn relays(&self, head: &http::request::Parts) -> bool {
+        relayed_call(&head.method, head.uri.path()).is_some()
+    }
+
+    fn admit(&self, head: &http::request::Parts) -> passerelle_sdk::Admission {
+        use passerelle_sdk::Admission;
+        match self.authorized(head) {
+            None => Admission::Answer(matrix_error(401, "M_UNAUTHORIZED", "missing token")),
+            Some(false) => {
+                warn!("appservice request with a wrong hs_token refused");
+                Admission::Answer(matrix_error(403, "M_FORBIDDEN", "bad token"))
+            }
+            Some(true) if head.method == http::Method::PUT => Admission::read(MAX_TRANSACTION),
+            Some(true) => Admission::read(64 * 1024),
+        }
+    }
+
+    /// A transaction is kept when its envelope parses (its events are read by the owner, each
+    /// on its own); anything else the homeserver would be sent again for ever is refused 400.
+    fn check(&self, request: &Request) -> passerelle_sdk::relay::Relaying {
+        use passerelle_sdk::relay::Relaying;
+        match token_of(request.headers(), request.uri()).map(|t| self.hs_token.matches(&t)) {
+            None => return Relaying::Answer(matrix_error(401, "M_UNAUTHORIZED", "missing token")),
+            Some(false) => return Relaying::Answer(matrix_error(403, "M_FORBIDDEN", "bad token")),
+            Some(true) => {}
+        }
+        match relayed_call(request.method(), request.uri().path()) {
+            Some(true) => {
+                if serde_json::from_slice::<Envelope>(request.body()).is_err() {
+                    warn!(
+                        bytes = request.body().len(),
+                        "malformed transaction refused"
+                    );
+                    return Relaying::Answer(matrix_error(400, "M_NOT_JSON", "body is not JSON"));
+                }
+                Relaying::Keep(json_response(200, &json!({})))
+            }
+            Some(false) => Relaying::Answer(json_response(200, &json!({}))),
+            None => Relaying::Answer(matrix_error(404, "M_UNRECOGNIZED", "unknown endpoint")),
+        }
+    }
+}
+
+/// The token of an appservice call: `Authorization: Bearer`, else the older `access_token`
+/// query parameter.
+fn token_of(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("access_token="))
+            .and_then(dec)
+    });
+    header.map(str::to_owned).or(query)
+}
+
 pub(super) fn matrix_error(status: u16, errcode: &str, error: &str) -> Response {
     json_response(status, &json!({"errcode": errcode, "error": error}))
 }
 
 impl Shared {
     pub(super) fn authorized(&self, headers: &http::HeaderMap, uri: &http::Uri) -> Option<bool> {
-        let header = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let query = uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("access_token="))
-                .and_then(dec)
-        });
-        let token = header.map(str::to_owned).or(query)?;
-        Some(self.hs_token.matches(&token))
+        token_of(headers, uri).map(|t| self.hs_token.matches(&t))
     }
 
     pub(super) async fn handle(&self, request: Request) -> Response {
@@ -263,5 +343,77 @@ impl Shared {
             .and_then(|v| v["displayname"].as_str().map(str::to_owned));
         self.names_cache.lock().await.insert(key, name.clone());
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use passerelle_sdk::relay::{Relay as _, Relaying};
+
+    fn relay() -> Relay {
+        Relay {
+            hs_token: passerelle_sdk::Secret::new("b".repeat(32)),
+        }
+    }
+
+    fn call(method: &str, path: &str, token: Option<&str>, body: &str) -> Request {
+        let mut b = http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(bytes::Bytes::from(body.to_owned())).unwrap()
+    }
+
+    fn outcome(r: Relaying) -> (&'static str, u16) {
+        match r {
+            Relaying::Keep(a) => ("keep", a.status().as_u16()),
+            Relaying::Answer(a) => ("answer", a.status().as_u16()),
+        }
+    }
+
+    #[test]
+    fn transactions_are_kept_with_the_right_token_only_and_queries_stay_with_the_owner() {
+        let r = relay();
+        let good = "b".repeat(32);
+        let txn = "/_matrix/app/v1/transactions/1700000000001";
+        let body = r#"{"events":[{"type":"m.room.message"}]}"#;
+        assert_eq!(
+            outcome(r.check(&call("PUT", txn, Some(&good), body))),
+            ("keep", 200)
+        );
+        assert_eq!(
+            outcome(r.check(&call("PUT", txn, Some("guess"), body))),
+            ("answer", 403)
+        );
+        assert_eq!(
+            outcome(r.check(&call("PUT", txn, None, body))),
+            ("answer", 401)
+        );
+        // The older query parameter works as the header does.
+        let query = format!("{txn}?access_token={good}");
+        assert_eq!(
+            outcome(r.check(&call("PUT", &query, None, body))),
+            ("keep", 200)
+        );
+        assert_eq!(
+            outcome(r.check(&call("PUT", txn, Some(&good), "{\"events\":"))),
+            ("answer", 400)
+        );
+        let ping = call("POST", "/_matrix/app/v1/ping", Some(&good), "{}");
+        assert_eq!(outcome(r.check(&ping)), ("answer", 200));
+        for (method, path) in [
+            ("GET", "/_matrix/app/v1/users/%40passerelle_x%3Aexample.org"),
+            ("GET", "/_matrix/app/v1/rooms/%23passerelle_x%3Aexample.org"),
+            ("GET", "/media/abc/def"),
+        ] {
+            let head = call(method, path, Some(&good), "").into_parts().0;
+            assert!(!r.relays(&head), "{path} is not relayed");
+        }
+        let head = call("PUT", txn, Some("guess"), "").into_parts().0;
+        assert!(matches!(
+            r.admit(&head),
+            passerelle_sdk::Admission::Answer(_)
+        ));
     }
 }

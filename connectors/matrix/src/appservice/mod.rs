@@ -14,6 +14,7 @@ mod portals;
 mod registration;
 mod send;
 
+pub use endpoint::Relay;
 use endpoint::{Endpoint, matrix_error};
 pub use registration::{registration_yaml, sender_localpart};
 use send::Sender;
