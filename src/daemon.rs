@@ -242,6 +242,9 @@ pub async fn run(
         portals.clone(),
     ));
     status.configure(&config);
+    if let Some(cluster) = &cluster {
+        status.set_cluster(cluster.clone(), relays.clone());
+    }
     let mut accounts = Accounts {
         board,
         running: HashMap::new(),

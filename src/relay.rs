@@ -96,6 +96,11 @@ impl Relays {
         Ok(kept)
     }
 
+    /// How many calls wait for each account that has any.
+    pub async fn waiting(&self) -> Result<Vec<(AccountId, i64)>, StoreError> {
+        self.store.relay_waiting().await
+    }
+
     /// Wakes `account`'s pump (a call was kept for it, or it became ours).
     pub fn wake(&self, account: &AccountId) {
         self.notify(account).notify_one();

@@ -188,6 +188,8 @@ pub struct Page {
     pub rooms: Vec<crate::store::RoomCounts>,
     /// When the page was made (ms since the epoch).
     pub now_ms: u64,
+    /// Cluster mode: who runs what.
+    pub cluster: Option<ClusterView>,
 }
 
 fn esc(text: &str) -> String {
@@ -253,13 +255,16 @@ impl Page {
              th,td{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}\
              th{{background:#f3f3f3}}td.n{{text-align:right}}td{{white-space:nowrap}}td.error{{white-space:normal}}\
              .connected{{color:#176b2c;font-weight:600}}.connecting{{color:#8a6d00;font-weight:600}}\
-             .disconnected,.stopped{{color:#a8071a;font-weight:600}}.disabled{{color:#777}}\
+             .disconnected,.stopped{{color:#a8071a;font-weight:600}}.disabled,.elsewhere{{color:#777}}\
              </style></head><body>\n<h1>passerelle</h1>\n\
              <p id=\"version\">version {version} · {} · refreshes every 10 s</p>\n",
             utc(self.now_ms)
         );
-        let up = self
-            .accounts
+        // Cluster mode: an account another instance runs is shown as elsewhere, with its owner.
+        let elsewhere =
+            |id: &AccountId| self.cluster.as_ref().is_some_and(|c| !c.held.contains(id));
+        let here: Vec<&AccountRow> = self.accounts.iter().filter(|a| !elsewhere(&a.id)).collect();
+        let up = here
             .iter()
             .filter(|a| {
                 a.line
@@ -267,16 +272,52 @@ impl Page {
                     .is_some_and(|l| l.state == ConnectionState::Connected)
             })
             .count();
+        if let Some(c) = &self.cluster {
+            let _ = writeln!(
+                h,
+                "<p id=\"cluster\">Cluster mode: this is instance <b>{}</b>; it runs {} of the {} \
+                 accounts, the others run at the instance named beside them.</p>",
+                esc(&c.instance),
+                here.len(),
+                self.accounts.len()
+            );
+        }
+        let (owner_head, waiting_head) = if self.cluster.is_some() {
+            (
+                "<th>Runs at</th>",
+                "<th title=\"callbacks proved and kept here or at another instance, waiting for the owner\">Calls waiting</th>",
+            )
+        } else {
+            ("", "")
+        };
         let _ = write!(
             h,
             "<h2>Accounts</h2>\n<p id=\"summary\">{up} of {} connected</p>\n<table id=\"accounts\">\
-             <tr><th>Account</th><th>Kind</th><th>State</th><th>Since</th><th>Last error</th>\
-             <th>In, last hour</th><th>Out, last hour</th></tr>\n",
-            self.accounts.len()
+             <tr><th>Account</th><th>Kind</th>{owner_head}<th>State</th><th>Since</th><th>Last error</th>\
+             <th>In, last hour</th><th>Out, last hour</th>{waiting_head}</tr>\n",
+            here.len()
         );
         for a in &self.accounts {
+            let (owner, waiting) = match &self.cluster {
+                Some(c) => {
+                    let name = c.owners.get(&a.id).cloned().flatten();
+                    let shown = name.as_deref().map(esc).unwrap_or_else(|| "nobody".into());
+                    (
+                        format!(
+                            "<td data-owner=\"{}\">{shown}</td>",
+                            esc(name.as_deref().unwrap_or(""))
+                        ),
+                        format!(
+                            "<td class=\"n\">{}</td>",
+                            c.waiting.get(&a.id).copied().unwrap_or(0)
+                        ),
+                    )
+                }
+                None => (String::new(), String::new()),
+            };
             let (state, since, error) = match (&a.line, a.enabled) {
                 (_, false) => ("disabled".to_owned(), String::new(), String::new()),
+                _ if elsewhere(&a.id) => ("elsewhere".to_owned(), String::new(), String::new()),
                 (None, true) => ("not started".to_owned(), String::new(), String::new()),
                 (Some(line), true) => (
                     state_word(line.state).to_owned(),
@@ -298,9 +339,9 @@ impl Page {
             };
             let _ = writeln!(
                 h,
-                "<tr data-account=\"{id}\"><td>{id}</td><td>{kind}</td>\
+                "<tr data-account=\"{id}\"><td>{id}</td><td>{kind}</td>{owner}\
                  <td class=\"{class}\" data-state=\"{state}\">{state}</td><td>{since}</td>\
-                 <td class=\"error\">{error}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                 <td class=\"error\">{error}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>{waiting}</tr>",
                 a.last_hour.0,
                 a.last_hour.1,
                 id = esc(a.id.as_str()),
@@ -369,6 +410,11 @@ pub struct Source {
     configured: std::sync::RwLock<Vec<(AccountId, String, bool)>>,
     store: std::sync::Arc<dyn crate::store::Store>,
     portals: std::sync::Arc<crate::portals::PortalService>,
+    /// Cluster mode: who owns what, and the calls kept for their owners.
+    cluster: OnceLock<(
+        crate::cluster::Cluster,
+        Option<std::sync::Arc<crate::relay::Relays>>,
+    )>,
 }
 
 fn direction_word(d: crate::config::Direction) -> &'static str {
@@ -392,7 +438,17 @@ impl Source {
             configured: std::sync::RwLock::new(Vec::new()),
             store,
             portals,
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: shows which instance runs each account, and the calls waiting for them.
+    pub fn set_cluster(
+        &self,
+        cluster: crate::cluster::Cluster,
+        relays: Option<std::sync::Arc<crate::relay::Relays>>,
+    ) {
+        let _ = self.cluster.set((cluster, relays));
     }
 
     /// Shows the accounts of `config`.
@@ -434,8 +490,10 @@ impl Source {
                     .collect(),
             })
             .collect();
-        let configured = self.configured.read().unwrap_or_else(|e| e.into_inner());
-        let accounts = configured
+        let accounts: Vec<AccountRow> = self
+            .configured
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(id, kind, enabled)| AccountRow {
                 id: id.clone(),
@@ -445,11 +503,63 @@ impl Source {
                 enabled: *enabled,
             })
             .collect();
+        let cluster = match self.cluster.get() {
+            Some((cluster, relays)) => Some(ClusterView::read(cluster, relays.as_deref()).await),
+            None => None,
+        };
         Page {
             accounts,
             links,
             rooms,
             now_ms: now_ms(),
+            cluster,
+        }
+    }
+}
+
+/// Cluster mode's part of the page.
+pub struct ClusterView {
+    /// This instance's name.
+    pub instance: String,
+    /// The accounts this instance runs.
+    pub held: std::collections::BTreeSet<AccountId>,
+    /// Each account's owner by name (`None`: no live owner); empty when the database can't be
+    /// asked.
+    pub owners: std::collections::HashMap<AccountId, Option<String>>,
+    /// Callbacks kept and waiting for each account's owner.
+    pub waiting: std::collections::HashMap<AccountId, i64>,
+}
+
+impl ClusterView {
+    async fn read(
+        cluster: &crate::cluster::Cluster,
+        relays: Option<&crate::relay::Relays>,
+    ) -> Self {
+        let owners = match cluster.owners().await {
+            Ok(owners) => owners
+                .into_iter()
+                .map(|o| {
+                    let owner = o.instance.filter(|_| o.expires_in_ms > 0);
+                    (o.account, owner)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "status page: cannot read who owns what");
+                Default::default()
+            }
+        };
+        let waiting = match relays {
+            Some(r) => r.waiting().await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "status page: cannot read the kept callbacks");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        Self {
+            instance: cluster.name().to_owned(),
+            held: cluster.held().into_keys().collect(),
+            owners,
+            waiting: waiting.into_iter().collect(),
         }
     }
 }

@@ -191,6 +191,19 @@ async fn webhooks_at_any_instance_are_bridged_by_the_owner_and_survive_its_death
             .await
     );
     assert_eq!(fake.webhook().map(|(u, _)| u), Some(hook.clone()));
+    // b's status page says where each account runs.
+    let page = get(&format!("http://127.0.0.1:{}/status", admins[1]))
+        .await
+        .expect("b's /status");
+    assert!(page.contains("this is instance <b>b</b>"), "{page}");
+    for (account, owner, state) in [("tg", "a", "elsewhere"), ("irc.main", "b", "connected")] {
+        let row = page
+            .lines()
+            .find(|l| l.contains(&format!("data-account=\"{account}\"")))
+            .unwrap_or_else(|| panic!("no row for {account}: {page}"));
+        assert!(row.contains(&format!("data-owner=\"{owner}\"")), "{row}");
+        assert!(row.contains(&format!("data-state=\"{state}\"")), "{row}");
+    }
 
     // Forged calls are refused at either instance, before anything is kept.
     let forged = update(1, 1, "forged").to_string();
