@@ -2,6 +2,7 @@
 //! an API account and an IRC account (InspIRCd, flood control off); messages posted to the API at
 //! one instance are delivered to IRC by another, and the IRC owner killed with SIGKILL mid-stream
 //! loses nothing: a survivor takes the account over once the lease expires and goes on in order.
+//! Without pins, six accounts spread two to an instance, and three to each survivor after a death.
 
 mod common;
 
@@ -353,6 +354,123 @@ async fn a_database_restart_mid_stream_loses_nothing() {
     let lines = texts(&collector.await.unwrap());
     common::check_stream(&lines, &want(MESSAGES), 1);
     for d in &mut cluster.daemons {
+        d.stop();
+    }
+}
+
+/// Six accounts (three IRC, three API, each pair linked), nothing pinned, three instances: the
+/// accounts spread two to an instance, every link carries its messages whichever instances run
+/// its two ends, and once one instance is killed its two accounts spread over the survivors
+/// (three each) and every link carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unpinned_accounts_spread_evenly_and_again_after_a_death() {
+    const EACH: usize = 30;
+    let irc = passerelle_testkit::servers::Inspircd::start();
+    let (url, _pg) = Postgres::shared_database();
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("database-url"), &url).unwrap();
+    std::fs::write(secrets.path().join("outbox-key"), "24".repeat(32)).unwrap();
+    let api_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut accounts = String::new();
+    for (i, port) in api_ports.iter().enumerate() {
+        accounts.push_str(&format!(
+            "[accounts.\"irc.{i}\"]\nkind = \"irc\"\nserver = \"127.0.0.1\"\nport = {}\ntls = false\n\
+             nick = \"br{i}\"\nsend_rate_per_second = 0\n\n\
+             [accounts.\"api.{i}\"]\nkind = \"api\"\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n\
+             rights = [\"read\", \"write\"]\n\n\
+             [[links]]\nname = \"s{i}\"\nrooms = [\n  {{ account = \"api.{i}\", room = \"lobby\" }},\n  \
+             {{ account = \"irc.{i}\", room = \"#s{i}\" }},\n]\n\n",
+            irc.port
+        ));
+    }
+    let dirs: Vec<tempfile::TempDir> = NAMES.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let admins: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
+    let mut daemons: Vec<Daemon> = NAMES
+        .iter()
+        .zip(&dirs)
+        .zip(&admins)
+        .map(|((name, dir), admin)| {
+            let config = format!(
+                "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{data}/passerelle.db\"\n\
+                 url_file = \"{s}/database-url\"\noutbox_key_file = \"{s}/outbox-key\"\n\n\
+                 [http]\nlisten = \"127.0.0.1:{admin}\"\n\n[cluster]\nenabled = true\n\
+                 instance = \"{name}\"\nlease_secs = {LEASE_SECS}\n\n{accounts}",
+                data = dir.path().join("data").display(),
+                s = secrets.path().display(),
+            );
+            Daemon::start(dir.path(), &config, *admin)
+        })
+        .collect();
+    let ids: Vec<String> = (0..3)
+        .flat_map(|i| [format!("irc.{i}"), format!("api.{i}")])
+        .collect();
+    // Which instance runs each account, once every account is connected at some live instance
+    // and the live ones run `per` each.
+    let spread = async |live: &[usize], per: usize| -> std::collections::BTreeMap<String, usize> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let mut at = std::collections::BTreeMap::new();
+            for &i in live {
+                if let Some(body) = readyz(admins[i]).await {
+                    for id in &ids {
+                        if body["accounts"][id] == "connected" {
+                            at.insert(id.clone(), i);
+                        }
+                    }
+                }
+            }
+            let even = live
+                .iter()
+                .all(|i| at.values().filter(|v| *v == i).count() == per);
+            if at.len() == ids.len() && even {
+                return at;
+            }
+            assert!(Instant::now() < deadline, "not spread {per} each: {at:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let mut bob = IrcClient::connect(irc.port, "bob").await;
+    for i in 0..3 {
+        bob.join(&format!("#s{i}")).await;
+    }
+    let first = spread(&[0, 1, 2], 2).await;
+    // Every link, whichever instances run its ends: EACH messages per link, in order.
+    let round = async |bob: &mut IrcClient, tag: &str| {
+        for n in 0..EACH {
+            for (i, port) in api_ports.iter().enumerate() {
+                let api = Api::new(*port, TOKEN);
+                let body = serde_json::json!({"text": format!("{tag} {i} {n:03}"), "username": "s", "gateway": "lobby"});
+                let mut tries = 0;
+                while api.try_post(&body).await != Some(200) {
+                    tries += 1;
+                    assert!(tries < 300, "api.{i} did not take message {n} within 30 s");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        while got.values().map(Vec::len).sum::<usize>() < 3 * EACH {
+            let Some(m) = bob.next_message(Duration::from_secs(30)).await else {
+                break;
+            };
+            got.entry(m.target).or_default().push(m.text);
+        }
+        for i in 0..3 {
+            let want: Vec<String> = (0..EACH).map(|n| format!("<s> {tag} {i} {n:03}")).collect();
+            assert_eq!(got.get(&format!("#s{i}")), Some(&want), "link s{i} ({tag})");
+        }
+    };
+    round(&mut bob, "before").await;
+    let victim = first["irc.0"];
+    daemons[victim].kill();
+    let live: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let second = spread(&live, 3).await;
+    round(&mut bob, "after").await;
+    eprintln!(
+        "cluster spread: {first:?} (instances by index {NAMES:?}); after killing {}: {second:?}",
+        NAMES[victim]
+    );
+    for d in &mut daemons {
         d.stop();
     }
 }
