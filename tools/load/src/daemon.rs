@@ -7,12 +7,65 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `[general]`, `[store]` and `[http]` tables every load config starts with: a short
-/// shutdown grace, the store under `dir/data`, the admin listener on `admin`.
-pub fn base_config(dir: &Path, admin: u16) -> String {
+/// shutdown grace, the store under `dir/data` (or in the PostgreSQL database `store_url`
+/// names), the admin listener on `admin`.
+pub fn base_config(dir: &Path, admin: u16, store_url: Option<&str>) -> String {
+    let url = store_url
+        .map(|u| format!("url = \"{u}\"\n"))
+        .unwrap_or_default();
     format!(
-        "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{}/passerelle.db\"\n\n[http]\nlisten = \"127.0.0.1:{admin}\"\n",
+        "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{}/passerelle.db\"\n{url}\n[http]\nlisten = \"127.0.0.1:{admin}\"\n",
         dir.join("data").display()
     )
+}
+
+/// Which store the daemon under load keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded SQLite file (the default).
+    Sqlite,
+    /// A PostgreSQL server of the tool's own on loopback (Debian's package, `fsync` on), a new
+    /// database for each run.
+    Postgres,
+}
+
+impl StoreKind {
+    /// Its name in the printed line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// The stores a run needs: the PostgreSQL server when one of `kinds` is PostgreSQL (stopped by
+/// PID when dropped).
+pub struct Stores {
+    postgres: Option<passerelle_testkit::postgres::Postgres>,
+    made: u32,
+}
+
+impl Stores {
+    /// Starts what `kinds` need.
+    pub fn start(kinds: &[StoreKind]) -> Self {
+        Self {
+            postgres: kinds
+                .contains(&StoreKind::Postgres)
+                .then(|| passerelle_testkit::postgres::Postgres::start(true)),
+            made: 0,
+        }
+    }
+
+    /// `store.url` for a new store of `kind` (`None`: SQLite).
+    pub fn url(&mut self, kind: StoreKind) -> Option<String> {
+        let pg = self
+            .postgres
+            .as_ref()
+            .filter(|_| kind == StoreKind::Postgres)?;
+        self.made += 1;
+        Some(pg.create_database(&format!("load{}", self.made)))
+    }
 }
 
 /// A running daemon, stopped (SIGTERM, then SIGKILL after 30 s) when dropped.
@@ -124,6 +177,18 @@ impl Daemon {
     /// Resident memory now, KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         self.status_kib("VmRSS:")
+    }
+
+    /// CPU time used so far by all its threads (user and system), in clock ticks (1/100 s on
+    /// Linux).
+    pub fn cpu_ticks(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The name in parentheses may hold spaces: the fields that count come after it.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (utime, stime) = (fields.get(11)?, fields.get(12)?);
+        Some(utime.parse::<u64>().ok()? + stime.parse::<u64>().ok()?)
     }
 
     /// Peak resident memory so far, KiB.

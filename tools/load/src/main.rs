@@ -8,6 +8,7 @@
 //! the daemon's resident memory (idle before the run, peak after it). Everything talks to
 //! 127.0.0.1 only and stops by itself. `docs/performance.md` has the commands and the figures.
 
+mod accounts;
 mod daemon;
 mod irc;
 mod matrix;
@@ -46,6 +47,9 @@ enum Scenario {
     /// program (`tools/load/relay.py`, `kind = "process"`) that emits each back, then into an IRC
     /// channel; baseline: the same lines bridged IRC → IRC by in-process connectors alone.
     Process(Load),
+    /// What each account costs: resident memory and idle CPU with 2 accounts and with
+    /// `--pairs` IRC and as many API accounts, all connected (InspIRCd).
+    Accounts(accounts::Accounts),
     /// Start-up to ready and idle memory on a configuration (the example by default), started
     /// `--runs` times, each on a new store and again on the store it left.
     Startup(Startup),
@@ -89,6 +93,10 @@ struct Load {
     /// The `passerelle` binary (default: the one beside this tool).
     #[arg(long)]
     daemon: Option<PathBuf>,
+    /// `irc` and `api`: the store(s) the daemon keeps, each measured in turn beside the one
+    /// direct run (`--store sqlite,postgres`).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [daemon::StoreKind::Sqlite])]
+    store: Vec<daemon::StoreKind>,
     /// Keep the daemon's log and config in this directory (default: a temporary one), with every
     /// arrival of each path (`arrivals-<run>.txt`: sequence number, µs sent, µs received).
     #[arg(long)]
@@ -121,6 +129,7 @@ async fn main() {
         Scenario::Process(load) => irc_to_irc(load, Source::Process).await,
         Scenario::Matrix(load) => matrix::matrix_to_irc(load).await,
         Scenario::Startup(s) => startup(s).await,
+        Scenario::Accounts(a) => accounts::accounts(a).await,
     };
     if let Err(e) = result {
         eprintln!("passerelle-load: {e:#}");
@@ -171,7 +180,13 @@ rooms = [
 
 /// The daemon's config: two IRC accounts on one server (`#load-in` read by one, `#load-out`
 /// written by the other) and an API account, with one-way links into `#load-out`.
-fn bridge_config(dir: &std::path::Path, admin: u16, irc: u16, api: u16) -> String {
+fn bridge_config(
+    dir: &std::path::Path,
+    admin: u16,
+    irc: u16,
+    api: u16,
+    store_url: Option<&str>,
+) -> String {
     format!(
         r##"{head}
 [accounts."irc.in"]
@@ -209,7 +224,7 @@ rooms = [
   {{ account = "irc.out", room = "#load-out", direction = "out" }},
 ]
 "##,
-        head = daemon::base_config(dir, admin)
+        head = daemon::base_config(dir, admin, store_url)
     )
 }
 
@@ -276,17 +291,31 @@ where
 
 async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
     let from_api = source == Source::Api;
+    if source == Source::Process && load.store != [daemon::StoreKind::Sqlite] {
+        bail!("--store applies to the irc and api scenarios");
+    }
+    if load.store.is_empty() {
+        bail!("--store names no store");
+    }
     let binary = daemon::binary(load.daemon.clone())?;
     let server = Inspircd::start();
+    let mut stores = daemon::Stores::start(&load.store);
     let temp = tempfile::tempdir()?;
     let dir = load.keep.clone().unwrap_or_else(|| temp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
     let (admin, api_port) = (free_port(), free_port());
-    let mut config = bridge_config(&dir, admin, server.port, api_port);
-    if source == Source::Process {
-        config.push_str(&relay_config());
-    }
-    let mut daemon = Daemon::start(&binary, &dir, &config, admin)?;
+    // One daemon per store, each on a new one; the first is up for the direct run too (the
+    // process scenario's baseline goes through it).
+    let start = |kind: daemon::StoreKind, url: Option<String>| {
+        let dir = dir.join(kind.name());
+        let mut config = bridge_config(&dir, admin, server.port, api_port, url.as_deref());
+        if source == Source::Process {
+            config.push_str(&relay_config());
+        }
+        std::fs::create_dir_all(&dir)?;
+        Daemon::start(&binary, &dir, &config, admin)
+    };
+    let mut daemon = start(load.store[0], stores.url(load.store[0]))?;
     daemon
         .wait_for(
             "/readyz",
@@ -330,75 +359,88 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
         .await?
     };
 
-    // Through passerelle.
-    let run = run.wrapping_add(1);
-    let b = irc::Client::join(server.port, "db", "#load-out").await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = daemon.rss_kib();
-    let bridged = if from_api {
-        let clock = Instant::now();
-        let progress = Arc::new(irc::Progress::default());
-        let posted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let orphans = load
-            .orphan_replies
-            .map(|rate| tokio::spawn(post_orphan_replies(api_port, rate, posted.clone())));
-        let figures = measure(
-            b,
-            run,
-            &load,
-            clock,
-            progress,
-            post_all(api_port, run, &load, clock),
-        )
-        .await;
-        if let Some(task) = orphans {
-            task.abort();
-            let n = posted.load(std::sync::atomic::Ordering::Relaxed);
-            println!("orphan replies posted meanwhile: {n}");
-        }
-        figures?
-    } else {
-        let channel = if source == Source::Process {
-            "#load-pin"
-        } else {
-            "#load-in"
-        };
-        let a = irc::Client::join(server.port, "da", channel).await?;
-        let clock = Instant::now();
-        let progress = Arc::new(irc::Progress::default());
-        measure(b, run, &load, clock, progress.clone(), async {
-            let (first, open) = a
-                .send(
-                    run,
-                    load.messages,
-                    load.rate,
-                    load.window,
-                    progress,
-                    load.pad,
-                    clock,
+    // Through passerelle, on each store in turn.
+    for (i, kind) in load.store.iter().copied().enumerate() {
+        if i > 0 {
+            daemon.stop();
+            daemon = start(kind, stores.url(kind))?;
+            daemon
+                .wait_for(
+                    "/readyz",
+                    Duration::from_millis(50),
+                    Duration::from_secs(30),
                 )
                 .await?;
-            Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
-        })
-        .await?
-    };
-    let peak_rss = daemon.peak_rss_kib();
-    let clean = daemon.stop();
-
-    let path = match source {
-        Source::Irc => "irc->irc",
-        Source::Api => "api->irc",
-        Source::Process => "irc->process->irc (direct: in-process irc->irc)",
-    };
-    report(
-        path,
-        &load,
-        Some(load.window),
-        &direct,
-        &bridged,
-        (idle_rss, peak_rss),
-        clean,
-    );
+        }
+        let run = run.wrapping_add(1 + i as u32);
+        let b = irc::Client::join(server.port, &format!("db{i}"), "#load-out").await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle_rss = daemon.rss_kib();
+        let bridged = if from_api {
+            let clock = Instant::now();
+            let progress = Arc::new(irc::Progress::default());
+            let posted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let orphans = load
+                .orphan_replies
+                .map(|rate| tokio::spawn(post_orphan_replies(api_port, rate, posted.clone())));
+            let figures = measure(
+                b,
+                run,
+                &load,
+                clock,
+                progress,
+                post_all(api_port, run, &load, clock),
+            )
+            .await;
+            if let Some(task) = orphans {
+                task.abort();
+                let n = posted.load(std::sync::atomic::Ordering::Relaxed);
+                println!("orphan replies posted meanwhile: {n}");
+            }
+            figures?
+        } else {
+            let channel = if source == Source::Process {
+                "#load-pin"
+            } else {
+                "#load-in"
+            };
+            let a = irc::Client::join(server.port, &format!("da{i}"), channel).await?;
+            let clock = Instant::now();
+            let progress = Arc::new(irc::Progress::default());
+            measure(b, run, &load, clock, progress.clone(), async {
+                let (first, open) = a
+                    .send(
+                        run,
+                        load.messages,
+                        load.rate,
+                        load.window,
+                        progress,
+                        load.pad,
+                        clock,
+                    )
+                    .await?;
+                Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
+            })
+            .await?
+        };
+        let peak_rss = daemon.peak_rss_kib();
+        let clean = daemon.stop();
+        let path = match source {
+            Source::Irc => "irc->irc",
+            Source::Api => "api->irc",
+            Source::Process => "irc->process->irc (direct: in-process irc->irc)",
+        };
+        report(
+            path,
+            kind.name(),
+            &load,
+            Some(load.window),
+            &direct,
+            &bridged,
+            (idle_rss, peak_rss),
+            clean,
+        );
+    }
     if load.keep.is_none() {
         drop(temp);
     }
@@ -409,6 +451,7 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
 /// (`window` only where the path has one).
 fn report(
     path: &str,
+    store: &str,
     load: &Load,
     window: Option<u64>,
     direct: &Figures,
@@ -421,7 +464,7 @@ fn report(
         .map_or_else(|| "burst".to_owned(), |r| format!("{r}/s"));
     let window = window.map_or_else(String::new, |w| format!(" window={w}"));
     println!(
-        "{path} {mode} n={n}{window} pad={pad} quickack={quickack} | direct: {direct} | passerelle: {bridged} | \
+        "{path} {mode} n={n}{window} pad={pad} quickack={quickack} store={store} | direct: {direct} | passerelle: {bridged} | \
          throughput {ratio:.1}% of direct, p50 {p50:+.2}ms p99 {p99:+.2}ms over direct | \
          daemon rss idle={idle} peak={peak} stopped_cleanly={clean}",
         n = load.messages,

@@ -43,7 +43,7 @@ rooms = [
   {{ account = "irc.out", room = "#load-out", direction = "out" }},
 ]
 "##,
-        head = crate::daemon::base_config(dir, admin),
+        head = crate::daemon::base_config(dir, admin, None),
     )
 }
 
@@ -103,6 +103,9 @@ pub async fn receive(
 
 /// The scenario.
 pub async fn matrix_to_irc(load: Load) -> Result<()> {
+    if load.store != [crate::daemon::StoreKind::Sqlite] {
+        anyhow::bail!("--store applies to the irc and api scenarios");
+    }
     let binary = crate::daemon::binary(load.daemon.clone())?;
     let hs = Synapse::start(&[]);
     for name in ["bridge", "alice", "bob"] {
@@ -199,6 +202,7 @@ pub async fn matrix_to_irc(load: Load) -> Result<()> {
 
     report(
         "matrix->irc",
+        "sqlite",
         &load,
         None,
         &direct,

@@ -117,3 +117,33 @@ fn a_matrix_burst_is_counted_on_both_paths() {
     assert_all_arrived(&line, "passerelle:", "40");
     assert!(line.contains("stopped_cleanly=true"), "{line}");
 }
+
+#[test]
+fn api_posts_are_counted_on_sqlite_and_on_postgresql_in_one_run() {
+    let out = run(&[
+        "api",
+        "--messages",
+        "100",
+        "--rate",
+        "200",
+        "--idle-secs",
+        "3",
+        "--store",
+        "sqlite,postgres",
+    ]);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("api->irc")).collect();
+    assert_eq!(lines.len(), 2, "one line per store: {out}");
+    for (line, store) in lines.iter().zip(["sqlite", "postgres"]) {
+        assert!(line.contains(&format!("store={store} |")), "{line}");
+        assert_all_arrived(line, "passerelle:", "100");
+        assert!(line.contains("stopped_cleanly=true"), "{line}");
+    }
+}
+
+#[test]
+fn the_cost_of_an_account_is_measured() {
+    let line = run(&["accounts", "--pairs", "3", "--idle-secs", "2"]);
+    assert!(line.starts_with("accounts store=sqlite idle=2s"), "{line}");
+    assert!(line.contains("| 6 accounts: ready"), "{line}");
+    assert!(line.contains("per added account: rss="), "{line}");
+}
