@@ -192,6 +192,55 @@ impl Cluster {
         }
     }
 
+    /// Writes (`Some`) or removes (`None`) `key` of `account`'s connector state, fenced by the
+    /// lease: in the transaction that holds the lease row at this instance's epoch, so a write
+    /// from an instance that lost the account (paused past its lease) is refused and lands
+    /// after no write of the new owner. `recorded_at` (ms): a record, purged with the map.
+    /// `Ok(false)`: refused, the lease is not this instance's.
+    pub async fn state_write(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Option<&[u8]>,
+        recorded_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let Some(epoch) = self.holds(account) else {
+            return Ok(false);
+        };
+        let mut client = self.inner.pool.get().await?;
+        let tx = client.transaction().await?;
+        let fenced = tx
+            .execute(
+                "SELECT passerelle_fence($1, $2, $3)",
+                &[&account.as_str(), &self.inner.owner, &epoch],
+            )
+            .await;
+        match fenced {
+            Ok(_) => {}
+            Err(e) if not_held(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        match value {
+            Some(value) => {
+                tx.execute(
+                    "INSERT INTO connector_state (account, key, value, recorded_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (account, key) DO UPDATE SET value = EXCLUDED.value, recorded_at = EXCLUDED.recorded_at",
+                    &[&account.as_str(), &key, &value, &recorded_at],
+                )
+                .await?;
+            }
+            None => {
+                tx.execute(
+                    "DELETE FROM connector_state WHERE account = $1 AND key = $2",
+                    &[&account.as_str(), &key],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Runs the cluster's side of this instance until `stop`: every heartbeat, renews the
     /// leases it holds (stopping at once the accounts whose lease was lost), takes free
     /// accounts up to its share and gives back what is over it. `accounts`: every configured,

@@ -601,7 +601,7 @@ impl Accounts {
             room_updates,
             emitter: Emitter::new(id.clone(), self.inbound.clone()),
             outbound: passerelle_sdk::OutboundQueue::new(rx),
-            state: StateHandle::new(id.clone(), Arc::new(StoreState(self.store.clone()))),
+            state: StateHandle::new(id.clone(), self.state_backend()),
             status,
             shutdown: account_stop.clone(),
             http: HttpMount::new(),
@@ -650,6 +650,17 @@ impl Accounts {
                 task,
             },
         );
+    }
+
+    /// Where connectors keep their state: the store, behind the lease in cluster mode.
+    fn state_backend(&self) -> Arc<dyn passerelle_sdk::StateBackend> {
+        match &self.relays {
+            Some((_, cluster)) => Arc::new(cluster::FencedState {
+                store: self.store.clone(),
+                cluster: cluster.clone(),
+            }),
+            None => Arc::new(StoreState(self.store.clone())),
+        }
     }
 
     /// Stops `id`'s connector and forgets it.

@@ -251,6 +251,13 @@ async fn a_paused_owner_sends_nothing_after_losing_its_lease() {
     let first = queue("m1").await;
     let feed = AccountId::new("feed");
     assert_eq!(a.cluster.admit(&feed, first).await.unwrap(), Admit::Go);
+    // Connector state is written under the lease too.
+    assert!(
+        a.cluster
+            .state_write(&feed, "offset", Some(b"1"), None)
+            .await
+            .unwrap()
+    );
 
     // a pauses: no heartbeat. b takes the account once the lease is over.
     a.stop.cancel();
@@ -276,6 +283,39 @@ async fn a_paused_owner_sends_nothing_after_losing_its_lease() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the old epoch was accepted");
     assert!(stderr.contains("is not held"), "{stderr}");
+    // The same for connector state: the new owner's write stands; the old one's is refused,
+    // by its own clock and, asked with the old epoch, by the database.
+    assert!(
+        b.cluster
+            .state_write(&feed, "offset", Some(b"2"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.cluster
+            .state_write(&feed, "offset", Some(b"3"), None)
+            .await
+            .unwrap()
+    );
+    let out = std::process::Command::new(passerelle_testkit::postgres::bin_dir().join("psql"))
+        .arg(&url)
+        .args(["-v", "ON_ERROR_STOP=1", "-qtA", "-c"])
+        .arg(format!(
+            "BEGIN; SELECT passerelle_fence('feed', '{}', {old_epoch}); \
+             UPDATE connector_state SET value = '\\x34' WHERE account = 'feed'; COMMIT;",
+            a.cluster.owner()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a state write under the old epoch was accepted"
+    );
+    assert_eq!(
+        store.state_get(&feed, "offset").await.unwrap().as_deref(),
+        Some(&b"2"[..]),
+        "the new owner's state was overwritten"
+    );
 
     // Its loop runs again: the renewal fails and the account is stopped there at once. (Alive again and first by name, it may then get the account back, handed over by b
     // at a higher epoch.)

@@ -181,3 +181,79 @@ async fn on_notice(notice: &str, cluster: &Cluster, gates: &Gates) {
         (false, None) => {}
     }
 }
+
+/// Connector state in cluster mode: read from the shared store, written only under the
+/// account's lease ([`Cluster::state_write`]); a write refused because the lease moved fails
+/// with an error the connector logs, and changes nothing.
+pub(super) struct FencedState {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) cluster: Cluster,
+}
+
+impl FencedState {
+    fn write(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Option<Vec<u8>>,
+        recorded_at: Option<i64>,
+    ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
+        let (cluster, account, key) = (self.cluster.clone(), account.clone(), key.to_owned());
+        Box::pin(async move {
+            match cluster
+                .state_write(&account, &key, value.as_deref(), recorded_at)
+                .await
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(passerelle_sdk::StateError(
+                    "not written: another instance owns this account now".into(),
+                )),
+                Err(e) => Err(passerelle_sdk::StateError(e.to_string())),
+            }
+        })
+    }
+}
+
+impl passerelle_sdk::StateBackend for FencedState {
+    fn get(
+        &self,
+        account: &AccountId,
+        key: &str,
+    ) -> futures::future::BoxFuture<'static, Result<Option<Vec<u8>>, passerelle_sdk::StateError>>
+    {
+        let (store, account, key) = (self.store.clone(), account.clone(), key.to_owned());
+        Box::pin(async move {
+            store
+                .state_get(&account, &key)
+                .await
+                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
+        })
+    }
+
+    fn put(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
+        self.write(account, key, Some(value), None)
+    }
+
+    fn put_record(
+        &self,
+        account: &AccountId,
+        key: &str,
+        value: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
+        let now = i64::try_from(passerelle_sdk::Timestamp::now().0).unwrap_or(i64::MAX);
+        self.write(account, key, Some(value), Some(now))
+    }
+
+    fn delete(
+        &self,
+        account: &AccountId,
+        key: &str,
+    ) -> futures::future::BoxFuture<'static, Result<(), passerelle_sdk::StateError>> {
+        self.write(account, key, None, None)
+    }
+}
