@@ -344,3 +344,164 @@ async fn the_image_runs_as_a_self_hoster_runs_it_and_keeps_its_store_across_cont
     docker_ok(&["stop", "-t", "30", &second]);
     assert_eq!(inspect(&second, "{{.State.ExitCode}}"), "0");
 }
+
+/// `deploy/compose.cluster.yaml`'s environment for `service`: its `KEY: value` lines.
+fn compose_environment(service: &str) -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose.cluster.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/compose.cluster.yaml");
+    let mut env = Vec::new();
+    let (mut in_service, mut in_env) = (false, false);
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        if indent == 2 && trimmed.ends_with(':') {
+            in_service = trimmed == format!("{service}:");
+            in_env = false;
+        } else if in_service && indent == 4 {
+            in_env = trimmed == "environment:";
+        } else if in_service && in_env && indent == 6 {
+            if let Some((k, v)) = trimmed.split_once(": ") {
+                env.push((k.to_owned(), v.trim_matches('"').to_owned()));
+            }
+        }
+    }
+    assert!(
+        !env.is_empty(),
+        "no environment for {service} in {}",
+        path.display()
+    );
+    env
+}
+
+/// The two instances of `deploy/compose.cluster.yaml`, run from the image with that file's
+/// environment and secrets mounted where compose mounts them, on a real PostgreSQL: each
+/// joins the cluster under its name, the two API accounts run at one or the other and carry a
+/// message between them, and once `docker stop` ends one instance (its leases given back) the
+/// other runs both and carries the next.
+#[tokio::test]
+async fn the_compose_files_two_instances_share_the_accounts_through_postgresql() {
+    let (url, _pg) = passerelle_testkit::postgres::Postgres::shared_database();
+    let s = setup();
+    write_readable(&s.dir.path().join("database_url"), &url);
+    write_readable(&s.dir.path().join("outbox_key"), &"5a".repeat(32));
+    let names = ["bridge-1", "bridge-2"];
+    let containers: Vec<String> = names
+        .iter()
+        .map(|n| unique(&format!("passerelle-{n}")))
+        .collect();
+    let admins = [free_port(), free_port()];
+    let volumes: Vec<String> = names
+        .iter()
+        .map(|n| unique(&format!("passerelle-{n}-data")))
+        .collect();
+    let _cleanup = Cleanup {
+        containers: containers.clone(),
+        volumes: volumes.clone(),
+    };
+    for (((service, container), admin), volume) in
+        names.iter().zip(&containers).zip(admins).zip(&volumes)
+    {
+        let mut args: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            container,
+            "--network",
+            "host",
+            "--health-interval",
+            "1s",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        for (file, at) in [
+            ("config.toml", "/config/config.toml"),
+            ("api_a_token", "/run/secrets/api_a_token"),
+            ("database_url", "/run/secrets/database_url"),
+            ("outbox_key", "/run/secrets/outbox_key"),
+        ] {
+            args.extend([
+                "-v".into(),
+                format!("{}:{at}:ro", s.dir.path().join(file).display()),
+            ]);
+        }
+        let mut env: Vec<(String, String)> = compose_environment(service);
+        // Host networking here: each instance's listeners on ports of its own.
+        env.push((
+            "PASSERELLE__HTTP__LISTEN".into(),
+            format!("127.0.0.1:{admin}"),
+        ));
+        env.push((
+            "PASSERELLE__HTTP__PUBLIC_LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ));
+        env.push(("PASSERELLE__ACCOUNTS__API_B__TOKEN".into(), s.b.1.clone()));
+        for (k, v) in env {
+            args.extend(["-e".into(), format!("{k}={v}")]);
+        }
+        args.push(image());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker_ok(&args);
+    }
+    for c in &containers {
+        wait_healthy(c, Duration::from_secs(60)).await;
+    }
+    // Who runs what, by each instance's /readyz, once both accounts run somewhere.
+    let owners = async |live: &[usize]| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut connected = 0;
+            let mut owners = serde_json::Value::Null;
+            for &i in live {
+                let Ok(r) = reqwest::get(format!("http://127.0.0.1:{}/readyz", admins[i])).await
+                else {
+                    continue;
+                };
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                assert_eq!(body["cluster"]["instance"], names[i], "{body}");
+                for a in ["api_a", "api_b"] {
+                    connected += usize::from(body["accounts"][a] == "connected");
+                }
+                owners = body["cluster"]["owners"].clone();
+            }
+            if connected == 2 {
+                return owners;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the accounts did not both run: {owners}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let carry = async |text: &str| {
+        let api_a = Api::new(s.a.0, &s.a.1);
+        let mut stream_b = Api::new(s.b.0, &s.b.1).stream().await;
+        let (status, answer) = api_a
+            .post(serde_json::json!({"text": text, "username": "alice", "gateway": "lobby"}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let got = stream_b
+            .next(WAIT)
+            .await
+            .expect("the message reaches api_b");
+        assert_eq!(got["text"], text);
+    };
+    let before = owners(&[0, 1]).await;
+    for a in ["api_a", "api_b"] {
+        assert!(
+            names.iter().any(|n| before[a] == *n),
+            "{a} owned by {before}"
+        );
+    }
+    carry("through the cluster").await;
+    docker_ok(&["stop", "-t", "30", &containers[0]]);
+    assert_eq!(inspect(&containers[0], "{{.State.ExitCode}}"), "0");
+    assert!(logs(&containers[0]).contains("cluster: leases given back"));
+    let after = owners(&[1]).await;
+    assert_eq!(after["api_a"], "bridge-2", "{after}");
+    assert_eq!(after["api_b"], "bridge-2", "{after}");
+    carry("after bridge-1 stopped").await;
+    println!("compose cluster: owners {before} then {after}");
+    docker_ok(&["stop", "-t", "30", &containers[1]]);
+}

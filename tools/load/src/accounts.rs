@@ -112,13 +112,16 @@ pub async fn accounts(a: Accounts) -> Result<()> {
     let added = f64::from(2 * (a.pairs - 1));
     let cpu_pct = |m: &Measured| m.cpu_ticks as f64 / (idle.as_secs_f64() * 100.0) * 100.0;
     let per_rss = (large.rss_kib as f64 - small.rss_kib as f64) / added;
-    // CPU ms a minute that each added account costs while idle.
-    let per_cpu = (large.cpu_ticks as f64 - small.cpu_ticks as f64) * 10.0 / added
+    // CPU ms a minute that each added account costs while idle (a tick is 10 ms: less than
+    // one in the window reads as 0).
+    let per_cpu = (large.cpu_ticks as f64 - small.cpu_ticks as f64).max(0.0) * 10.0 / added
         * (60.0 / idle.as_secs_f64());
     println!(
-        "accounts store={store} idle={secs}s | 2 accounts: ready {r1:.2}s rss={m1} idle cpu={c1:.2}% | \
-         {n} accounts: ready {r2:.2}s rss={m2} idle cpu={c2:.2}% | per added account: \
-         rss={per_rss:.0}KiB idle cpu={per_cpu:.1}ms/min",
+        "accounts store={store} idle={secs}s | 2 accounts: ready {r1:.2}s rss={m1} idle cpu={c1:.2}% \
+         ({t1} ticks) | {n} accounts: ready {r2:.2}s rss={m2} idle cpu={c2:.2}% ({t2} ticks) | \
+         per added account: rss={per_rss:.0}KiB idle cpu={per_cpu:.2}ms/min",
+        t1 = small.cpu_ticks,
+        t2 = large.cpu_ticks,
         store = a.store.name(),
         secs = idle.as_secs(),
         r1 = small.ready.as_secs_f64(),
