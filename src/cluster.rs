@@ -111,6 +111,8 @@ struct Inner {
     joined: Instant,
     /// The names of the instances seen alive since this one joined.
     seen: std::sync::Mutex<BTreeSet<String>>,
+    /// Every configured, enabled account (a reload changes them).
+    accounts: std::sync::RwLock<BTreeSet<AccountId>>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -135,6 +137,7 @@ impl Cluster {
                 held: DashMap::new(),
                 joined: Instant::now(),
                 seen: std::sync::Mutex::default(),
+                accounts: std::sync::RwLock::default(),
             }),
         };
         cluster.heartbeat().await?;
@@ -251,9 +254,15 @@ impl Cluster {
         handler: Arc<dyn Accounts>,
         stop: CancellationToken,
     ) {
-        let accounts: BTreeSet<AccountId> = accounts.into_iter().collect();
+        self.set_accounts(accounts);
         let mut failing = false;
         loop {
+            let accounts = self
+                .inner
+                .accounts
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             match self.tick(&accounts, handler.as_ref()).await {
                 Ok(()) => {
                     if failing {
@@ -275,6 +284,17 @@ impl Cluster {
                 () = tokio::time::sleep(self.inner.settings.heartbeat) => {}
             }
         }
+    }
+
+    /// The accounts from now on (a reload added or removed some): from the next heartbeat, a new
+    /// one is taken like any free account, and a removed one held here is stopped and given
+    /// back.
+    pub fn set_accounts(&self, accounts: impl IntoIterator<Item = AccountId>) {
+        *self
+            .inner
+            .accounts
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = accounts.into_iter().collect();
     }
 
     /// Gives every lease back and removes this instance, so that the others take its accounts

@@ -378,3 +378,55 @@ async fn an_instance_that_leaves_hands_over_at_once() {
     b.stop.cancel();
     b.task.await.unwrap();
 }
+
+/// A reload's accounts: an added one is taken by one instance, spread like the others; a removed
+/// one is stopped where it ran and its lease given back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_added_and_removed_by_a_reload_are_taken_and_given_back() {
+    let (store, _url, _guard) = store().await;
+    let log = Arc::new(Log::default());
+    let first = accounts(&["feed", "news"]);
+    let a = start(&store, "a", &[], first.clone(), &log).await;
+    let b = start(&store, "b", &[], first.clone(), &log).await;
+    // Settled and spread: one each, then (three accounts) one and two.
+    let spread = async |all: &[AccountId], want: &[Vec<usize>]| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let by = settled(&[&a, &b], all).await;
+            let sizes: Vec<usize> = by.values().map(Vec::len).collect();
+            if want.contains(&sizes) {
+                return by;
+            }
+            assert!(Instant::now() < deadline, "not spread: {by:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    spread(&first, &[vec![1, 1]]).await;
+    // Both instances read the new configuration: "news" goes, "chat" and "mail" come.
+    let next = accounts(&["feed", "chat", "mail"]);
+    for i in [&a, &b] {
+        i.cluster.set_accounts(next.clone());
+    }
+    let after = spread(&next, &[vec![1, 2], vec![2, 1]]).await;
+    assert!(
+        !after.values().flatten().any(|acc| acc.as_str() == "news"),
+        "the removed account is still held: {after:?}"
+    );
+    let stopped = log
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, _, acc, started)| acc.as_str() == "news" && !*started);
+    assert!(stopped, "the removed account was never stopped");
+    let owners = a.cluster.owners().await.unwrap();
+    let news = owners.iter().find(|o| o.account.as_str() == "news");
+    assert!(
+        news.is_none_or(|o| o.expires_in_ms <= 0),
+        "the removed account's lease was not given back"
+    );
+    for i in [a, b] {
+        i.stop.cancel();
+        i.task.await.unwrap();
+    }
+}

@@ -191,6 +191,16 @@ pub(super) async fn reload(
     *config = next;
     *raw = next_raw;
     accounts.show(&links);
+    // Cluster mode: new accounts are taken, removed ones given back, from the next heartbeat.
+    if let Some((_, cluster)) = &accounts.relays {
+        cluster.set_accounts(
+            config
+                .accounts
+                .iter()
+                .filter(|(_, a)| a.enabled)
+                .map(|(id, _)| id.clone()),
+        );
+    }
 
     // Last, the accounts that go: what is queued for them first, within the grace.
     if !going.is_empty() {
