@@ -359,10 +359,12 @@ fn compose_environment(service: &str) -> Vec<(String, String)> {
             in_env = false;
         } else if in_service && indent == 4 {
             in_env = trimmed == "environment:";
-        } else if in_service && in_env && indent == 6 {
-            if let Some((k, v)) = trimmed.split_once(": ") {
-                env.push((k.to_owned(), v.trim_matches('"').to_owned()));
-            }
+        } else if in_service
+            && in_env
+            && indent == 6
+            && let Some((k, v)) = trimmed.split_once(": ")
+        {
+            env.push((k.to_owned(), v.trim_matches('"').to_owned()));
         }
     }
     assert!(
@@ -425,6 +427,7 @@ async fn the_compose_files_two_instances_share_the_accounts_through_postgresql()
                 format!("{}:{at}:ro", s.dir.path().join(file).display()),
             ]);
         }
+        args.extend(["-v".into(), format!("{volume}:/data")]);
         let mut env: Vec<(String, String)> = compose_environment(service);
         // Host networking here: each instance's listeners on ports of its own.
         env.push((

@@ -431,8 +431,7 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
             Source::Process => "irc->process->irc (direct: in-process irc->irc)",
         };
         report(
-            path,
-            kind.name(),
+            (path, kind.name()),
             &load,
             Some(load.window),
             &direct,
@@ -450,8 +449,7 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
 /// Prints a run's one line: both paths' figures, their ratio and the daemon's memory
 /// (`window` only where the path has one).
 fn report(
-    path: &str,
-    store: &str,
+    (path, store): (&str, &str),
     load: &Load,
     window: Option<u64>,
     direct: &Figures,

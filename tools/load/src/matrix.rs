@@ -201,8 +201,7 @@ pub async fn matrix_to_irc(load: Load) -> Result<()> {
     drop(hs);
 
     report(
-        "matrix->irc",
-        "sqlite",
+        ("matrix->irc", "sqlite"),
         &load,
         None,
         &direct,
