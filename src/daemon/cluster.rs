@@ -215,19 +215,18 @@ impl FencedState {
 }
 
 impl passerelle_sdk::StateBackend for FencedState {
+    /// Reads need no lease: as the store reads them.
     fn get(
         &self,
         account: &AccountId,
         key: &str,
     ) -> futures::future::BoxFuture<'static, Result<Option<Vec<u8>>, passerelle_sdk::StateError>>
     {
-        let (store, account, key) = (self.store.clone(), account.clone(), key.to_owned());
-        Box::pin(async move {
-            store
-                .state_get(&account, &key)
-                .await
-                .map_err(|e| passerelle_sdk::StateError(e.to_string()))
-        })
+        passerelle_sdk::StateBackend::get(
+            &crate::store::StoreState(self.store.clone()),
+            account,
+            key,
+        )
     }
 
     fn put(

@@ -342,20 +342,14 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
     let direct = if load.no_direct {
         Figures::default()
     } else {
-        measure(b, run, &load, clock, progress.clone(), async {
-            let (first, open) = a
-                .send(
-                    run,
-                    load.messages,
-                    load.rate,
-                    load.window,
-                    progress,
-                    load.pad,
-                    clock,
-                )
-                .await?;
-            Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
-        })
+        measure(
+            b,
+            run,
+            &load,
+            clock,
+            progress.clone(),
+            send_lines(a, run, &load, progress, clock),
+        )
         .await?
     };
 
@@ -407,20 +401,14 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
             let a = irc::Client::join(server.port, &format!("da{i}"), channel).await?;
             let clock = Instant::now();
             let progress = Arc::new(irc::Progress::default());
-            measure(b, run, &load, clock, progress.clone(), async {
-                let (first, open) = a
-                    .send(
-                        run,
-                        load.messages,
-                        load.rate,
-                        load.window,
-                        progress,
-                        load.pad,
-                        clock,
-                    )
-                    .await?;
-                Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
-            })
+            measure(
+                b,
+                run,
+                &load,
+                clock,
+                progress.clone(),
+                send_lines(a, run, &load, progress, clock),
+            )
             .await?
         };
         let peak_rss = daemon.peak_rss_kib();
@@ -444,6 +432,29 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
         drop(temp);
     }
     Ok(())
+}
+
+/// `a` writes the run's tagged lines into its channel, as `load` says; the first send time and
+/// the open connection (kept until the receiver is done).
+async fn send_lines(
+    a: irc::Client,
+    run: u32,
+    load: &Load,
+    progress: Arc<irc::Progress>,
+    clock: Instant,
+) -> Result<(u64, Box<dyn std::any::Any + Send>)> {
+    let (first, open) = a
+        .send(
+            run,
+            load.messages,
+            load.rate,
+            load.window,
+            progress,
+            load.pad,
+            clock,
+        )
+        .await?;
+    Ok((first, Box::new(open) as Box<dyn std::any::Any + Send>))
 }
 
 /// Prints a run's one line: both paths' figures, their ratio and the daemon's memory

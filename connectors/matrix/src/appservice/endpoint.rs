@@ -20,20 +20,10 @@ impl HttpHandler for Endpoint {
     /// File links are for anyone holding one (their signature is the check, once the path is
     /// read); everything else needs the homeserver's `hs_token`, checked before the body is read.
     fn admit(&self, head: &http::request::Parts) -> passerelle_sdk::Admission {
-        use passerelle_sdk::Admission;
         if head.uri.path().starts_with("/media/") && self.0.links.public() {
             return media::admit(head);
         }
-        match self.0.authorized(&head.headers, &head.uri) {
-            None => Admission::Answer(matrix_error(401, "M_UNAUTHORIZED", "missing token")),
-            Some(false) => {
-                warn!("appservice request with a wrong hs_token refused");
-                Admission::Answer(matrix_error(403, "M_FORBIDDEN", "bad token"))
-            }
-            Some(true) if head.method == http::Method::PUT => Admission::read(MAX_TRANSACTION),
-            // Queries and pings: small bodies, if any.
-            Some(true) => Admission::read(64 * 1024),
-        }
+        admission(self.0.authorized(&head.headers, &head.uri), &head.method)
     }
 
     fn handle(&self, request: Request) -> BoxFuture<'static, Response> {
@@ -79,16 +69,7 @@ impl passerelle_sdk::relay::Relay for Relay {
     }
 
     fn admit(&self, head: &http::request::Parts) -> passerelle_sdk::Admission {
-        use passerelle_sdk::Admission;
-        match self.authorized(head) {
-            None => Admission::Answer(matrix_error(401, "M_UNAUTHORIZED", "missing token")),
-            Some(false) => {
-                warn!("appservice request with a wrong hs_token refused");
-                Admission::Answer(matrix_error(403, "M_FORBIDDEN", "bad token"))
-            }
-            Some(true) if head.method == http::Method::PUT => Admission::read(MAX_TRANSACTION),
-            Some(true) => Admission::read(64 * 1024),
-        }
+        admission(self.authorized(head), &head.method)
     }
 
     /// A transaction is kept when its envelope parses (its events are read by the owner, each
@@ -130,6 +111,22 @@ fn token_of(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
             .and_then(dec)
     });
     header.map(str::to_owned).or(query)
+}
+
+/// What a call's head earns from its token check (`None`: no token): 401, 403, or its body
+/// read, a transaction's up to the largest the homeserver sends.
+fn admission(authorized: Option<bool>, method: &http::Method) -> passerelle_sdk::Admission {
+    use passerelle_sdk::Admission;
+    match authorized {
+        None => Admission::Answer(matrix_error(401, "M_UNAUTHORIZED", "missing token")),
+        Some(false) => {
+            warn!("appservice request with a wrong hs_token refused");
+            Admission::Answer(matrix_error(403, "M_FORBIDDEN", "bad token"))
+        }
+        Some(true) if *method == http::Method::PUT => Admission::read(MAX_TRANSACTION),
+        // Queries and pings: small bodies, if any.
+        Some(true) => Admission::read(64 * 1024),
+    }
 }
 
 pub(super) fn matrix_error(status: u16, errcode: &str, error: &str) -> Response {
