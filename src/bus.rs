@@ -10,8 +10,9 @@
 //! degrade rules, ask the route guard, hand the event to the destination connector and wait for its
 //! answer. A receipt goes to the [`Recorder`], which maps the destination's id and deletes the row
 //! (for every receipt that came in meanwhile, in one transaction) while the lane goes on with its
-//! next row; a lane about to deliver an event that refers to another (a reply, an edit) first
-//! waits until its earlier receipts are written, so the referred message's id is found. A
+//! next row (in cluster mode it waits for the write, so a kill leaves at most one delivered row per
+//! lane unrecorded); a lane about to deliver an event that refers to another (a reply, an edit)
+//! first waits until its earlier receipts are written, so the referred message's id is found. A
 //! retryable error retries the same row with backoff (keeping order); a permanent one is counted,
 //! logged without content, and the row deleted.
 
@@ -650,6 +651,16 @@ impl LaneTask {
                     .is_err()
                 {
                     tracing::error!(key = %entry.key, "delivered, but the recorder is gone; it may be sent again after a restart");
+                } else if d.fence.is_some() {
+                    // Cluster mode: the next send waits for this receipt to be written, so an
+                    // instance killed mid-stream leaves at most one delivered row per lane for
+                    // its successor to send again (the recorder still writes every lane's
+                    // receipts of the moment in one transaction).
+                    let (answer, written) = oneshot::channel();
+                    if d.recorder.send(Record::Flush(answer)).await.is_ok() {
+                        let _ = written.await;
+                    }
+                    return Some(Outcome::Done);
                 }
                 self.unrecorded.store(true, Ordering::Release);
                 Some(Outcome::Done)

@@ -55,9 +55,11 @@ impl Settings {
 pub trait Accounts: Send + Sync + 'static {
     /// This instance now owns `account`, at `epoch`: start its connector and its lanes.
     async fn start(&self, account: &AccountId, epoch: i64);
-    /// This instance no longer owns `account` (the lease was lost, or is being given back):
-    /// stop its connector and lanes now. Returns once they are stopped.
-    async fn stop(&self, account: &AccountId);
+    /// This instance no longer owns `account`: stop its connector and lanes now. Returns once
+    /// they are stopped. `handover`: the account is being given back, its lease still held at
+    /// that epoch until this returns (a last write fenced by it can be made); `None`: the lease
+    /// was lost.
+    async fn stop(&self, account: &AccountId, handover: Option<i64>);
 }
 
 /// Whether a queued delivery may be handed to its connector now.
@@ -244,6 +246,50 @@ impl Cluster {
         Ok(true)
     }
 
+    /// Keeps `sealed`, the copy of `account`'s data directory, fenced by the lease at `epoch`:
+    /// `false` (nothing written) when this instance does not hold it at that epoch.
+    pub async fn files_put(
+        &self,
+        account: &AccountId,
+        epoch: i64,
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut client = self.inner.pool.get().await?;
+        let tx = client.transaction().await?;
+        match tx
+            .execute(
+                "SELECT passerelle_fence($1, $2, $3)",
+                &[&account.as_str(), &self.inner.owner, &epoch],
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if not_held(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        tx.execute(
+            "INSERT INTO account_files (account, epoch, sealed) VALUES ($1, $2, $3)
+             ON CONFLICT (account) DO UPDATE
+                SET epoch = EXCLUDED.epoch, written_at = now(), sealed = EXCLUDED.sealed",
+            &[&account.as_str(), &epoch, &sealed],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The latest copy of `account`'s data directory, sealed, when one was kept.
+    pub async fn files_get(&self, account: &AccountId) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.inner.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT sealed FROM account_files WHERE account = $1",
+                &[&account.as_str()],
+            )
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
     /// Runs the cluster's side of this instance until `stop`: every heartbeat, renews the
     /// leases it holds (stopping at once the accounts whose lease was lost), takes free
     /// accounts up to its share and gives back what is over it. `accounts`: every configured,
@@ -371,7 +417,7 @@ impl Cluster {
         for account in expired {
             self.inner.held.remove(&account);
             tracing::warn!(account = %account, "cluster: lease expired without renewal; account stopped");
-            handler.stop(&account).await;
+            handler.stop(&account, None).await;
         }
     }
 
@@ -410,7 +456,7 @@ impl Cluster {
             } else {
                 inner.held.remove(&account);
                 tracing::warn!(account = %account, epoch, "cluster: lease lost; account stopped");
-                handler.stop(&account).await;
+                handler.stop(&account, None).await;
             }
         }
 
@@ -484,7 +530,7 @@ impl Cluster {
         if let Some(account) = give_back {
             if let Some((_, h)) = inner.held.remove(&account) {
                 tracing::info!(account = %account, "cluster: giving the account to another instance");
-                handler.stop(&account).await;
+                handler.stop(&account, Some(h.epoch)).await;
                 client
                     .execute(
                         "UPDATE leases SET expires_at = now()

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod account_files;
 mod cluster;
 mod reload;
 
@@ -310,6 +311,7 @@ pub async fn run(
             store.clone(),
             relays.clone(),
         );
+        gates.set_files(sealer.clone(), config.store.data_dir().join("accounts"));
         let enabled: Vec<AccountId> = config
             .accounts
             .iter()
@@ -325,6 +327,7 @@ pub async fn run(
             gates.clone(),
             stop.clone(),
         ));
+        tasks.spawn(cluster::keep_files(gates.clone(), stop.clone()));
     }
     let router = Router::new(table, live.clone(), store.clone(), sealer, lanes);
     lane_tasks.spawn(router.run(inbound_rx, intake.clone()));
@@ -509,7 +512,11 @@ pub async fn run(
     // Kept until the connectors have stopped, so that their outbound queues never close under
     // them while the lanes wind down.
     drop(accounts);
-    // The accounts are stopped: the other instances may take them at once.
+    // The accounts are stopped: their directories' last copies, then the other instances may
+    // take them at once.
+    if let Some(gates) = &gates {
+        gates.keep_all_files().await;
+    }
     if let Some(cluster) = &cluster {
         match cluster.leave().await {
             Ok(()) => tracing::info!("cluster: leases given back"),

@@ -33,7 +33,7 @@ impl Accounts for Recorder {
         let mut log = self.log.0.lock().unwrap();
         log.push((Instant::now(), self.name.clone(), account.clone(), true));
     }
-    async fn stop(&self, account: &AccountId) {
+    async fn stop(&self, account: &AccountId, _handover: Option<i64>) {
         let mut log = self.log.0.lock().unwrap();
         log.push((Instant::now(), self.name.clone(), account.clone(), false));
     }

@@ -132,7 +132,7 @@ async fn start_cluster(url: &str, irc_port: u16) -> (Cluster, IrcClient) {
         Some(0)
     );
     assert!(
-        bob.wait_for_join("bridge", "#c", Duration::from_secs(30))
+        bob.wait_in_channel("bridge", "#c", Duration::from_secs(60))
             .await
     );
     let cluster = Cluster {

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// How long giving an account up waits for its connector to stop.
 const STOP_WAIT: Duration = Duration::from_secs(15);
+/// How often each owned account's data directory is copied into the database, when it changed.
+const FILES_EVERY: Duration = Duration::from_secs(30);
 
 struct Held {
     owned: watch::Sender<bool>,
@@ -34,6 +36,17 @@ pub(super) struct Gates {
     lanes: OnceLock<Lanes>,
     store: OnceLock<Arc<dyn Store>>,
     relays: OnceLock<Option<Arc<crate::relay::Relays>>>,
+    files: OnceLock<Files>,
+}
+
+/// What moving the accounts' data directories takes: the outbox key that seals each copy, the
+/// directory of the accounts' directories, the digest of each account's copy last kept, and one
+/// copy made at a time.
+struct Files {
+    sealer: Arc<crate::store::seal::Sealer>,
+    root: std::path::PathBuf,
+    kept: DashMap<AccountId, [u8; 32]>,
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl Gates {
@@ -71,6 +84,119 @@ impl Gates {
         let _ = self.relays.set(relays);
     }
 
+    /// Where the accounts' data directories are (`accounts/` beside the store), and the key
+    /// that seals their copies.
+    pub(super) fn set_files(&self, sealer: Arc<crate::store::seal::Sealer>, root: std::path::PathBuf) {
+        let _ = self.files.set(Files {
+            sealer,
+            root,
+            kept: DashMap::new(),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        });
+    }
+
+    /// Puts the latest copy of `account`'s data directory in place, before it starts here. With
+    /// no copy kept (the account never ran in cluster mode), the local directory stays. A copy
+    /// that cannot be read is logged and the local directory used.
+    async fn restore_files(&self, account: &AccountId) {
+        let (Some(cluster), Some(files)) = (self.cluster.get(), self.files.get()) else {
+            return;
+        };
+        let mut wait = Duration::from_millis(500);
+        let sealed = loop {
+            match cluster.files_get(account).await {
+                Ok(sealed) => break sealed,
+                Err(e) if wait < Duration::from_secs(8) => {
+                    tracing::warn!(account = %account, error = %e, "cluster: cannot read the account's directory copy; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(account = %account, error = %e, "cluster: cannot read the account's directory copy; starting with the local directory");
+                    return;
+                }
+            }
+        };
+        let Some(sealed) = sealed else { return };
+        let Ok(archive) = files.sealer.open(&sealed) else {
+            tracing::error!(account = %account, "cluster: the account's directory copy does not open with this outbox key; starting with the local directory");
+            return;
+        };
+        let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            &archive,
+        ))
+        .into();
+        let dir = files.root.join(account.as_str());
+        match tokio::task::spawn_blocking(move || super::account_files::unpack(&archive, &dir)).await {
+            Ok(Ok(n)) => {
+                files.kept.insert(account.clone(), digest);
+                tracing::info!(account = %account, files = n, "cluster: the account's directory is in place");
+            }
+            Ok(Err(e)) => tracing::error!(account = %account, error = %e, "cluster: cannot put the account's directory in place; starting with the local directory"),
+            Err(e) => tracing::error!(account = %account, error = %e, "cluster: putting the account's directory in place failed"),
+        }
+    }
+
+    /// Copies `account`'s data directory into the database under its lease at `epoch`, when it
+    /// changed since the last copy kept.
+    async fn keep_account_files(&self, account: &AccountId, epoch: i64) {
+        let (Some(cluster), Some(files)) = (self.cluster.get(), self.files.get()) else {
+            return;
+        };
+        let _one = files.one_at_a_time.lock().await;
+        let dir = files.root.join(account.as_str());
+        let packed = match tokio::task::spawn_blocking(move || super::account_files::pack(&dir)).await {
+            Ok(Ok(Some(packed))) => packed,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::error!(account = %account, error = %e, "cluster: cannot copy the account's directory; the last copy stays");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(account = %account, error = %e, "cluster: copying the account's directory failed");
+                return;
+            }
+        };
+        let (archive, digest) = packed;
+        if files.kept.get(account).is_some_and(|d| *d == digest) {
+            return;
+        }
+        let sealed = files.sealer.seal(&archive);
+        match cluster.files_put(account, epoch, &sealed).await {
+            Ok(true) => {
+                files.kept.insert(account.clone(), digest);
+                tracing::debug!(account = %account, bytes = sealed.len(), "cluster: the account's directory is copied");
+            }
+            Ok(false) => {
+                tracing::info!(account = %account, "cluster: the account's directory is not copied: its lease moved");
+            }
+            Err(e) => {
+                tracing::warn!(account = %account, error = %e, "cluster: cannot copy the account's directory; trying again later");
+            }
+        }
+    }
+
+    /// Copies the data directory of every account started here (at shutdown, once the
+    /// connectors have stopped).
+    pub(super) async fn keep_all_files(&self) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        for (account, epoch) in cluster.held() {
+            if self.started(&account) {
+                self.keep_account_files(&account, epoch).await;
+            }
+        }
+    }
+
+    /// Whether `account`'s gate is open here (its directory restored, its connector let run).
+    fn started(&self, account: &AccountId) -> bool {
+        self.accounts
+            .get(account)
+            .is_some_and(|held| *held.owned.borrow())
+    }
+
     /// Wakes the lanes of every destination with queued rows, of `account` or of every owned one.
     async fn wake_queued(&self, account: Option<&AccountId>) {
         let (Some(store), Some(lanes)) = (self.store.get(), self.lanes.get()) else {
@@ -92,6 +218,7 @@ impl Gates {
 #[async_trait]
 impl crate::cluster::Accounts for Gates {
     async fn start(&self, account: &AccountId, _epoch: i64) {
+        self.restore_files(account).await;
         if let Some(held) = self.accounts.get(account) {
             held.owned.send_replace(true);
         }
@@ -101,7 +228,7 @@ impl crate::cluster::Accounts for Gates {
         }
     }
 
-    async fn stop(&self, account: &AccountId) {
+    async fn stop(&self, account: &AccountId, handover: Option<i64>) {
         let running = match self.accounts.get(account) {
             Some(held) => {
                 held.owned.send_replace(false);
@@ -110,9 +237,38 @@ impl crate::cluster::Accounts for Gates {
             None => return,
         };
         let mut running = running;
-        let stopped = tokio::time::timeout(STOP_WAIT, running.wait_for(|r| !*r)).await;
-        if stopped.is_err() {
+        let stopped = tokio::time::timeout(STOP_WAIT, running.wait_for(|r| !*r))
+            .await
+            .is_ok();
+        if !stopped {
             tracing::warn!(account = %account, "cluster: the connector did not stop within 15 s");
+        }
+        if let Some(epoch) = handover {
+            self.keep_account_files(account, epoch).await;
+        }
+    }
+}
+
+/// Copies the data directory of each account started here every [`FILES_EVERY`], when it
+/// changed, until `stop` (the last copies are made at shutdown, [`Gates::keep_all_files`]).
+pub(super) async fn keep_files(gates: Arc<Gates>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(FILES_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some(cluster) = gates.cluster.get() else {
+            continue;
+        };
+        for (account, epoch) in cluster.held() {
+            if stop.is_cancelled() {
+                return;
+            }
+            if gates.started(&account) {
+                gates.keep_account_files(&account, epoch).await;
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_init.sql"),
     include_str!("postgres/0002_cluster.sql"),
     include_str!("postgres/0003_relay.sql"),
+    include_str!("postgres/0004_account_files.sql"),
 ];
 
 /// The server ends a session idle inside a transaction for this long (see `connect`).

@@ -6,6 +6,7 @@ mod common;
 
 mod appservice;
 mod bot;
+mod cluster;
 mod discord;
 mod mattermost;
 mod portals;

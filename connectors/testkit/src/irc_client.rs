@@ -130,6 +130,40 @@ impl IrcClient {
         .is_some()
     }
 
+    /// Waits until `nick` is in `channel`, whether it joined before or after this client: asks
+    /// the server for the channel's names until `nick` is among them or `timeout` passes.
+    pub async fn wait_in_channel(&mut self, nick: &str, channel: &str, timeout: Duration) -> bool {
+        let (nick, chan) = (nick.to_lowercase(), channel.to_lowercase());
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            self.raw(&format!("NAMES {channel}")).await;
+            // `353 me = #chan :@a b`, then `366 me #chan :End`: a 353 naming `nick` comes first.
+            let line = self
+                .wait_line(TIMEOUT, |l| {
+                    let parts: Vec<&str> = l.split(' ').collect();
+                    match numeric(l) {
+                        Some("353") => {
+                            parts.get(4).is_some_and(|c| c.to_lowercase() == chan)
+                                && parts[5..].iter().any(|n| {
+                                    n.trim_start_matches(':')
+                                        .trim_start_matches(['@', '+', '%', '&', '~'])
+                                        .to_lowercase()
+                                        == nick
+                                })
+                        }
+                        Some("366") => parts.get(3).is_some_and(|c| c.to_lowercase() == chan),
+                        _ => false,
+                    }
+                })
+                .await;
+            if line.is_some_and(|l| numeric(&l) == Some("353")) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        false
+    }
+
     /// When `nick` signed on to the server, in seconds since the epoch, from `WHOIS` (the
     /// server's `317` answer): the same value means the same connection.
     pub async fn signon(&mut self, nick: &str) -> Option<u64> {

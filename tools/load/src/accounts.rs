@@ -34,8 +34,8 @@ struct Measured {
     cpu_ticks: u64,
 }
 
-fn config(dir: &std::path::Path, admin: u16, irc: u16, pairs: u32, url: Option<&str>) -> String {
-    let mut c = daemon::base_config(dir, admin, url);
+fn config(dir: &std::path::Path, admin: u16, irc: u16, pairs: u32, store: &str) -> String {
+    let mut c = daemon::base_config(dir, admin, store);
     for i in 0..pairs {
         let api = free_port();
         c.push_str(&format!(
@@ -104,8 +104,8 @@ pub async fn accounts(a: Accounts) -> Result<()> {
     for pairs in [1, a.pairs] {
         let admin = free_port();
         let dir = temp.path().join(format!("p{pairs}"));
-        let url = stores.url(a.store);
-        let config = config(&dir, admin, server.port, pairs, url.as_deref());
+        let store = stores.config(a.store);
+        let config = config(&dir, admin, server.port, pairs, &store);
         runs.push(measure(&binary, &dir, &config, admin, idle).await?);
     }
     let (small, large) = (&runs[0], &runs[1]);

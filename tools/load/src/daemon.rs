@@ -7,14 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `[general]`, `[store]` and `[http]` tables every load config starts with: a short
-/// shutdown grace, the store under `dir/data` (or in the PostgreSQL database `store_url`
-/// names), the admin listener on `admin`.
-pub fn base_config(dir: &Path, admin: u16, store_url: Option<&str>) -> String {
-    let url = store_url
-        .map(|u| format!("url = \"{u}\"\n"))
-        .unwrap_or_default();
+/// shutdown grace, the store under `dir/data` (and `store`'s lines from [`Stores::config`]), the
+/// admin listener on `admin`.
+pub fn base_config(dir: &Path, admin: u16, store: &str) -> String {
     format!(
-        "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{}/passerelle.db\"\n{url}\n[http]\nlisten = \"127.0.0.1:{admin}\"\n",
+        "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{}/passerelle.db\"\n{store}\n[http]\nlisten = \"127.0.0.1:{admin}\"\n",
         dir.join("data").display()
     )
 }
@@ -27,6 +24,9 @@ pub enum StoreKind {
     /// A PostgreSQL server of the tool's own on loopback (Debian's package, `fsync` on), a new
     /// database for each run.
     Postgres,
+    /// That PostgreSQL store in cluster mode, this daemon its only instance: every delivery is
+    /// claimed under its destination's lease, every callback kept before it is handled.
+    Cluster,
 }
 
 impl StoreKind {
@@ -35,6 +35,7 @@ impl StoreKind {
         match self {
             Self::Sqlite => "sqlite",
             Self::Postgres => "postgres",
+            Self::Cluster => "cluster",
         }
     }
 }
@@ -51,20 +52,29 @@ impl Stores {
     pub fn start(kinds: &[StoreKind]) -> Self {
         Self {
             postgres: kinds
-                .contains(&StoreKind::Postgres)
+                .iter()
+                .any(|k| *k != StoreKind::Sqlite)
                 .then(|| passerelle_testkit::postgres::Postgres::start(true)),
             made: 0,
         }
     }
 
-    /// `store.url` for a new store of `kind` (`None`: SQLite).
-    pub fn url(&mut self, kind: StoreKind) -> Option<String> {
-        let pg = self
-            .postgres
-            .as_ref()
-            .filter(|_| kind == StoreKind::Postgres)?;
+    /// The `[store]` lines (and the `[cluster]` table) for a new store of `kind`: nothing for
+    /// SQLite, else a new database's `store.url`.
+    pub fn config(&mut self, kind: StoreKind) -> String {
+        let Some(pg) = self.postgres.as_ref().filter(|_| kind != StoreKind::Sqlite) else {
+            return String::new();
+        };
         self.made += 1;
-        Some(pg.create_database(&format!("load{}", self.made)))
+        let url = pg.create_database(&format!("load{}", self.made));
+        let mut lines = format!("url = \"{url}\"\n");
+        if kind == StoreKind::Cluster {
+            lines.push_str(&format!(
+                "outbox_key = \"{}\"\n\n[cluster]\nenabled = true\ninstance = \"load\"\n",
+                "5a".repeat(32)
+            ));
+        }
+        lines
     }
 }
 

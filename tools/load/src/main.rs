@@ -185,7 +185,7 @@ fn bridge_config(
     admin: u16,
     irc: u16,
     api: u16,
-    store_url: Option<&str>,
+    store: &str,
 ) -> String {
     format!(
         r##"{head}
@@ -224,7 +224,7 @@ rooms = [
   {{ account = "irc.out", room = "#load-out", direction = "out" }},
 ]
 "##,
-        head = daemon::base_config(dir, admin, store_url)
+        head = daemon::base_config(dir, admin, store)
     )
 }
 
@@ -306,16 +306,16 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
     let (admin, api_port) = (free_port(), free_port());
     // One daemon per store, each on a new one; the first is up for the direct run too (the
     // process scenario's baseline goes through it).
-    let start = |kind: daemon::StoreKind, url: Option<String>| {
+    let start = |kind: daemon::StoreKind, store: String| {
         let dir = dir.join(kind.name());
-        let mut config = bridge_config(&dir, admin, server.port, api_port, url.as_deref());
+        let mut config = bridge_config(&dir, admin, server.port, api_port, &store);
         if source == Source::Process {
             config.push_str(&relay_config());
         }
         std::fs::create_dir_all(&dir)?;
         Daemon::start(&binary, &dir, &config, admin)
     };
-    let mut daemon = start(load.store[0], stores.url(load.store[0]))?;
+    let mut daemon = start(load.store[0], stores.config(load.store[0]))?;
     daemon
         .wait_for(
             "/readyz",
@@ -357,7 +357,7 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
     for (i, kind) in load.store.iter().copied().enumerate() {
         if i > 0 {
             daemon.stop();
-            daemon = start(kind, stores.url(kind))?;
+            daemon = start(kind, stores.config(kind))?;
             daemon
                 .wait_for(
                     "/readyz",

@@ -43,7 +43,7 @@ rooms = [
   {{ account = "irc.out", room = "#load-out", direction = "out" }},
 ]
 "##,
-        head = crate::daemon::base_config(dir, admin, None),
+        head = crate::daemon::base_config(dir, admin, ""),
     )
 }
 
