@@ -329,8 +329,7 @@ async fn in_cluster_mode_a_lane_sends_its_next_row_only_once_the_last_receipt_is
     // A successor resends what its dead predecessor delivered but had not recorded: with one
     // row at most unrecorded per lane, a kill costs one repeat at most.
     const N: usize = 20;
-    let (router, lanes, mut rx, store, _) =
-        setup_fenced(
+    let (router, lanes, mut rx, store, _) = setup_fenced(
         General::default(),
         Some(Arc::new(OwnsAll)),
         Duration::from_millis(20),

@@ -100,7 +100,10 @@ pub fn unpack(archive: &[u8], dir: &Path) -> Result<usize, FilesError> {
 
 /// A hidden working path beside `dir`, of this process: `.NAME.WHAT-PID`.
 fn beside(dir: &Path, what: &str) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     dir.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
 }
 
@@ -147,11 +150,7 @@ fn take(bytes: &[u8], n: usize) -> Result<(&[u8], &[u8]), FilesError> {
 /// `name` as a path below the directory: plain components only (no `..`, no root, no prefix).
 fn safe_relative(name: &str) -> Result<PathBuf, FilesError> {
     let path = PathBuf::from(name);
-    if name.contains('\0')
-        || !path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-    {
+    if name.contains('\0') || !path.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(FilesError::Malformed("a file name leaves the directory"));
     }
     Ok(path)
@@ -253,7 +252,11 @@ mod tests {
             .unwrap();
         assert!(dir.join("store/crypto.sqlite3-wal").exists());
         let (archive, digest) = pack(&dir).unwrap().unwrap();
-        assert_eq!(pack(&dir).unwrap().unwrap().1, digest, "the same files, the same digest");
+        assert_eq!(
+            pack(&dir).unwrap().unwrap().1,
+            digest,
+            "the same files, the same digest"
+        );
 
         let there = tempfile::tempdir().unwrap();
         let target = there.path().join("accounts").join("matrix.main");
@@ -305,7 +308,10 @@ mod tests {
             ("short body", entry("f", 100, b"x")),
             ("huge size", entry("f", u64::MAX, b"x")),
             ("empty name", entry("", 1, b"x")),
-            ("cut in a header", MAGIC.iter().copied().chain([0u8]).collect()),
+            (
+                "cut in a header",
+                MAGIC.iter().copied().chain([0u8]).collect(),
+            ),
         ];
         for (what, archive) in cases {
             assert!(

@@ -86,7 +86,11 @@ impl Gates {
 
     /// Where the accounts' data directories are (`accounts/` beside the store), and the key
     /// that seals their copies.
-    pub(super) fn set_files(&self, sealer: Arc<crate::store::seal::Sealer>, root: std::path::PathBuf) {
+    pub(super) fn set_files(
+        &self,
+        sealer: Arc<crate::store::seal::Sealer>,
+        root: std::path::PathBuf,
+    ) {
         let _ = self.files.set(Files {
             sealer,
             root,
@@ -128,13 +132,19 @@ impl Gates {
         ))
         .into();
         let dir = files.root.join(account.as_str());
-        match tokio::task::spawn_blocking(move || super::account_files::unpack(&archive, &dir)).await {
+        match tokio::task::spawn_blocking(move || super::account_files::unpack(&archive, &dir))
+            .await
+        {
             Ok(Ok(n)) => {
                 files.kept.insert(account.clone(), digest);
                 tracing::info!(account = %account, files = n, "cluster: the account's directory is in place");
             }
-            Ok(Err(e)) => tracing::error!(account = %account, error = %e, "cluster: cannot put the account's directory in place; starting with the local directory"),
-            Err(e) => tracing::error!(account = %account, error = %e, "cluster: putting the account's directory in place failed"),
+            Ok(Err(e)) => {
+                tracing::error!(account = %account, error = %e, "cluster: cannot put the account's directory in place; starting with the local directory")
+            }
+            Err(e) => {
+                tracing::error!(account = %account, error = %e, "cluster: putting the account's directory in place failed")
+            }
         }
     }
 
@@ -146,7 +156,9 @@ impl Gates {
         };
         let _one = files.one_at_a_time.lock().await;
         let dir = files.root.join(account.as_str());
-        let packed = match tokio::task::spawn_blocking(move || super::account_files::pack(&dir)).await {
+        let packed = match tokio::task::spawn_blocking(move || super::account_files::pack(&dir))
+            .await
+        {
             Ok(Ok(Some(packed))) => packed,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {

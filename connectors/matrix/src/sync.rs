@@ -105,9 +105,13 @@ impl Syncer {
             .map_err(|e| ConnectorError::Fatal(format!("state: {e}")))?
             .and_then(|b| String::from_utf8(b).ok());
         let mut failures = 0u32;
+        // The first sync of a run returns at once, with what came while the account was away
+        // (a restart, or a take-over at another instance), so the account is connected without
+        // waiting a long poll out; the next ones wait for news.
+        let mut poll = Duration::ZERO;
         loop {
             let settings = match &token {
-                Some(t) => SyncSettings::default().token(t.clone()).timeout(LONG_POLL),
+                Some(t) => SyncSettings::default().token(t.clone()).timeout(poll),
                 None => SyncSettings::default().timeout(Duration::ZERO),
             }
             .filter(sync_filter());
@@ -141,6 +145,7 @@ impl Syncer {
                 },
             };
             failures = 0;
+            poll = LONG_POLL;
             let first = token.is_none();
             if !self.encrypted_only {
                 self.accept_invites(&response).await;

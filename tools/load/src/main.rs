@@ -180,13 +180,7 @@ rooms = [
 
 /// The daemon's config: two IRC accounts on one server (`#load-in` read by one, `#load-out`
 /// written by the other) and an API account, with one-way links into `#load-out`.
-fn bridge_config(
-    dir: &std::path::Path,
-    admin: u16,
-    irc: u16,
-    api: u16,
-    store: &str,
-) -> String {
+fn bridge_config(dir: &std::path::Path, admin: u16, irc: u16, api: u16, store: &str) -> String {
     format!(
         r##"{head}
 [accounts."irc.in"]
