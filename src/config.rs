@@ -171,6 +171,9 @@ pub struct StoreConfig {
     pub outbox_key: Option<Secret>,
     /// File holding `outbox_key`.
     pub outbox_key_file: Option<PathBuf>,
+    /// With `url` and `sslmode=require`: a PEM file of CA certificates trusted for the
+    /// database's certificate besides the Mozilla roots (a private CA, or the server's own).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 fn default_store_path() -> PathBuf {
@@ -195,6 +198,7 @@ impl Default for StoreConfig {
             url: None,
             url_file: None,
             pool_size: default_pool_size(),
+            tls_ca_file: None,
         }
     }
 }
@@ -222,16 +226,32 @@ impl StoreConfig {
                 "not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)",
             ));
         }
-        match text.parse::<tokio_postgres::Config>() {
-            Err(e) => return Err(ConfigIssue::new(key, format!("not a PostgreSQL URL: {e}"))),
-            Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+        let parsed = text
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| ConfigIssue::new(key, format!("not a PostgreSQL URL: {e}")))?;
+        let tls = parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require;
+        match (&self.tls_ca_file, tls) {
+            (Some(_), false) => {
                 return Err(ConfigIssue::new(
-                    key,
-                    "sslmode=require: TLS to the database is not supported yet (keep the database \
-                     on a private network and use sslmode=disable)",
+                    "store.tls_ca_file",
+                    format!(
+                        "TLS to the database is used only with sslmode=require in {key}: add it, or remove this key"
+                    ),
                 ));
             }
-            Ok(_) => {}
+            (ca, true) => {
+                passerelle_sdk::tls::client_config(ca.as_deref()).map_err(|e| {
+                    ConfigIssue::new(
+                        if ca.is_some() {
+                            "store.tls_ca_file"
+                        } else {
+                            key
+                        },
+                        e,
+                    )
+                })?;
+            }
+            (None, false) => {}
         }
         if !(1..=256).contains(&self.pool_size) {
             return Err(ConfigIssue::new("store.pool_size", "must be from 1 to 256"));

@@ -70,6 +70,7 @@ pub async fn open_store(
             let store = PostgresStore::connect_patiently(
                 url.expose(),
                 config.pool_size,
+                config.tls_ca_file.as_deref(),
                 DATABASE_PATIENCE,
                 shutdown,
             )

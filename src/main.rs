@@ -83,6 +83,10 @@ enum Command {
         /// A file holding the `--to` URL (as `store.url_file`).
         #[arg(long)]
         to_file: Option<PathBuf>,
+        /// With `sslmode=require` in the URL: CA certificates (PEM) trusted for the database's
+        /// certificate besides the Mozilla roots (as `store.tls_ca_file`).
+        #[arg(long)]
+        to_tls_ca_file: Option<PathBuf>,
     },
     /// Ask a running daemon's `/healthz` (for container health checks); exit 0 when healthy.
     /// Asks the admin listener the configuration names (`http.listen`, after the environment's
@@ -558,7 +562,12 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn migrate_store(from: &str, to: Option<String>, to_file: Option<PathBuf>) -> ExitCode {
+fn migrate_store(
+    from: &str,
+    to: Option<String>,
+    to_file: Option<PathBuf>,
+    to_tls_ca_file: Option<PathBuf>,
+) -> ExitCode {
     let Some(source) = from.strip_prefix("sqlite:") else {
         eprintln!("error: --from: write sqlite:PATH (the store.path of the installation)");
         return ExitCode::from(2);
@@ -566,6 +575,7 @@ fn migrate_store(from: &str, to: Option<String>, to_file: Option<PathBuf>) -> Ex
     let store = passerelle::config::StoreConfig {
         url: to.map(passerelle_sdk::Secret::new),
         url_file: to_file,
+        tls_ca_file: to_tls_ca_file,
         ..Default::default()
     };
     let url = match store.database_url() {
@@ -578,6 +588,7 @@ fn migrate_store(from: &str, to: Option<String>, to_file: Option<PathBuf>) -> Ex
             let text = issue
                 .to_string()
                 .replace("store.url_file", "--to-file")
+                .replace("store.tls_ca_file", "--to-tls-ca-file")
                 .replace("store.url", "--to");
             eprintln!("error: {text}");
             return ExitCode::from(2);
@@ -587,7 +598,13 @@ fn migrate_store(from: &str, to: Option<String>, to_file: Option<PathBuf>) -> Ex
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
-        let destination = match passerelle::store::postgres::PostgresStore::connect(url.expose(), 2).await {
+        let destination = match passerelle::store::postgres::PostgresStore::connect_with(
+            url.expose(),
+            2,
+            store.tls_ca_file.as_deref(),
+        )
+        .await
+        {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("error: --to: {e}");
@@ -623,7 +640,12 @@ fn main() -> ExitCode {
         Command::Health { config, addr } => health(&config, addr),
         Command::Reload { config, addr } => reload(&config, addr),
         Command::Import { from } => import(from),
-        Command::MigrateStore { from, to, to_file } => migrate_store(&from, to, to_file),
+        Command::MigrateStore {
+            from,
+            to,
+            to_file,
+            to_tls_ca_file,
+        } => migrate_store(&from, to, to_file, to_tls_ca_file),
         Command::ExampleConfig => {
             print!("{}", passerelle::registry::example_config());
             ExitCode::SUCCESS

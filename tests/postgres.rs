@@ -3,6 +3,8 @@
 //! brings: several instances at once, a server that is away or restarts, a schema from a newer
 //! passerelle.
 
+mod common;
+
 use passerelle::store::conformance::new_event;
 use passerelle::store::postgres::PostgresStore;
 use passerelle::store::{Accepted, NewDelivery, Store, StoreError};
@@ -184,7 +186,8 @@ async fn a_wrong_password_fails_at_once_without_showing_it() {
     let wrong = format!("{user}:not-the-password@{tail}");
     let started = std::time::Instant::now();
     let stop = tokio_util::sync::CancellationToken::new();
-    let result = PostgresStore::connect_patiently(&wrong, 1, Duration::from_secs(60), &stop).await;
+    let result =
+        PostgresStore::connect_patiently(&wrong, 1, None, Duration::from_secs(60), &stop).await;
     let Err(e) = result else {
         panic!("connected with a wrong password")
     };
@@ -210,7 +213,7 @@ async fn the_store_waits_for_the_database_and_survives_its_restart() {
         let url = url.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            PostgresStore::connect_patiently(&url, 2, Duration::from_secs(60), &stop).await
+            PostgresStore::connect_patiently(&url, 2, None, Duration::from_secs(60), &stop).await
         })
     };
     // The database is away for 3 s.
@@ -528,4 +531,97 @@ async fn kept_callbacks_come_back_in_order_up_to_their_cap_and_go_once_done() {
     );
     // Room again below the cap.
     assert!(store.relay_keep(&tg, "a#1", &[3], 3).await.unwrap());
+}
+
+/// TLS to the database as a deployment has it: the server's certificate names its host
+/// (`db.passerelle.test`, reached at 127.0.0.1 through `hostaddr`) and is signed by a private CA,
+/// and the server refuses plain-text connections over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_checks_its_certificate_and_name() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca =
+        passerelle_testkit::servers::make_certificates_for(certs.path(), &["db.passerelle.test"]);
+    let mut server = Postgres::start(false);
+    let plain = server.create_database("bridge");
+    server.require_tls(certs.path());
+    let named = |host: &str, query: &str| {
+        format!(
+            "{}?hostaddr=127.0.0.1{query}",
+            plain.replace("@127.0.0.1:", &format!("@{host}:"))
+        )
+    };
+    let tls = named("db.passerelle.test", "&sslmode=require");
+
+    // Checked against the private CA and the host name: connected, and the store works, its
+    // listening connection too.
+    let store = PostgresStore::connect_with(&tls, 2, Some(&ca))
+        .await
+        .expect("connected over TLS");
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+    store
+        .listen()
+        .await
+        .expect("a listening connection over TLS");
+
+    // Without TLS the server refuses; without the CA, or under another name, we refuse.
+    for (what, url, ca_file) in [
+        (
+            "no sslmode",
+            named("db.passerelle.test", ""),
+            Some(ca.as_path()),
+        ),
+        (
+            "sslmode=prefer",
+            named("db.passerelle.test", "&sslmode=prefer"),
+            Some(ca.as_path()),
+        ),
+        ("the CA not trusted", tls.clone(), None),
+        (
+            "another host name",
+            named("other.passerelle.test", "&sslmode=require"),
+            Some(ca.as_path()),
+        ),
+    ] {
+        let result = PostgresStore::connect_with(&url, 1, ca_file).await;
+        let Err(e) = result else {
+            panic!("{what}: connected")
+        };
+        let text = e.to_string();
+        assert!(!text.contains(&server_password(&plain)), "{what}: {text}");
+        if ca_file.is_none() {
+            assert!(text.contains("store.tls_ca_file"), "{what}: {text}");
+        }
+        eprintln!("{what}: {text}");
+    }
+
+    // The daemon on that database, as its configuration names it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("database-url"), &tls).unwrap();
+    let admin = common::free_port();
+    let config = format!(
+        "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{data}/passerelle.db\"\n\
+         url_file = \"{secrets}/database-url\"\ntls_ca_file = \"{ca}\"\n\n\
+         [http]\nlisten = \"127.0.0.1:{admin}\"\n\n{api}",
+        data = dir.path().join("data").display(),
+        secrets = dir.path().display(),
+        ca = ca.display(),
+        api = common::api_account(common::free_port(), "tls-test-token-0123456789"),
+    );
+    let mut daemon = common::Daemon::start(dir.path(), &config, admin);
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    assert!(
+        daemon.logs().contains("store: PostgreSQL"),
+        "{}",
+        daemon.logs()
+    );
+    daemon.stop();
+}
+
+/// The password in a test server's URL (`postgres://USER:PASSWORD@…`).
+fn server_password(url: &str) -> String {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(creds, _)| creds.split_once(':'))
+        .map(|(_, pw)| pw.to_owned())
+        .unwrap_or_default()
 }

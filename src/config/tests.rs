@@ -83,10 +83,26 @@ fn a_database_url_is_checked_and_never_shown() {
         issues[0].starts_with("store.url: not a PostgreSQL URL"),
         "{issues:?}"
     );
-    let issues =
-        with_store(json!({"url": "postgres://bridge:s3cret@db.example.org/p?sslmode=require"}));
     assert!(
-        issues[0].starts_with("store.url: sslmode=require"),
+        with_store(json!({"url": "postgres://bridge:s3cret@db.example.org/p?sslmode=require"}))
+            .is_empty()
+    );
+    let issues = with_store(json!({
+        "url": "postgres://bridge:s3cret@db.example.org/p",
+        "tls_ca_file": "/etc/passerelle/db-ca.pem"
+    }));
+    assert!(
+        issues[0].starts_with(
+            "store.tls_ca_file: TLS to the database is used only with sslmode=require in store.url"
+        ),
+        "{issues:?}"
+    );
+    let issues = with_store(json!({
+        "url": "postgres://bridge:s3cret@db.example.org/p?sslmode=require",
+        "tls_ca_file": "/nonexistent/db-ca.pem"
+    }));
+    assert!(
+        issues[0].starts_with("store.tls_ca_file: /nonexistent/db-ca.pem"),
         "{issues:?}"
     );
     let issues =

@@ -52,6 +52,8 @@ pub struct PostgresStore {
     notify_as: Arc<std::sync::OnceLock<String>>,
     /// The connection settings, for the listening connection (outside the pool).
     config: Arc<tokio_postgres::Config>,
+    /// TLS for every connection, used when the URL says `sslmode=require`.
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 /// A connection of its own that listens on [`OUTBOX_CHANNEL`]; the notices arrive on
@@ -140,9 +142,28 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
 impl PostgresStore {
     /// Connects to the database `url` names and migrates it. `pool_size` connections at most.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        Self::connect_with(url, pool_size, None).await
+    }
+
+    /// [`PostgresStore::connect`], trusting the CA certificates in `tls_ca_file` besides the
+    /// Mozilla roots for the server's certificate. TLS is used when the URL says
+    /// `sslmode=require` (then the certificate and the host name are checked, and a server
+    /// without TLS is refused); `prefer` or no `sslmode` means no TLS, as `disable`, since a TLS
+    /// that falls back to plain text unasked protects nothing.
+    pub async fn connect_with(
+        url: &str,
+        pool_size: usize,
+        tls_ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Database(format!("not a PostgreSQL URL: {e}")))?;
+        if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        let client_config = passerelle_sdk::tls::client_config(tls_ca_file)
+            .map_err(|e| StoreError::Database(format!("store.tls_ca_file: {e}")))?;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*client_config).clone());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -163,7 +184,7 @@ impl PostgresStore {
         config.options(&options);
         let manager = Manager::from_config(
             config.clone(),
-            tokio_postgres::NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -181,13 +202,22 @@ impl PostgresStore {
             name: describe(&config).into(),
             notify_as: Arc::default(),
             config: Arc::new(config.clone()),
+            tls,
+        };
+        // A certificate refused for want of its CA: say which key trusts one.
+        let hint = |msg: &str| {
+            if msg.contains("UnknownIssuer") && tls_ca_file.is_none() {
+                " (a private CA signed it: name its certificate in store.tls_ca_file)"
+            } else {
+                ""
+            }
         };
         store.migrate().await.map_err(|e| match e {
             StoreError::Database(msg) => {
-                StoreError::Database(format!("{}: {msg}", describe(&config)))
+                StoreError::Database(format!("{}: {msg}{}", describe(&config), hint(&msg)))
             }
             StoreError::Unavailable(msg) => {
-                StoreError::Unavailable(format!("{}: {msg}", describe(&config)))
+                StoreError::Unavailable(format!("{}: {msg}{}", describe(&config), hint(&msg)))
             }
             other => other,
         })?;
@@ -200,13 +230,14 @@ impl PostgresStore {
     pub async fn connect_patiently(
         url: &str,
         pool_size: usize,
+        tls_ca_file: Option<&std::path::Path>,
         patience: Duration,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Self, StoreError> {
         let started = std::time::Instant::now();
         let mut wait = Duration::from_millis(500);
         loop {
-            match Self::connect(url, pool_size).await {
+            match Self::connect_with(url, pool_size, tls_ca_file).await {
                 Err(StoreError::Unavailable(why)) if started.elapsed() + wait < patience => {
                     tracing::warn!(
                         error = %why,
@@ -280,7 +311,7 @@ impl PostgresStore {
 
     /// Opens a connection that listens on [`OUTBOX_CHANNEL`] and [`RELAY_CHANNEL`].
     pub async fn listen(&self) -> Result<Listener, StoreError> {
-        let (client, mut connection) = self.config.connect(tokio_postgres::NoTls).await?;
+        let (client, mut connection) = self.config.connect(self.tls.clone()).await?;
         let (tx, notices) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
             loop {

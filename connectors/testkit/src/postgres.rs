@@ -188,6 +188,38 @@ impl Postgres {
         }
     }
 
+    /// Turns TLS on with the certificate `server.pem` and key `server.key` in `certs` (see
+    /// [`crate::servers::make_certificates_for`]) and refuses every connection over TCP without
+    /// it (`hostnossl … reject`), then restarts the server.
+    pub fn require_tls(&mut self, certs: &Path) {
+        let data = self.dir.path().join("data");
+        for name in ["server.pem", "server.key"] {
+            let to = data.join(name);
+            std::fs::copy(certs.join(name), &to).expect("copy the certificate");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod");
+            }
+            give_to_server(&to);
+        }
+        let conf = data.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.auto.conf");
+        text.push_str("ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("postgresql.auto.conf");
+        let hba = data.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("pg_hba.conf");
+        give_to_server(&hba);
+        self.stop();
+        self.start_again();
+    }
+
     /// Stops the server as an operator restarting it would (fast shutdown: SIGINT to its PID,
     /// which ends every session), and waits for it to exit.
     pub fn stop(&mut self) {
