@@ -49,6 +49,21 @@ struct Files {
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
+impl Files {
+    /// Where this instance notes the digest of the last copy it kept of `account`'s directory.
+    fn marker(&self, account: &AccountId) -> std::path::PathBuf {
+        self.root.join(format!(".{}.kept", account.as_str()))
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        bytes,
+    ))
+    .into()
+}
+
 impl Gates {
     /// The gate of `account`'s supervisor (replacing an earlier one of the same account).
     pub(super) fn gate(&self, account: &AccountId) -> Gate {
@@ -122,16 +137,21 @@ impl Gates {
             }
         };
         let Some(sealed) = sealed else { return };
+        // This instance made that very copy from its directory (and ran the account since, or
+        // died): the local directory is as new or newer, and stays.
+        let dir = files.root.join(account.as_str());
+        let made_here = tokio::fs::read(files.marker(account))
+            .await
+            .is_ok_and(|m| m == sha256(&sealed));
+        if made_here && dir.is_dir() {
+            tracing::info!(account = %account, "cluster: the account's directory here is as new as its copy; kept");
+            return;
+        }
         let Ok(archive) = files.sealer.open(&sealed) else {
             tracing::error!(account = %account, "cluster: the account's directory copy does not open with this outbox key; starting with the local directory");
             return;
         };
-        let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
-            <sha2::Sha256 as sha2::Digest>::new(),
-            &archive,
-        ))
-        .into();
-        let dir = files.root.join(account.as_str());
+        let digest = sha256(&archive);
         match tokio::task::spawn_blocking(move || super::account_files::unpack(&archive, &dir))
             .await
         {
@@ -178,6 +198,9 @@ impl Gates {
         match cluster.files_put(account, epoch, &sealed).await {
             Ok(true) => {
                 files.kept.insert(account.clone(), digest);
+                if let Err(e) = tokio::fs::write(files.marker(account), sha256(&sealed)).await {
+                    tracing::warn!(account = %account, error = %e, "cluster: cannot note the copy made");
+                }
                 tracing::debug!(account = %account, bytes = sealed.len(), "cluster: the account's directory is copied");
             }
             Ok(false) => {

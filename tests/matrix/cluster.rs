@@ -2,7 +2,8 @@
 //! stores) moves with the lease. Two instances on one PostgreSQL; the Matrix account is pinned
 //! to `a`, IRC to `b`. `a` is killed with SIGKILL once it has copied the directory; `b` takes the
 //! account over on the same device (no second login) and the room goes on bridging both ways;
-//! `a` started again gets the account back from `b` the same way, by a hand-over.
+//! `a` started again gets the account back from `b` the same way, by a hand-over; killed and
+//! started again before anyone else ran the account, `a` keeps its own directory.
 
 use super::{BRIDGE, WAIT, from_bridge, irc_line};
 use crate::common::{Daemon, free_port};
@@ -137,6 +138,27 @@ async fn kept_copy(url: &str, account: &str) -> Option<i32> {
     row.map(|r| r.get(0))
 }
 
+/// Whether the kept copy of `account`'s directory was written under the lease it has now.
+async fn copied_under_current_lease(url: &str, account: &str) -> bool {
+    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+        return false;
+    };
+    let task = tokio::spawn(connection);
+    let same = client
+        .query_opt(
+            "SELECT 1 FROM account_files f JOIN leases l USING (account)
+              WHERE f.account = $1 AND f.epoch = l.epoch",
+            &[&account],
+        )
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    drop(client);
+    let _ = task.await;
+    same
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matrix_account_keeps_its_device_when_its_lease_moves_to_another_instance() {
     let (url, _pg) = Postgres::shared_database();
@@ -250,6 +272,45 @@ async fn a_matrix_account_keeps_its_device_when_its_lease_moves_to_another_insta
     irc_line(&mut bob, "handed back").await;
     bob.say("#m", "bob after the hand-back").await;
     from_bridge(&mut alice, &room, "bob after the hand-back").await;
+
+    // a copies the directory it now runs (under its new lease), dies, and comes back before
+    // anyone else ran the account: its own directory is as new as that copy, or newer, and is
+    // kept rather than replaced by the copy.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !copied_under_current_lease(&url, "matrix").await {
+        assert!(
+            Instant::now() < deadline,
+            "a kept no copy under its lease in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    daemons[0].kill();
+    daemons[0].start_again();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !connected(admins[0], "matrix").await {
+        assert!(
+            Instant::now() < deadline,
+            "matrix back at a after its restart; logs:\n{}",
+            daemons[0].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !connected(admins[1], "matrix").await,
+        "b does not run the account pinned to a, alive again"
+    );
+    let logs = daemons[0].logs();
+    assert!(
+        logs.contains("the account's directory here is as new as its copy; kept"),
+        "a kept its own directory; logs:\n{logs}"
+    );
+    assert_eq!(
+        devices(&root).await,
+        before,
+        "a restarted on the same device"
+    );
+    alice.say(&room, "after the restart").await;
+    irc_line(&mut bob, "after the restart").await;
     for d in &mut daemons {
         d.stop();
     }
