@@ -37,9 +37,12 @@ pub enum FilesError {
     Malformed(&'static str),
 }
 
+/// An archive of a directory's files, and its digest (SHA-256).
+pub type Packed = (Vec<u8>, [u8; 32]);
+
 /// One archive of the files under `dir` (none: an empty directory, or none at all), and its
 /// digest. Blocking: run it off the async threads.
-pub fn pack(dir: &Path) -> Result<Option<(Vec<u8>, [u8; 32])>, FilesError> {
+pub fn pack(dir: &Path) -> Result<Option<Packed>, FilesError> {
     let mut files = Vec::new();
     if dir.is_dir() {
         collect(dir, Path::new(""), &mut files, 0)?;
