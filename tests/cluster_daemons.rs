@@ -28,22 +28,7 @@ fn instance_config(
 ) -> String {
     format!(
         r##"
-[general]
-shutdown_grace_secs = 5
-
-[store]
-path = "{data}/passerelle.db"
-url_file = "{secrets}/database-url"
-outbox_key_file = "{secrets}/outbox-key"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
-[cluster]
-enabled = true
-instance = "{name}"
-lease_secs = {LEASE_SECS}
-prefer = {{ "irc.main" = "a", "api.main" = "b" }}
+{head}
 
 {irc}
 {api}
@@ -54,8 +39,14 @@ rooms = [
   {{ account = "irc.main", room = "#c" }},
 ]
 "##,
-        data = dir.join("data").display(),
-        secrets = secrets.display(),
+        head = common::cluster_head(
+            dir,
+            secrets,
+            name,
+            admin,
+            LEASE_SECS,
+            r#""irc.main" = "a", "api.main" = "b""#
+        ),
         irc = common::irc_account(irc_port),
         api = common::api_account(api_port, TOKEN),
     )

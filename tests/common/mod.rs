@@ -17,6 +17,28 @@ pub fn base_config(dir: &Path, admin: u16) -> String {
     )
 }
 
+/// The `[general]`, `[store]`, `[http]` and `[cluster]` tables of one cluster instance: its store
+/// under `dir/data`, the database URL and outbox key in `secrets` (`database-url`,
+/// `outbox-key`), its admin listener on `admin`, named `name`, with `prefer`'s pins (TOML
+/// `"account" = "instance"` pairs).
+pub fn cluster_head(
+    dir: &Path,
+    secrets: &Path,
+    name: &str,
+    admin: u16,
+    lease_secs: u64,
+    prefer: &str,
+) -> String {
+    format!(
+        "[general]\nshutdown_grace_secs = 5\n\n[store]\npath = \"{data}/passerelle.db\"\n\
+         url_file = \"{s}/database-url\"\noutbox_key_file = \"{s}/outbox-key\"\n\n\
+         [http]\nlisten = \"127.0.0.1:{admin}\"\n\n[cluster]\nenabled = true\n\
+         instance = \"{name}\"\nlease_secs = {lease_secs}\nprefer = {{ {prefer} }}\n",
+        data = dir.join("data").display(),
+        s = secrets.display(),
+    )
+}
+
 /// The `[accounts."irc.main"]` table: the nick `bridge` on the ngIRCd at `port`, plain TCP, sends
 /// not paced.
 pub fn irc_account(port: u16) -> String {

@@ -29,22 +29,7 @@ fn instance_config(
 ) -> String {
     format!(
         r##"
-[general]
-shutdown_grace_secs = 5
-
-[store]
-path = "{data}/passerelle.db"
-url_file = "{secrets}/database-url"
-outbox_key_file = "{secrets}/outbox-key"
-
-[http]
-listen = "127.0.0.1:{admin}"
-
-[cluster]
-enabled = true
-instance = "{name}"
-lease_secs = {LEASE_SECS}
-prefer = {{ "matrix" = "a", "irc" = "b" }}
+{head}
 
 [accounts.irc]
 kind = "irc"
@@ -68,8 +53,14 @@ rooms = [
   {{ account = "matrix", room = "{room}" }},
 ]
 "##,
-        data = dir.join("data").display(),
-        secrets = secrets.display(),
+        head = crate::common::cluster_head(
+            dir,
+            secrets,
+            name,
+            admin,
+            LEASE_SECS,
+            r#""matrix" = "a", "irc" = "b""#
+        ),
     )
 }
 
