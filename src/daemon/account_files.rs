@@ -6,7 +6,8 @@
 //!
 //! A copy is one archive of the directory's files: SQLite databases read through SQLite itself
 //! (`VACUUM INTO`, a consistent snapshot while matrix-sdk writes them), their `-wal`, `-shm` and
-//! `-journal` files left out, other files read as they are. Sizes, counts and names are bounded
+//! `-journal` files and matrix-sdk's caches (event cache, media) left out, other files read as
+//! they are. Sizes, counts and names are bounded
 //! both ways: a copy too big is not made (logged), an archive that breaks a bound is refused
 //! whole and the directory left as it was.
 
@@ -21,6 +22,9 @@ const MAX_FILES: usize = 4_096;
 const MAX_PATH: usize = 1_024;
 /// What an archive starts with (its format's version).
 const MAGIC: &[u8; 8] = b"PSLDIR1\n";
+/// Caches matrix-sdk fills again by itself (room timelines, downloaded media): left out of
+/// copies, which they could swell past [`MAX_BYTES`].
+const CACHES: &[&str] = &["matrix-sdk-event-cache.sqlite3", "matrix-sdk-media.sqlite3"];
 /// The first bytes of every SQLite database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
@@ -177,7 +181,9 @@ fn collect(
             collect(root, &child, out, depth + 1)?;
         } else if kind.is_file() {
             let n = name.to_string_lossy();
-            if ["-wal", "-shm", "-journal"].iter().any(|s| n.ends_with(s)) {
+            if ["-wal", "-shm", "-journal"].iter().any(|s| n.ends_with(s))
+                || CACHES.iter().any(|c| n.starts_with(c))
+            {
                 continue;
             }
             if out.len() == MAX_FILES || child.as_os_str().len() > MAX_PATH {
@@ -254,6 +260,7 @@ mod tests {
         db.execute("INSERT INTO k VALUES ('olm session')", [])
             .unwrap();
         assert!(dir.join("store/crypto.sqlite3-wal").exists());
+        std::fs::write(dir.join("store/matrix-sdk-media.sqlite3"), b"a cache").unwrap();
         let (archive, digest) = pack(&dir).unwrap().unwrap();
         assert_eq!(
             pack(&dir).unwrap().unwrap().1,
@@ -267,6 +274,10 @@ mod tests {
         std::fs::write(target.join("stale"), b"from an earlier owner").unwrap();
         assert_eq!(unpack(&archive, &target).unwrap(), 2);
         assert!(!target.join("stale").exists(), "the directory is replaced");
+        assert!(
+            !target.join("store/matrix-sdk-media.sqlite3").exists(),
+            "caches stay behind"
+        );
         assert_eq!(
             std::fs::read(target.join("session.json")).unwrap(),
             br#"{"device_id":"ABC"}"#

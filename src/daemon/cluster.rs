@@ -46,6 +46,7 @@ struct Files {
     sealer: Arc<crate::store::seal::Sealer>,
     root: std::path::PathBuf,
     kept: DashMap<AccountId, [u8; 32]>,
+    failing: DashMap<AccountId, ()>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -110,6 +111,7 @@ impl Gates {
             sealer,
             root,
             kept: DashMap::new(),
+            failing: DashMap::new(),
             one_at_a_time: tokio::sync::Mutex::new(()),
         });
     }
@@ -182,7 +184,10 @@ impl Gates {
             Ok(Ok(Some(packed))) => packed,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
-                tracing::error!(account = %account, error = %e, "cluster: cannot copy the account's directory; the last copy stays");
+                // Said once per account until a copy is made again, not every interval.
+                if files.failing.insert(account.clone(), ()).is_none() {
+                    tracing::error!(account = %account, error = %e, "cluster: cannot copy the account's directory; the last copy stays");
+                }
                 return;
             }
             Err(e) => {
@@ -190,6 +195,7 @@ impl Gates {
                 return;
             }
         };
+        files.failing.remove(account);
         let (archive, digest) = packed;
         if files.kept.get(account).is_some_and(|d| *d == digest) {
             return;

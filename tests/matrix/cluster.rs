@@ -210,6 +210,7 @@ async fn a_matrix_account_keeps_its_device_when_its_lease_moves_to_another_insta
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(size > 1_000, "the copy holds the stores ({size} bytes)");
+    eprintln!("the directory's copy: {size} bytes sealed");
 
     daemons[0].kill();
     let killed = Instant::now();
