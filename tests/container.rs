@@ -183,23 +183,28 @@ fn write_readable(path: &Path, text: &str) {
 /// The admin listener's address by default.
 const DEFAULT_ADMIN: u16 = 9180;
 
-/// Starts a container on `s`: config read-only, the secret read-only, the volume at /data; the
-/// admin listener moved by the environment when `moved`.
-fn run(s: &Setup, name: &str, moved: bool) {
-    let mut args: Vec<String> = [
+/// `docker run -d --name NAME --network host --health-interval 1s`: the start of every run here
+/// (only the health check's interval set; its command is the image's own).
+fn run_args(name: &str) -> Vec<String> {
+    [
         "run",
         "-d",
         "--name",
         name,
         "--network",
         "host",
-        // Only the interval: the command is the image's own.
         "--health-interval",
         "1s",
     ]
     .iter()
     .map(|a| (*a).to_owned())
-    .collect();
+    .collect()
+}
+
+/// Starts a container on `s`: config read-only, the secret read-only, the volume at /data; the
+/// admin listener moved by the environment when `moved`.
+fn run(s: &Setup, name: &str, moved: bool) {
+    let mut args = run_args(name);
     let mounts = [
         format!(
             "{}:/config/config.toml:ro",
@@ -403,19 +408,7 @@ async fn the_compose_files_two_instances_share_the_accounts_through_postgresql()
     for (((service, container), admin), volume) in
         names.iter().zip(&containers).zip(admins).zip(&volumes)
     {
-        let mut args: Vec<String> = [
-            "run",
-            "-d",
-            "--name",
-            container,
-            "--network",
-            "host",
-            "--health-interval",
-            "1s",
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .collect();
+        let mut args = run_args(container);
         for (file, at) in [
             ("config.toml", "/config/config.toml"),
             ("api_a_token", "/run/secrets/api_a_token"),

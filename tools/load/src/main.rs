@@ -331,20 +331,10 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
     if source == Source::Process {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let clock = Instant::now();
-    let progress = Arc::new(irc::Progress::default());
     let direct = if load.no_direct {
         Figures::default()
     } else {
-        measure(
-            b,
-            run,
-            &load,
-            clock,
-            progress.clone(),
-            send_lines(a, run, &load, progress, clock),
-        )
-        .await?
+        irc_lines(a, b, run, &load).await?
     };
 
     // Through passerelle, on each store in turn.
@@ -393,17 +383,7 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
                 "#load-in"
             };
             let a = irc::Client::join(server.port, &format!("da{i}"), channel).await?;
-            let clock = Instant::now();
-            let progress = Arc::new(irc::Progress::default());
-            measure(
-                b,
-                run,
-                &load,
-                clock,
-                progress.clone(),
-                send_lines(a, run, &load, progress, clock),
-            )
-            .await?
+            irc_lines(a, b, run, &load).await?
         };
         let peak_rss = daemon.peak_rss_kib();
         let clean = daemon.stop();
@@ -430,6 +410,22 @@ async fn irc_to_irc(load: Load, source: Source) -> Result<()> {
 
 /// `a` writes the run's tagged lines into its channel, as `load` says; the first send time and
 /// the open connection (kept until the receiver is done).
+/// One run of IRC lines: `a` sends them (as [`send_lines`]), `b` receives; the figures, with the
+/// clock started now.
+async fn irc_lines(a: irc::Client, b: irc::Client, run: u32, load: &Load) -> Result<Figures> {
+    let clock = Instant::now();
+    let progress = Arc::new(irc::Progress::default());
+    measure(
+        b,
+        run,
+        load,
+        clock,
+        progress.clone(),
+        send_lines(a, run, load, progress, clock),
+    )
+    .await
+}
+
 async fn send_lines(
     a: irc::Client,
     run: u32,
